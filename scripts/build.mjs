@@ -1,0 +1,25 @@
+// Bundles the CLI, the hook and the config runtime into dist/. Dependencies stay external
+// (loaded from node_modules) so typescript is only read when a command really needs it.
+import { build } from "esbuild";
+import { fileURLToPath } from "node:url";
+
+const root = fileURLToPath(new URL("..", import.meta.url));
+
+await build({
+  absWorkingDir: root,
+  entryPoints: {
+    cli: "src/cli/main.ts",
+    hook: "src/hook/main.ts",
+    index: "src/index.ts",
+  },
+  outdir: "dist",
+  bundle: true,
+  splitting: true,
+  format: "esm",
+  platform: "node",
+  target: "node20",
+  packages: "external",
+  sourcemap: "linked",
+  chunkNames: "chunks/[name]-[hash]",
+  logLevel: "warning",
+});

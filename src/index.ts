@@ -1,0 +1,2 @@
+// What a machines.ts imports as "offload".
+export {};

@@ -1,0 +1,128 @@
+// Types of the `offload` module as seen from /etc/offload/machines.ts.
+// This file is the single definition of the machine records: the type checker checks
+// configs against it, editors complete from it, and offload's own sources import it.
+
+/** A Nix system type, `<arch>-<os>`, e.g. `"x86_64-linux"` or `"aarch64-darwin"`. */
+export type NixSystem = `${string}-${string}`;
+
+/** What you write for one remote build machine. Only `name` and `systems` are required. */
+export interface BuildMachineOptions {
+  /**
+   * Host name, IP address, or a `Host` alias from root's `~/.ssh/config` (whose
+   * `HostName`, `Port`, `User` and `IdentityFile` are then honoured). Also the machine's
+   * name in logs, `offload status` and `offload explain`; must be unique.
+   */
+  name: string;
+  /** SSH port. Default: the `Port` of an ~/.ssh/config alias, else 22. */
+  port?: number;
+  /** SSH user on the remote machine. Default: the alias's `User`, else `root`. */
+  user?: string;
+  /**
+   * Nix system types this machine builds, e.g. `["x86_64-linux", "i686-linux"]`.
+   * Non-empty.
+   */
+  systems: NixSystem[];
+  /**
+   * The machine's SSH host public key, one OpenSSH line as in its
+   * `/etc/ssh/ssh_host_ed25519_key.pub`: `"ssh-ed25519 AAAA… comment"`. Connections
+   * presenting any other key are refused. When omitted, root's known_hosts files decide
+   * (an unknown host is refused, never trusted on first use).
+   */
+  hostKey?: string;
+  /**
+   * Path of the SSH private key used to log in (no passphrase; must not be readable
+   * by group or others). Default: the alias's `IdentityFile`, else ~/.ssh/id_ed25519
+   * or ~/.ssh/id_rsa of the user running the daemon.
+   */
+  privateKey?: string;
+  /** How many builds may run on this machine at once. Positive integer. Default 1. */
+  parallelBuilds?: number;
+  /**
+   * Relative speed; among machines with free slots the fastest (after load) wins.
+   * Positive, may be fractional. Default 1.
+   */
+  speed?: number;
+  /**
+   * System features this machine supports, e.g. `["kvm", "big-parallel", "benchmark"]`.
+   * A derivation with `requiredSystemFeatures` only goes to machines that have them all.
+   */
+  features?: string[];
+  /**
+   * Features a derivation must require to be built here: the machine only takes
+   * derivations whose `requiredSystemFeatures` include every one of these (Nix's rule).
+   * They count as supported features too.
+   */
+  mandatoryFeatures?: string[];
+  /**
+   * Normalized load (1-minute load average divided by CPU count) above which the
+   * machine is skipped. In (0, 1], default 0.8; `null` ignores load.
+   */
+  overloadThreshold?: number | null;
+  /**
+   * The Nix store to use on the remote machine, passed as `--store` to its
+   * `nix-store --serve` (e.g. a chroot store `"/srv/nix-chroot"`). Default: its normal store.
+   */
+  remoteStore?: string;
+  /**
+   * Public key (`name:base64`, as written by `nix-store --generate-binary-cache-key`)
+   * that must have signed every output this machine sends back. Default: any key in
+   * /etc/offload/acl.
+   */
+  signingKey?: string;
+  /** Let the remote substitute missing inputs from its own caches (Nix's builders-use-substitutes). Default false. */
+  useSubstitutes?: boolean;
+  /** Seconds to wait for TCP + SSH connection setup. Default 10. */
+  connectTimeout?: number;
+  /** `false` keeps the record but never offloads to it. Default true. */
+  enabled?: boolean;
+}
+
+/** What you write for the local machine so it competes with remote machines in scheduling. */
+export interface LocalMachineOptions {
+  /** Relative speed of this machine, on the same scale as the remote machines' `speed`. Default 1. */
+  speed?: number;
+  /**
+   * System features of the local machine. Default: the daemon's `system-features`.
+   */
+  features?: string[];
+  /** `false`: never prefer building locally over offloading. Default true. */
+  enabled?: boolean;
+}
+
+/** A remote build machine after defaults have been applied. */
+export interface BuildMachine {
+  readonly kind: "build-machine";
+  readonly name: string;
+  readonly port?: number;
+  readonly user?: string;
+  readonly systems: readonly NixSystem[];
+  readonly hostKey?: string;
+  readonly privateKey?: string;
+  readonly parallelBuilds: number;
+  readonly speed: number;
+  readonly features: readonly string[];
+  readonly mandatoryFeatures: readonly string[];
+  readonly overloadThreshold: number | null;
+  readonly remoteStore?: string;
+  readonly signingKey?: string;
+  readonly useSubstitutes: boolean;
+  readonly connectTimeout: number;
+  readonly enabled: boolean;
+}
+
+/** The local machine record after defaults have been applied. */
+export interface LocalMachine {
+  readonly kind: "local-machine";
+  readonly speed: number;
+  readonly features?: readonly string[];
+  readonly enabled: boolean;
+}
+
+/** Any record a machines.ts may export. */
+export type MachineRecord = BuildMachine | LocalMachine;
+
+/** Declares a remote build machine. */
+export declare function buildMachine(options: BuildMachineOptions): BuildMachine;
+
+/** Declares how the local machine competes with remote ones (at most one per config). */
+export declare function localMachine(options?: LocalMachineOptions): LocalMachine;
