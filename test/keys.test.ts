@@ -1,5 +1,5 @@
 import { execFileSync } from "node:child_process";
-import { chmod, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { inspect } from "node:util";
@@ -11,6 +11,8 @@ import {
   SecretKey,
 } from "../src/nix/keys.js";
 import { OffloadError } from "../src/errors.js";
+import { registerKeys } from "../src/cli/keys.js";
+import { runCommand } from "./support/run-command.js";
 
 // RFC 8032 §7.1, test 1: proves the raw seed/public/signature layout, not just round trips.
 const SEED = Buffer.from("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60", "hex");
@@ -120,5 +122,40 @@ describe("keys", () => {
     expect(secret.name).toBe("nixhost-1");
     expect(secret.publicKey.toString()).toBe(publicText);
     expect(secret.exportSecret()).toBe(await readFile(sec, "utf8"));
+  });
+
+  test("offload keygen writes 0600/0644 files, refuses to overwrite without --force", async () => {
+    const config = path.join(dir, "config");
+    const first = await runCommand(registerKeys, config, ["keygen", "--name", "testhost-1"]);
+    const secretFile = path.join(config, "signing-key.sec");
+    const publicFile = path.join(config, "signing-key.pub");
+    expect((await stat(secretFile)).mode & 0o777).toBe(0o600);
+    expect((await stat(publicFile)).mode & 0o777).toBe(0o644);
+    const secret = await readSecretKeyFile(secretFile);
+    const publicText = await readFile(publicFile, "utf8");
+    expect(publicText).toBe(secret.publicKey.toString());
+    expect(publicText.startsWith("testhost-1:")).toBe(true);
+    // Only the public key is printed.
+    expect(first.stdout).toBe(`${publicText}\n`);
+    expect(first.stdout + first.stderr).not.toContain(secret.exportSecret().split(":")[1]);
+
+    await expect(runCommand(registerKeys, config, ["keygen"])).rejects.toMatchObject({
+      code: "key-exists",
+      fix: expect.stringContaining("--force"),
+    });
+    expect(await readFile(publicFile, "utf8")).toBe(publicText);
+
+    await runCommand(registerKeys, config, ["keygen", "--force"]);
+    const replaced = await readSecretKeyFile(secretFile);
+    expect(replaced.publicKey.equals(secret.publicKey)).toBe(false);
+    expect(replaced.name).toMatch(/-1$/);
+  });
+
+  test("offload keygen refuses a bad name", async () => {
+    const config = path.join(dir, "config-bad");
+    await mkdir(config);
+    await expect(runCommand(registerKeys, config, ["keygen", "--name", "a:b"])).rejects.toMatchObject({
+      code: "invalid-key-name",
+    });
   });
 });
