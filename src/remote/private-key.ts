@@ -1,0 +1,60 @@
+// Loads the SSH client key with the checks ssh itself makes, but failing with a fix
+// instead of a prompt: the build hook has no terminal to ask for a passphrase.
+
+import { readFileSync, statSync } from "node:fs";
+import { utils } from "ssh2";
+import type { ParsedKey } from "ssh2";
+import { OffloadError } from "../errors.js";
+
+export interface ClientKey {
+  path: string;
+  /** File contents, handed to ssh2 as is. */
+  data: Buffer;
+  /** `"<type> <base64> <comment>"`: what belongs in the remote authorized_keys. */
+  publicLine: string;
+}
+
+function unreadable(path: string, why: string, fix: string, cause?: unknown): OffloadError {
+  return new OffloadError(`SSH private key ${path} ${why}`, { code: "key-file-unreadable", fix, cause });
+}
+
+export function loadClientKey(path: string): ClientKey {
+  let mode: number;
+  try {
+    mode = statSync(path).mode;
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") {
+      throw unreadable(path, "does not exist", `ssh-keygen -t ed25519 -N '' -f ${path}   (then add ${path}.pub to the machine's authorized_keys)`, error);
+    }
+    throw unreadable(path, `cannot be examined: ${(error as Error).message}`, `ls -l ${path}`, error);
+  }
+  // ssh refuses keys with any group/other permission bits; refusing here gives the same answer earlier.
+  if ((mode & 0o077) !== 0) {
+    throw new OffloadError(`SSH private key ${path} is accessible by others (mode ${(mode & 0o777).toString(8).padStart(4, "0")})`, {
+      code: "key-file-too-open",
+      fix: `chmod 600 ${path}`,
+    });
+  }
+  let data: Buffer;
+  try {
+    data = readFileSync(path);
+  } catch (error) {
+    throw unreadable(path, `cannot be read: ${(error as Error).message}`, `ls -l ${path}   (it must be readable by the user running the nix daemon)`, error);
+  }
+  const parsed = utils.parseKey(data);
+  if (parsed instanceof Error) {
+    if (/passphrase|encrypted/i.test(parsed.message)) {
+      throw unreadable(
+        path,
+        "is protected by a passphrase, which the build hook cannot enter",
+        `ssh-keygen -p -N '' -f ${path}   (removes the passphrase; or set privateKey to a dedicated key without one)`,
+      );
+    }
+    throw unreadable(path, `is not a private key ssh2 understands: ${parsed.message}`, `ssh-keygen -y -f ${path}   (must print the public key)`, parsed);
+  }
+  const key: ParsedKey = Array.isArray(parsed) ? parsed[0] : parsed;
+  if (!key.isPrivateKey()) throw unreadable(path, "holds a public key, not a private key", `point privateKey at the file without .pub`);
+  const comment = key.comment === "" ? "offload" : key.comment;
+  return { path, data, publicLine: `${key.type} ${key.getPublicSSH().toString("base64")} ${comment}` };
+}

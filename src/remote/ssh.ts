@@ -1,0 +1,221 @@
+// One SSH connection to a build machine (ssh2, no ssh binary): host key verified before
+// anything is sent, every failure mapped to an OffloadError with a stable code and a fix.
+
+import { Client } from "ssh2";
+import type { ClientChannel, ConnectConfig } from "ssh2";
+import { homedir } from "node:os";
+import type { Readable, Writable } from "node:stream";
+import { OffloadError } from "../errors.js";
+import { checkHostKey, expectedKeyTypes, hostKeyPolicy } from "./host-keys.js";
+import { loadClientKey } from "./private-key.js";
+import type { ClientKey } from "./private-key.js";
+import { resolveSshTarget } from "./ssh-config.js";
+import type { ResolvedSshTarget, SshTargetSpec } from "./ssh-config.js";
+
+export interface MachineTarget extends SshTargetSpec {
+  /** OpenSSH public key line the host must present (machines.ts `hostKey`). */
+  hostKey?: string;
+  /** Seconds for TCP connect + SSH handshake + authentication. Default 10. */
+  connectTimeout?: number;
+}
+
+export interface ConnectOptions {
+  /** Default ~/.ssh/config. */
+  sshConfigPath?: string;
+  /** Default ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts. */
+  knownHostsFiles?: string[];
+  /** Home directory for `~`, default keys and files. Default: os.homedir(). */
+  homeDir?: string;
+}
+
+export interface ExitStatus {
+  /** Exit code, or null when killed by a signal or when the connection died first. */
+  code: number | null;
+  signal?: string;
+}
+
+export interface RemoteProcess {
+  stdin: Writable;
+  stdout: Readable;
+  /** Not consumed here: the caller decides (the build log travels on it). */
+  stderr: Readable;
+  /** Settles when the channel closes; never rejects. */
+  exit: Promise<ExitStatus>;
+  /** Closes the channel; sshd then hangs up on the remote command. */
+  close(): void;
+}
+
+export interface SshConnection {
+  readonly target: ResolvedSshTarget;
+  exec(command: string): Promise<RemoteProcess>;
+  close(): void;
+}
+
+// OpenSSH host key types → the signature algorithms ssh2 negotiates for them.
+const HOST_KEY_ALGORITHMS: Record<string, string[]> = {
+  "ssh-ed25519": ["ssh-ed25519"],
+  "ssh-rsa": ["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"],
+  "ecdsa-sha2-nistp256": ["ecdsa-sha2-nistp256"],
+  "ecdsa-sha2-nistp384": ["ecdsa-sha2-nistp384"],
+  "ecdsa-sha2-nistp521": ["ecdsa-sha2-nistp521"],
+};
+
+function pickClientKey(target: ResolvedSshTarget): ClientKey {
+  if (target.explicitKey) return loadClientKey(target.identityFiles[0]!);
+  for (const path of target.identityFiles) {
+    try {
+      return loadClientKey(path);
+    } catch (error) {
+      // Defaults that do not exist are skipped, as ssh does; a present but bad key is reported.
+      if (!(error instanceof OffloadError && error.code === "key-file-unreadable" && /does not exist/.test(error.message))) throw error;
+    }
+  }
+  const wanted = target.identityFiles[0]!;
+  throw new OffloadError(`no SSH private key for ${target.name}: none of ${target.identityFiles.join(", ")} exists`, {
+    code: "key-file-unreadable",
+    fix: `ssh-keygen -t ed25519 -N '' -f ${wanted}   (or set privateKey for ${target.name} in machines.ts)`,
+  });
+}
+
+function describe(target: ResolvedSshTarget): string {
+  const where = `${target.user}@${target.host}:${target.port}`;
+  return target.host === target.name ? where : `${target.name} (${where})`;
+}
+
+function networkError(error: NodeJS.ErrnoException & { level?: string }, target: ResolvedSshTarget, timeout: number): OffloadError {
+  const where = describe(target);
+  switch (error.code) {
+    case "ECONNREFUSED":
+      return new OffloadError(`connection to ${where} refused: nothing listens on port ${target.port}`, {
+        code: "tcp-refused",
+        fix: `start sshd on ${target.host} (systemctl start sshd) or set the right port for ${target.name}`,
+        cause: error,
+      });
+    case "ENOTFOUND":
+    case "EAI_AGAIN":
+      return new OffloadError(`cannot resolve host name ${target.host} of ${target.name}`, {
+        code: "unreachable",
+        fix: `getent hosts ${target.host}   (or use an IP address / a HostName in ~/.ssh/config)`,
+        cause: error,
+      });
+    case "EHOSTUNREACH":
+    case "ENETUNREACH":
+    case "ETIMEDOUT":
+      return new OffloadError(`${where} is unreachable (${error.code})`, { code: "unreachable", fix: `ping ${target.host}`, cause: error });
+  }
+  if (error.level === "client-timeout") return timedOut(target, timeout);
+  if (error.level === "client-authentication") {
+    return new OffloadError(`${where} refused our key for user ${target.user}`, { code: "auth-refused", cause: error });
+  }
+  return new OffloadError(`SSH connection to ${where} failed: ${error.message}`, { code: "unreachable", fix: `ssh -v -p ${target.port} ${target.user}@${target.host} true`, cause: error });
+}
+
+function timedOut(target: ResolvedSshTarget, timeout: number): OffloadError {
+  return new OffloadError(`${describe(target)} did not complete an SSH handshake within ${timeout} s`, {
+    code: "unreachable",
+    fix: `check that ${target.host}:${target.port} is up and runs sshd (ssh -v -p ${target.port} ${target.user}@${target.host} true), or raise connectTimeout for ${target.name}`,
+  });
+}
+
+function wrapChannel(channel: ClientChannel): RemoteProcess {
+  let status: ExitStatus = { code: null };
+  channel.on("exit", (code: number | null, signal?: string) => {
+    status = code === null ? { code: null, signal } : { code };
+  });
+  const exit = new Promise<ExitStatus>((resolve) => channel.once("close", () => resolve(status)));
+  return { stdin: channel, stdout: channel, stderr: channel.stderr, exit, close: () => channel.close() };
+}
+
+export async function connectMachine(spec: MachineTarget, options: ConnectOptions = {}): Promise<SshConnection> {
+  const home = options.homeDir ?? homedir();
+  const target = resolveSshTarget(spec, { sshConfigPath: options.sshConfigPath, homeDir: home });
+  const key = pickClientKey(target);
+  const knownHostsFiles = options.knownHostsFiles ?? [`${home}/.ssh/known_hosts`, "/etc/ssh/ssh_known_hosts"];
+  const policy = hostKeyPolicy(target.name, target.knownHostsName, spec.hostKey, knownHostsFiles);
+  const timeout = spec.connectTimeout ?? 10;
+  const acceptedTypes = expectedKeyTypes(policy);
+  const serverHostKey = acceptedTypes.flatMap((type) => HOST_KEY_ALGORITHMS[type] ?? []);
+
+  const client = new Client();
+  let hostKeyError: OffloadError | undefined;
+  const config: ConnectConfig = {
+    host: target.host,
+    port: target.port,
+    username: target.user,
+    privateKey: key.data,
+    readyTimeout: timeout * 1000,
+    // Detects a dead machine during long, silent builds.
+    keepaliveInterval: 15_000,
+    keepaliveCountMax: 4,
+    hostVerifier: (presented: Buffer) => {
+      hostKeyError = checkHostKey(presented, policy);
+      return hostKeyError === undefined;
+    },
+    ...(serverHostKey.length > 0 ? { algorithms: { serverHostKey: serverHostKey as never } } : {}),
+  };
+
+  await new Promise<void>((resolve, reject) => {
+    // Our own timer covers TCP connect too; ssh2's readyTimeout is a backstop.
+    const timer = setTimeout(() => {
+      client.destroy();
+      reject(timedOut(target, timeout));
+    }, timeout * 1000);
+    const fail = (error: OffloadError) => {
+      clearTimeout(timer);
+      client.destroy();
+      reject(error);
+    };
+    let ready = false;
+    client.once("ready", () => {
+      ready = true;
+      clearTimeout(timer);
+      resolve();
+    });
+    client.once("close", () => {
+      if (!ready) {
+        fail(hostKeyError ?? new OffloadError(`${describe(target)} closed the connection during SSH setup`, { code: "unreachable", fix: `ssh -v -p ${target.port} ${target.user}@${target.host} true` }));
+      }
+    });
+    // Stays registered for the connection's life: later errors surface as closed channels.
+    client.on("error", (error: NodeJS.ErrnoException & { level?: string }) => {
+      if (ready) return;
+      if (hostKeyError) return fail(hostKeyError);
+      if (serverHostKey.length > 0 && /no matching host key/i.test(error.message)) {
+        return fail(
+          new OffloadError(`${describe(target)} offers no host key of the pinned/known type (${acceptedTypes.join(", ")})`, {
+            code: "host-key-mismatch",
+            fix: `compare with the machine's /etc/ssh/ssh_host_*_key.pub and update hostKey for ${target.name} in machines.ts`,
+            cause: error,
+          }),
+        );
+      }
+      const mapped = networkError(error, target, timeout);
+      if (mapped.code === "auth-refused") {
+        return fail(
+          new OffloadError(`${mapped.message} (${key.path})`, {
+            code: "auth-refused",
+            fix: `on ${target.host}, add this line to ~${target.user}/.ssh/authorized_keys: ${key.publicLine}`,
+            cause: error,
+          }),
+        );
+      }
+      fail(mapped);
+    });
+    client.connect(config);
+  });
+
+  return {
+    target,
+    exec: (command) =>
+      new Promise<RemoteProcess>((resolve, reject) => {
+        client.exec(command, (error, channel) => {
+          if (error) {
+            reject(new OffloadError(`cannot run \`${command}\` on ${describe(target)}: ${error.message}`, { code: "unreachable", cause: error }));
+          } else {
+            resolve(wrapChannel(channel));
+          }
+        });
+      }),
+    close: () => client.end(),
+  };
+}
