@@ -1,0 +1,7 @@
+// The lab's programmatic API, for tests, the demo and benchmarks.
+export { labUp } from "./up.js";
+export { labDown, type LabDownOptions } from "./down.js";
+export { labStatus, type LabBuilderStatus, type LabStatus } from "./status.js";
+export { readLab, type Lab, type LabBuilder } from "./lab.js";
+export { DEFAULT_LAB_DIR, type LabBuilderSpec, type LabOptions } from "./options.js";
+export { sshArgs } from "./verify.js";

@@ -1,0 +1,47 @@
+// A running lab as its callers see it: every path, address and key they need to point
+// offload, Nix or ssh at the builders. Stored as <dir>/lab.json by `up`.
+import { readFile } from "node:fs/promises";
+import { OffloadError } from "../errors.js";
+import type { LabPaths } from "./layout.js";
+import { labPaths } from "./layout.js";
+import type { BuilderPlan } from "./options.js";
+
+export interface LabBuilder extends BuilderPlan {
+  /** The builder's directory: keys, sshd_config, nix.conf, pid file, log, store. */
+  dir: string;
+  /** Chroot store root; `nix … --store <storeDir>` reads the builder's store locally. */
+  storeDir: string;
+  nixConf: string;
+  sshdConfig: string;
+  pidFile: string;
+  logFile: string;
+  /** The sshd's host public key line, "ssh-ed25519 AAAA… <name>". */
+  hostKey: string;
+  /** The builder's Nix signing public key, "<name>-1:base64"; it signs everything it builds. */
+  signingKey: string;
+}
+
+export interface Lab extends LabPaths {
+  prefix: string;
+  /** offload's public signing key for this lab ("name:base64"); every builder trusts it. */
+  signingKey: string;
+  /** The ssh client config holding `Include <sshConfig>`, or null when none was edited. */
+  rootSshConfig: string | null;
+  builders: LabBuilder[];
+}
+
+/** The lab recorded in `dir`; throws when `lab up` never ran there. */
+export async function readLab(dir: string): Promise<Lab> {
+  const file = labPaths(dir).state;
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+    throw new OffloadError(`no lab in ${dir} (${file} does not exist)`, {
+      code: "lab-not-found",
+      fix: `offload lab up --dir ${dir}`,
+    });
+  }
+  return JSON.parse(text) as Lab;
+}

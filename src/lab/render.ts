@@ -1,0 +1,135 @@
+// The text of every generated file of a lab. Pure functions of the Lab, so running `up`
+// again writes the same bytes.
+import type { Lab, LabBuilder } from "./lab.js";
+
+export function sshdConfig(lab: Lab, builder: LabBuilder): string {
+  return [
+    `# ${builder.name} of the offload lab in ${lab.dir} (written by offload lab up)`,
+    `ListenAddress ${builder.address}`,
+    `Port ${builder.port}`,
+    `HostKey ${builder.dir}/ssh_host_ed25519_key`,
+    `PidFile ${builder.pidFile}`,
+    "PermitRootLogin prohibit-password",
+    "PubkeyAuthentication yes",
+    "PasswordAuthentication no",
+    "KbdInteractiveAuthentication no",
+    "UsePAM no",
+    `AuthorizedKeysFile ${lab.authorizedKeys}`,
+    // Every session (ssh, Nix's build-remote, offload) sees this builder's own nix.conf,
+    // hence its own chroot store and signing key: a separate machine as far as clients know.
+    `SetEnv NIX_USER_CONF_FILES=${builder.nixConf}`,
+    // Benchmarks open many connections at once; the default (10:30:100) drops some early.
+    "MaxStartups 64:30:128",
+    "PrintMotd no",
+    "",
+  ].join("\n");
+}
+
+export function builderNixConf(lab: Lab, builder: LabBuilder): string {
+  const systemFeatures = [...new Set([...builder.features, ...builder.mandatoryFeatures])];
+  return [
+    `# Nix settings of ${builder.name} (offload lab ${lab.dir}), set for its sshd sessions by NIX_USER_CONF_FILES.`,
+    `store = ${builder.storeDir}`,
+    `secret-key-files = ${builder.dir}/signing-key.sec`,
+    `trusted-public-keys = ${lab.signingKey} ${builder.signingKey}`,
+    // A chroot store always builds in the sandbox, where /bin/sh must be made visible.
+    "extra-sandbox-paths = /bin /lib /lib64 /usr",
+    `system-features = ${systemFeatures.join(" ")}`,
+    `max-jobs = ${builder.parallelBuilds}`,
+    // Loopback only: asking cache.nixos.org would just time out.
+    "substituters =",
+    "",
+  ].join("\n");
+}
+
+export function clientSshConfig(lab: Lab): string {
+  const blocks = lab.builders.map((builder) =>
+    [
+      `Host ${builder.name}`,
+      `  HostName ${builder.address}`,
+      `  Port ${builder.port}`,
+      "  User root",
+      `  IdentityFile ${lab.clientKey}`,
+      "  IdentitiesOnly yes",
+      // Host keys are looked up by alias: Nix's build-remote writes its own known_hosts line
+      // for the machines-file host name ("lab-b0"), which must match too.
+      `  HostKeyAlias ${builder.name}`,
+      `  UserKnownHostsFile ${lab.knownHosts}`,
+      "  StrictHostKeyChecking yes",
+      "  BatchMode yes",
+      "",
+    ].join("\n"),
+  );
+  return [`# Builders of the offload lab in ${lab.dir} (written by offload lab up)`, "", ...blocks].join("\n");
+}
+
+/** Each host key under the alias (for ssh_config) and as [address]:port (for plain ssh -p). */
+export function knownHosts(lab: Lab): string {
+  return lab.builders
+    .map((builder) => `${builder.name},[${builder.address}]:${builder.port} ${builder.hostKey}\n`)
+    .join("");
+}
+
+export function acl(lab: Lab): string {
+  return [
+    `# Builders of the offload lab in ${lab.dir}: outputs signed by these keys are imported.`,
+    ...lab.builders.map((builder) => builder.signingKey),
+    "",
+  ].join("\n");
+}
+
+function stringList(items: readonly string[]): string {
+  return `[${items.map((item) => JSON.stringify(item)).join(", ")}]`;
+}
+
+export function machinesTs(lab: Lab): string {
+  const records = lab.builders.map((builder) =>
+    [
+      `  // ${builder.name}: sshd on ${builder.address}:${builder.port}, chroot store ${builder.storeDir}`,
+      "  buildMachine({",
+      `    name: ${JSON.stringify(builder.address)},`,
+      `    port: ${builder.port},`,
+      `    user: "root",`,
+      `    systems: [${JSON.stringify(builder.system)}],`,
+      `    hostKey: ${JSON.stringify(builder.hostKey)},`,
+      `    privateKey: ${JSON.stringify(lab.clientKey)},`,
+      `    parallelBuilds: ${builder.parallelBuilds},`,
+      `    speed: ${builder.speed},`,
+      `    features: ${stringList(builder.features)},`,
+      `    mandatoryFeatures: ${stringList(builder.mandatoryFeatures)},`,
+      `    signingKey: ${JSON.stringify(builder.signingKey)},`,
+      "  }),",
+    ].join("\n"),
+  );
+  return [
+    `// The builders of the offload lab in ${lab.dir} (written by offload lab up).`,
+    'import { buildMachine } from "offload";',
+    "",
+    "export default [",
+    ...records,
+    "];",
+    "",
+  ].join("\n");
+}
+
+/**
+ * The same machines for Nix's own build-remote. Nix 2.8 URIs have no port, so hosts are
+ * the ssh_config aliases; the speed factor must be an integer there.
+ */
+export function nixMachines(lab: Lab): string {
+  const list = (items: readonly string[]) => (items.length > 0 ? items.join(",") : "-");
+  return lab.builders
+    .map((builder) =>
+      [
+        `ssh://${builder.name}`,
+        builder.system,
+        lab.clientKey,
+        builder.parallelBuilds,
+        Math.max(1, Math.round(builder.speed)),
+        list(builder.features),
+        list(builder.mandatoryFeatures),
+        Buffer.from(`${builder.hostKey}\n`).toString("base64"),
+      ].join(" ") + "\n",
+    )
+    .join("");
+}

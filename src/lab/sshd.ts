@@ -1,0 +1,71 @@
+// One builder's sshd: started as a daemon from its own config, found again by its pid file
+// (checked against the command line, since pids are reused) or by the config path.
+import { spawn } from "node:child_process";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { setTimeout as sleep } from "node:timers/promises";
+import { OffloadError } from "../errors.js";
+import { SSHD } from "./install.js";
+import { commandLine, processesMentioning, terminateTrees } from "./processes.js";
+import { run } from "./run.js";
+import { tcpReachable } from "./tcp.js";
+
+export interface SshdFiles {
+  sshdConfig: string;
+  pidFile: string;
+  logFile: string;
+}
+
+export interface SshdListen {
+  address: string;
+  port: number;
+}
+
+/** The pid of the sshd serving `files.sshdConfig`, when it is running. */
+export async function sshdPid(files: SshdFiles): Promise<number | undefined> {
+  let pid: number;
+  try {
+    pid = Number((await readFile(files.pidFile, "utf8")).trim());
+  } catch {
+    return undefined;
+  }
+  if (!Number.isInteger(pid) || pid <= 0) return undefined;
+  const cmdline = await commandLine(pid);
+  return cmdline?.includes(files.sshdConfig) ? pid : undefined;
+}
+
+/** Ends the sshd, its sessions and everything they run; no-op when none runs. */
+export async function stopSshd(files: SshdFiles): Promise<void> {
+  const listener = await sshdPid(files);
+  const strays = await processesMentioning(files.sshdConfig);
+  await terminateTrees([...(listener === undefined ? [] : [listener]), ...strays]);
+  await rm(files.pidFile, { force: true });
+}
+
+/** Starts the sshd and waits until it accepts connections; returns its pid. */
+export async function startSshd(files: SshdFiles, listen: SshdListen): Promise<number> {
+  // sshd's privilege separation directory; absent where no system sshd ever ran.
+  await mkdir("/run/sshd", { recursive: true, mode: 0o755 });
+  await run(SSHD, ["-t", "-f", files.sshdConfig], { code: "lab-sshd-failed", fix: `check ${files.sshdConfig}` });
+  await writeFile(files.logFile, "");
+  // It daemonizes: the process we start exits once the daemon is forked. -E keeps the
+  // daemon's complaints (e.g. address in use) where we can show them.
+  const status = await new Promise<number | null>((resolve, reject) => {
+    const child = spawn(SSHD, ["-f", files.sshdConfig, "-E", files.logFile], { stdio: "ignore" });
+    child.once("error", reject);
+    child.once("exit", resolve);
+  });
+  const deadline = Date.now() + 5000;
+  while (status === 0 && Date.now() < deadline) {
+    const pid = await sshdPid(files);
+    if (pid !== undefined && (await tcpReachable(listen.address, listen.port, 500))) return pid;
+    await sleep(25);
+  }
+  const log = (await readFile(files.logFile, "utf8").catch(() => "")).trim().split("\n").slice(-5).join("\n");
+  throw new OffloadError(
+    `sshd for ${listen.address}:${listen.port} did not start${status === 0 ? "" : ` (exit status ${status})`}: ${log || "no log"}`,
+    {
+      code: "lab-sshd-failed",
+      fix: `another program may hold ${listen.address}:${listen.port}: choose another --address or --port (log: ${files.logFile})`,
+    },
+  );
+}

@@ -1,0 +1,149 @@
+// The lab with real sshds and real Nix (needs root, as CI has): builders answer over ssh,
+// build into their own chroot stores and sign, and Nix's own build-remote offloads to them.
+import { afterAll, beforeAll, describe, expect, test } from "@jest/globals";
+import { execFile } from "node:child_process";
+import { existsSync } from "node:fs";
+import { readFile } from "node:fs/promises";
+import { randomBytes } from "node:crypto";
+import { promisify } from "node:util";
+import { registerLab } from "../src/cli/lab.js";
+import { labDown, labStatus, labUp, sshArgs } from "../src/lab/index.js";
+import type { Lab, LabBuilder } from "../src/lab/index.js";
+import { runCommand } from "./support/run-command.js";
+import { startTestLab, stopTestLab } from "./support/lab.js";
+
+const exec = promisify(execFile);
+const NIX = ["--extra-experimental-features", "nix-command"];
+
+function trivialDerivation(extra = ""): { expression: string; salt: string } {
+  const salt = randomBytes(8).toString("hex");
+  const expression =
+    `derivation { name = "lab-test"; system = builtins.currentSystem; builder = "/bin/sh"; ` +
+    `args = ["-c" "echo $salt > $out"]; salt = "${salt}"; ${extra} }`;
+  return { expression, salt };
+}
+
+async function ssh(lab: Lab, builder: LabBuilder, command: string): Promise<string> {
+  return (await exec("ssh", sshArgs(lab, builder, command))).stdout;
+}
+
+async function psLines(text: string): Promise<string[]> {
+  const { stdout } = await exec("ps", ["-eo", "pid,stat,args"]);
+  return stdout.split("\n").filter((line) => line.includes(text));
+}
+
+async function rootSshConfig(lab: Lab): Promise<string> {
+  return readFile(lab.rootSshConfig!, "utf8");
+}
+
+describe("offload lab", () => {
+  let lab: Lab;
+
+  beforeAll(async () => {
+    lab = await startTestLab();
+  });
+
+  afterAll(async () => {
+    await stopTestLab(lab);
+  });
+
+  test("up twice leaves one working lab: same keys, one sshd per builder, one Include line", async () => {
+    const again = await labUp({ dir: lab.dir, prefix: lab.prefix, firstAddress: lab.builders[0]!.address });
+    expect(again.builders.map((b) => [b.name, b.address, b.hostKey, b.signingKey])).toEqual(
+      lab.builders.map((b) => [b.name, b.address, b.hostKey, b.signingKey]),
+    );
+    expect(again.signingKey).toBe(lab.signingKey);
+    for (const builder of lab.builders) {
+      expect((await psLines(builder.sshdConfig)).filter((line) => !/\sZ/.test(line))).toHaveLength(1);
+    }
+    const include = `Include ${lab.sshConfig}`;
+    const lines = (await rootSshConfig(lab)).split("\n");
+    expect(lines[0]).toBe(include);
+    expect(lines.filter((line) => line === include)).toHaveLength(1);
+  });
+
+  test("each builder answers over ssh with the lab's config, in its own store", async () => {
+    for (const builder of lab.builders) {
+      const out = await ssh(lab, builder, "nix-store --version && echo $NIX_USER_CONF_FILES");
+      expect(out).toBe(`nix-store (Nix) 2.8.0\n${builder.nixConf}\n`);
+    }
+  });
+
+  test("a build on a builder lands in its chroot store, signed with its key", async () => {
+    const builder = lab.builders[0]!;
+    const { expression, salt } = trivialDerivation();
+    const out = (await ssh(lab, builder, `nix-build --no-out-link -E '${expression}'`)).trim();
+    expect(out).toMatch(/^\/nix\/store\/[0-9a-z]{32}-lab-test$/);
+    expect(await readFile(`${builder.storeDir}${out}`, "utf8")).toBe(`${salt}\n`);
+    expect(existsSync(out)).toBe(false); // another machine's store, not ours
+    const { stdout } = await exec("nix", [...NIX, "path-info", "--store", builder.storeDir, "--sigs", out]);
+    expect(stdout).toContain(`${builder.name}-1:`);
+    // The signature checks out against the public key the lab hands to offload.
+    await exec("nix", [...NIX, "store", "verify", "--store", builder.storeDir, "--no-contents",
+      "--option", "trusted-public-keys", builder.signingKey, "--sigs-needed", "1", out]);
+  });
+
+  test("Nix's own build-remote offloads through nix-machines, routed by features", async () => {
+    const build = async (extra: string) => {
+      const { expression, salt } = trivialDerivation(extra);
+      const { stdout } = await exec("nix-build", [
+        "-E", expression, "--no-out-link", "--max-jobs", "0",
+        "--option", "substituters", "", "--option", "builders", `@${lab.nixMachines}`,
+      ]);
+      const out = stdout.trim();
+      expect(await readFile(out, "utf8")).toBe(`${salt}\n`); // imported into the local store
+      return lab.builders.filter((builder) => existsSync(`${builder.storeDir}${out}`)).map((builder) => builder.name);
+    };
+    const [b0, b1] = lab.builders;
+    expect(await build("")).toEqual([b0!.name]); // b1 only takes "benchmark" derivations
+    expect(await build('requiredSystemFeatures = ["benchmark"];')).toEqual([b1!.name]);
+  });
+
+  test("machines.ts and nix-machines carry the host keys the sshds present, and the builders' signing keys", async () => {
+    const machines = await readFile(lab.machinesFile, "utf8");
+    const nixMachines = (await readFile(lab.nixMachines, "utf8")).trim().split("\n");
+    const acl = await readFile(lab.acl, "utf8");
+    for (const [index, builder] of lab.builders.entries()) {
+      const { stdout } = await exec("ssh-keyscan", ["-t", "ed25519", "-p", String(builder.port), builder.address]);
+      const presented = stdout.trim().split(" ").slice(1).join(" ");
+      expect(builder.hostKey.startsWith(`${presented} `)).toBe(true);
+      expect(machines).toContain(`hostKey: ${JSON.stringify(builder.hostKey)}`);
+      expect(machines).toContain(`name: "${builder.address}",\n    port: ${builder.port},`);
+      expect(machines).toContain(`signingKey: ${JSON.stringify(builder.signingKey)}`);
+      expect(acl).toContain(`\n${builder.signingKey}\n`);
+      const fields = nixMachines[index]!.split(" ");
+      expect(fields[0]).toBe(`ssh://${builder.name}`);
+      expect(Buffer.from(fields[7]!, "base64").toString()).toBe(`${builder.hostKey}\n`);
+    }
+    const secret = await exec("stat", ["-c", "%a", lab.signingKeySecret, lab.clientKey, lab.machinesFile, lab.dir]);
+    expect(secret.stdout.split("\n").slice(0, 4)).toEqual(["600", "600", "644", "755"]);
+  });
+
+  test("status reports every builder running and reachable, also through the CLI", async () => {
+    const status = await labStatus(lab.dir);
+    expect(status.builders.map((b) => [b.name, b.running, b.reachable, b.signingKeyName])).toEqual(
+      lab.builders.map((b) => [b.name, true, true, `${b.name}-1`]),
+    );
+    const { stdout } = await runCommand(registerLab, lab.configDir, ["lab", "status", "--dir", lab.dir, "--json"]);
+    expect(JSON.parse(stdout)).toEqual(status);
+  });
+
+  test("a lab under a world-writable directory is refused before anything is written", async () => {
+    await expect(labUp({ dir: "/tmp/offload-lab-refused" })).rejects.toMatchObject({ code: "lab-unsafe-dir" });
+    expect(existsSync("/tmp/offload-lab-refused")).toBe(false);
+  });
+
+  test("down leaves no process and removes the Include line", async () => {
+    // A live session, so there is a child of the sshd to clean up too.
+    const session = execFile("ssh", sshArgs(lab, lab.builders[0]!, "sleep 77.4321"));
+    session.on("error", () => undefined);
+    await new Promise((resolve) => setTimeout(resolve, 700));
+    expect((await psLines("sleep 77.4321")).length).toBeGreaterThan(0);
+    await labDown(lab.dir);
+    expect(await psLines(`${lab.dir}/`)).toEqual([]);
+    expect((await psLines("sleep 77.4321")).filter((line) => !/\sZ/.test(line))).toEqual([]);
+    expect(await rootSshConfig(lab)).not.toContain(`Include ${lab.sshConfig}`);
+    const status = await labStatus(lab.dir);
+    expect(status.builders.every((b) => !b.running && !b.reachable)).toBe(true);
+  });
+});

@@ -1,0 +1,32 @@
+// A private lab for one test file: its own directory, builder names and loopback addresses,
+// so suites running in parallel never share an sshd, an alias or a store.
+//   let lab: Lab;
+//   beforeAll(async () => { lab = await startTestLab(); });
+//   afterAll(() => stopTestLab(lab));
+// Then OFFLOAD_CONFIG_DIR=lab.configDir, Nix `--option builders @${lab.nixMachines}`,
+// `ssh ...sshArgs(lab, lab.builders[0], "command")`.
+import { randomBytes } from "node:crypto";
+import { labDown, labUp } from "../../src/lab/index.js";
+import type { Lab, LabOptions } from "../../src/lab/index.js";
+
+export async function startTestLab(options: LabOptions = {}): Promise<Lab> {
+  const id = randomBytes(3);
+  // /var/lib, not /tmp: offload refuses configs under world-writable directories.
+  // 127.<100-227>.<1-254>.11: away from the default lab's 127.0.0.11.
+  return labUp({
+    dir: `/var/lib/offload-lab-test-${id.toString("hex")}`,
+    prefix: `t${id.toString("hex")}`,
+    firstAddress: `127.${100 + (id[0]! % 128)}.${1 + (id[1]! % 254)}.11`,
+    ...options,
+  });
+}
+
+/** Stops every process of the lab and deletes its directory. */
+export async function stopTestLab(lab: Lab | undefined): Promise<void> {
+  if (lab !== undefined) await labDown(lab.dir, { purge: true });
+}
+
+/** The environment for an offload process that should use the lab's machines and keys. */
+export function labEnv(lab: Lab): NodeJS.ProcessEnv {
+  return { ...process.env, OFFLOAD_CONFIG_DIR: lab.configDir };
+}
