@@ -8,6 +8,7 @@ import { randomBytes } from "node:crypto";
 import { promisify } from "node:util";
 import { registerLab } from "../src/cli/lab.js";
 import { labDown, labStatus, labUp, sshArgs } from "../src/lab/index.js";
+import { labSshdPattern } from "../src/lab/sshd.js";
 import type { Lab, LabBuilder } from "../src/lab/index.js";
 import { runCommand } from "./support/run-command.js";
 import { startTestLab, stopTestLab } from "./support/lab.js";
@@ -131,6 +132,13 @@ describe("offload lab", () => {
   test("a lab under a world-writable directory is refused before anything is written", async () => {
     await expect(labUp({ dir: "/tmp/offload-lab-refused" })).rejects.toMatchObject({ code: "lab-unsafe-dir" });
     expect(existsSync("/tmp/offload-lab-refused")).toBe(false);
+  });
+
+  test("down's sweep for unlisted sshds only matches builders of that very lab", () => {
+    const listener = "sshd: /usr/sbin/sshd -f /var/lib/lab/lab-b0/sshd_config -E /var/lib/lab/lab-b0/sshd.log [listener]";
+    expect(labSshdPattern("/var/lib/lab").test(listener)).toBe(true);
+    expect(labSshdPattern("/var/lib").test(listener)).toBe(false);
+    expect(labSshdPattern("/var/lib/la").test(listener)).toBe(false);
   });
 
   test("down leaves no process and removes the Include line", async () => {

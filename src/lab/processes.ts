@@ -40,9 +40,9 @@ export async function commandLine(pid: number): Promise<string | undefined> {
   return entry && entry.state !== "Z" ? entry.cmdline : undefined;
 }
 
-/** Running processes whose command line contains `text`. */
-export async function processesMentioning(text: string): Promise<number[]> {
-  return (await allProcesses()).filter((entry) => entry.state !== "Z" && entry.cmdline.includes(text)).map((entry) => entry.pid);
+/** Running processes whose command line matches. */
+export async function processesMatching(pattern: RegExp): Promise<number[]> {
+  return (await allProcesses()).filter((entry) => entry.state !== "Z" && pattern.test(entry.cmdline)).map((entry) => entry.pid);
 }
 
 /** `roots` and all their descendants that are still running. */

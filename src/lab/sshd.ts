@@ -5,7 +5,7 @@ import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { OffloadError } from "../errors.js";
 import { SSHD } from "./install.js";
-import { commandLine, processesMentioning, terminateTrees } from "./processes.js";
+import { commandLine, processesMatching, terminateTrees } from "./processes.js";
 import { run } from "./run.js";
 import { tcpReachable } from "./tcp.js";
 
@@ -33,10 +33,20 @@ export async function sshdPid(files: SshdFiles): Promise<number | undefined> {
   return cmdline?.includes(files.sshdConfig) ? pid : undefined;
 }
 
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}
+
+/** Matches the command line of any builder sshd of the lab in `dir` (not of labs below it). */
+export function labSshdPattern(dir: string): RegExp {
+  return new RegExp(`sshd -f ${escapeRegExp(dir)}/[^/ ]+/sshd_config( |$)`);
+}
+
 /** Ends the sshd, its sessions and everything they run; no-op when none runs. */
 export async function stopSshd(files: SshdFiles): Promise<void> {
   const listener = await sshdPid(files);
-  const strays = await processesMentioning(files.sshdConfig);
+  // Also one whose pid file was lost or overwritten.
+  const strays = await processesMatching(new RegExp(`sshd -f ${escapeRegExp(files.sshdConfig)}( |$)`));
   await terminateTrees([...(listener === undefined ? [] : [listener]), ...strays]);
   await rm(files.pidFile, { force: true });
 }

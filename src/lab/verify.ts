@@ -1,5 +1,8 @@
 // Proof that a builder is usable the way clients will use it: log in through the lab's
-// ssh_config and ask that session's Nix which store and signing key it uses.
+// ssh_config, ask that session's Nix which store and signing key it uses, and build a
+// trivial derivation there (chroot stores always build sandboxed, which is what fails
+// first on a machine without namespaces or without /bin/sh in the sandbox).
+import { access } from "node:fs/promises";
 import { OffloadError } from "../errors.js";
 import type { Lab, LabBuilder } from "./lab.js";
 import { run } from "./run.js";
@@ -9,26 +12,41 @@ export function sshArgs(lab: Lab, builder: LabBuilder, command: string): string[
   return ["-F", lab.sshConfig, "-o", "ConnectTimeout=10", builder.name, command];
 }
 
-/** Logs in and checks the session's Nix settings; returns `nix-store --version`'s output. */
+// Same output every time: after the first `up` it is valid and costs nothing.
+const CHECK_DERIVATION =
+  'derivation { name = "offload-lab-check"; system = builtins.currentSystem; builder = "/bin/sh"; args = ["-c" "echo ok > $out"]; }';
+
+function misconfigured(builder: LabBuilder, message: string): OffloadError {
+  return new OffloadError(`${builder.name}: ${message}`, {
+    code: "lab-builder-misconfigured",
+    fix: `check the SetEnv line of ${builder.sshdConfig} and ${builder.nixConf}`,
+  });
+}
+
+/** Logs in, checks the session's Nix settings and builds there; returns `nix-store --version`'s output. */
 export async function verifyBuilder(lab: Lab, builder: LabBuilder): Promise<string> {
-  const { stdout } = await run(
-    "ssh",
-    sshArgs(lab, builder, "nix-store --version && nix --extra-experimental-features nix-command show-config"),
-    { code: "lab-builder-unreachable", fix: `see ${builder.logFile}; try: ssh -v -F ${lab.sshConfig} ${builder.name}` },
-  );
-  const lines = stdout.split("\n");
+  const command = [
+    "nix-store --version",
+    "nix --extra-experimental-features nix-command show-config",
+    `nix-build --no-out-link -E '${CHECK_DERIVATION}'`,
+  ].join(" && ");
+  const { stdout } = await run("ssh", sshArgs(lab, builder, command), {
+    code: "lab-builder-unreachable",
+    fix: `see ${builder.logFile}; try: ssh -v -F ${lab.sshConfig} ${builder.name}`,
+  });
+  const lines = stdout.trim().split("\n");
   const setting = (name: string) => lines.find((line) => line.startsWith(`${name} = `))?.slice(name.length + 3);
   const expected: [string, string][] = [
     ["store", builder.storeDir],
     ["secret-key-files", `${builder.dir}/signing-key.sec`],
   ];
   for (const [name, value] of expected) {
-    if (setting(name) !== value) {
-      throw new OffloadError(`${builder.name}: its ssh sessions have ${name} = ${setting(name) ?? "(unset)"}, expected ${value}`, {
-        code: "lab-builder-misconfigured",
-        fix: `check the SetEnv line of ${builder.sshdConfig} and ${builder.nixConf}`,
-      });
-    }
+    if (setting(name) !== value) throw misconfigured(builder, `its ssh sessions have ${name} = ${setting(name) ?? "(unset)"}, expected ${value}`);
+  }
+  const output = lines.at(-1)!;
+  const inChroot = `${builder.storeDir}${output}`;
+  if (!output.startsWith("/nix/store/") || !(await access(inChroot).then(() => true, () => false))) {
+    throw misconfigured(builder, `a trivial build did not land in its chroot store (expected ${inChroot})`);
   }
   return lines[0]!.trim();
 }
