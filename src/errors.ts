@@ -18,6 +18,8 @@ export interface OffloadErrorOptions {
   exitCode?: number;
   /** The underlying error, shown only with --debug. */
   cause?: unknown;
+  /** Individual problems when one failure has several (e.g. every diagnostic of a config). */
+  problems?: OffloadError[];
 }
 
 export class OffloadError extends Error {
@@ -25,6 +27,7 @@ export class OffloadError extends Error {
   readonly code: string;
   readonly location?: SourceLocation;
   readonly exitCode: number;
+  readonly problems: OffloadError[];
 
   constructor(message: string, options: OffloadErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
@@ -33,6 +36,7 @@ export class OffloadError extends Error {
     this.code = options.code ?? "error";
     this.location = options.location;
     this.exitCode = options.exitCode ?? 1;
+    this.problems = options.problems ?? [];
   }
 }
 
@@ -40,10 +44,17 @@ export function formatLocation(location: SourceLocation): string {
   return `${location.file}:${location.line}:${location.column}`;
 }
 
-/** One or two lines: "file:line:col: message" then "  fix: ..." when a fix is known. */
+/** "file:line:col: message" then "  fix: ..." when a fix is known, then each problem indented. */
 export function formatError(error: OffloadError): string {
   const where = error.location ? `${formatLocation(error.location)}: ` : "";
-  return error.fix ? `${where}${error.message}\n  fix: ${error.fix}` : `${where}${error.message}`;
+  const lines = [`${where}${error.message}`];
+  if (error.fix) lines.push(`  fix: ${error.fix}`);
+  for (const problem of error.problems) lines.push(indent(formatError(problem)));
+  return lines.join("\n");
+}
+
+function indent(text: string): string {
+  return text.replace(/^/gm, "  ");
 }
 
 /** Wraps anything thrown into an OffloadError, keeping OffloadErrors as they are. */

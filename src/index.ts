@@ -1,2 +1,3 @@
 // What a machines.ts imports as "offload".
-export {};
+export { buildMachine, localMachine } from "./config/records.js";
+export type * from "../types/index.js";

@@ -1,9 +1,11 @@
 // Every `offload` sub-command, in the order `offload --help` lists them.
 import type { Command } from "commander";
 import { registerAcl } from "./acl.js";
+import { registerCheck } from "./check.js";
+import { registerInit } from "./init.js";
 import { registerKeys } from "./keys.js";
 import { registerLab } from "./lab.js";
 
 export type RegisterCommand = (program: Command) => void;
 
-export const commands: RegisterCommand[] = [registerKeys, registerAcl, registerLab];
+export const commands: RegisterCommand[] = [registerInit, registerCheck, registerKeys, registerAcl, registerLab];

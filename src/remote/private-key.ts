@@ -2,7 +2,7 @@
 // instead of a prompt: the build hook has no terminal to ask for a passphrase.
 
 import { readFileSync, statSync } from "node:fs";
-import { utils } from "ssh2";
+import ssh2 from "ssh2";
 import type { ParsedKey } from "ssh2";
 import { OffloadError } from "../errors.js";
 
@@ -42,7 +42,7 @@ export function loadClientKey(path: string): ClientKey {
   } catch (error) {
     throw unreadable(path, `cannot be read: ${(error as Error).message}`, `ls -l ${path}   (it must be readable by the user running the nix daemon)`, error);
   }
-  const parsed = utils.parseKey(data);
+  const parsed = ssh2.utils.parseKey(data);
   if (parsed instanceof Error) {
     if (/passphrase|encrypted/i.test(parsed.message)) {
       throw unreadable(
