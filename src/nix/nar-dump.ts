@@ -3,6 +3,7 @@ import { createHash } from "node:crypto";
 import { closeSync, constants, lstatSync, openSync, readSync, readdirSync, readlinkSync } from "node:fs";
 import type { Stats } from "node:fs";
 import { open } from "node:fs/promises";
+import type { FileHandle } from "node:fs/promises";
 import { OffloadError } from "../errors.js";
 import { NAR_MAGIC, encodedToken } from "./nar-format.js";
 
@@ -215,32 +216,40 @@ function readSmallFile(path: Buffer, size: number, out: Output): void {
   }
 }
 
-/** Reads straight into the output chunks; yields (nothing) whenever a chunk is full. */
+/**
+ * Reads straight into the output chunks, keeping one read in flight while a full chunk is
+ * yielded, so that the disk and the consumer (hashing, ssh) work at the same time.
+ * Yields (nothing) whenever a chunk is full.
+ */
 async function* readBigFile(path: Buffer, size: number, out: Output): AsyncGenerator<void> {
-  let handle;
+  let handle: FileHandle;
   try {
     handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
   } catch (error) {
     throw fsError(error, "opening", path);
   }
+  let left = size; // bytes not yet read
+  const start = (): Promise<number> =>
+    handle.read(out.buf, out.pos, Math.min(left, CHUNK_SIZE - out.pos), null).then(
+      (r) => r.bytesRead,
+      (error: unknown) => Promise.reject(fsError(error, "reading", path)),
+    );
+  if (out.pos === CHUNK_SIZE) out.flush();
+  let inflight: Promise<number> | undefined = start();
   try {
-    let left = size;
-    while (left > 0) {
-      if (out.pos === CHUNK_SIZE) {
-        out.flush();
-        yield;
-      }
-      let n: number;
-      try {
-        ({ bytesRead: n } = await handle.read(out.buf, out.pos, Math.min(left, CHUNK_SIZE - out.pos), null));
-      } catch (error) {
-        throw fsError(error, "reading", path);
-      }
+    while (inflight !== undefined) {
+      const n = await inflight;
+      inflight = undefined;
       if (n === 0) throw changed(path);
       out.pos += n;
       left -= n;
+      const full = out.pos === CHUNK_SIZE;
+      if (full) out.flush();
+      if (left > 0) inflight = start();
+      if (full) yield;
     }
   } finally {
+    await inflight?.catch(() => undefined); // never close under a pending read
     await handle.close();
   }
 }
