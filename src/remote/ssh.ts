@@ -122,7 +122,12 @@ function wrapChannel(channel: ClientChannel): RemoteProcess {
   channel.on("exit", (code: number | null, signal?: string) => {
     status = code === null ? { code: null, signal } : { code };
   });
-  const exit = new Promise<ExitStatus>((resolve) => channel.once("close", () => resolve(status)));
+  // "exit" as soon as sshd reports it (the channel's "close" waits until stdout has been read
+  // to the end, which a protocol client may never do); "close" alone when the connection died.
+  const exit = new Promise<ExitStatus>((resolve) => {
+    channel.once("exit", () => resolve(status));
+    channel.once("close", () => resolve(status));
+  });
   return { stdin: channel, stdout: channel, stderr: channel.stderr, exit, close: () => channel.close() };
 }
 

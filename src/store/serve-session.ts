@@ -1,0 +1,42 @@
+// Starts `nix-store --serve --write` on a build machine over an SSH connection and speaks
+// the serve protocol on that channel, as Nix's ssh:// store does.
+
+import type { RemoteProcess, SshConnection } from "../remote/ssh.js";
+import { ServeClient } from "./serve.js";
+
+export interface ServeSessionOptions {
+  /** The machine's `remoteStore`: passed as `--store`. */
+  remoteStore?: string;
+  /** Default "nix-store" (Nix's remote-program). */
+  remoteProgram?: string;
+  /** Names the machine in messages. Default: the connection's machine name. */
+  label?: string;
+  /** Recent stderr of the remote command, if the caller collects it (quoted when the server dies). */
+  stderrTail?: () => string;
+}
+
+export interface ServeSession {
+  client: ServeClient;
+  /** The remote process; its stderr carries build logs and is the caller's to drain. */
+  process: RemoteProcess;
+}
+
+function shellQuote(word: string): string {
+  return /^[A-Za-z0-9_\-./=:@%+,]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
+}
+
+export async function openServeSession(connection: SshConnection, options: ServeSessionOptions = {}): Promise<ServeSession> {
+  const words = [options.remoteProgram ?? "nix-store", "--serve", "--write"];
+  if (options.remoteStore !== undefined) words.push("--store", options.remoteStore);
+  const process = await connection.exec(words.map(shellQuote).join(" "));
+  try {
+    const client = await ServeClient.connect(
+      { stdin: process.stdin, stdout: process.stdout, exit: process.exit, stderrTail: options.stderrTail },
+      { label: options.label ?? connection.target.name },
+    );
+    return { client, process };
+  } catch (error) {
+    process.close();
+    throw error;
+  }
+}

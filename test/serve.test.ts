@@ -1,0 +1,351 @@
+// The serve-protocol client against real Nix 2.8: a local `nix-store --serve --write` on the
+// default store and on chroot stores, and the same over SSH to a loopback sshd.
+import { afterAll, beforeAll, describe, expect, test } from "@jest/globals";
+import { execFileSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { OffloadError } from "../src/errors.js";
+import { generateKeyPair } from "../src/nix/keys.js";
+import { parseDerivation } from "../src/nix/drv.js";
+import type { Derivation } from "../src/nix/drv.js";
+import { decodeNix32 } from "../src/nix/nix32.js";
+import type { PathInfo } from "../src/nix/path-info.js";
+import { signPath } from "../src/nix/signature.js";
+import { connectMachine } from "../src/remote/ssh.js";
+import type { SshConnection } from "../src/remote/ssh.js";
+import { openLocalStore } from "../src/store/local-store.js";
+import type { LocalStore } from "../src/store/local-store.js";
+import { openServeSession } from "../src/store/serve-session.js";
+import type { ServeClient } from "../src/store/serve.js";
+import { startSshd } from "./support/sshd.js";
+import type { TestSshd } from "./support/sshd.js";
+
+const NO_NETWORK = ["--option", "substituters", ""];
+
+function run(program: string, args: string[], env: NodeJS.ProcessEnv = process.env): string {
+  return execFileSync(program, args, { encoding: "utf8", env, stdio: ["ignore", "pipe", "pipe"] }).trim();
+}
+
+/** A .drv of the default store, parsed. */
+function derivationAt(drvPath: string): Derivation {
+  return parseDerivation(readFileSync(drvPath, "utf8"), drvPath);
+}
+
+function nixExpression(dir: string, name: string, script: string): string {
+  const file = join(dir, `${name}.nix`);
+  writeFileSync(
+    file,
+    `derivation { name = "${name}"; system = builtins.currentSystem; builder = "/bin/sh"; ` +
+      `args = [ "-c" ${JSON.stringify(script)} ]; salt = "${Date.now()}-${Math.random()}"; }\n`,
+  );
+  return file;
+}
+
+async function collectNar(client: ServeClient, path: string): Promise<{ bytes: Buffer; narHash: Buffer; narSize: number }> {
+  const parts: Buffer[] = [];
+  const digest = await client.dumpStorePath(path, (bytes) => {
+    parts.push(Buffer.from(bytes));
+  });
+  return { bytes: Buffer.concat(parts), ...digest };
+}
+
+async function* chunked(bytes: Buffer, size = 1000): AsyncGenerator<Buffer> {
+  for (let i = 0; i < bytes.length; i += size) yield bytes.subarray(i, i + size);
+}
+
+let work: string;
+let local: LocalStore;
+let fileA: string; // a flat file added with nix-store --add
+let dirB: string; // a directory (file, executable, symlink)
+let src: string; // builtins.toFile source, referenced by out
+let out: string; // a built output: references src, deriver known
+let drv: string;
+
+beforeAll(async () => {
+  work = mkdtempSync(join(tmpdir(), "offload-serve-test-"));
+  const salt = `${process.pid}-${Date.now()}`;
+  writeFileSync(join(work, "a.txt"), `file a ${salt}\n`);
+  fileA = run("nix-store", ["--add", join(work, "a.txt")]);
+  const tree = join(work, "b");
+  mkdirSync(join(tree, "sub"), { recursive: true });
+  writeFileSync(join(tree, "sub", "data"), `data ${salt}\n`.repeat(5000));
+  writeFileSync(join(tree, "run.sh"), "#!/bin/sh\necho hi\n", { mode: 0o755 });
+  symlinkSync("sub/data", join(tree, "link"));
+  dirB = run("nix-store", ["--add", tree]);
+  const expr = join(work, "out.nix");
+  writeFileSync(
+    expr,
+    `let src = builtins.toFile "offload-src" "source ${salt}"; in derivation { name = "offload-out"; ` +
+      `system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "cat \${src} > $out; echo \${src} >> $out" ]; }\n`,
+  );
+  drv = run("nix-instantiate", [...NO_NETWORK, expr]);
+  out = run("nix-store", [...NO_NETWORK, "--realise", drv]);
+  src = run("nix-store", ["--query", "--references", out]);
+  local = await openLocalStore();
+});
+
+afterAll(async () => {
+  await local?.close();
+  execFileSync("chmod", ["-R", "u+w", work]);
+  rmSync(work, { recursive: true, force: true });
+});
+
+/** A fresh chroot store whose builds can reach /bin/sh, and the env that points nix at it. */
+function chrootStore(name: string): { dir: string; env: NodeJS.ProcessEnv } {
+  const dir = join(work, name);
+  const conf = join(work, `${name}.conf`);
+  writeFileSync(conf, `store = ${dir}\nextra-sandbox-paths = /bin /lib /lib64 /usr\nsubstituters =\n`);
+  return { dir, env: { ...process.env, NIX_USER_CONF_FILES: conf } };
+}
+
+describe("ServeClient against a local nix-store --serve --write", () => {
+  test("handshake: Nix 2.8 speaks serve protocol 2.7", () => {
+    expect(local.client.remoteVersion).toBe(0x207);
+  });
+
+  test("queryValidPaths returns the valid subset", async () => {
+    const absent = `/nix/store/${"0".repeat(32)}-offload-absent`;
+    expect(await local.client.queryValidPaths([fileA, absent, out])).toEqual(new Set([fileA, out]));
+    expect(await local.client.queryValidPaths([absent], { lock: true })).toEqual(new Set());
+    expect(await local.client.queryValidPaths([])).toEqual(new Set());
+  });
+
+  test("queryPathInfos equals nix-store --query --hash/--references/--deriver/--size", async () => {
+    const infos = await local.client.queryPathInfos([out, fileA, `/nix/store/${"1".repeat(32)}-offload-absent`]);
+    expect([...infos.keys()].sort()).toEqual([fileA, out].sort());
+    for (const path of [out, fileA]) {
+      const info = infos.get(path)!;
+      expect(info.path).toBe(path);
+      expect(info.narHash).toEqual(decodeNix32(run("nix-store", ["--query", "--hash", path]).slice("sha256:".length)));
+      expect(info.narSize).toBe(Number(run("nix-store", ["--query", "--size", path])));
+      const references = run("nix-store", ["--query", "--references", path]);
+      expect(info.references).toEqual(references === "" ? [] : references.split("\n").sort());
+      const deriver = run("nix-store", ["--query", "--deriver", path]);
+      expect(info.deriver).toBe(deriver === "unknown-deriver" ? undefined : deriver);
+    }
+    expect(infos.get(out)!.references).toEqual([src]);
+    expect(infos.get(out)!.deriver).toBe(drv);
+    // nix-store --add makes content-addressed paths
+    expect(infos.get(fileA)!.contentAddress).toMatch(/^fixed:r:sha256:/);
+  });
+
+  test("dumpStorePath yields exactly the bytes of nix-store --dump", async () => {
+    for (const path of [fileA, dirB, out]) {
+      const nar = await collectNar(local.client, path);
+      const expected = execFileSync("nix-store", ["--dump", path]);
+      expect(nar.bytes.equals(expected)).toBe(true);
+      expect(nar.narSize).toBe(expected.length);
+      expect(nar.narHash).toEqual(decodeNix32(run("nix-store", ["--query", "--hash", path]).slice("sha256:".length)));
+    }
+  });
+
+  test("queryClosure equals nix-store --query --requisites", async () => {
+    const expected = run("nix-store", ["--query", "--requisites", out]).split("\n");
+    expect(await local.client.queryClosure([out], false)).toEqual(new Set(expected));
+    // with includeOutputs the .drv's closure gains its built output
+    expect((await local.client.queryClosure([drv], true)).has(out)).toBe(true);
+  });
+
+  test("concurrent requests are serialized and each gets its own reply", async () => {
+    const [valid, infos, nar, closure] = await Promise.all([
+      local.client.queryValidPaths([fileA, dirB]),
+      local.client.queryPathInfos([dirB]),
+      collectNar(local.client, dirB),
+      local.client.queryClosure([out], false),
+    ]);
+    expect(valid).toEqual(new Set([fileA, dirB]));
+    expect(infos.get(dirB)!.narSize).toBe(nar.narSize);
+    expect(closure).toEqual(new Set([out, src]));
+  });
+
+  test("a request the server dies on becomes a protocol error quoting its stderr; the client stays failed", async () => {
+    const doomed = await openLocalStore();
+    const missing = `/nix/store/${"2".repeat(32)}-offload-missing`;
+    let failure: unknown;
+    try {
+      await doomed.client.dumpStorePath(missing, () => {});
+    } catch (error) {
+      failure = error;
+    }
+    expect(failure).toBeInstanceOf(OffloadError);
+    expect((failure as OffloadError).code).toBe("protocol");
+    expect((failure as OffloadError).message).toMatch(/expected the reply to DumpStorePath, but the connection ended \(server exited with 1\).*is not valid/s);
+    await expect(doomed.client.queryValidPaths([fileA])).rejects.toBe(failure);
+    await doomed.close();
+  });
+
+  test("paths that are not store paths are refused before they reach (and kill) the server", async () => {
+    await expect(local.client.queryValidPaths(["/etc/passwd"])).rejects.toMatchObject({ code: "protocol" });
+    expect(await local.client.queryValidPaths([fileA])).toEqual(new Set([fileA]));
+  });
+
+  test("a missing nix-store binary → nix-store-not-found", async () => {
+    await expect(openLocalStore({ nixStore: "/nonexistent/nix-store" })).rejects.toMatchObject({ code: "nix-store-not-found" });
+  });
+});
+
+describe("ServeClient writing into a chroot store", () => {
+  test("addToStoreNar keeps signatures, deriver and references", async () => {
+    const { dir, env } = chrootStore("sigs");
+    const target = await openLocalStore({ store: dir, env });
+    try {
+      const key = generateKeyPair("offload-test-1");
+      const infos = await local.client.queryPathInfos([src, out]);
+      for (const path of [src, out]) {
+        const info = infos.get(path)!;
+        const signed: PathInfo = { ...info, signatures: [signPath(info, key)] };
+        const nar = await collectNar(local.client, path);
+        await target.client.addToStoreNar(signed, chunked(nar.bytes));
+      }
+      const copied = await target.client.queryPathInfos([src, out]);
+      expect(copied.get(out)).toMatchObject({ deriver: drv, references: [src], narSize: infos.get(out)!.narSize });
+      expect(copied.get(out)!.narHash).toEqual(infos.get(out)!.narHash);
+      expect(copied.get(out)!.signatures).toEqual([signPath(infos.get(out)!, key)]);
+      const shown = run("nix", ["path-info", "--store", dir, "--sigs", "--extra-experimental-features", "nix-command", out]);
+      expect(shown).toContain(signPath(infos.get(out)!, key));
+      expect(execFileSync("cat", [join(dir, out)]).toString()).toContain(src);
+    } finally {
+      await target.close();
+    }
+  });
+
+  test("addToStoreNar refuses a NAR whose length differs from narSize", async () => {
+    const { dir, env } = chrootStore("short");
+    const target = await openLocalStore({ store: dir, env });
+    const info = (await local.client.queryPathInfos([fileA])).get(fileA)!;
+    const nar = await collectNar(local.client, fileA);
+    await expect(target.client.addToStoreNar(info, chunked(nar.bytes.subarray(0, nar.bytes.length - 8)))).rejects.toMatchObject({
+      code: "protocol",
+    });
+    await target.close();
+  });
+
+  test("importPaths takes a nix-store --export stream", async () => {
+    const { dir, env } = chrootStore("import");
+    const target = await openLocalStore({ store: dir, env });
+    try {
+      const stream = execFileSync("nix-store", ["--export", src, out]);
+      await target.client.importPaths(chunked(stream, 4096));
+      expect(await target.client.queryValidPaths([src, out])).toEqual(new Set([src, out]));
+    } finally {
+      await target.close();
+    }
+  });
+
+  test("buildDerivation builds a trivial derivation (Built, output valid) and reports a failing one", async () => {
+    const { dir, env } = chrootStore("build");
+    const target = await openLocalStore({ store: dir, env });
+    try {
+      const goodDrv = run("nix-instantiate", [...NO_NETWORK, nixExpression(work, "offload-good", "echo $salt > $out")]);
+      const good = derivationAt(goodDrv);
+      const result = await target.client.buildDerivation(goodDrv, good, good.inputSrcs, { maxSilentTime: 60, buildTimeout: 120 });
+      expect(result).toMatchObject({ status: "Built", statusCode: 0, success: true, errorMsg: "", timesBuilt: 1 });
+      expect(result.startTime).toBeGreaterThan(1.6e9);
+      expect(result.stopTime).toBeGreaterThanOrEqual(result.startTime);
+      const goodOut = good.outputs.get("out")!.path;
+      // Nix 2.8 reports realisations even for input-addressed outputs; outPath arrives as a base name
+      expect([...result.builtOutputs.keys()]).toEqual([expect.stringMatching(/^sha256:[0-9a-f]{64}!out$/)]);
+      expect([...result.builtOutputs.values()]).toEqual([{ outPath: goodOut, signatures: [] }]);
+      expect(await target.client.queryValidPaths([goodOut])).toEqual(new Set([goodOut]));
+      expect(execFileSync("cat", [join(dir, goodOut)]).toString()).toBe(`${good.env.get("salt")}\n`);
+
+      const again = await target.client.buildDerivation(goodDrv, good, good.inputSrcs, { maxSilentTime: 60, buildTimeout: 120 });
+      expect(again).toMatchObject({ status: "AlreadyValid", success: true });
+
+      const badDrv = run("nix-instantiate", [...NO_NETWORK, nixExpression(work, "offload-bad", "echo doomed-build-log >&2; exit 3")]);
+      const bad = derivationAt(badDrv);
+      const failed = await target.client.buildDerivation(badDrv, bad, bad.inputSrcs, { maxSilentTime: 60, buildTimeout: 120 });
+      expect(failed).toMatchObject({ status: "PermanentFailure", statusCode: 3, success: false });
+      expect(failed.errorMsg).toContain(`builder for '${badDrv}' failed with exit code 3`);
+      // the build log goes to the server's stderr, which the client leaves to its owner
+      expect(target.stderrText()).toContain("doomed-build-log");
+      // the connection is still usable after a failed build
+      expect(await target.client.queryValidPaths([goodOut])).toEqual(new Set([goodOut]));
+    } finally {
+      await target.close();
+    }
+  });
+
+  test("buildDerivation with a buildTimeout → TimedOut", async () => {
+    const { dir, env } = chrootStore("timeout");
+    const target = await openLocalStore({ store: dir, env });
+    try {
+      const slowDrv = run("nix-instantiate", [...NO_NETWORK, nixExpression(work, "offload-slow", "/usr/bin/sleep 30; echo > $out")]);
+      const slow = derivationAt(slowDrv);
+      const result = await target.client.buildDerivation(slowDrv, slow, slow.inputSrcs, { maxSilentTime: 0, buildTimeout: 1 });
+      expect(result).toMatchObject({ status: "TimedOut", success: false });
+    } finally {
+      await target.close();
+    }
+  });
+});
+
+describe("ServeClient over SSH to a loopback builder with its own chroot store", () => {
+  const HOST = "127.0.0.62";
+  let sshd: TestSshd;
+  let connection: SshConnection;
+
+  beforeAll(async () => {
+    const probe = createServer();
+    await new Promise<void>((resolve) => probe.listen(0, HOST, resolve));
+    const port = (probe.address() as { port: number }).port;
+    await new Promise((resolve) => probe.close(resolve));
+    sshd = await startSshd({ host: HOST, port });
+    connection = await connectMachine(
+      { name: HOST, port, privateKey: sshd.clientKeyPath, hostKey: sshd.hostKeyLine, connectTimeout: 10 },
+      { sshConfigPath: join(sshd.dir, "none"), knownHostsFiles: [], homeDir: sshd.dir },
+    );
+  });
+
+  afterAll(async () => {
+    connection?.close();
+    await sshd?.stop();
+  });
+
+  test("handshake, queryValidPaths, upload, buildDerivation and download over one exec channel", async () => {
+    let log = "";
+    const session = await openServeSession(connection, { label: "loopback builder", stderrTail: () => log });
+    session.process.stderr.on("data", (chunk: Buffer) => (log += chunk.toString()));
+    const { client } = session;
+    try {
+      expect(client.remoteVersion).toBe(0x207);
+      expect(await client.queryValidPaths([fileA])).toEqual(new Set()); // a separate store
+      const info = (await local.client.queryPathInfos([fileA])).get(fileA)!;
+      await client.addToStoreNar(info, chunked((await collectNar(local.client, fileA)).bytes));
+      expect(await client.queryValidPaths([fileA])).toEqual(new Set([fileA]));
+
+      // the .drv exists only locally: BuildDerivation carries the whole derivation
+      const drvPath = run("nix-instantiate", [...NO_NETWORK, nixExpression(work, "offload-remote", "echo $salt > $out; echo remote-log-line >&2")]);
+      const basic = derivationAt(drvPath);
+      const result = await client.buildDerivation(drvPath, basic, basic.inputSrcs, { maxSilentTime: 60, buildTimeout: 120 });
+      expect(result).toMatchObject({ status: "Built", success: true });
+      const output = basic.outputs.get("out")!.path;
+      expect(await client.queryValidPaths([output])).toEqual(new Set([output]));
+      const nar = await collectNar(client, output);
+      // nix-store --dump reads the file system path as given, even with --store: name the chroot's real path
+      expect(nar.bytes.equals(execFileSync("nix-store", ["--dump", join(sshd.storeDir, output)]))).toBe(true);
+      expect(log).toContain("remote-log-line");
+    } finally {
+      client.close();
+      expect(await session.process.exit).toEqual({ code: 0 });
+    }
+  });
+
+  test("remoteStore is passed as --store (shell-quoted)", async () => {
+    const other = join(work, "remote store with space");
+    const session = await openServeSession(connection, { remoteStore: other });
+    const info = (await local.client.queryPathInfos([fileA])).get(fileA)!;
+    await session.client.addToStoreNar(info, chunked((await collectNar(local.client, fileA)).bytes));
+    session.client.close();
+    await session.process.exit;
+    expect(run("nix-store", ["--store", other, "--check-validity", "--print-invalid", fileA])).toBe("");
+  });
+
+  test("a remote without nix-store → nix-store-not-found", async () => {
+    await expect(openServeSession(connection, { remoteProgram: "nix-store-not-installed" })).rejects.toMatchObject({
+      code: "nix-store-not-found",
+    });
+  });
+});
