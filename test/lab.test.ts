@@ -3,11 +3,14 @@
 import { afterAll, beforeAll, describe, expect, test } from "@jest/globals";
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
-import { readFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { randomBytes } from "node:crypto";
 import { promisify } from "node:util";
 import { registerLab } from "../src/cli/lab.js";
 import { labDown, labStatus, labUp, sshArgs } from "../src/lab/index.js";
+import { addInclude, removeInclude } from "../src/lab/root-ssh-config.js";
 import { labSshdPattern } from "../src/lab/sshd.js";
 import type { Lab, LabBuilder } from "../src/lab/index.js";
 import { runCommand } from "./support/run-command.js";
@@ -132,6 +135,29 @@ describe("offload lab", () => {
   test("a lab under a world-writable directory is refused before anything is written", async () => {
     await expect(labUp({ dir: "/tmp/offload-lab-refused" })).rejects.toMatchObject({ code: "lab-unsafe-dir" });
     expect(existsSync("/tmp/offload-lab-refused")).toBe(false);
+  });
+
+  test("the Include goes before any Host block, once, and down removes exactly that line", async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), "offload-lab-include-"));
+    try {
+      const config = path.join(dir, "config");
+      const original = "# mine\nHost foo\n  HostName 192.0.2.1\n";
+      await writeFile(config, original, { mode: 0o600 });
+      await addInclude(config, "/var/lib/a/ssh_config");
+      await addInclude(config, "/var/lib/b/ssh_config");
+      await addInclude(config, "/var/lib/a/ssh_config");
+      expect(await readFile(config, "utf8")).toBe(`Include /var/lib/a/ssh_config\nInclude /var/lib/b/ssh_config\n${original}`);
+      expect((await stat(config)).mode & 0o777).toBe(0o600);
+      await removeInclude(config, "/var/lib/a/ssh_config");
+      await removeInclude(config, "/var/lib/b/ssh_config");
+      expect(await readFile(config, "utf8")).toBe(original);
+      const fresh = path.join(dir, "new", "config");
+      await addInclude(fresh, "/var/lib/a/ssh_config");
+      expect((await stat(fresh)).mode & 0o777).toBe(0o600);
+      expect((await stat(path.dirname(fresh))).mode & 0o777).toBe(0o700);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   test("down's sweep for unlisted sshds only matches builders of that very lab", () => {
