@@ -9,6 +9,9 @@ import path from "node:path";
 import { randomBytes } from "node:crypto";
 import { promisify } from "node:util";
 import { registerLab } from "../src/cli/lab.js";
+import { loadConfig } from "../src/config/load.js";
+import { connectMachine } from "../src/remote/ssh.js";
+import { openServeSession } from "../src/store/serve-session.js";
 import { labDown, labStatus, labUp, sshArgs } from "../src/lab/index.js";
 import { addInclude, removeInclude } from "../src/lab/root-ssh-config.js";
 import { labSshdPattern } from "../src/lab/sshd.js";
@@ -42,6 +45,8 @@ async function rootSshConfig(lab: Lab): Promise<string> {
 
 describe("offload lab", () => {
   let lab: Lab;
+  /** An output built on builder 0, in its chroot store only. */
+  let builtOnB0: string;
 
   beforeAll(async () => {
     lab = await startTestLab();
@@ -80,6 +85,7 @@ describe("offload lab", () => {
     expect(out).toMatch(/^\/nix\/store\/[0-9a-z]{32}-lab-test$/);
     expect(await readFile(`${builder.storeDir}${out}`, "utf8")).toBe(`${salt}\n`);
     expect(existsSync(out)).toBe(false); // another machine's store, not ours
+    builtOnB0 = out;
     const { stdout } = await exec("nix", [...NIX, "path-info", "--store", builder.storeDir, "--sigs", out]);
     expect(stdout).toContain(`${builder.name}-1:`);
     // The signature checks out against the public key the lab hands to offload.
@@ -121,6 +127,27 @@ describe("offload lab", () => {
     }
     const secret = await exec("stat", ["-c", "%a", lab.signingKeySecret, lab.clientKey, lab.machinesFile, lab.dir]);
     expect(secret.stdout.split("\n").slice(0, 4)).toEqual(["600", "600", "644", "755"]);
+  });
+
+  test("offload's own config loader accepts the lab's machines.ts (type check, safety, validation)", async () => {
+    const loaded = await loadConfig({ config: lab.machinesFile, cacheDir: false });
+    expect(loaded.machines.map((m) => [m.name, m.port, m.user, m.hostKey, m.privateKey, m.signingKey, m.features, m.mandatoryFeatures])).toEqual(
+      lab.builders.map((b) => [b.address, b.port, "root", b.hostKey, lab.clientKey, b.signingKey, b.features, b.mandatoryFeatures]),
+    );
+  });
+
+  test("offload's own SSH and serve clients reach a builder's store from its machines.ts record", async () => {
+    const { machines } = await loadConfig({ config: lab.machinesFile, cacheDir: false });
+    // No ssh config and no known_hosts: only what machines.ts says.
+    const connection = await connectMachine(machines[0]!, { sshConfigPath: "/nonexistent", knownHostsFiles: [] });
+    try {
+      const { client, process } = await openServeSession(connection);
+      const infos = await client.queryPathInfos([builtOnB0]);
+      expect(infos.get(builtOnB0)?.signatures.some((sig) => sig.startsWith(`${lab.builders[0]!.name}-1:`))).toBe(true);
+      process.close();
+    } finally {
+      connection.close();
+    }
   });
 
   test("status reports every builder running and reachable, also through the CLI", async () => {
