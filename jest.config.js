@@ -8,4 +8,5 @@ export default {
   transform: { "^.+\\.ts$": "<rootDir>/test/support/esbuild-transform.cjs" },
   moduleNameMapper: { "^(\\.{1,2}/.*)\\.js$": "$1" },
   testTimeout: 60000,
+  reporters: ["default", "<rootDir>/test/support/summary-reporter.cjs"],
 };

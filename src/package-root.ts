@@ -19,6 +19,9 @@ export const PACKAGE_ROOT = findPackageRoot();
 /** The types machines.ts is checked against and editors complete from. */
 export const TYPES_ENTRY = join(PACKAGE_ROOT, "types", "index.d.ts");
 
+/** Minimal declarations of the Node globals configs commonly use (see the file). */
+export const LIGHT_GLOBALS = join(PACKAGE_ROOT, "types", "config-globals.d.ts");
+
 /** The module `import ... from "offload"` resolves to when a config is bundled. */
 export const RUNTIME_ENTRY = existsSync(join(PACKAGE_ROOT, "src", "index.ts"))
   ? join(PACKAGE_ROOT, "src", "index.ts")

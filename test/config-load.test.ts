@@ -57,6 +57,17 @@ test("a computed fleet with a local machine, helpers and process.env", async () 
   }
 });
 
+test.each([
+  ["process.env and console (light globals)", `const user = process.env.BUILD_USER ?? "nix"; console.log("loading");`],
+  ["a node: module (full @types/node)", `import { hostname } from "node:os"; const user = hostname() ? "nix" : "root";`],
+  ["a Node global nobody foresaw (retried with @types/node)", `const user = structuredClone({ u: "nix" }).u;`],
+])("configs using Node type-check: %s", async (_label, prelude) => {
+  const config = join(dir, `node-${_label.length}.ts`);
+  writeFileSync(config, `import { buildMachine } from "offload";\n${prelude}\nexport default [buildMachine({ name: "a", user, systems: ["x86_64-linux"] })];\n`);
+  const loaded = await loadConfig({ config, cacheDir: false });
+  expect(loaded.machines[0]?.user).toBe("nix");
+});
+
 test("an async default export is awaited", async () => {
   const config = join(dir, "async.ts");
   writeFileSync(config, `import { buildMachine } from "offload";\nexport default (async () => { await null; return [buildMachine({ name: "later", systems: ["x86_64-linux"] })]; })();\n`);

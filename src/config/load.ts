@@ -50,10 +50,8 @@ async function compileConfig(path: string): Promise<CompiledConfig> {
   checkCodeFilesSafety(bundle.inputs);
   const sources = bundle.inputs.map((input) => ({ path: input, bytes: readFileSync(input) }));
   const texts = sources.map((source) => readSource(source.path, source.bytes));
-  // Node's type definitions triple the type-check time: load them only for configs that use Node.
-  const nodeTypes = texts.some((text) => /\b(process|Buffer|__dirname|__filename|require|NodeJS)\b|["']node:/.test(text));
   const { typeCheckConfig } = await import("./typecheck.js");
-  const locations = typeCheckConfig(path, { nodeTypes });
+  const locations = typeCheckConfig(path, texts);
   return {
     code: bundle.code,
     sourceMap: bundle.sourceMap,

@@ -5,7 +5,7 @@ import { createRequire } from "node:module";
 import { dirname, resolve } from "node:path";
 import type * as TS from "typescript";
 import { OffloadError, type SourceLocation } from "../errors.js";
-import { TYPES_ENTRY } from "../package-root.js";
+import { LIGHT_GLOBALS, TYPES_ENTRY } from "../package-root.js";
 import { codeFrame } from "./code-frame.js";
 
 const require = createRequire(import.meta.url);
@@ -13,15 +13,26 @@ const require = createRequire(import.meta.url);
 /** Where each buildMachine()/localMachine() call and its literal fields are, keyed by "file:line:column" of the call. */
 export type RecordLocations = Record<string, { call: SourceLocation; fields: Record<string, SourceLocation> }>;
 
-export interface TypeCheckOptions {
-  /** Include Node's types (@types/node): needed when the config uses process, Buffer or node: modules, and costs ~0.5 s. */
-  nodeTypes: boolean;
-}
+/** Names the light declarations in types/config-globals.d.ts cover; anything else of Node's needs @types/node. */
+const NODE_BEYOND_LIGHT = /["'](node:|(fs|os|path|child_process|crypto|util|url|dns|net|http|https|readline|stream|zlib)(\/[\w/]*)?["'])|\b(Buffer|require|__dirname|__filename|NodeJS|global|setTimeout|setInterval|setImmediate)\b/;
 
-export function typeCheckConfig(configPath: string, options: TypeCheckOptions): RecordLocations {
+/** "Cannot find name/module" and the "install type definitions for node?" variants. */
+const MISSING_NAME_CODES = new Set([2304, 2307, 2580, 2591, 2867, 2868]);
+
+/**
+ * Type-checks the config. `sources` are the texts of all its input files: they decide
+ * whether the light Node globals suffice or the full @types/node (~0.5 s more) is needed.
+ */
+export function typeCheckConfig(configPath: string, sources: string[]): RecordLocations {
   const ts: typeof TS = require("typescript");
-  const program = ts.createProgram([configPath], compilerOptions(ts, options));
-  const errors = ts.getPreEmitDiagnostics(program).filter((d) => d.category === ts.DiagnosticCategory.Error);
+  const full = sources.some((text) => NODE_BEYOND_LIGHT.test(text));
+  let program = ts.createProgram(full ? [configPath] : [configPath, LIGHT_GLOBALS], compilerOptions(ts, full));
+  let errors = errorsOf(ts, program);
+  if (!full && errors.some((d) => MISSING_NAME_CODES.has(d.code))) {
+    // Something of Node's we did not foresee: judge the config against all of Node's types.
+    program = ts.createProgram([configPath], compilerOptions(ts, true));
+    errors = errorsOf(ts, program);
+  }
   if (errors.length > 0) {
     throw new OffloadError(`${configPath} does not type-check`, {
       code: "config-invalid",
@@ -35,8 +46,12 @@ export function typeCheckConfig(configPath: string, options: TypeCheckOptions): 
   return locations;
 }
 
-function compilerOptions(ts: typeof TS, options: TypeCheckOptions): TS.CompilerOptions {
-  const nodeTypes = options.nodeTypes ? dirname(dirname(require.resolve("@types/node/package.json"))) : undefined;
+function errorsOf(ts: typeof TS, program: TS.Program): readonly TS.Diagnostic[] {
+  return ts.getPreEmitDiagnostics(program).filter((d) => d.category === ts.DiagnosticCategory.Error);
+}
+
+function compilerOptions(ts: typeof TS, fullNodeTypes: boolean): TS.CompilerOptions {
+  const nodeTypes = fullNodeTypes ? dirname(dirname(require.resolve("@types/node/package.json"))) : undefined;
   return {
     strict: true,
     noEmit: true,

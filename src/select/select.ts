@@ -1,0 +1,199 @@
+// Which machine builds a derivation: one pure function of the machines, the request and
+// what is known about the machines right now. The hook acts on its decision, `offload
+// explain` prints it, and the scheduling simulator replays it, so the three cannot drift.
+import type { BuildMachine, LocalMachine } from "../../types/index.js";
+
+/** One "try" from the daemon. */
+export interface BuildRequest {
+  system: string;
+  requiredFeatures: readonly string[];
+  /** The daemon has a free local build slot (amWilling = 1). */
+  amWilling: boolean;
+  drvPath?: string;
+}
+
+/** What the daemon says about the local machine (its settings). */
+export interface LocalState {
+  /** `system` plus `extra-platforms`. */
+  systems: readonly string[];
+  /** `system-features`. */
+  features: readonly string[];
+  /** `max-jobs`; 0 means the daemon never builds locally. */
+  maxJobs: number;
+}
+
+/** What is known about one remote machine right now. */
+export interface MachineState {
+  /** Slots held by running builds (from the slot locks). */
+  slotsInUse: number;
+  /** 1-minute load average divided by CPU count, when recently measured. */
+  load?: number;
+  /** Why the machine could not be reached recently, if it could not. */
+  unreachable?: string;
+}
+
+/** A per-build restriction (from the daemon's `builders` setting, see hook docs). */
+export interface Restriction {
+  only?: readonly string[];
+  exclude?: readonly string[];
+}
+
+export interface SelectionInput {
+  machines: readonly BuildMachine[];
+  local?: LocalMachine;
+  localState: LocalState;
+  request: BuildRequest;
+  states: ReadonlyMap<string, MachineState>;
+  restriction?: Restriction;
+}
+
+export type Verdict = "accept" | "decline" | "decline-permanently" | "postpone";
+
+export type ReasonCode =
+  | "chosen"
+  | "slower"
+  | "local-better"
+  | "disabled"
+  | "excluded"
+  | "system"
+  | "missing-feature"
+  | "mandatory-feature"
+  | "slots-full"
+  | "overloaded"
+  | "unreachable";
+
+export interface MachineReason {
+  machine: string;
+  code: ReasonCode;
+  /** One line a person reads: why (not) this machine. */
+  detail: string;
+  /** Ranking score for machines that could take the build now (higher is better). */
+  score?: number;
+}
+
+export interface Decision {
+  verdict: Verdict;
+  /** Machines that could take the build now, best first: the hook tries their slots in this order. */
+  candidates: BuildMachine[];
+  /** One entry per machine, in config order. */
+  reasons: MachineReason[];
+  /** Why the local machine does or does not take the build itself. */
+  local: string;
+  /** One line summing up the verdict. */
+  summary: string;
+}
+
+/** A free slot runs a build at the machine's full speed; among equals the less loaded wins. */
+function score(machine: BuildMachine, state: MachineState): number {
+  const busy = Math.max(state.slotsInUse / machine.parallelBuilds, state.load ?? 0);
+  // The busy fraction only breaks ties between machines of equal speed.
+  return machine.speed * (1 - busy * 1e-6);
+}
+
+export function selectMachine(input: SelectionInput): Decision {
+  const { machines, request } = input;
+  const required = new Set(request.requiredFeatures);
+  const reasons: MachineReason[] = [];
+  const available: { machine: BuildMachine; score: number }[] = [];
+  let eligible = 0;
+
+  for (const machine of machines) {
+    const state = input.states.get(machine.name) ?? { slotsInUse: 0 };
+    const reject = (code: ReasonCode, detail: string) => reasons.push({ machine: machine.name, code, detail });
+    const ineligible = eligibility(machine, request, required, input.restriction);
+    if (ineligible) {
+      reject(ineligible.code, ineligible.detail);
+      continue;
+    }
+    eligible++;
+    if (state.unreachable) reject("unreachable", `unreachable: ${state.unreachable}`);
+    else if (state.slotsInUse >= machine.parallelBuilds) reject("slots-full", `all ${machine.parallelBuilds} slots busy`);
+    else if (machine.overloadThreshold !== null && state.load !== undefined && state.load > machine.overloadThreshold) {
+      reject("overloaded", `overloaded: load ${state.load.toFixed(2)} per CPU > threshold ${machine.overloadThreshold}`);
+    } else {
+      const value = score(machine, state);
+      available.push({ machine, score: value });
+      reasons.push({ machine: machine.name, code: "slower", detail: "", score: value });
+    }
+  }
+  available.sort((a, b) => b.score - a.score);
+  const best = available[0];
+  const localTakes = localVerdict(input, best?.score);
+
+  for (const reason of reasons) {
+    if (reason.score === undefined) continue;
+    const state = input.states.get(reason.machine) ?? { slotsInUse: 0 };
+    const machine = machines.find((m) => m.name === reason.machine)!;
+    const free = `${machine.parallelBuilds - state.slotsInUse}/${machine.parallelBuilds} slots free, speed ${machine.speed}`;
+    if (localTakes.builds) Object.assign(reason, { code: "local-better", detail: `${free}; the local machine is at least as fast` });
+    else if (reason.machine === best!.machine.name) Object.assign(reason, { code: "chosen", detail: `chosen: ${free}` });
+    else Object.assign(reason, { detail: `${free}; ${best!.machine.name} is faster or less busy` });
+  }
+
+  const what = `${request.system}${required.size > 0 ? ` with features ${[...required].join(", ")}` : ""}`;
+  const decide = (verdict: Verdict, summary: string): Decision => ({
+    verdict,
+    candidates: verdict === "accept" ? available.map((a) => a.machine) : [],
+    reasons,
+    local: localTakes.why,
+    summary,
+  });
+  if (machines.length === 0) return decide("decline-permanently", "no build machines are configured");
+  if (localTakes.builds) return decide("decline", `building ${what} locally: ${localTakes.why}`);
+  if (best) return decide("accept", `building ${what} on ${best.machine.name}`);
+  if (eligible === 0) return decide("decline", `no configured machine can build ${what}`);
+  if (localTakes.canNow) return decide("decline", `every machine for ${what} is busy, overloaded or unreachable; building locally`);
+  // Waiting only helps when a machine will free up; down machines fail the build now, with the reason.
+  if (reasons.some((r) => r.code === "slots-full" || r.code === "overloaded")) {
+    return decide("postpone", `every machine for ${what} is busy or overloaded; waiting for a free slot`);
+  }
+  return decide("decline", `every machine that can build ${what} is unreachable`);
+}
+
+function eligibility(
+  machine: BuildMachine,
+  request: BuildRequest,
+  required: ReadonlySet<string>,
+  restriction: Restriction | undefined,
+): { code: ReasonCode; detail: string } | undefined {
+  if (!machine.enabled) return { code: "disabled", detail: "disabled in machines.ts (enabled: false)" };
+  if (restriction?.only && !restriction.only.includes(machine.name)) return { code: "excluded", detail: "not in this build's list of allowed machines" };
+  if (restriction?.exclude?.includes(machine.name)) return { code: "excluded", detail: "excluded for this build" };
+  if (request.system !== "builtin" && !machine.systems.includes(request.system as BuildMachine["systems"][number])) {
+    return { code: "system", detail: `does not build ${request.system} (systems: ${machine.systems.join(", ")})` };
+  }
+  // Nix's rules: every required feature supported (mandatory ones count as supported)…
+  const supported = new Set([...machine.features, ...machine.mandatoryFeatures]);
+  const missing = [...required].filter((f) => !supported.has(f));
+  if (missing.length > 0) {
+    return { code: "missing-feature", detail: `lacks required feature${missing.length > 1 ? "s" : ""} ${missing.join(", ")} (add to features if it has them)` };
+  }
+  // …and every mandatory feature of the machine required by the derivation.
+  const unrequested = machine.mandatoryFeatures.filter((f) => !required.has(f));
+  if (unrequested.length > 0) {
+    return { code: "mandatory-feature", detail: `only takes derivations that require ${unrequested.join(", ")} (mandatory)` };
+  }
+  return undefined;
+}
+
+/**
+ * Whether the local machine takes the build instead. It competes only when machines.ts
+ * has a localMachine() record; without one, remote machines are preferred (as in Nix).
+ */
+function localVerdict(input: SelectionInput, bestRemote: number | undefined): { builds: boolean; canNow: boolean; why: string } {
+  const { request, localState, local } = input;
+  const systemOk = request.system === "builtin" || localState.systems.includes(request.system);
+  const features = new Set(local?.features ?? localState.features);
+  const missing = request.requiredFeatures.filter((f) => !features.has(f));
+  const capable = localState.maxJobs > 0 && systemOk && missing.length === 0;
+  const canNow = capable && request.amWilling;
+  if (!capable) {
+    const why = localState.maxJobs === 0 ? "max-jobs is 0" : !systemOk ? `it is not a ${request.system} machine` : `it lacks ${missing.join(", ")}`;
+    return { builds: false, canNow, why: `the local machine cannot build this: ${why}` };
+  }
+  if (!request.amWilling) return { builds: false, canNow, why: "the local machine has no free build slot" };
+  if (!local || !local.enabled) return { builds: false, canNow, why: "the local machine does not compete (no enabled localMachine() in machines.ts)" };
+  if (bestRemote === undefined) return { builds: false, canNow, why: `the local machine is free (speed ${local.speed})` };
+  if (local.speed >= bestRemote) return { builds: true, canNow, why: `the local machine is free and its speed ${local.speed} ≥ the best remote's` };
+  return { builds: false, canNow, why: `the local machine is free but slower (speed ${local.speed})` };
+}
