@@ -19,6 +19,8 @@ import { openLocalStore } from "../src/store/local-store.js";
 import type { LocalStore } from "../src/store/local-store.js";
 import { openServeSession } from "../src/store/serve-session.js";
 import type { ServeClient } from "../src/store/serve.js";
+import type { Lab } from "../src/lab/index.js";
+import { startTestLab, stopTestLab } from "./support/lab.js";
 import { startSshd } from "./support/sshd.js";
 import type { TestSshd } from "./support/sshd.js";
 
@@ -347,5 +349,39 @@ describe("ServeClient over SSH to a loopback builder with its own chroot store",
     await expect(openServeSession(connection, { remoteProgram: "nix-store-not-installed" })).rejects.toMatchObject({
       code: "nix-store-not-found",
     });
+  });
+});
+
+describe("ServeClient to a lab builder configured like production", () => {
+  let lab: Lab;
+
+  beforeAll(async () => {
+    lab = await startTestLab({ builders: 1 });
+  }, 180_000);
+
+  afterAll(() => stopTestLab(lab));
+
+  test("an alias from root's ~/.ssh/config (via Include, with HostKeyAlias and UserKnownHostsFile) reaches a builder that signs its builds", async () => {
+    const builder = lab.builders[0]!;
+    // Nothing but the name: address, port, user, key and known_hosts all come from the ssh config.
+    const connection = await connectMachine({ name: builder.name });
+    try {
+      expect(connection.target).toMatchObject({ host: builder.address, port: builder.port, knownHostsName: builder.name });
+      let log = "";
+      const session = await openServeSession(connection, { stderrTail: () => log });
+      session.process.stderr.on("data", (chunk: Buffer) => (log += chunk.toString()));
+      const drvPath = run("nix-instantiate", [...NO_NETWORK, nixExpression(work, "offload-lab", "echo $salt > $out")]);
+      const derivation = derivationAt(drvPath);
+      const result = await session.client.buildDerivation(drvPath, derivation, derivation.inputSrcs, { maxSilentTime: 60, buildTimeout: 120 });
+      expect(result).toMatchObject({ status: "Built", success: true });
+      const output = derivation.outputs.get("out")!.path;
+      const info = (await session.client.queryPathInfos([output])).get(output)!;
+      const keyName = builder.signingKey.split(":")[0]!;
+      expect(info.signatures).toEqual([expect.stringMatching(new RegExp(`^${keyName}:`))]);
+      session.client.close();
+      expect(await session.process.exit).toEqual({ code: 0 });
+    } finally {
+      connection.close();
+    }
   });
 });

@@ -1,13 +1,14 @@
 // The SSH transport against a real OpenSSH sshd on loopback.
 import { afterAll, beforeAll, describe, expect, test } from "@jest/globals";
 import { execFileSync } from "node:child_process";
-import { chmodSync, copyFileSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import type { Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { OffloadError } from "../src/errors.js";
 import { fingerprintOf, hostFieldMatches, parseOpenSshPublicKey } from "../src/remote/host-keys.js";
+import { resolveSshTarget } from "../src/remote/ssh-config.js";
 import { connectMachine } from "../src/remote/ssh.js";
 import type { MachineTarget, RemoteProcess } from "../src/remote/ssh.js";
 import { generateKey, startSshd } from "./support/sshd.js";
@@ -64,7 +65,12 @@ function machine(extra: Partial<MachineTarget> = {}): MachineTarget {
 }
 
 // No ~/.ssh of the test machine leaks in.
-const isolated = () => ({ sshConfigPath: join(work, "no-ssh-config"), knownHostsFiles: [emptyKnownHosts], homeDir: work });
+const isolated = () => ({
+  sshConfigPath: join(work, "no-ssh-config"),
+  systemSshConfigPath: null,
+  knownHostsFiles: [emptyKnownHosts],
+  homeDir: work,
+});
 
 describe("host keys", () => {
   test("fingerprintOf matches ssh-keygen -lf", () => {
@@ -83,6 +89,50 @@ describe("host keys", () => {
     expect(hostFieldMatches("*.example.org,!bad.example.org", "good.example.org")).toBe(true);
     expect(hostFieldMatches("*.example.org,!bad.example.org", "bad.example.org")).toBe(false);
     expect(hostFieldMatches("127.0.0.1", "[127.0.0.1]:2222")).toBe(false);
+  });
+});
+
+describe("~/.ssh/config resolution", () => {
+  test("Include (relative to ~/.ssh, globbed, nested in a Host block) is followed; first value wins", () => {
+    const home = join(work, "include-home");
+    mkdirSync(join(home, ".ssh", "conf.d"), { recursive: true });
+    writeFileSync(
+      join(home, ".ssh", "conf.d", "10-builder.conf"),
+      "Host inc-builder\n  HostName 10.0.0.7\n  Port 2207\n  UserKnownHostsFile ~/kh1 %d/kh2\n",
+    );
+    writeFileSync(join(home, ".ssh", "conf.d", "20-later.conf"), "Host inc-builder\n  Port 9999\n  User nix\n");
+    writeFileSync(join(home, ".ssh", "only-for-x.conf"), "Host other\n  User other-user\n");
+    writeFileSync(
+      join(home, ".ssh", "config"),
+      "Include conf.d/*.conf\nHost x-box\n  Include only-for-x.conf\n  IdentityFile ~/.ssh/x_%r_%h\n",
+    );
+    const system = join(work, "include-system-config");
+    writeFileSync(system, "User system-default\n");
+    const options = { sshConfigPath: join(home, ".ssh", "config"), systemSshConfigPath: system, homeDir: home };
+    expect(resolveSshTarget({ name: "inc-builder" }, options)).toMatchObject({
+      host: "10.0.0.7",
+      port: 2207,
+      user: "nix",
+      knownHostsName: "[10.0.0.7]:2207",
+      explicitKey: false,
+      identityFiles: [join(home, ".ssh", "id_ed25519"), join(home, ".ssh", "id_rsa")],
+      knownHostsFiles: [join(home, "kh1"), join(home, "kh2"), "/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2"],
+    });
+    // the IdentityFile after the Include still belongs to Host x-box; the system config fills in User
+    expect(resolveSshTarget({ name: "x-box" }, options)).toMatchObject({
+      host: "x-box",
+      port: 22,
+      user: "system-default",
+      identityFiles: [join(home, ".ssh", "x_system-default_x-box")],
+      explicitKey: true,
+    });
+    // the machine record beats the config
+    expect(resolveSshTarget({ name: "inc-builder", port: 22, user: "root", privateKey: "/k" }, options)).toMatchObject({
+      port: 22,
+      user: "root",
+      identityFiles: ["/k"],
+      knownHostsName: "10.0.0.7",
+    });
   });
 });
 

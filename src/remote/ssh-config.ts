@@ -1,8 +1,9 @@
 // Resolves a machine record against ~/.ssh/config so Host aliases work as they do for ssh
 // (Nix 2.8's machines file has no port syntax, so users rely on aliases).
 
-import { readFileSync } from "node:fs";
-import { homedir, userInfo } from "node:os";
+import { readdirSync, readFileSync } from "node:fs";
+import { userInfo } from "node:os";
+import { basename, dirname, isAbsolute, join } from "node:path";
 import SSHConfig from "ssh-config";
 import { OffloadError } from "../errors.js";
 import { knownHostsName } from "./host-keys.js";
@@ -29,24 +30,85 @@ export interface ResolvedSshTarget {
   explicitKey: boolean;
   /** Name looked up in known_hosts: HostKeyAlias as is, else host or `[host]:port` (ssh's rule). */
   knownHostsName: string;
+  /** UserKnownHostsFile then GlobalKnownHostsFile of the config, else ssh's defaults. */
+  knownHostsFiles: string[];
 }
 
 export interface SshConfigOptions {
   /** Default: ~/.ssh/config of the user running offload. */
   sshConfigPath?: string;
-  /** Home directory for `~` and default keys. Default: os.homedir(). */
+  /** Read after the user's config, as ssh does. Default /etc/ssh/ssh_config; null skips it. */
+  systemSshConfigPath?: string | null;
+  /** Home directory for `~` and default keys. Default: the passwd home (ssh ignores $HOME). */
   homeDir?: string;
 }
 
-function loadConfig(path: string): SSHConfig | undefined {
-  let text: string;
+const MAX_INCLUDE_DEPTH = 16; // ssh's READCONF_MAX_DEPTH
+
+function readConfigFile(path: string): string | undefined {
   try {
-    text = readFileSync(path, "utf8");
+    return readFileSync(path, "utf8");
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
     throw new OffloadError(`cannot read SSH config ${path}: ${(error as Error).message}`, { code: "ssh-config", fix: `ls -l ${path}`, cause: error });
   }
-  return SSHConfig.parse(text);
+}
+
+/** Files an Include argument names: relative to `base`, with `*`/`?` globs in the last component, sorted like glob(3). */
+function includedFiles(argument: string, base: string, home: string): string[] {
+  const expanded = argument === "~" || argument.startsWith("~/") ? home + argument.slice(1) : argument;
+  const absolute = isAbsolute(expanded) ? expanded : join(base, expanded);
+  const name = basename(absolute);
+  if (!/[*?]/.test(name)) return [absolute];
+  let entries: string[];
+  try {
+    entries = readdirSync(dirname(absolute));
+  } catch {
+    return [];
+  }
+  const pattern = new RegExp(`^${name.replace(/[.+^${}()|[\]\\]/g, "\\$&").replace(/\*/g, ".*").replace(/\?/g, ".")}$`);
+  return entries.filter((entry) => pattern.test(entry) && !entry.startsWith(".")).sort().map((entry) => join(dirname(absolute), entry));
+}
+
+/**
+ * The config text with Include directives replaced by the files they name (the ssh-config
+ * package parses Include but does not follow it). An Include inside a Host or Match block
+ * applies only there, so that block's header is repeated after the included text.
+ */
+function expandIncludes(text: string, base: string, home: string, depth: number): string {
+  const out: string[] = [];
+  let header: string | undefined;
+  for (const line of text.split("\n")) {
+    const directive = /^\s*(\w+)\s*(?:=\s*|\s)(.*)$/.exec(line);
+    const keyword = directive?.[1]?.toLowerCase();
+    if (keyword === "host" || keyword === "match") header = line;
+    if (keyword !== "include") {
+      out.push(line);
+      continue;
+    }
+    if (depth >= MAX_INCLUDE_DEPTH) {
+      throw new OffloadError(`SSH config Include nesting is deeper than ${MAX_INCLUDE_DEPTH}`, { code: "ssh-config", fix: "remove the Include loop" });
+    }
+    for (const argument of directive![2]!.trim().split(/\s+/).map((word) => word.replace(/^"(.*)"$/, "$1"))) {
+      for (const file of includedFiles(argument, base, home)) {
+        const included = readConfigFile(file);
+        if (included !== undefined) out.push(expandIncludes(included, base, home, depth + 1));
+      }
+    }
+    if (header !== undefined) out.push(header);
+  }
+  return out.join("\n");
+}
+
+function loadConfig(userPath: string, systemPath: string | null, home: string): SSHConfig | undefined {
+  // First value wins, so the user's config goes first; relative Includes resolve per file's origin.
+  const user = readConfigFile(userPath);
+  const system = systemPath === null ? undefined : readConfigFile(systemPath);
+  const parts = [
+    user === undefined ? "" : expandIncludes(user, join(home, ".ssh"), home, 0),
+    system === undefined ? "" : `Host *\n${expandIncludes(system, "/etc/ssh", home, 0)}`,
+  ];
+  return user === undefined && system === undefined ? undefined : SSHConfig.parse(parts.join("\n"));
 }
 
 function first(value: string | string[] | undefined): string | undefined {
@@ -60,8 +122,8 @@ function expandPath(path: string, home: string, tokens: Record<string, string>):
 }
 
 export function resolveSshTarget(spec: SshTargetSpec, options: SshConfigOptions = {}): ResolvedSshTarget {
-  const home = options.homeDir ?? homedir();
-  const config = loadConfig(options.sshConfigPath ?? `${home}/.ssh/config`);
+  const home = options.homeDir ?? userInfo().homedir;
+  const config = loadConfig(options.sshConfigPath ?? `${home}/.ssh/config`, options.systemSshConfigPath ?? "/etc/ssh/ssh_config", home);
   // Match exec would run shell commands from the config inside the build hook; ssh's other criteria suffice.
   const computed = config?.compute(spec.name, { ignoreCase: true, matchExec: false }) ?? {};
   const host = first(computed.hostname)?.replace(/%h/g, spec.name) ?? spec.name;
@@ -78,5 +140,20 @@ export function resolveSshTarget(spec: SshTargetSpec, options: SshConfigOptions 
     .map((file) => expandPath(file, home, tokens));
   const explicitKey = spec.privateKey !== undefined || configured.length > 0;
   const identityFiles = spec.privateKey !== undefined ? [spec.privateKey] : configured.length > 0 ? configured : [`${home}/.ssh/id_ed25519`, `${home}/.ssh/id_rsa`];
-  return { name: spec.name, host, port, user, identityFiles, explicitKey, knownHostsName: first(computed.hostkeyalias) ?? knownHostsName(host, port) };
+  const files = (value: string | string[] | undefined, defaults: string[]) =>
+    value === undefined ? defaults : ([] as string[]).concat(value).flatMap((line) => line.split(/\s+/)).filter((file) => file !== "" && file.toLowerCase() !== "none").map((file) => expandPath(file, home, tokens));
+  const knownHostsFiles = [
+    ...files(computed.userknownhostsfile, [`${home}/.ssh/known_hosts`, `${home}/.ssh/known_hosts2`]),
+    ...files(computed.globalknownhostsfile, ["/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2"]),
+  ];
+  return {
+    name: spec.name,
+    host,
+    port,
+    user,
+    identityFiles,
+    explicitKey,
+    knownHostsName: first(computed.hostkeyalias) ?? knownHostsName(host, port),
+    knownHostsFiles,
+  };
 }

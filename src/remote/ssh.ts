@@ -3,7 +3,7 @@
 
 import { Client } from "ssh2";
 import type { ClientChannel, ConnectConfig } from "ssh2";
-import { homedir } from "node:os";
+import { userInfo } from "node:os";
 import type { Readable, Writable } from "node:stream";
 import { OffloadError } from "../errors.js";
 import { checkHostKey, expectedKeyTypes, hostKeyPolicy } from "./host-keys.js";
@@ -22,9 +22,11 @@ export interface MachineTarget extends SshTargetSpec {
 export interface ConnectOptions {
   /** Default ~/.ssh/config. */
   sshConfigPath?: string;
-  /** Default ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts. */
+  /** Default /etc/ssh/ssh_config; null skips it. */
+  systemSshConfigPath?: string | null;
+  /** Replaces the config's UserKnownHostsFile/GlobalKnownHostsFile and ssh's defaults (~/.ssh/known_hosts, /etc/ssh/ssh_known_hosts, …2). */
   knownHostsFiles?: string[];
-  /** Home directory for `~`, default keys and files. Default: os.homedir(). */
+  /** Home directory for `~`, default keys and known_hosts. Default: the passwd home, as ssh uses. */
   homeDir?: string;
 }
 
@@ -132,10 +134,10 @@ function wrapChannel(channel: ClientChannel): RemoteProcess {
 }
 
 export async function connectMachine(spec: MachineTarget, options: ConnectOptions = {}): Promise<SshConnection> {
-  const home = options.homeDir ?? homedir();
-  const target = resolveSshTarget(spec, { sshConfigPath: options.sshConfigPath, homeDir: home });
+  const home = options.homeDir ?? userInfo().homedir;
+  const target = resolveSshTarget(spec, { sshConfigPath: options.sshConfigPath, systemSshConfigPath: options.systemSshConfigPath, homeDir: home });
   const key = pickClientKey(target);
-  const knownHostsFiles = options.knownHostsFiles ?? [`${home}/.ssh/known_hosts`, "/etc/ssh/ssh_known_hosts"];
+  const knownHostsFiles = options.knownHostsFiles ?? target.knownHostsFiles;
   const policy = hostKeyPolicy(target.name, target.knownHostsName, spec.hostKey, knownHostsFiles);
   const timeout = spec.connectTimeout ?? 10;
   const acceptedTypes = expectedKeyTypes(policy);
