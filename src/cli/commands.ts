@@ -1,6 +1,7 @@
 // Every `offload` sub-command, in the order `offload --help` lists them.
 import type { Command } from "commander";
 import { registerAcl } from "./acl.js";
+import { registerArchive } from "./archive.js";
 import { registerCheck } from "./check.js";
 import { registerInit } from "./init.js";
 import { registerKeys } from "./keys.js";
@@ -8,4 +9,4 @@ import { registerLab } from "./lab.js";
 
 export type RegisterCommand = (program: Command) => void;
 
-export const commands: RegisterCommand[] = [registerInit, registerCheck, registerKeys, registerAcl, registerLab];
+export const commands: RegisterCommand[] = [registerInit, registerCheck, registerKeys, registerAcl, registerArchive, registerLab];
