@@ -17,7 +17,7 @@ import { addInclude, removeInclude } from "../src/lab/root-ssh-config.js";
 import { labSshdPattern } from "../src/lab/sshd.js";
 import type { Lab, LabBuilder } from "../src/lab/index.js";
 import { runCommand } from "./support/run-command.js";
-import { startTestLab, stopTestLab } from "./support/lab.js";
+import { LAB_UP_TIMEOUT_MS, startTestLab, stopTestLab } from "./support/lab.js";
 
 const exec = promisify(execFile);
 const NIX = ["--extra-experimental-features", "nix-command"];
@@ -50,7 +50,7 @@ describe("offload lab", () => {
 
   beforeAll(async () => {
     lab = await startTestLab();
-  });
+  }, LAB_UP_TIMEOUT_MS);
 
   afterAll(async () => {
     await stopTestLab(lab);
@@ -206,5 +206,7 @@ describe("offload lab", () => {
     expect(await rootSshConfig(lab)).not.toContain(`Include ${lab.sshConfig}`);
     const status = await labStatus(lab.dir);
     expect(status.builders.every((b) => !b.running && !b.reachable)).toBe(true);
+    await labDown(lab.dir, { purge: true });
+    expect(existsSync(lab.dir)).toBe(false);
   });
 });

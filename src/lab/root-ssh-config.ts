@@ -1,12 +1,11 @@
 // The one line a lab adds to root's ssh client config: `Include <lab>/ssh_config`. Nix 2.8's
 // build-remote cannot give ssh a port or config file, so the builders' aliases must be
 // visible to a plain `ssh lab-b0`. Labs may come and go in parallel, hence the lock.
-import { mkdir, open, readFile, rm, stat } from "node:fs/promises";
+import { mkdir, readFile, stat } from "node:fs/promises";
 import { userInfo } from "node:os";
 import path from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
-import { OffloadError } from "../errors.js";
 import { writeFileAtomic } from "../store/config-dir.js";
+import { withFileLock } from "./file-lock.js";
 
 /** ssh reads the config of the user's passwd home, not $HOME. */
 export function defaultRootSshConfig(): string {
@@ -17,28 +16,8 @@ export function includeLine(labSshConfig: string): string {
   return `Include ${labSshConfig}`;
 }
 
-async function withLock<T>(file: string, action: () => Promise<T>): Promise<T> {
-  const lock = `${file}.offload-lab.lock`;
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    try {
-      await (await open(lock, "wx", 0o600)).close();
-      break;
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
-      // A lock older than any edit could take was left by a killed process.
-      const age = await stat(lock).then((info) => Date.now() - info.mtimeMs, () => 0);
-      if (age > 30_000) await rm(lock, { force: true });
-      else if (Date.now() > deadline) {
-        throw new OffloadError(`${lock} has been held for 10 s`, { code: "lab-locked", fix: `rm ${lock} if no offload lab command is running` });
-      } else await sleep(50);
-    }
-  }
-  try {
-    return await action();
-  } finally {
-    await rm(lock, { force: true });
-  }
+function withLock<T>(file: string, action: () => Promise<T>): Promise<T> {
+  return withFileLock(`${file}.offload-lab.lock`, { timeoutMs: 10_000, staleMs: 30_000 }, action);
 }
 
 async function readLines(file: string): Promise<string[] | undefined> {

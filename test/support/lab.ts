@@ -1,13 +1,16 @@
 // A private lab for one test file: its own directory, builder names and loopback addresses,
 // so suites running in parallel never share an sshd, an alias or a store.
 //   let lab: Lab;
-//   beforeAll(async () => { lab = await startTestLab(); });
+//   beforeAll(async () => { lab = await startTestLab(); }, LAB_UP_TIMEOUT_MS);
 //   afterAll(() => stopTestLab(lab));
 // Then OFFLOAD_CONFIG_DIR=lab.configDir, Nix `--option builders @${lab.nixMachines}`,
 // `ssh ...sshArgs(lab, lab.builders[0], "command")`.
 import { randomBytes } from "node:crypto";
 import { labDown, labUp } from "../../src/lab/index.js";
 import type { Lab, LabOptions } from "../../src/lab/index.js";
+
+/** For beforeAll: on a fresh CI machine the first `up` apt-installs nix-bin and openssh-server. */
+export const LAB_UP_TIMEOUT_MS = 600_000;
 
 export async function startTestLab(options: LabOptions = {}): Promise<Lab> {
   const id = randomBytes(3);
