@@ -250,6 +250,7 @@ describe("parseNar / copyNar", () => {
   const invalid: [string, Buffer, string | RegExp][] = [
     ["wrong magic", craft("nix-archive-2", ...file("x")), 'NAR: input does not start with "nix-archive-1"'],
     ["not a NAR", Buffer.from("hello world, this is not a NAR"), /does not start with/],
+    ["empty input", Buffer.alloc(0), "NAR: unexpected end of stream while reading the length of the NAR magic (after 0 bytes)"],
     ["name with /", nar(...dir(entry("a/b", ...file("x")))), "NAR: entry name contains '/': \"a/b\""],
     ["name ..", nar(...dir(entry("..", ...file("x")))), 'NAR: entry name is "..": ".."'],
     ["name .", nar(...dir(entry(".", ...file("x")))), /entry name is "\."/],

@@ -43,7 +43,12 @@ interface Directory {
 /** Parses one NAR from `reader`, consuming exactly its bytes; throws OffloadError on any deviation. */
 export async function* parseNar(reader: WireReader): AsyncGenerator<NarEvent> {
   try {
-    const magic = await reader.stringBytes(MAX_TOKEN_LENGTH, "the NAR magic").catch(() => undefined);
+    // A first "string" too long to be the magic means this is not a NAR at all; an early end
+    // of stream stays what it is (e.g. a dropped connection).
+    const magic = await reader.stringBytes(MAX_TOKEN_LENGTH, "the NAR magic").catch((error: unknown) => {
+      if (error instanceof OffloadError && error.code === "wire-invalid") return undefined;
+      throw error;
+    });
     if (magic?.toString("latin1") !== NAR_MAGIC) throw bad(`input does not start with ${JSON.stringify(NAR_MAGIC)}`);
     const stack: Directory[] = [];
     let pending: Buffer | undefined = EMPTY;
