@@ -69,8 +69,8 @@ describeNix("signed archives with Nix 2.8", () => {
     return { ...closure, nonce: /offload-lib-(.*)$/.exec(closure.lib)![1]! };
   }
 
-  async function exportPaths(paths: string[], recursive: boolean, signer: SecretKey = key): Promise<Buffer> {
-    const store = await openLocalStore();
+  async function exportPaths(paths: string[], recursive: boolean, signer: SecretKey = key, from?: string): Promise<Buffer> {
+    const store = await openLocalStore({ store: from });
     try {
       return await collect(exportArchive(store.client, await pathsToExport(store.client, paths, recursive), signer));
     } finally {
@@ -307,5 +307,33 @@ else {
     expect(refusedCli.stderr).toMatch(/^offload: archive refused, nothing imported: .* invalid signature by "cli-test-1"/);
     expect(refusedCli.stderr).toMatch(/\n  fix: /);
     expect(isValidPath(lib) || isValidPath(app)).toBe(false);
+  });
+
+  test("import into a separate (chroot) store keeps the signatures; export from it imports back here", async () => {
+    const { lib, app } = fresh();
+    const chroot = await mkdtemp(path.join(dir, "chroot-"));
+    const imported = await importBuffer(await exportPaths([app], true), { store: chroot });
+    expect(imported.map((item) => item.added)).toEqual([true, true]);
+    expect(isValidPath(app, chroot)).toBe(true);
+    const stored = nixPathInfo(app, chroot);
+    expect(stored.signatures).toEqual([signPath(stored, key)]);
+    const verify = nix(["store", "verify", "--store", chroot, "--trusted-public-keys", key.publicKey.toString(), "--sigs-needed", "1", "-r", app]);
+    expect(verify.status).toBe(0);
+
+    // Back the other way: the NARs now come out of the chroot store through the serve protocol.
+    const back = await exportPaths([app], true, key, chroot);
+    deletePaths([app, lib]);
+    expect((await importBuffer(back)).map((item) => item.path)).toEqual([lib, app]);
+    expect(nixPathInfo(app).narHash).toEqual(stored.narHash);
+  });
+
+  test("a reference missing from the target chroot store: refused, the chroot store stays empty", async () => {
+    const { lib, app } = fresh();
+    const chroot = await mkdtemp(path.join(dir, "chroot-"));
+    const error = (await importBuffer(await exportPaths([app], false), { store: chroot }).catch((e: unknown) => e)) as OffloadError;
+    expect(error.code).toBe("missing-reference");
+    expect(isValidPath(app, chroot) || isValidPath(lib, chroot)).toBe(false);
+    // The same archive is fine where the reference exists.
+    expect((await importBuffer(await exportPaths([app], false))).map((item) => item.added)).toEqual([false]);
   });
 });

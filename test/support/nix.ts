@@ -4,7 +4,8 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import type { PathInfo } from "../../src/nix/path-info.js";
 
-const NIX_COMMAND = ["--extra-experimental-features", "nix-command"];
+// No substituters: this machine has no network, and a lookup only adds retries and noise.
+const NIX_COMMAND = ["--extra-experimental-features", "nix-command", "--option", "substituters", ""];
 
 export function hasNix(): boolean {
   return spawnSync("nix-store", ["--version"], { stdio: "ignore" }).status === 0;
@@ -50,9 +51,9 @@ export function buildTestClosure(label = "t"): TestClosure {
   return { lib: lib!, app: app! };
 }
 
-/** What `nix path-info --json --sigs` reports, as a PathInfo. */
-export function nixPathInfo(path: string): PathInfo {
-  const result = nix(["path-info", "--json", "--sigs", path]);
+/** What `nix path-info --json --sigs` reports, as a PathInfo; `store` e.g. a chroot store directory. */
+export function nixPathInfo(path: string, store?: string): PathInfo {
+  const result = nix(["path-info", "--json", "--sigs", ...storeArgs(store), path]);
   if (result.status !== 0) throw new Error(`nix path-info ${path}: ${result.stderr}`);
   const [info] = JSON.parse(result.stdout) as Array<{
     path: string;
@@ -76,12 +77,16 @@ export function nixPathInfo(path: string): PathInfo {
   };
 }
 
-export function isValidPath(path: string): boolean {
-  return spawnSync("nix-store", ["--check-validity", path], { stdio: "ignore" }).status === 0;
+function storeArgs(store: string | undefined): string[] {
+  return store === undefined ? [] : ["--store", store];
+}
+
+export function isValidPath(path: string, store?: string): boolean {
+  return spawnSync("nix-store", [...storeArgs(store), "--check-validity", path], { stdio: "ignore" }).status === 0;
 }
 
 /** Removes paths from the local store (they have no GC roots: built with --no-out-link). */
 export function deletePaths(paths: string[]): void {
-  const valid = paths.filter(isValidPath);
+  const valid = paths.filter((path) => isValidPath(path));
   if (valid.length > 0) execFileSync("nix-store", ["--delete", ...valid], { stdio: "ignore" });
 }
