@@ -109,6 +109,21 @@ describe("offload lab", () => {
     expect(await build('requiredSystemFeatures = ["benchmark"];')).toEqual([b1!.name]);
   });
 
+  test("builders' Nix trusts offload's lab key: a path it signed is accepted, an unsigned one refused", async () => {
+    const { expression } = trivialDerivation();
+    const local = (await exec("nix-build", ["-E", expression, "--no-out-link", "--option", "builders", "", "--option", "substituters", ""])).stdout.trim();
+    const copyTo = (builder: LabBuilder) =>
+      exec("nix", [...NIX, "copy", "--from", "local", "--to", builder.storeDir, local], {
+        env: { ...process.env, NIX_USER_CONF_FILES: builder.nixConf }, // the settings its sessions get
+      });
+    for (const builder of lab.builders) await expect(copyTo(builder)).rejects.toThrow(/lacks a valid signature/);
+    await exec("nix", [...NIX, "store", "sign", "--key-file", lab.signingKeySecret, local]);
+    for (const builder of lab.builders) {
+      await copyTo(builder);
+      expect(existsSync(`${builder.storeDir}${local}`)).toBe(true);
+    }
+  });
+
   test("machines.ts and nix-machines carry the host keys the sshds present, and the builders' signing keys", async () => {
     const machines = await readFile(lab.machinesFile, "utf8");
     const nixMachines = (await readFile(lab.nixMachines, "utf8")).trim().split("\n");

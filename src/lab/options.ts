@@ -74,7 +74,7 @@ const PLAIN_SPEC: Required<LabBuilderSpec> = { features: [], mandatoryFeatures: 
 const ARCHITECTURES: Record<string, string> = { x64: "x86_64", arm64: "aarch64", ia32: "i686" };
 
 /** The Nix system of this machine (builders are loopback, so they share it). */
-export function localSystem(): string {
+function localSystem(): string {
   return `${ARCHITECTURES[process.arch] ?? process.arch}-linux`;
 }
 
