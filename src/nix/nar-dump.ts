@@ -10,8 +10,9 @@ import { NAR_MAGIC, encodedToken } from "./nar-format.js";
 /** Size of the chunks yielded (and of each read from a big file). */
 const CHUNK_SIZE = 1024 * 1024;
 /**
- * Files up to this size are read with blocking calls: for trees of many small files the
- * thread-pool round trips of async I/O would cost more than the reads themselves.
+ * Metadata calls and reads of files up to this size are blocking: for trees of many small
+ * files the thread-pool round trips of async I/O would cost more than the calls themselves
+ * (each blocks for microseconds; big files are read asynchronously).
  */
 const SYNC_READ_LIMIT = 64 * 1024;
 
