@@ -105,6 +105,14 @@ describe("offload authorize / deauthorize / acl", () => {
     await expect(runCli(dir, ["deauthorize", "builder-1"])).rejects.toMatchObject({ code: "not-authorized" });
   });
 
+  test("authorize of a missing file is a clear error", async () => {
+    const dir = await freshDir();
+    await expect(runCli(dir, ["authorize", path.join(dir, "nope.pub")])).rejects.toMatchObject({
+      code: "not-found",
+      message: expect.stringContaining("does not exist"),
+    });
+  });
+
   test("authorize refuses a secret key without echoing it", async () => {
     const dir = await freshDir();
     const secret = generateKeyPair("builder-1");

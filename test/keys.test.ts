@@ -111,6 +111,10 @@ describe("keys", () => {
     });
     await chmod(file, 0o600);
     await expect(readSecretKeyFile(file)).resolves.toBeInstanceOf(SecretKey);
+    await expect(readSecretKeyFile(path.join(dir, "missing.sec"))).rejects.toMatchObject({
+      code: "missing-secret-key",
+      fix: "offload keygen",
+    });
   });
 
   (hasNix() ? test : test.skip)("reads keys made by nix-store --generate-binary-cache-key", async () => {

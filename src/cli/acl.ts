@@ -1,9 +1,8 @@
 // `offload authorize`, `offload deauthorize`, `offload acl`: manage the keys whose
 // signatures this machine accepts on import.
 import type { Command } from "commander";
-import { readFile } from "node:fs/promises";
 import { OffloadError } from "../errors.js";
-import { parsePublicKey } from "../nix/keys.js";
+import { parsePublicKey, readPublicKeyFile } from "../nix/keys.js";
 import { authorizeKey, deauthorizeKey, readAcl } from "../store/acl.js";
 import { aclPath } from "../store/config-dir.js";
 
@@ -21,8 +20,7 @@ async function authorize(file: string | undefined): Promise<void> {
       fix: "offload authorize /path/to/signing-key.pub   (or: ssh host cat /etc/offload/signing-key.pub | offload authorize)",
     });
   }
-  const source = fromStdin ? "standard input" : file;
-  const key = parsePublicKey(fromStdin ? await readAll(process.stdin) : await readFile(file, "utf8"), source);
+  const key = fromStdin ? parsePublicKey(await readAll(process.stdin), "standard input") : await readPublicKeyFile(file);
   const aclFile = aclPath();
   const added = await authorizeKey(key, aclFile);
   process.stderr.write(`offload: ${added ? "authorized" : "already authorized:"} ${key.name} in ${aclFile}\n`);

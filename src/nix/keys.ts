@@ -9,10 +9,9 @@ import {
   verify as cryptoVerify,
   type KeyObject,
 } from "node:crypto";
-import { readFile } from "node:fs/promises";
 import { inspect } from "node:util";
 import { OffloadError } from "../errors.js";
-import { checkPrivate } from "../store/config-dir.js";
+import { checkPrivate, readTextFile } from "../store/config-dir.js";
 
 // DER wrappers that turn raw Ed25519 bytes into keys Node's crypto accepts (RFC 8410).
 const PRIVATE_DER_PREFIX = Buffer.from("302e020100300506032b657004220420", "hex");
@@ -182,9 +181,9 @@ export function generateKeyPair(name: string): SecretKey {
 /** Reads a secret key file, refusing one that group or others can access. */
 export async function readSecretKeyFile(file: string): Promise<SecretKey> {
   await checkPrivate(file, "secret key");
-  return parseSecretKey(await readFile(file, "utf8"), file);
+  return parseSecretKey(await readTextFile(file, "secret key"), file);
 }
 
 export async function readPublicKeyFile(file: string): Promise<PublicKey> {
-  return parsePublicKey(await readFile(file, "utf8"), file);
+  return parsePublicKey(await readTextFile(file, "public key"), file);
 }

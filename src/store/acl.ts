@@ -2,11 +2,10 @@
 // One "name:base64" Nix public key per line; "#" comments and blank lines are kept
 // verbatim when the file is rewritten. Names must be unique, since a signature names
 // its key and is looked up by that name (as Nix does with trusted-public-keys).
-import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { OffloadError } from "../errors.js";
 import { parsePublicKey, type PublicKey } from "../nix/keys.js";
-import { aclPath, checkNotWritableByOthers, ensureConfigDir, writeFileAtomic } from "./config-dir.js";
+import { aclPath, checkNotWritableByOthers, ensureConfigDir, readTextFile, writeFileAtomic } from "./config-dir.js";
 
 const HEADER =
   "# Public keys whose signatures `offload` accepts on import, one NAME:BASE64 per line.\n" +
@@ -59,7 +58,7 @@ function keysOf(lines: AclLine[]): PublicKey[] {
 
 async function load(file: string): Promise<AclLine[] | undefined> {
   if (!(await checkNotWritableByOthers(file, "ACL"))) return undefined;
-  return parseLines(await readFile(file, "utf8"), file);
+  return parseLines(await readTextFile(file, "ACL"), file);
 }
 
 async function save(file: string, lines: AclLine[]): Promise<void> {

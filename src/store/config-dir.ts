@@ -2,7 +2,7 @@
 // for it. Like sshd's StrictModes: a file others can write (or, for secrets, read) is
 // refused rather than trusted, because whoever can edit the ACL decides what gets imported.
 import { randomBytes } from "node:crypto";
-import { mkdir, open, rename, stat, unlink } from "node:fs/promises";
+import { mkdir, open, readFile, rename, stat, unlink } from "node:fs/promises";
 import path from "node:path";
 import { OffloadError } from "../errors.js";
 
@@ -24,6 +24,41 @@ export function publicKeyPath(dir: string = configDir()): string {
 
 export function aclPath(dir: string = configDir()): string {
   return path.join(dir, "acl");
+}
+
+/**
+ * Turns a failed file operation on offload's files into an OffloadError that says what to
+ * do (most often: not root). Other errors are returned unchanged.
+ */
+export function fileError(error: unknown, action: string, file: string): unknown {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  if (code === "EACCES" || code === "EPERM") {
+    return new OffloadError(`cannot ${action} ${file}: permission denied`, {
+      code: "permission-denied",
+      fix: `run this as root (or as the owner of ${file}), or set OFFLOAD_CONFIG_DIR to a directory of your own`,
+      cause: error,
+    });
+  }
+  if (code === "ENOENT") {
+    return new OffloadError(`cannot ${action} ${file}: it does not exist`, { code: "not-found", cause: error });
+  }
+  if (code === "EROFS") {
+    return new OffloadError(`cannot ${action} ${file}: read-only file system`, {
+      code: "read-only",
+      fix: "set OFFLOAD_CONFIG_DIR to a writable directory",
+      cause: error,
+    });
+  }
+  return error;
+}
+
+/** readFile with the errors of fileError. */
+export async function readTextFile(file: string, what: string): Promise<string> {
+  try {
+    return await readFile(file, "utf8");
+  } catch (error) {
+    throw fileError(error, `read the ${what}`, file);
+  }
 }
 
 function octal(mode: number): string {
@@ -96,12 +131,16 @@ async function statOrUndefined(file: string) {
     return await stat(file);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-    throw error;
+    throw fileError(error, "examine", file);
   }
 }
 
 export async function ensureConfigDir(dir: string): Promise<void> {
-  await mkdir(dir, { recursive: true, mode: 0o755 });
+  try {
+    await mkdir(dir, { recursive: true, mode: 0o755 });
+  } catch (error) {
+    throw fileError(error, "create the directory", dir);
+  }
 }
 
 /**
@@ -111,7 +150,9 @@ export async function ensureConfigDir(dir: string): Promise<void> {
  */
 export async function writeFileAtomic(file: string, data: string | Buffer, mode: number): Promise<void> {
   const temp = path.join(path.dirname(file), `.${path.basename(file)}.${randomBytes(6).toString("hex")}.tmp`);
-  const handle = await open(temp, "wx", mode);
+  const handle = await open(temp, "wx", mode).catch((error: unknown) => {
+    throw fileError(error, "write", file);
+  });
   try {
     try {
       // The umask may have dropped bits we want (e.g. 0644 for a public key).
@@ -124,7 +165,7 @@ export async function writeFileAtomic(file: string, data: string | Buffer, mode:
     await rename(temp, file);
   } catch (error) {
     await unlink(temp).catch(() => undefined);
-    throw error;
+    throw fileError(error, "write", file);
   }
   const dirHandle = await open(path.dirname(file), "r");
   try {
