@@ -15,6 +15,8 @@ import { openServeSession } from "../src/store/serve-session.js";
 import { labDown, labStatus, labUp, sshArgs } from "../src/lab/index.js";
 import { addInclude, removeInclude } from "../src/lab/root-ssh-config.js";
 import { labSshdPattern } from "../src/lab/sshd.js";
+import { builderSpecsFrom } from "../src/lab/builder-spec.js";
+import { resolveLabPlan } from "../src/lab/options.js";
 import type { Lab, LabBuilder } from "../src/lab/index.js";
 import { runCommand } from "./support/run-command.js";
 import { LAB_UP_TIMEOUT_MS, startTestLab, stopTestLab } from "./support/lab.js";
@@ -42,6 +44,27 @@ async function psLines(text: string): Promise<string[]> {
 async function rootSshConfig(lab: Lab): Promise<string> {
   return readFile(lab.rootSshConfig!, "utf8");
 }
+
+describe("lab plans", () => {
+  test("default builders differ so tests can route by feature; --builder overrides one builder", () => {
+    const plan = resolveLabPlan({ builders: 3, builderSpecs: builderSpecsFrom(["b2 features=foo,bar jobs=1", "b0 speed=1.5"]) });
+    expect(plan.builders.map((b) => [b.name, b.address, b.port, b.features, b.mandatoryFeatures, b.speed, b.parallelBuilds])).toEqual([
+      ["lab-b0", "127.0.0.11", 2222, ["kvm", "nixos-test"], [], 1.5, 2],
+      ["lab-b1", "127.0.0.12", 2222, ["big-parallel"], ["benchmark"], 1, 2],
+      ["lab-b2", "127.0.0.13", 2222, ["foo", "bar"], [], 1, 1],
+    ]);
+    expect(resolveLabPlan({ builderSpecs: builderSpecsFrom(["b3"]) }).builders).toHaveLength(4);
+  });
+
+  test("bad options are refused with a fix", () => {
+    expect(() => builderSpecsFrom(["b1 feat=x"])).toThrow(/unknown setting "feat"/);
+    expect(() => builderSpecsFrom(["x1"])).toThrow(/must start with the builder/);
+    expect(() => resolveLabPlan({ firstAddress: "10.0.0.1" })).toThrow(/not a loopback address/);
+    expect(() => resolveLabPlan({ firstAddress: "127.0.0.250", builders: 10 })).toThrow(/run past/);
+    expect(() => resolveLabPlan({ dir: "/var/lib/my lab" })).toThrow(/not usable/);
+    expect(() => resolveLabPlan({ builderSpecs: [{ features: ["a b"] }] })).toThrow(/not a Nix feature name/);
+  });
+});
 
 describe("offload lab", () => {
   let lab: Lab;

@@ -2,13 +2,15 @@
 // store and signing key) for tests, demos and benchmarks. See src/lab/.
 import type { Command } from "commander";
 import { InvalidArgumentError } from "commander";
+import { builderSpecsFrom } from "../lab/builder-spec.js";
 import { DEFAULT_LAB_DIR, labDown, labStatus, labUp } from "../lab/index.js";
 import type { LabStatus } from "../lab/index.js";
 import { DEFAULT_BUILDERS, DEFAULT_FIRST_ADDRESS, DEFAULT_PORT, DEFAULT_PREFIX } from "../lab/options.js";
 
 interface UpOptions {
   dir: string;
-  builders: number;
+  builders?: number;
+  builder?: string[];
   address: string;
   port: number;
   prefix: string;
@@ -48,7 +50,13 @@ export function registerLab(program: Command): void {
     .command("up")
     .description("create or refresh the lab and start its builders (root)")
     .option("--dir <dir>", "lab directory; its parents must not be group/world-writable", DEFAULT_LAB_DIR)
-    .option("--builders <n>", "number of builders", integer, DEFAULT_BUILDERS)
+    .option("--builders <n>", `number of builders (default ${DEFAULT_BUILDERS}, or as many as --builder names)`, integer)
+    .option(
+      "--builder <spec>",
+      'features of one builder, repeatable: "b1 features=big-parallel,kvm mandatory=benchmark speed=2 jobs=4" ' +
+        "(defaults: b0 kvm,nixos-test speed 2; b1 big-parallel + mandatory benchmark; others none; jobs 2)",
+      (spec: string, previous: string[] = []) => [...previous, spec],
+    )
     .option("--address <address>", "loopback address of the first builder; the next ones follow", DEFAULT_FIRST_ADDRESS)
     .option("--port <port>", "port of every builder's sshd", integer, DEFAULT_PORT)
     .option("--prefix <prefix>", "builder names are <prefix>-b0, <prefix>-b1, … (ssh aliases, key names)", DEFAULT_PREFIX)
@@ -58,6 +66,7 @@ export function registerLab(program: Command): void {
       const up = await labUp({
         dir: options.dir,
         builders: options.builders,
+        builderSpecs: builderSpecsFrom(options.builder ?? []),
         firstAddress: options.address,
         port: options.port,
         prefix: options.prefix,
