@@ -233,14 +233,19 @@ describe("offload lab", () => {
   });
 
   test("down leaves no process and removes the Include line", async () => {
-    // A live session, so there is a child of the sshd to clean up too.
+    // A live session, so there is a child of the sshd to clean up too: the remote `sleep`
+    // (args exactly "sleep 77.4321"; the local ssh client's args only end with it).
+    const remoteSleeps = async () =>
+      (await psLines("sleep 77.4321")).filter((line) => /^\s*\d+\s+[^Z\s]\S*\s+sleep 77\.4321$/.test(line));
     const session = execFile("ssh", sshArgs(lab, lab.builders[0]!, "sleep 77.4321"));
     session.on("error", () => undefined);
-    await new Promise((resolve) => setTimeout(resolve, 700));
-    expect((await psLines("sleep 77.4321")).length).toBeGreaterThan(0);
+    for (let waited = 0; (await remoteSleeps()).length === 0 && waited < 10_000; waited += 50) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    expect(await remoteSleeps()).toHaveLength(1);
     await labDown(lab.dir);
     expect(await psLines(`${lab.dir}/`)).toEqual([]);
-    expect((await psLines("sleep 77.4321")).filter((line) => !/\sZ/.test(line))).toEqual([]);
+    expect(await remoteSleeps()).toEqual([]);
     expect(await rootSshConfig(lab)).not.toContain(`Include ${lab.sshConfig}`);
     const status = await labStatus(lab.dir);
     expect(status.builders.every((b) => !b.running && !b.reachable)).toBe(true);
