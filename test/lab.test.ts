@@ -147,6 +147,28 @@ describe("offload lab", () => {
     }
   });
 
+  test("a second lab runs beside it without clashing (as parallel test suites do)", async () => {
+    const other = await startTestLab({ builders: 1 });
+    try {
+      expect(other.builders[0]!.name).not.toBe(lab.builders[0]!.name);
+      expect(other.builders[0]!.address).not.toBe(lab.builders[0]!.address);
+      const config = await rootSshConfig(lab);
+      expect(config).toContain(`Include ${lab.sshConfig}\n`);
+      expect(config).toContain(`Include ${other.sshConfig}\n`);
+      // Nix's build-remote finds the second lab's alias through root's config as well.
+      const { expression } = trivialDerivation();
+      const { stdout } = await exec("nix-build", [
+        "-E", expression, "--no-out-link", "--max-jobs", "0",
+        "--option", "substituters", "", "--option", "builders", `@${other.nixMachines}`,
+      ]);
+      expect(existsSync(`${other.builders[0]!.storeDir}${stdout.trim()}`)).toBe(true);
+    } finally {
+      await stopTestLab(other);
+    }
+    expect(await rootSshConfig(lab)).not.toContain(other.sshConfig);
+    expect((await labStatus(lab.dir)).builders.every((b) => b.running && b.reachable)).toBe(true);
+  });
+
   test("machines.ts and nix-machines carry the host keys the sshds present, and the builders' signing keys", async () => {
     const machines = await readFile(lab.machinesFile, "utf8");
     const nixMachines = (await readFile(lab.nixMachines, "utf8")).trim().split("\n");

@@ -13,15 +13,24 @@ import type { Lab, LabOptions } from "../../src/lab/index.js";
 export const LAB_UP_TIMEOUT_MS = 600_000;
 
 export async function startTestLab(options: LabOptions = {}): Promise<Lab> {
-  const id = randomBytes(3);
-  // /var/lib, not /tmp: offload refuses configs under world-writable directories.
-  // 127.<100-227>.<1-254>.11: away from the default lab's 127.0.0.11.
-  return labUp({
-    dir: `/var/lib/offload-lab-test-${id.toString("hex")}`,
-    prefix: `t${id.toString("hex")}`,
-    firstAddress: `127.${100 + (id[0]! % 128)}.${1 + (id[1]! % 254)}.11`,
-    ...options,
-  });
+  // Random addresses can collide with another suite's lab (sshd then cannot bind): try others.
+  for (let attempt = 1; ; attempt++) {
+    const id = randomBytes(3);
+    const target = {
+      // /var/lib, not /tmp: offload refuses configs under world-writable directories.
+      dir: `/var/lib/offload-lab-test-${id.toString("hex")}`,
+      prefix: `t${id.toString("hex")}`,
+      // 127.<100-227>.<1-254>.11: away from the default lab's 127.0.0.11.
+      firstAddress: `127.${100 + (id[0]! % 128)}.${1 + (id[1]! % 254)}.11`,
+      ...options,
+    };
+    try {
+      return await labUp(target);
+    } catch (error) {
+      await labDown(target.dir, { purge: true }).catch(() => undefined);
+      if (attempt === 3 || (error as { code?: string }).code !== "lab-sshd-failed") throw error;
+    }
+  }
 }
 
 /** Stops every process of the lab and deletes its directory. */
