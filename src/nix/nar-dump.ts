@@ -7,8 +7,10 @@ import type { FileHandle } from "node:fs/promises";
 import { OffloadError } from "../errors.js";
 import { NAR_MAGIC, encodedToken } from "./nar-format.js";
 
-/** Size of the chunks yielded (and of each read from a big file). */
-const CHUNK_SIZE = 1024 * 1024;
+/** Size of the chunks yielded. */
+const YIELD_SIZE = 1024 * 1024;
+/** Size of the buffers filled (and of each read from a big file): fewer, larger reads. */
+const CHUNK_SIZE = 4 * YIELD_SIZE;
 /**
  * Metadata calls and reads of files up to this size are blocking: for trees of many small
  * files the thread-pool round trips of async I/O would cost more than the calls themselves
@@ -77,7 +79,10 @@ class Output {
   }
 
   *drain(): Generator<Buffer> {
-    while (this.ready.length > 0) yield this.ready.shift()!;
+    while (this.ready.length > 0) {
+      const b = this.ready.shift()!;
+      for (let at = 0; at < b.length; at += YIELD_SIZE) yield b.subarray(at, at + YIELD_SIZE);
+    }
   }
 }
 
