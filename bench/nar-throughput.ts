@@ -78,6 +78,10 @@ async function ourDumpOnly(dir: string): Promise<number> {
 async function main(): Promise<void> {
   const { sizeMiB } = parseArgs();
   const root = mkdtempSync("/var/tmp/offload-nar-bench-");
+  process.once("SIGINT", () => {
+    rmSync(root, { recursive: true, force: true });
+    process.exit(130);
+  });
   try {
     const tree = join(root, "tree");
     mkdirSync(tree);
