@@ -1,9 +1,9 @@
-// Which machines.ts to load: --config, then $OFFLOAD_CONFIG, then /etc/offload/machines.ts.
+// Which machines.ts to load: --config, then $OFFLOAD_CONFIG, then machines.ts in the
+// config directory (/etc/offload, or $OFFLOAD_CONFIG_DIR) beside the keys and the ACL.
 import { existsSync } from "node:fs";
-import { resolve } from "node:path";
+import { join, resolve } from "node:path";
 import { OffloadError } from "../errors.js";
-
-export const DEFAULT_CONFIG = "/etc/offload/machines.ts";
+import { configDir } from "../store/config-dir.js";
 
 export interface ResolvedConfig {
   path: string;
@@ -16,13 +16,13 @@ export function resolveConfigPath(option: string | undefined, env: NodeJS.Proces
     ? { path: resolve(option), source: "--config" }
     : env.OFFLOAD_CONFIG
       ? { path: resolve(env.OFFLOAD_CONFIG), source: "$OFFLOAD_CONFIG" }
-      : { path: DEFAULT_CONFIG, source: "default" };
+      : { path: join(configDir(env), "machines.ts"), source: "default" };
   if (!existsSync(candidate.path)) {
     throw new OffloadError(`no machines config at ${candidate.path} (from ${candidate.source})`, {
       code: "config-missing",
       fix:
         candidate.source === "default"
-          ? "run `offload init` to write a commented /etc/offload/machines.ts, or pass --config FILE"
+          ? `run \`offload init ${configDir(env)}\` to write a commented machines.ts there, or pass --config FILE`
           : `create ${candidate.path} (\`offload init DIR\` writes a template) or point ${candidate.source} elsewhere`,
     });
   }

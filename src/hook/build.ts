@@ -1,0 +1,166 @@
+// After "# accept": send the inputs the machine lacks, build there, bring the outputs back
+// and import them only once every one is verified. One linear flow, like Nix's
+// build-remote, over the shared store primitives.
+import { createWriteStream } from "node:fs";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { finished } from "node:stream/promises";
+import { OffloadError } from "../errors.js";
+import { parseDerivation, type Derivation } from "../nix/drv.js";
+import type { PublicKey, SecretKey } from "../nix/keys.js";
+import { dumpPath } from "../nix/nar.js";
+import { encodeNix32 } from "../nix/nix32.js";
+import type { PathInfo } from "../nix/path-info.js";
+import { signPath } from "../nix/signature.js";
+import type { MachineLink } from "../remote/machine-link.js";
+import { dependenciesFirst } from "../store/archive-export.js";
+import { importVerified, type SpooledPath, type VerifiedImportOptions } from "../store/import-verified.js";
+import { openLocalStore } from "../store/local-store.js";
+import type { ServeClient } from "../store/serve.js";
+import type { BuildResult } from "../store/serve-build.js";
+import type { HookSettings } from "./settings.js";
+
+/** Exit statuses the daemon understands (derivation-goal.cc). */
+export const EXIT = { success: 0, transient: 1, permanent: 100, timedOut: 101 } as const;
+
+export interface BuildJob {
+  link: MachineLink;
+  drvPath: string;
+  /** The input closure the daemon sent (the .drv itself is not in it). */
+  inputs: string[];
+  /** Names of the outputs still missing locally. */
+  wantedOutputs: string[];
+  settings: HookSettings;
+  signingKey: SecretKey;
+  /** Keys whose signature on an output is accepted: the machine's pinned key, else the ACL. */
+  trustedKeys: readonly PublicKey[];
+  /** Progress and problems, one line each (shown by the daemon). */
+  say: (line: string) => void;
+  buildLog: (bytes: Buffer | string) => void;
+}
+
+export async function buildOnMachine(job: BuildJob): Promise<void> {
+  const name = job.link.machine.name;
+  const drv = parseDerivation(await readFile(job.drvPath, "utf8"), job.drvPath);
+  const remote = job.link.session.client;
+  const local = await openLocalStore();
+  try {
+    await uploadInputs(job, local.client, remote);
+  } finally {
+    await local.close();
+  }
+  job.link.onStderr((chunk) => job.buildLog(chunk));
+  const result = await remote.buildDerivation(job.drvPath, drv, buildInputs(drv, job.inputs), {
+    maxSilentTime: job.settings.maxSilentTime,
+    buildTimeout: job.settings.buildTimeout,
+    maxLogSize: job.settings.maxLogSize,
+  });
+  if (!result.success) throw buildFailure(result, job.drvPath, name);
+  await fetchOutputs(job, drv, remote);
+}
+
+/** Nix's hook sends the whole input closure as inputSrcs, except for derivations without input derivations. */
+function buildInputs(drv: Derivation, inputs: string[]): string[] {
+  return drv.inputDrvs.size > 0 ? inputs : drv.inputSrcs;
+}
+
+/** Sends each input the machine lacks, dependencies first, signed by us so a remote Nix that checks signatures accepts it. */
+async function uploadInputs(job: BuildJob, local: ServeClient, remote: ServeClient): Promise<void> {
+  const present = await remote.queryValidPaths(job.inputs, { lock: true, substitute: job.link.machine.useSubstitutes || job.settings.buildersUseSubstitutes });
+  const missing = job.inputs.filter((path) => !present.has(path));
+  if (missing.length === 0) return;
+  const infos = await local.queryPathInfos(missing);
+  const absent = missing.filter((path) => !infos.has(path));
+  if (absent.length > 0) {
+    throw new OffloadError(`input ${absent[0]} is not valid in the local store`, { code: "input-missing", exitCode: EXIT.transient });
+  }
+  let bytes = 0;
+  for (const info of dependenciesFirst(infos.values())) {
+    const signature = signPath(info, job.signingKey);
+    const signed: PathInfo = { ...info, signatures: info.signatures.includes(signature) ? info.signatures : [...info.signatures, signature] };
+    await remote.addToStoreNar(signed, dumpPath(info.path));
+    bytes += info.narSize;
+  }
+  job.say(`offload: copied ${missing.length} input path(s) (${mebibytes(bytes)}) to ${job.link.machine.name}`);
+}
+
+/** Brings back the outputs the daemon still wants, verified before a single one is imported. */
+async function fetchOutputs(job: BuildJob, drv: Derivation, remote: ServeClient): Promise<void> {
+  const name = job.link.machine.name;
+  const wanted = job.wantedOutputs.map((output) => {
+    const path = drv.outputs.get(output)?.path;
+    if (!path) throw new OffloadError(`${job.drvPath} has no output "${output}" with a known path`, { code: "output-unknown", exitCode: EXIT.permanent });
+    return path;
+  });
+  const infos = await remote.queryPathInfos(wanted);
+  const absent = wanted.filter((path) => !infos.has(path));
+  if (absent.length > 0) {
+    throw new OffloadError(`${name} reports success but output ${absent[0]} is not valid there`, { code: "output-missing", exitCode: EXIT.transient });
+  }
+  const spool = await mkdtemp(join(tmpdir(), "offload-outputs-"));
+  try {
+    const items: SpooledPath[] = [];
+    for (const info of dependenciesFirst(infos.values())) items.push(await spoolNar(remote, info, spool, name));
+    const imported = await importVerified(items, {
+      trustedKeys: job.trustedKeys,
+      origin: `outputs of ${job.drvPath} from ${name}`,
+      // The daemon holds the locks of the outputs: the importing nix-store must know, or it waits forever.
+      env: { ...process.env, NIX_HELD_LOCKS: wanted.join(" ") },
+      fixes: outputFixes(job),
+    });
+    const signers = [...new Set(imported.map((path) => path.signer))].join(", ");
+    job.say(`offload: ${imported.length} output(s) of ${job.drvPath} built on ${name}, signature by ${signers} verified`);
+  } finally {
+    await rm(spool, { recursive: true, force: true });
+  }
+}
+
+/** Streams one NAR from the machine into a file, checking it is exactly what the machine described. */
+async function spoolNar(remote: ServeClient, info: PathInfo, dir: string, machine: string): Promise<SpooledPath> {
+  const narFile = join(dir, `${info.path.slice(info.path.lastIndexOf("/") + 1)}.nar`);
+  const file = createWriteStream(narFile, { mode: 0o600 });
+  const digest = await remote.dumpStorePath(info.path, (bytes) =>
+    file.write(bytes) ? undefined : new Promise<void>((resolve) => file.once("drain", resolve)),
+  );
+  file.end();
+  await finished(file);
+  if (digest.narSize !== info.narSize || !digest.narHash.equals(info.narHash)) {
+    throw new OffloadError(
+      `${info.path} from ${machine} changed in transit: received ${digest.narSize} bytes with hash sha256:${encodeNix32(digest.narHash)}, ` +
+        `but ${machine} describes ${info.narSize} bytes with hash sha256:${encodeNix32(info.narHash)}; nothing imported`,
+      { code: "output-corrupt", fix: `run the build again; if it persists, check ${machine}'s store (nix-store --verify --check-contents)`, exitCode: EXIT.transient },
+    );
+  }
+  return { ...info, narFile };
+}
+
+function outputFixes(job: BuildJob): VerifiedImportOptions["fixes"] {
+  const machine = job.link.machine;
+  const keyFix = machine.signingKey
+    ? `the outputs must be signed by ${machine.signingKey.split(":")[0]} (signingKey of ${machine.name}): check secret-key-files in ${machine.name}'s nix.conf`
+    : `if ${machine.name}'s key is trustworthy: offload authorize <its public key file> (or set signingKey for ${machine.name} in machines.ts)`;
+  return {
+    unsigned: `make ${machine.name} sign what it builds: set secret-key-files = /etc/nix/signing-key.sec in its nix.conf (nix-store --generate-binary-cache-key), then authorize its public key here`,
+    "unknown-key": keyFix,
+    "invalid-signature": `do not trust ${machine.name} until this is explained: the output does not match its signature (tampered or corrupted)`,
+    duplicate: "this is a bug in the machine's reply; run the build again",
+    order: "this is a bug in the machine's reply; run the build again",
+    "missing-reference": `${machine.name}'s output refers to a path that is neither an input nor an output of the build; check the derivation`,
+  };
+}
+
+function buildFailure(result: BuildResult, drvPath: string, machine: string): OffloadError {
+  const exitCode =
+    result.status === "TimedOut"
+      ? EXIT.timedOut
+      : result.status === "TransientFailure" || result.status === "MiscFailure" || result.status === "Unknown"
+        ? EXIT.transient
+        : EXIT.permanent;
+  const message = result.errorMsg.trim() || `build of ${drvPath} failed with status ${result.status}`;
+  return new OffloadError(`build on ${machine} failed (${result.status}): ${message}`, { code: `build-${result.status}`, exitCode });
+}
+
+function mebibytes(bytes: number): string {
+  return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+}

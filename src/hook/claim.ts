@@ -1,0 +1,85 @@
+// Deciding one "try": gather what is known about the machines, let the selection function
+// decide, then take a slot on the best candidate and connect to it before accepting (as
+// Nix's build-remote does), falling over to the next candidate when a machine is down.
+import type { BuildMachine } from "../../types/index.js";
+import { asOffloadError, formatError } from "../errors.js";
+import type { LoadedConfig } from "../config/load.js";
+import { linkMachine, type MachineLink } from "../remote/machine-link.js";
+import { machineState, readFacts, recordFacts } from "../select/machine-facts.js";
+import { selectMachine, type BuildRequest, type Decision, type MachineState } from "../select/select.js";
+import { acquireSlot, slotHolders, type Slot } from "../select/slots.js";
+import type { Reply } from "./protocol.js";
+import type { HookSettings } from "./settings.js";
+
+export type Claim = { verdict: Reply; decision: Decision } | { verdict: "accept"; link: MachineLink; slot: Slot; decision: Decision };
+
+export interface ClaimContext {
+  config: LoadedConfig;
+  settings: HookSettings;
+  stateDir: string;
+  say: (line: string) => void;
+  /** Opens the machine; tests substitute it. */
+  link?: (machine: BuildMachine) => Promise<MachineLink>;
+}
+
+/** Each round re-decides with what the previous one learned (a machine down, or overloaded). */
+const ROUNDS = 3;
+
+export async function claimMachine(request: BuildRequest, context: ClaimContext): Promise<Claim> {
+  let decision: Decision | undefined;
+  for (let round = 0; round < ROUNDS; round++) {
+    decision = selectMachine({
+      machines: context.config.machines,
+      local: context.config.local,
+      localState: context.settings.localState,
+      request,
+      states: await currentStates(context.config.machines, request, context.stateDir),
+      restriction: context.settings.restriction,
+    });
+    if (decision.verdict !== "accept") return { verdict: decision.verdict, decision };
+    for (const machine of decision.candidates) {
+      const slot = await acquireSlot(context.stateDir, machine.name, machine.parallelBuilds, request.drvPath);
+      if (!slot) continue; // another hook took the last slot meanwhile
+      const link = await tryLink(machine, context);
+      if (link) return { verdict: "accept", link, slot, decision };
+      await slot.release();
+    }
+  }
+  // Every candidate failed or filled up while we tried: ask again later.
+  return { verdict: "postpone", decision: decision! };
+}
+
+/** Slots in use and fresh facts, for the machines that could build this system at all. */
+async function currentStates(machines: readonly BuildMachine[], request: BuildRequest, stateDir: string): Promise<Map<string, MachineState>> {
+  const now = Date.now();
+  const relevant = machines.filter((m) => m.enabled && (request.system === "builtin" || m.systems.includes(request.system as never)));
+  const entries = await Promise.all(
+    relevant.map(async (machine) => {
+      const holders = await slotHolders(stateDir, machine.name, machine.parallelBuilds);
+      const inUse = holders.filter((holder) => holder !== undefined).length;
+      return [machine.name, machineState(readFacts(stateDir, machine.name), inUse, now)] as const;
+    }),
+  );
+  return new Map(entries);
+}
+
+/** Connects; records what was learned either way. Overloaded or unreachable machines yield undefined. */
+async function tryLink(machine: BuildMachine, context: ClaimContext): Promise<MachineLink | undefined> {
+  let link: MachineLink;
+  try {
+    link = await (context.link ?? linkMachine)(machine);
+  } catch (error) {
+    const failure = asOffloadError(error);
+    recordFacts(context.stateDir, machine.name, { failure: { message: failure.message, at: Date.now() } });
+    context.say(`offload: cannot build on ${machine.name}: ${formatError(failure)}`);
+    return undefined;
+  }
+  const now = Date.now();
+  recordFacts(context.stateDir, machine.name, { failure: undefined, ...(link.load === undefined ? {} : { load: { value: link.load, at: now } }) });
+  if (machine.overloadThreshold !== null && link.load !== undefined && link.load > machine.overloadThreshold) {
+    context.say(`offload: ${machine.name} is overloaded (load ${link.load.toFixed(2)} per CPU > ${machine.overloadThreshold}); trying elsewhere`);
+    link.close();
+    return undefined;
+  }
+  return link;
+}

@@ -1,0 +1,100 @@
+// The build hook's side of Nix 2.8's hook protocol (nix-protocols.md §5): settings and
+// "try" requests arrive on stdin in the wire encoding; replies and log messages go back
+// on stderr; the build log goes to fd 4.
+import { fstatSync, writeSync } from "node:fs";
+import type { Readable } from "node:stream";
+import { WireReader, type WireSource } from "../nix/wire.js";
+import type { BuildRequest } from "../select/select.js";
+
+export type Reply = "decline" | "decline-permanently" | "postpone";
+
+/** Nix's verbosity levels, as used in `@nix` log messages. */
+export const enum Level {
+  Error = 0,
+  Warn = 1,
+  Notice = 2,
+  Info = 3,
+  Talkative = 4,
+  Chatty = 5,
+  Debug = 6,
+}
+
+export interface HookIo {
+  input: WireSource;
+  /** The control channel (the daemon reads the hook's stderr). */
+  control: (line: string) => void;
+  /** The build log (fd 4), or undefined when there is none. */
+  buildLog?: (bytes: Buffer | string) => void;
+}
+
+/** The real process: stdin, stderr, and fd 4 if the daemon opened it. */
+export function processIo(): HookIo {
+  let logFd: number | undefined;
+  try {
+    fstatSync(4);
+    logFd = 4;
+  } catch {
+    logFd = undefined; // run by hand, not by the daemon
+  }
+  return {
+    input: process.stdin as Readable,
+    // Synchronous writes: a reply must reach the daemon before anything that follows it.
+    control: (line) => writeAll(2, Buffer.from(line)),
+    buildLog: logFd === undefined ? undefined : (bytes) => writeAll(logFd!, typeof bytes === "string" ? Buffer.from(bytes) : bytes),
+  };
+}
+
+function writeAll(fd: number, bytes: Buffer): void {
+  for (let done = 0; done < bytes.length; ) done += writeSync(fd, bytes, done);
+}
+
+export class HookChannel {
+  private readonly reader: WireReader;
+
+  constructor(private readonly io: HookIo) {
+    this.reader = new WireReader(io.input);
+  }
+
+  /** The daemon's settings, sent first: `u64 1, name, value` pairs ended by `u64 0`. */
+  async readSettings(): Promise<Map<string, string>> {
+    const settings = new Map<string, string>();
+    while (await this.reader.bool("the settings marker")) {
+      const name = await this.reader.string(undefined, "a setting's name");
+      settings.set(name, await this.reader.string(undefined, `the value of setting ${name}`));
+    }
+    return settings;
+  }
+
+  /** The next "try", or undefined when the daemon is done with this hook (end of input). */
+  async nextRequest(): Promise<BuildRequest | undefined> {
+    if (await this.reader.atEnd()) return undefined;
+    const word = await this.reader.string(16, "the request");
+    if (word !== "try") return undefined;
+    const amWilling = await this.reader.bool("amWilling");
+    const system = await this.reader.string(undefined, "the system");
+    const drvPath = await this.reader.string(undefined, "the derivation path");
+    const requiredFeatures = await this.reader.strings(undefined, undefined, "the required features");
+    return { amWilling, system, drvPath, requiredFeatures };
+  }
+
+  reply(verdict: Reply): void {
+    this.io.control(`# ${verdict}\n`);
+  }
+
+  /** Accepts the build for `machine`; the daemon then sends what the build needs. */
+  async accept(machine: string): Promise<{ inputs: string[]; wantedOutputs: string[] }> {
+    this.io.control(`# accept\n${machine}\n`);
+    const inputs = await this.reader.strings(undefined, undefined, "the input paths");
+    const wantedOutputs = await this.reader.strings(undefined, undefined, "the wanted outputs");
+    return { inputs, wantedOutputs };
+  }
+
+  /** A message the daemon shows at `level` (after accept, plain stderr lines are dropped). */
+  message(level: Level, text: string): void {
+    this.io.control(`@nix ${JSON.stringify({ action: "msg", level, msg: text })}\n`);
+  }
+
+  buildLog(bytes: Buffer | string): void {
+    this.io.buildLog?.(bytes);
+  }
+}

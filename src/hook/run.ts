@@ -1,0 +1,92 @@
+// The build hook, start to end: settings → machines.ts → for each "try": decide and reply;
+// after an accept: build on the machine, verify, import, exit with Nix's status codes.
+import type { BuildMachine } from "../../types/index.js";
+import { loadConfig, type LoadedConfig } from "../config/load.js";
+import { OffloadError, asOffloadError, formatError } from "../errors.js";
+import { parsePublicKey, readSecretKeyFile, type PublicKey } from "../nix/keys.js";
+import { recordFacts } from "../select/machine-facts.js";
+import type { Decision } from "../select/select.js";
+import { stateDir } from "../select/state-dir.js";
+import { readAcl } from "../store/acl.js";
+import { checkPrivate, secretKeyPath } from "../store/config-dir.js";
+import { EXIT, buildOnMachine } from "./build.js";
+import { claimMachine } from "./claim.js";
+import { HookChannel, Level, type HookIo } from "./protocol.js";
+import { interpretSettings } from "./settings.js";
+
+export async function runHook(io: HookIo, env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  const channel = new HookChannel(io);
+  const settingsMap = await channel.readSettings();
+  let config: LoadedConfig | undefined;
+  try {
+    const settings = interpretSettings(settingsMap, env);
+    config = await loadConfig({ env });
+    if (config.machines.length === 0) return declinePermanently(channel);
+    const signingKey = await (async () => {
+      await checkPrivate(secretKeyPath(), "offload signing key");
+      return readSecretKeyFile(secretKeyPath());
+    })();
+    const acl = await readAcl();
+    const state = stateDir(env);
+    const say = (line: string) => channel.message(Level.Error, line);
+
+    for (;;) {
+      const request = await channel.nextRequest();
+      if (!request) return EXIT.success;
+      const claim = await claimMachine(request, { config, settings, stateDir: state, say });
+      if (claim.verdict !== "accept") {
+        explain(channel, claim.decision, claim.verdict);
+        channel.reply(claim.verdict);
+        continue;
+      }
+      const { link, slot } = claim;
+      try {
+        const trustedKeys = outputKeys(link.machine, acl);
+        channel.message(Level.Talkative, `offload: ${claim.decision.summary}`);
+        const { inputs, wantedOutputs } = await channel.accept(link.machine.name);
+        try {
+          await buildOnMachine({ link, drvPath: request.drvPath!, inputs, wantedOutputs, settings, signingKey, trustedKeys, say, buildLog: (b) => channel.buildLog(b) });
+          recordFacts(state, link.machine.name, { lastBuild: { drvPath: request.drvPath!, at: Date.now() } });
+          return EXIT.success;
+        } catch (error) {
+          // After accept the daemon drops plain stderr lines: report as a message and in the build log.
+          const failure = asOffloadError(error);
+          const text = `offload: ${formatError(failure)}`;
+          channel.message(Level.Error, text);
+          channel.buildLog(`${text}\n`);
+          return failure.code === "internal" ? EXIT.transient : failure.exitCode;
+        }
+      } finally {
+        link.close();
+        await slot.release();
+      }
+    }
+  } catch (error) {
+    // Before accept, plain stderr lines reach the daemon's log; exiting without a reply fails the build with them.
+    io.control(`offload: ${formatError(asOffloadError(error))}\n`);
+    return EXIT.transient;
+  }
+}
+
+/** No machines at all: tell the daemon not to ask again in this session (Nix's reply for an empty machines list). */
+async function declinePermanently(channel: HookChannel): Promise<number> {
+  if (await channel.nextRequest()) channel.reply("decline-permanently");
+  return EXIT.success;
+}
+
+/** Only the machine's pinned signing key if it has one, else every ACL key; never nothing. */
+function outputKeys(machine: BuildMachine, acl: PublicKey[]): PublicKey[] {
+  if (machine.signingKey) return [parsePublicKey(machine.signingKey)];
+  if (acl.length > 0) return acl;
+  throw new OffloadError(`no key is trusted to sign outputs from ${machine.name}: the ACL is empty and machines.ts pins no signingKey`, {
+    code: "no-trusted-keys",
+    fix: `offload authorize <${machine.name}'s public signing key file>, or set signingKey: "name:base64" for ${machine.name}`,
+  });
+}
+
+/** Why a build stays local or waits: shown at a level that matches how surprising it is. */
+function explain(channel: HookChannel, decision: Decision, verdict: string): void {
+  const reasons = decision.reasons.map((r) => `  ${r.machine}: ${r.detail}`).join("\n");
+  const surprising = verdict === "decline" && decision.local.startsWith("the local machine cannot");
+  channel.message(surprising ? Level.Warn : Level.Talkative, `offload: ${decision.summary}; ${decision.local}${reasons ? `\n${reasons}` : ""}`);
+}
