@@ -1,8 +1,9 @@
 // The serve-protocol client against real Nix 2.8: a local `nix-store --serve --write` on the
 // default store and on chroot stores, and the same over SSH to a loopback sshd.
 import { afterAll, beforeAll, describe, expect, test } from "@jest/globals";
-import { execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { execFileSync, spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -18,7 +19,7 @@ import type { SshConnection } from "../src/remote/ssh.js";
 import { openLocalStore } from "../src/store/local-store.js";
 import type { LocalStore } from "../src/store/local-store.js";
 import { openServeSession } from "../src/store/serve-session.js";
-import type { ServeClient } from "../src/store/serve.js";
+import { ServeClient } from "../src/store/serve.js";
 import type { Lab } from "../src/lab/index.js";
 import { startTestLab, stopTestLab } from "./support/lab.js";
 import { startSshd } from "./support/sshd.js";
@@ -383,5 +384,87 @@ describe("ServeClient to a lab builder configured like production", () => {
     } finally {
       connection.close();
     }
+  });
+});
+
+describe("ServeClient as an untrusted user, through a nix-daemon (a non-root SSH login)", () => {
+  const NOBODY = 65534;
+  const trustedKey = generateKeyPair("offload-trusted-1");
+  let dir: string;
+  let daemon: ChildProcess;
+  let socket: string;
+
+  beforeAll(async () => {
+    // nobody must reach the socket, so not under the 0700 test directory
+    dir = mkdtempSync(join(tmpdir(), "offload-daemon-test-"));
+    chmodSync(dir, 0o755);
+    mkdirSync(join(dir, "home"));
+    chownSync(join(dir, "home"), NOBODY, NOBODY);
+    socket = join(dir, "socket");
+    const conf = join(dir, "nix.conf");
+    writeFileSync(
+      conf,
+      `store = ${join(dir, "store")}\nextra-sandbox-paths = /bin /lib /lib64 /usr\nsubstituters =\ntrusted-public-keys = ${trustedKey.publicKey.toString()}\n`,
+    );
+    daemon = spawn("nix-daemon", [], { env: { ...process.env, NIX_USER_CONF_FILES: conf, NIX_DAEMON_SOCKET_PATH: socket }, stdio: "ignore" });
+    for (let i = 0; i < 100 && !existsSync(socket); i++) await new Promise((resolve) => setTimeout(resolve, 50));
+  });
+
+  afterAll(async () => {
+    if (daemon.exitCode === null) {
+      const exited = new Promise((resolve) => daemon.once("exit", resolve));
+      daemon.kill();
+      await exited;
+    }
+    execFileSync("chmod", ["-R", "u+w", dir]);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** `nix-store --serve --write` as nobody, its store being the daemon's. */
+  async function untrusted(): Promise<{ client: ServeClient; close: () => Promise<void> }> {
+    const child = spawn("nix-store", ["--serve", "--write", "--store", "daemon"], {
+      uid: NOBODY,
+      gid: NOBODY,
+      env: { PATH: process.env.PATH, HOME: join(dir, "home"), NIX_DAEMON_SOCKET_PATH: socket },
+    });
+    let stderr = "";
+    child.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+    const exit = new Promise<{ code: number | null }>((resolve) => child.once("close", (code) => resolve({ code })));
+    const client = await ServeClient.connect({ stdin: child.stdin!, stdout: child.stdout!, exit, stderrTail: () => stderr }, { label: "nobody" });
+    return {
+      client,
+      close: async () => {
+        client.close();
+        await exit;
+      },
+    };
+  }
+
+  test("unsigned input-addressed uploads are refused as remote-not-trusted; signed by a trusted key they are accepted", async () => {
+    const infos = await local.client.queryPathInfos([src, out]);
+    const first = await untrusted();
+    // content-addressed paths (builtins.toFile, nix-store --add) need no signature at all
+    await first.client.addToStoreNar({ ...infos.get(src)!, signatures: [] }, chunked((await collectNar(local.client, src)).bytes));
+    const outNar = (await collectNar(local.client, out)).bytes;
+    await expect(first.client.addToStoreNar({ ...infos.get(out)!, signatures: [] }, chunked(outNar))).rejects.toMatchObject({
+      code: "remote-not-trusted",
+      message: expect.stringContaining("lacks a valid signature"),
+    });
+    await first.close();
+
+    const second = await untrusted();
+    await second.client.addToStoreNar({ ...infos.get(out)!, signatures: [signPath(infos.get(out)!, trustedKey)] }, chunked(outNar));
+    expect(await second.client.queryValidPaths([src, out])).toEqual(new Set([src, out]));
+    await second.close();
+  });
+
+  test("BuildDerivation of an input-addressed derivation is refused as remote-not-trusted", async () => {
+    const session = await untrusted();
+    const drvPath = run("nix-instantiate", [...NO_NETWORK, nixExpression(work, "offload-untrusted", "echo $salt > $out")]);
+    const derivation = derivationAt(drvPath);
+    await expect(
+      session.client.buildDerivation(drvPath, derivation, derivation.inputSrcs, { maxSilentTime: 60, buildTimeout: 120 }),
+    ).rejects.toMatchObject({ code: "remote-not-trusted", message: expect.stringContaining("not privileged to build input-addressed derivations") });
+    await session.close();
   });
 });
