@@ -17,11 +17,10 @@ import { interpretSettings } from "./settings.js";
 export async function runHook(io: HookIo, env: NodeJS.ProcessEnv = process.env): Promise<number> {
   const channel = new HookChannel(io);
   const settingsMap = await channel.readSettings();
-  let config: LoadedConfig | undefined;
   try {
     const settings = interpretSettings(settingsMap, env);
-    config = await loadConfig({ env });
-    if (config.machines.length === 0) return declinePermanently(channel);
+    const config = await loadHookConfig(env);
+    if (!config || config.machines.length === 0) return declinePermanently(channel);
     const signingKey = await (async () => {
       await checkPrivate(secretKeyPath(), "offload signing key");
       return readSecretKeyFile(secretKeyPath());
@@ -65,6 +64,16 @@ export async function runHook(io: HookIo, env: NodeJS.ProcessEnv = process.env):
     // Before accept, plain stderr lines reach the daemon's log; exiting without a reply fails the build with them.
     io.control(`offload: ${formatError(asOffloadError(error))}\n`);
     return EXIT.transient;
+  }
+}
+
+/** The machines, or undefined when there is no machines.ts at all (as in Guix: no file, no machines). */
+async function loadHookConfig(env: NodeJS.ProcessEnv): Promise<LoadedConfig | undefined> {
+  try {
+    return await loadConfig({ env });
+  } catch (error) {
+    if (error instanceof OffloadError && error.code === "config-missing") return undefined;
+    throw error;
   }
 }
 

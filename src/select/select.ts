@@ -188,7 +188,7 @@ function localVerdict(input: SelectionInput, bestRemote: number | undefined): { 
   const capable = localState.maxJobs > 0 && systemOk && missing.length === 0;
   const canNow = capable && request.amWilling;
   if (!capable) {
-    const why = localState.maxJobs === 0 ? "max-jobs is 0" : !systemOk ? `it is not a ${request.system} machine` : `it lacks ${missing.join(", ")}`;
+    const why = localState.maxJobs === 0 ? "max-jobs is 0" : !systemOk ? `it does not build ${request.system}` : `it lacks ${missing.join(", ")}`;
     return { builds: false, canNow, why: `the local machine cannot build this: ${why}` };
   }
   if (!request.amWilling) return { builds: false, canNow, why: "the local machine has no free build slot" };
