@@ -6,6 +6,7 @@ import { builderSpecsFrom } from "../lab/builder-spec.js";
 import { DEFAULT_LAB_DIR, labDown, labStatus, labUp } from "../lab/index.js";
 import type { LabStatus } from "../lab/index.js";
 import { DEFAULT_BUILDERS, DEFAULT_FIRST_ADDRESS, DEFAULT_PORT, DEFAULT_PREFIX } from "../lab/options.js";
+import { formatTable } from "./table.js";
 
 interface UpOptions {
   dir: string;
@@ -36,11 +37,9 @@ function formatStatus(status: LabStatus): string {
     ],
   );
   const header = ["BUILDER", "ADDRESS", "SSHD", "TCP", "SIGNING KEY", "FEATURES", "STORE"];
-  const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => row[column]!.length)));
-  const lines = [header, ...rows].map((row) => row.map((cell, column) => cell.padEnd(widths[column]!)).join("  ").trimEnd());
   return [
     `lab ${status.dir}: OFFLOAD_CONFIG_DIR=${status.configDir}, Nix builders @${status.nixMachines}`,
-    ...lines,
+    formatTable(header, rows),
   ].join("\n");
 }
 
