@@ -31,8 +31,11 @@ export async function verifyBuilder(lab: Lab, builder: LabBuilder): Promise<stri
     `nix-build --no-out-link -E '${CHECK_DERIVATION}'`,
   ].join(" && ");
   const { stdout } = await run("ssh", sshArgs(lab, builder, command), {
-    code: "lab-builder-unreachable",
-    fix: `see ${builder.logFile}; try: ssh -v -F ${lab.sshConfig} ${builder.name}`,
+    code: "lab-builder-failed",
+    fix:
+      `if ssh failed: see ${builder.logFile} and try ssh -v -F ${lab.sshConfig} ${builder.name}; ` +
+      "if the build failed: chroot-store builds always run in Nix's sandbox, which needs mount and PID " +
+      `namespaces (in a container: --privileged) and /bin/sh via extra-sandbox-paths in ${builder.nixConf}`,
   });
   const lines = stdout.trim().split("\n");
   const setting = (name: string) => lines.find((line) => line.startsWith(`${name} = `))?.slice(name.length + 3);
