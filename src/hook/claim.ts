@@ -5,9 +5,10 @@ import type { BuildMachine } from "../../types/index.js";
 import { asOffloadError, formatError } from "../errors.js";
 import type { LoadedConfig } from "../config/load.js";
 import { linkMachine, type MachineLink } from "../remote/machine-link.js";
-import { machineState, readFacts, recordFacts } from "../select/machine-facts.js";
-import { selectMachine, type BuildRequest, type Decision, type MachineState } from "../select/select.js";
-import { acquireSlot, slotHolders, type Slot } from "../select/slots.js";
+import { currentStates } from "../select/current-state.js";
+import { recordFacts } from "../select/machine-facts.js";
+import { selectMachine, type BuildRequest, type Decision } from "../select/select.js";
+import { acquireSlot, type Slot } from "../select/slots.js";
 import type { Reply } from "./protocol.js";
 import type { HookSettings } from "./settings.js";
 
@@ -47,20 +48,6 @@ export async function claimMachine(request: BuildRequest, context: ClaimContext)
   }
   // Every candidate failed or filled up while we tried: ask again later.
   return { verdict: "postpone", decision: decision! };
-}
-
-/** Slots in use and fresh facts, for the machines that could build this system at all. */
-async function currentStates(machines: readonly BuildMachine[], request: BuildRequest, stateDir: string): Promise<Map<string, MachineState>> {
-  const now = Date.now();
-  const relevant = machines.filter((m) => m.enabled && (request.system === "builtin" || m.systems.includes(request.system as never)));
-  const entries = await Promise.all(
-    relevant.map(async (machine) => {
-      const holders = await slotHolders(stateDir, machine.name, machine.parallelBuilds);
-      const inUse = holders.filter((holder) => holder !== undefined).length;
-      return [machine.name, machineState(readFacts(stateDir, machine.name), inUse, now)] as const;
-    }),
-  );
-  return new Map(entries);
 }
 
 /** Connects; records what was learned either way. Overloaded or unreachable machines yield undefined. */
