@@ -189,6 +189,57 @@ describe("ServeClient against a local nix-store --serve --write", () => {
   });
 });
 
+describe("ServeClient facing broken servers and sources", () => {
+  /** ServeClient on an arbitrary child process (stderr collected). */
+  async function attach(program: string, args: string[]) {
+    const child = spawn(program, args, { stdio: ["pipe", "pipe", "pipe"] });
+    let stderr = "";
+    child.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+    const exit = new Promise<{ code: number | null; signal?: string }>((resolve) =>
+      child.once("close", (code, signal) => resolve(code === null ? { code, signal: signal ?? undefined } : { code })),
+    );
+    const connecting = ServeClient.connect({ stdin: child.stdin!, stdout: child.stdout!, exit, stderrTail: () => stderr }, { label: "test server" });
+    return { child, exit, connecting };
+  }
+
+  test("text instead of the greeting (a chatty shell startup file) → protocol mismatch quoting it", async () => {
+    const { connecting } = await attach("sh", ["-c", "echo 'Welcome to builder'; cat > /dev/null"]);
+    await expect(connecting).rejects.toMatchObject({ code: "protocol", message: expect.stringContaining('got "Welcome '), fix: expect.stringContaining(".bashrc") });
+  });
+
+  test("a server older than protocol 2.5 is refused", async () => {
+    const { connecting } = await attach("sh", ["-c", "printf '\\313\\356\\122\\124\\0\\0\\0\\0\\004\\002\\0\\0\\0\\0\\0\\0'; cat > /dev/null"]);
+    await expect(connecting).rejects.toMatchObject({ code: "protocol", message: expect.stringContaining("serve protocol 2.4") });
+  });
+
+  test("a server killed mid-upload → protocol error naming how it ended", async () => {
+    const { dir } = chrootStore("killed");
+    const { child, connecting } = await attach("nix-store", ["--serve", "--write", "--store", dir]);
+    const client = await connecting;
+    child.kill("SIGKILL");
+    const info = (await local.client.queryPathInfos([dirB])).get(dirB)!;
+    const nar = (await collectNar(local.client, dirB)).bytes;
+    await expect(client.addToStoreNar(info, chunked(nar))).rejects.toMatchObject({
+      code: "protocol",
+      message: expect.stringMatching(/expected the reply to AddToStoreNar, but the connection ended \(server exited with SIGKILL\)/),
+    });
+  });
+
+  test("a failing upload source keeps its identity (upload-source) and leaves the client unusable", async () => {
+    const { dir, env } = chrootStore("source");
+    const target = await openLocalStore({ store: dir, env });
+    const info = (await local.client.queryPathInfos([dirB])).get(dirB)!;
+    async function* failing(): AsyncGenerator<Buffer> {
+      yield Buffer.alloc(16);
+      throw new Error("disk on fire");
+    }
+    const failure = target.client.addToStoreNar(info, failing());
+    await expect(failure).rejects.toMatchObject({ code: "upload-source", message: expect.stringContaining("disk on fire") });
+    await expect(target.client.queryValidPaths([dirB])).rejects.toMatchObject({ code: "upload-source" });
+    await target.close();
+  });
+});
+
 describe("ServeClient writing into a chroot store", () => {
   test("addToStoreNar keeps signatures, deriver and references", async () => {
     const { dir, env } = chrootStore("sigs");

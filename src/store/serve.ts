@@ -81,6 +81,9 @@ export class ServeClient {
   /** Set once a command failed mid-exchange: the byte stream is out of step, nothing more can be read. */
   private broken: OffloadError | undefined;
   private writeError: Error | undefined;
+  /** Sends waiting for "drain", woken when the server exits (a dead ssh peer may never drain). */
+  private readonly exitWaiters = new Set<() => void>();
+  private exited = false;
 
   private constructor(io: ServeIo, reader: WireReader, remoteVersion: number, options: ServeOptions) {
     this.io = io;
@@ -88,6 +91,10 @@ export class ServeClient {
     this.remoteVersion = remoteVersion;
     this.label = options.label ?? "nix-store --serve";
     this.storeDir = options.storeDir ?? DEFAULT_STORE_DIR;
+    void io.exit?.then(() => {
+      this.exited = true;
+      for (const wake of [...this.exitWaiters]) wake();
+    });
   }
 
   /** Exchanges the greeting: we send magic and version together; the server answers with its own. */
@@ -189,7 +196,7 @@ export class ServeClient {
   async importPaths(exportStream: AsyncIterable<Buffer>): Promise<void> {
     return this.exchange("ImportPaths", async () => {
       await this.send(new WireWriter().u64(Command.ImportPaths).toBuffer());
-      for await (const chunk of exportStream) await this.send(chunk);
+      for await (const chunk of fromSource(exportStream, "the export stream")) await this.send(chunk);
       await this.expectOne("ImportPaths");
     });
   }
@@ -214,7 +221,7 @@ export class ServeClient {
         .string(info.contentAddress ?? "");
       await this.send(header.toBuffer());
       let sent = 0;
-      for await (const chunk of nar) {
+      for await (const chunk of fromSource(nar, `the NAR of ${info.path}`)) {
         sent += chunk.length;
         if (sent > info.narSize) break;
         await this.send(chunk);
@@ -291,24 +298,49 @@ export class ServeClient {
   }
 
   private async send(data: Buffer): Promise<void> {
-    if (this.writeError) throw this.writeError;
     const stdin = this.io.stdin;
+    const gone = () =>
+      this.writeError ??
+      (stdin.destroyed || stdin.writableEnded ? new Error("the server's input is closed") : this.exited ? new Error("the server exited") : undefined);
+    const early = gone();
+    if (early) throw writeFailed(early);
     if (stdin.write(data)) return;
     await new Promise<void>((resolve, reject) => {
       const done = (error?: Error) => {
+        this.exitWaiters.delete(onExit);
         stdin.off("drain", onDrain);
         stdin.off("error", done);
         stdin.off("close", onClose);
-        if (error) reject(error);
+        if (error) reject(writeFailed(error));
         else resolve();
       };
       const onDrain = () => done();
       const onClose = () => done(new Error("the server's input closed"));
+      // A dead remote behind ssh may just stop taking data: the server's exit ends the wait too.
+      const onExit = () => done(new Error("the server exited"));
       stdin.on("drain", onDrain);
       stdin.on("error", done);
       stdin.on("close", onClose);
+      this.exitWaiters.add(onExit);
+      // The pipe may have broken before we started listening (its events are gone by then).
+      const late = gone();
+      if (late) done(late);
     });
   }
+}
+
+/** Our own input failing (a local file, a generator) is not the server's fault: it keeps its identity. */
+async function* fromSource(source: AsyncIterable<Buffer>, what: string): AsyncGenerator<Buffer> {
+  try {
+    for await (const chunk of source) yield chunk;
+  } catch (error) {
+    const fix = error instanceof OffloadError ? error.fix : undefined;
+    throw new OffloadError(`reading ${what} failed: ${error instanceof Error ? error.message : String(error)}`, { code: "upload-source", fix, cause: error });
+  }
+}
+
+function writeFailed(error: Error): OffloadError {
+  return new OffloadError(`writing to the server failed: ${error.message}`, { code: "wire-write", cause: error });
 }
 
 function versionText(version: number): string {
@@ -320,9 +352,12 @@ function versionText(version: number): string {
  * or into the more specific cause the server's exit status and stderr reveal.
  */
 async function explainFailure(error: unknown, io: ServeIo, label: string, expected: string): Promise<OffloadError> {
-  if (error instanceof OffloadError && error.code === "protocol") return error;
-  // The NAR parser reports a truncated NAR in its own words; an ended stream is the real story.
-  const ended = (error instanceof OffloadError && error.code === "wire-eof") || io.stdout.readableEnded;
+  // Errors that did not come from the server's side of the pipe keep their own identity.
+  if (error instanceof OffloadError && !/^(wire|nar|nix32)-/.test(error.code)) return error;
+  // The NAR parser reports a truncated NAR in its own words, and a write fails with EPIPE:
+  // when the server is gone, its exit status and stderr are the real story.
+  const code = error instanceof OffloadError ? error.code : "";
+  const ended = code === "wire-eof" || code === "wire-write" || io.stdout.readableEnded;
   // A server that died has usually exited by the time we saw end of stream; wait briefly for its status.
   let timer: NodeJS.Timeout | undefined;
   const status =
@@ -340,8 +375,16 @@ async function explainFailure(error: unknown, io: ServeIo, label: string, expect
       cause,
     });
   }
-  if (/not privileged|not a trusted user|lacks a valid signature|is not allowed/i.test(stderr)) {
-    return new OffloadError(`${label}: the remote Nix refused the request${detail}`, {
+  // A non-root login goes through the remote nix-daemon, which refuses these to untrusted users.
+  if (/lacks a valid signature/.test(stderr)) {
+    return new OffloadError(`${label}: the remote Nix refused an unsigned path${detail}`, {
+      code: "remote-not-trusted",
+      fix: "add offload's public signing key to trusted-public-keys in the remote /etc/nix/nix.conf, or log in as root / a trusted-users member",
+      cause,
+    });
+  }
+  if (/not privileged/.test(stderr)) {
+    return new OffloadError(`${label}: the remote Nix does not trust this SSH user${detail}`, {
       code: "remote-not-trusted",
       fix: "log in as root, or add the SSH user to trusted-users in the remote /etc/nix/nix.conf (and restart nix-daemon)",
       cause,
