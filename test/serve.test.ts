@@ -225,6 +225,15 @@ describe("ServeClient facing broken servers and sources", () => {
     });
   });
 
+  test("a failing download sink keeps its identity (download-sink)", async () => {
+    const session = await openLocalStore();
+    const failure = session.client.dumpStorePath(dirB, () => {
+      throw new Error("no space left on device");
+    });
+    await expect(failure).rejects.toMatchObject({ code: "download-sink", message: expect.stringContaining("no space left") });
+    await session.close();
+  });
+
   test("a failing upload source keeps its identity (upload-source) and leaves the client unusable", async () => {
     const { dir, env } = chrootStore("source");
     const target = await openLocalStore({ store: dir, env });
@@ -271,7 +280,8 @@ describe("ServeClient writing into a chroot store", () => {
     const info = (await local.client.queryPathInfos([fileA])).get(fileA)!;
     const nar = await collectNar(local.client, fileA);
     await expect(target.client.addToStoreNar(info, chunked(nar.bytes.subarray(0, nar.bytes.length - 8)))).rejects.toMatchObject({
-      code: "protocol",
+      code: "upload-source",
+      message: expect.stringContaining("fewer bytes than narSize"),
     });
     await target.close();
   });

@@ -259,6 +259,20 @@ describe("connectMachine against a real sshd", () => {
     expect(error.message).toMatch(/passphrase/);
   });
 
+  test("a connection that dies under a running command settles its exit (code null) instead of hanging", async () => {
+    const connection = await connectMachine(machine({ hostKey: sshd.hostKeyLine }), isolated());
+    const sleeper = await connection.exec("sleep 60");
+    sleeper.stdout.resume();
+    sleeper.stderr.resume();
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    // The per-connection sshd processes are children of the sshd this test started.
+    execFileSync("pkill", ["-KILL", "-P", String(sshd.pid)]);
+    const started = Date.now();
+    expect(await sleeper.exit).toEqual({ code: null });
+    expect(Date.now() - started).toBeLessThan(5000);
+    connection.close();
+  });
+
   test("a missing remote command surfaces as exit 127", async () => {
     const connection = await connectMachine(machine({ hostKey: sshd.hostKeyLine }), isolated());
     const result = await collect(await connection.exec("nix-store-does-not-exist --serve"));

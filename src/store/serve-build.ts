@@ -106,8 +106,8 @@ export async function readBuildResult(reader: WireReader, remoteMinor: number, s
     stopTime = await reader.num(Number.MAX_SAFE_INTEGER, "the build stop time");
   }
   const builtOutputs = new Map<string, BuiltOutput>();
-  // Nix 2.8's server tests `GET_PROTOCOL_MINOR(clientVersion >= 6)`, i.e. always true: it sends this map
-  // whatever version we claim; servers older than minor 6 do not know it at all.
+  // Nix 2.4–2.10 test `GET_PROTOCOL_MINOR(clientVersion >= 6)`, which is 1 for any client: they send
+  // this map whatever version the client claims. Servers below 2.6 (Nix ≤ 2.3) never send it.
   if (remoteMinor >= 6) {
     const count = await reader.num(undefined, "the number of built outputs");
     for (let i = 0; i < count; i++) {

@@ -15,8 +15,8 @@ import type { BasicDerivation, BuildOptions, BuildResult } from "./serve-build.j
 const SERVE_MAGIC_1 = 0x390c9deb;
 const SERVE_MAGIC_2 = 0x5452eecb;
 /**
- * 2.7 is what Nix 2.8 itself speaks. Claiming more is pointless (the server answers per our
- * version) and newer servers would add fields this client does not read.
+ * 2.7 is what every Nix from 2.4 on speaks (up to at least 2.18). The server shapes its
+ * replies by our version, so claiming 2.7 keeps them to what this client reads.
  */
 export const CLIENT_VERSION = 0x207;
 
@@ -101,7 +101,6 @@ export class ServeClient {
   static async connect(io: ServeIo, options: ServeOptions = {}): Promise<ServeClient> {
     const label = options.label ?? "nix-store --serve";
     const reader = new WireReader(io.stdout);
-    const client = (version: number) => new ServeClient(io, reader, version, options);
     // Registered before the first write: a dead server makes writes fail with EPIPE, and the
     // read side explains that better, so the write error is only kept.
     let pending: Error | undefined;
@@ -125,12 +124,12 @@ export class ServeClient {
     }
     if ((remoteVersion & 0xff00) !== 0x200 || (remoteVersion & 0xff) < 5) {
       io.stdin.end();
-      throw new OffloadError(`${label} speaks serve protocol ${versionText(remoteVersion)}; need 2.5 or newer (Nix ≥ 2.0)`, {
+      throw new OffloadError(`${label} speaks serve protocol ${versionText(remoteVersion)}; need 2.5 or newer (Nix ≥ 2.1)`, {
         code: "protocol",
         fix: "upgrade Nix on that machine",
       });
     }
-    const connected = client(remoteVersion);
+    const connected = new ServeClient(io, reader, remoteVersion, options);
     connected.writeError = pending;
     io.stdin.off("error", onWriteError);
     io.stdin.on("error", (error) => (connected.writeError ??= error));
@@ -188,7 +187,15 @@ export class ServeClient {
     const [checked] = this.pathSet([path]);
     return this.exchange("DumpStorePath", async () => {
       await this.send(new WireWriter().u64(Command.DumpStorePath).string(checked!).toBuffer());
-      return copyNar(this.reader, onBytes);
+      // A failing sink (disk full) is ours, not the server's: keep it apart from stream errors.
+      return copyNar(this.reader, async (bytes) => {
+        try {
+          await onBytes(bytes);
+        } catch (error) {
+          const text = error instanceof Error ? error.message : String(error);
+          throw new OffloadError(`storing the NAR of ${path} failed: ${text}`, { code: "download-sink", cause: error });
+        }
+      });
     });
   }
 
@@ -205,7 +212,7 @@ export class ServeClient {
   async addToStoreNar(info: PathInfo, nar: AsyncIterable<Buffer>): Promise<void> {
     const [path] = this.pathSet([info.path]);
     const references = this.pathSet(info.references);
-    if (info.narSize <= 0) throw new OffloadError(`addToStoreNar ${info.path}: narSize must be positive`, { code: "protocol" });
+    if (info.narSize <= 0) throw new OffloadError(`addToStoreNar ${info.path}: narSize must be positive`, { code: "upload-source" });
     return this.exchange("AddToStoreNar", async () => {
       const header = new WireWriter()
         .u64(Command.AddToStoreNar)
@@ -229,7 +236,7 @@ export class ServeClient {
       // The server reads exactly narSize bytes; any other amount desynchronises the stream.
       if (sent !== info.narSize) {
         throw new OffloadError(`addToStoreNar ${info.path}: the NAR has ${sent > info.narSize ? "more" : "fewer"} bytes than narSize ${info.narSize}`, {
-          code: "protocol",
+          code: "upload-source",
         });
       }
       await this.expectOne("AddToStoreNar");

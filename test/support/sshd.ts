@@ -20,6 +20,8 @@ export interface TestSshd {
   clientPublicLine: string;
   /** The chroot store the remote `nix-store` uses. */
   storeDir: string;
+  /** The listening sshd; its children are the per-connection processes. */
+  pid: number;
   stop(): Promise<void>;
 }
 
@@ -82,6 +84,7 @@ export async function startSshd(options: { host: string; port: number }): Promis
     clientKeyPath,
     clientPublicLine,
     storeDir,
+    pid: child.pid!,
     stop: async () => {
       if (child.exitCode === null) {
         const exited = new Promise((resolve) => child.once("exit", resolve));
