@@ -56,6 +56,12 @@ in rec {
   benchmark = mk "bench-leaf" { requiredSystemFeatures = [ "benchmark" ]; };
   kvm = mk "kvm-leaf" { requiredSystemFeatures = [ "kvm" ]; };
   top = mk "top" { deps = [ plain benchmark kvm ]; };
+  # Talks, then sleeps: for log streaming and the timeouts the hook must forward.
+  slow = derivation {
+    name = "slow"; inherit salt;
+    system = builtins.currentSystem; builder = "/bin/sh";
+    args = [ "-c" "echo hello-from-the-remote-builder >&2; /bin/sleep 30; echo done > $out" ];
+  };
 }
 `;
 
@@ -98,9 +104,9 @@ function hookEnv(configDir: string): NodeJS.ProcessEnv {
 }
 
 /** nix-build of one attribute of the graph through offload-hook, building nothing locally. */
-function nixBuild(env: NodeJS.ProcessEnv, attribute: string, salt: string, marker = "") {
+function nixBuild(env: NodeJS.ProcessEnv, attribute: string, salt: string, marker = "", extra: string[] = []) {
   const args = [join(dir, "graph.nix"), "-A", attribute, "--argstr", "salt", salt, "--argstr", "marker", marker];
-  const options = ["--option", "build-hook", HOOK, "--max-jobs", "0", "--option", "substituters", "", "--no-out-link"];
+  const options = ["--option", "build-hook", HOOK, "--max-jobs", "0", "--option", "substituters", "", "--no-out-link", ...extra];
   return run("nix-build", [...args, ...options], { env, maxBuffer: 16 << 20 }).then(
     ({ stdout, stderr }) => ({ ok: true, stdout: stdout.trim(), stderr }),
     (error: { stdout: string; stderr: string }) => ({ ok: false, stdout: error.stdout.trim(), stderr: error.stderr }),
@@ -146,6 +152,19 @@ test("a multi-derivation graph is built on the machines routing demands, outputs
     await run("nix", [...NIX, "store", "verify", "--no-contents", "--sigs-needed", "1", "--trusted-public-keys", builder.signingKey, path]);
   }
   expect(readFileSync(result.stdout, "utf8")).toContain(await outputOf("benchmark", salt));
+});
+
+test.each([
+  ["timeout", "3", /timed out after 3 seconds/],
+  ["max-silent-time", "2", /timed out after 2 seconds of silence/],
+])("the daemon's %s is enforced on the remote, the log streams live, and Nix sees exit status 101", async (setting, seconds, message) => {
+  const started = Date.now();
+  const result = await nixBuild(hookEnv(configFor(`timeout-${setting}`)), "slow", `${setting}-${started}`, "", ["--option", setting, seconds]);
+  expect(result.ok).toBe(false);
+  expect(Date.now() - started).toBeLessThan(20_000); // not the builder's 30 s
+  expect(result.stderr).toContain("hello-from-the-remote-builder");
+  expect(result.stderr).toMatch(message);
+  expect(result.stderr).toContain("failed with exit code 101");
 });
 
 describe("outputs that must not be imported", () => {

@@ -18,7 +18,10 @@ export interface ClaimContext {
   config: LoadedConfig;
   settings: HookSettings;
   stateDir: string;
+  /** Progress worth a line. */
   say: (line: string) => void;
+  /** Problems the user must see (a machine that cannot be used). */
+  warn: (line: string) => void;
   /** Opens the machine; tests substitute it. */
   link?: (machine: BuildMachine) => Promise<MachineLink>;
 }
@@ -58,7 +61,7 @@ async function tryLink(machine: BuildMachine, context: ClaimContext): Promise<Ma
   } catch (error) {
     const failure = asOffloadError(error);
     recordFacts(context.stateDir, machine.name, { failure: { message: failure.message, at: Date.now() } });
-    context.say(`offload: cannot build on ${machine.name}: ${formatError(failure)}`);
+    context.warn(`offload: cannot build on ${machine.name}: ${formatError(failure)}`);
     return undefined;
   }
   const now = Date.now();

@@ -27,12 +27,13 @@ export async function runHook(io: HookIo, env: NodeJS.ProcessEnv = process.env):
     })();
     const acl = await readAcl();
     const state = stateDir(env);
-    const say = (line: string) => channel.message(Level.Error, line);
+    const say = (line: string) => channel.message(Level.Info, line);
+    const warn = (line: string) => channel.message(Level.Error, line);
 
     for (;;) {
       const request = await channel.nextRequest();
       if (!request) return EXIT.success;
-      const claim = await claimMachine(request, { config, settings, stateDir: state, say });
+      const claim = await claimMachine(request, { config, settings, stateDir: state, say, warn });
       if (claim.verdict !== "accept") {
         explain(channel, claim.decision, claim.verdict);
         channel.reply(claim.verdict);
@@ -48,11 +49,9 @@ export async function runHook(io: HookIo, env: NodeJS.ProcessEnv = process.env):
           recordFacts(state, link.machine.name, { lastBuild: { drvPath: request.drvPath!, at: Date.now() } });
           return EXIT.success;
         } catch (error) {
-          // After accept the daemon drops plain stderr lines: report as a message and in the build log.
+          // The build log is where Nix shows a failed build's last lines (and `nix log` keeps them).
           const failure = asOffloadError(error);
-          const text = `offload: ${formatError(failure)}`;
-          channel.message(Level.Error, text);
-          channel.buildLog(`${text}\n`);
+          channel.buildLog(`offload: ${formatError(failure)}\n`);
           return failure.code === "internal" ? EXIT.transient : failure.exitCode;
         }
       } finally {

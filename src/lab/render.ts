@@ -97,6 +97,8 @@ export function machinesTs(lab: Lab): string {
       `    speed: ${builder.speed},`,
       `    features: ${stringList(builder.features)},`,
       `    mandatoryFeatures: ${stringList(builder.mandatoryFeatures)},`,
+      // Loopback builders all share this machine's CPUs: its load says nothing about one builder.
+      "    overloadThreshold: null,",
       `    signingKey: ${JSON.stringify(builder.signingKey)},`,
       "  }),",
     ].join("\n"),
