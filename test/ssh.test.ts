@@ -126,6 +126,8 @@ describe("~/.ssh/config resolution", () => {
       identityFiles: [join(home, ".ssh", "x_system-default_x-box")],
       explicitKey: true,
     });
+    writeFileSync(join(home, "jump-config"), "Host behind-jump\n  ProxyJump bastion\n");
+    expect(() => resolveSshTarget({ name: "behind-jump" }, { ...options, sshConfigPath: join(home, "jump-config") })).toThrow(/ProxyJump bastion/);
     // the machine record beats the config
     expect(resolveSshTarget({ name: "inc-builder", port: 22, user: "root", privateKey: "/k" }, options)).toMatchObject({
       port: 22,

@@ -123,9 +123,20 @@ function expandPath(path: string, home: string, tokens: Record<string, string>):
 
 export function resolveSshTarget(spec: SshTargetSpec, options: SshConfigOptions = {}): ResolvedSshTarget {
   const home = options.homeDir ?? userInfo().homedir;
-  const config = loadConfig(options.sshConfigPath ?? `${home}/.ssh/config`, options.systemSshConfigPath ?? "/etc/ssh/ssh_config", home);
+  const systemPath = options.systemSshConfigPath === undefined ? "/etc/ssh/ssh_config" : options.systemSshConfigPath;
+  const config = loadConfig(options.sshConfigPath ?? `${home}/.ssh/config`, systemPath, home);
   // Match exec would run shell commands from the config inside the build hook; ssh's other criteria suffice.
   const computed = config?.compute(spec.name, { ignoreCase: true, matchExec: false }) ?? {};
+  // offload connects directly; silently bypassing a jump host would reach the wrong network.
+  for (const directive of ["proxyjump", "proxycommand"]) {
+    const value = first(computed[directive]);
+    if (value !== undefined && value.toLowerCase() !== "none") {
+      throw new OffloadError(`${spec.name}: the SSH config sets ${directive === "proxyjump" ? "ProxyJump" : "ProxyCommand"} ${value}, which offload does not support`, {
+        code: "ssh-config",
+        fix: `make ${spec.name} reachable directly (name its address as HostName), or build through a machine that is`,
+      });
+    }
+  }
   const host = first(computed.hostname)?.replace(/%h/g, spec.name) ?? spec.name;
   const configPort = first(computed.port);
   const port = spec.port ?? (configPort === undefined ? 22 : Number(configPort));
