@@ -16,9 +16,8 @@ import { interpretSettings } from "./settings.js";
 
 export async function runHook(io: HookIo, env: NodeJS.ProcessEnv = process.env): Promise<number> {
   const channel = new HookChannel(io);
-  const settingsMap = await channel.readSettings();
   try {
-    const settings = interpretSettings(settingsMap, env);
+    const settings = interpretSettings(await channel.readSettings(), env);
     const config = await loadHookConfig(env);
     if (!config || config.machines.length === 0) return declinePermanently(channel);
     const signingKey = await (async () => {

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# All tests, on a fresh Debian 12 machine as root: installs what the tests run against
+# (the real Nix 2.8 and OpenSSH) and offload's dependencies when missing, then runs them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v nix-store >/dev/null || [ ! -x /usr/sbin/sshd ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update
+  apt-get install -y nix-bin openssh-server
+fi
+# npm ci when node_modules is missing or older than the lock file.
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then npm ci; fi
+npm test
