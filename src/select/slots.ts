@@ -3,8 +3,12 @@
 // with EADDRINUSE, and the kernel frees the name the moment the holding process exits,
 // however it exits. Nothing on disk can go stale. Connecting to a held slot asks its holder
 // what it is building, which `offload status` shows.
-import { createHash } from "node:crypto";
+// Abstract names carry no permissions, so any local user could bind them and stall every
+// build: the names derive from a secret only root (the state dir's owner) can read.
+import { createHmac, randomBytes } from "node:crypto";
+import { linkSync, mkdirSync, readFileSync, unlinkSync, writeFileSync } from "node:fs";
 import { createConnection, createServer, type Server } from "node:net";
+import { join } from "node:path";
 
 export interface SlotHolder {
   pid: number;
@@ -18,9 +22,38 @@ export interface Slot {
   release(): Promise<void>;
 }
 
-/** Abstract socket name of one slot; the state dir is part of it so separate installations never share slots. */
+const secrets = new Map<string, Buffer>();
+
+/** The state dir's slot secret (32 random bytes, mode 0600), created on first use. */
+function slotSecret(stateDir: string): Buffer {
+  let secret = secrets.get(stateDir);
+  if (secret) return secret;
+  const file = join(stateDir, "slot-secret");
+  try {
+    secret = readFileSync(file);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+    mkdirSync(stateDir, { recursive: true, mode: 0o755 });
+    // Written aside, then linked into place: readers never see a half-written secret, and
+    // of two hooks creating it at once, the first link wins and both use that one.
+    const temporary = `${file}.${process.pid}`;
+    writeFileSync(temporary, randomBytes(32), { mode: 0o600 });
+    try {
+      linkSync(temporary, file);
+    } catch (raced) {
+      if ((raced as NodeJS.ErrnoException).code !== "EEXIST") throw raced;
+    } finally {
+      unlinkSync(temporary);
+    }
+    secret = readFileSync(file);
+  }
+  secrets.set(stateDir, secret);
+  return secret;
+}
+
+/** Abstract socket name of one slot: unguessable without the secret, distinct per state dir. */
 function slotAddress(stateDir: string, machine: string, index: number): string {
-  const digest = createHash("sha256").update(`${stateDir}\0${machine}`).digest("hex").slice(0, 32);
+  const digest = createHmac("sha256", slotSecret(stateDir)).update(machine).digest("hex").slice(0, 40);
   return `\0offload-slot/${digest}/${index}`;
 }
 

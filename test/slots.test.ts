@@ -1,0 +1,51 @@
+// Build slots: kernel locks that free themselves when their holder dies, with names no
+// other local user can guess.
+import { spawn } from "node:child_process";
+import { readFileSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { acquireSlot, slotHolders } from "../src/select/slots.js";
+import { makeSafeDir, removeDir } from "./support/safe-dir.js";
+
+let dir: string;
+beforeAll(() => {
+  dir = makeSafeDir("slots");
+});
+afterAll(() => removeDir(dir));
+
+test("slots are taken in order, counted, and described by their holders", async () => {
+  const a = await acquireSlot(dir, "m", 2, "/nix/store/aaaa-x.drv");
+  const b = await acquireSlot(dir, "m", 2);
+  expect([a?.index, b?.index]).toEqual([0, 1]);
+  expect(await acquireSlot(dir, "m", 2)).toBeUndefined();
+  const holders = await slotHolders(dir, "m", 2);
+  expect(holders[0]).toMatchObject({ pid: process.pid, drvPath: "/nix/store/aaaa-x.drv" });
+  expect(holders[1]?.pid).toBe(process.pid);
+  await a!.release();
+  expect((await slotHolders(dir, "m", 2))[0]).toBeUndefined();
+  expect((await acquireSlot(dir, "m", 2))?.index).toBe(0);
+  // Another machine's slots, and another state dir's, are separate.
+  expect((await acquireSlot(dir, "other", 1))?.index).toBe(0);
+  const elsewhere = makeSafeDir("slots-elsewhere");
+  expect((await acquireSlot(elsewhere, "m", 1))?.index).toBe(0);
+  removeDir(elsewhere);
+});
+
+test("a holder killed with SIGKILL frees its slot at once", async () => {
+  const module = fileURLToPath(new URL("../src/select/slots.ts", import.meta.url));
+  // A separate process takes the slot, reports, and is then killed without any cleanup.
+  writeFileSync(join(dir, "holder.ts"), `import { acquireSlot } from ${JSON.stringify(module)};\nconst slot = await acquireSlot(${JSON.stringify(dir)}, "victim", 1);\nconsole.log(slot ? "held" : "busy");\nsetInterval(() => {}, 1000);\n`);
+  const child = spawn(process.execPath, [fileURLToPath(new URL("../scripts/run-ts.mjs", import.meta.url)), join(dir, "holder.ts")], { stdio: ["ignore", "pipe", "inherit"] });
+  const said = await new Promise<string>((resolve) => child.stdout!.once("data", (chunk: Buffer) => resolve(chunk.toString().trim())));
+  expect(said).toBe("held");
+  expect(await acquireSlot(dir, "victim", 1)).toBeUndefined();
+  child.kill("SIGKILL");
+  await new Promise((resolve) => child.once("exit", resolve));
+  expect((await acquireSlot(dir, "victim", 1))?.index).toBe(0);
+});
+
+test("slot names derive from a secret only the state dir's owner can read", () => {
+  const secret = join(dir, "slot-secret");
+  expect(statSync(secret).mode & 0o777).toBe(0o600);
+  expect(readFileSync(secret)).toHaveLength(32);
+});
