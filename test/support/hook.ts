@@ -1,10 +1,12 @@
 // Plays the Nix 2.8 daemon's side of the hook protocol against the real offload-hook
 // executable: settings, then "try" requests, byte for byte as derivation-goal.cc sends them.
 import { spawn } from "node:child_process";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 import { WireWriter } from "../../src/nix/wire.js";
+import { PACKAGE_ROOT } from "../../src/package-root.js";
 
-export const HOOK = fileURLToPath(new URL("../../bin/offload-hook.js", import.meta.url));
+// From the package root, not this file: benchmarks run this module bundled elsewhere.
+export const HOOK = join(PACKAGE_ROOT, "bin", "offload-hook.js");
 
 export interface Try {
   amWilling: boolean;

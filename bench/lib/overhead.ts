@@ -1,0 +1,58 @@
+// P1, per-build overhead: one trivial derivation built again and again (fresh salt each
+// time) through offload-hook and through Nix's build-remote, alternating, on the same
+// loopback builder; plus the same build locally with no hook, the floor both pay anyway.
+import { freshSalt, writeExpressions } from "./derivations.js";
+import { withLab } from "./lab.js";
+import { timedNixBuild, type Builder } from "./nix-build.js";
+import { ms, type Row } from "./report.js";
+import { median } from "./stats.js";
+
+export interface OverheadOptions {
+  repetitions: number;
+  log: (line: string) => void;
+}
+
+export interface OverheadResult {
+  offload: number[];
+  nix: number[];
+  local: number[];
+  rows: Row[];
+}
+
+const TARGET = 0.3;
+
+export function measureOverhead(options: OverheadOptions): Promise<OverheadResult> {
+  // One plain builder with one slot: both tools must use the same machine every time.
+  return withLab("p1", { builders: 1, builderSpecs: [{ features: [], speed: 1, parallelBuilds: 1 }] }, async (bench) => {
+    const { trivial } = writeExpressions(bench.work);
+    const builders: Record<"offload" | "nix" | "local", Builder> = { offload: { kind: "offload", maxJobs: 0 }, nix: { kind: "nix" }, local: { kind: "local" } };
+    const times: Record<keyof typeof builders, number[]> = { offload: [], nix: [], local: [] };
+    const order = Object.keys(builders) as (keyof typeof builders)[];
+    // Not counted: compiles offload's config cache and warms ssh, Nix and the page cache for all three.
+    for (const kind of order) await timedNixBuild(bench, builders[kind], [trivial, "--argstr", "salt", freshSalt("warm")]);
+    for (let i = 0; i < options.repetitions; i++) {
+      // Rotating who goes first keeps any drift (caches, CPU frequency) from favouring one side.
+      for (const kind of [...order.slice(i % 3), ...order.slice(0, i % 3)]) {
+        const run = await timedNixBuild(bench, builders[kind], [trivial, "--argstr", "salt", freshSalt(`p1-${kind}`)]);
+        times[kind].push(run.ms);
+      }
+      options.log(`P1 ${i + 1}/${options.repetitions}: offload ${ms(times.offload.at(-1)!)}, nix ${ms(times.nix.at(-1)!)}, local ${ms(times.local.at(-1)!)}`);
+    }
+    const [offload, nix, floor] = [median(times.offload), median(times.nix), median(times.local)];
+    const ratio = (offload - floor) / (nix - floor);
+    const rows: Row[] = [
+      { benchmark: "P1", measure: `trivial build, median of ${options.repetitions}`, offload: ms(offload), other: `Nix ${ms(nix)}`, ratio: `${(offload / nix).toFixed(2)}×`, target: `≤ ${TARGET}× Nix`, met: offload / nix <= TARGET },
+      { benchmark: "P1", measure: "local build, no hook (floor)", offload: "", other: ms(floor), ratio: "", target: "" },
+      {
+        benchmark: "P1",
+        measure: "overhead = median − floor",
+        offload: ms(offload - floor),
+        other: `Nix ${ms(nix - floor)}`,
+        ratio: `${ratio.toFixed(2)}×`,
+        target: `≤ ${TARGET}× Nix`,
+        met: ratio <= TARGET,
+      },
+    ];
+    return { ...times, rows };
+  });
+}
