@@ -114,7 +114,7 @@ describe("~/.ssh/config resolution", () => {
       port: 2207,
       user: "nix",
       knownHostsName: "[10.0.0.7]:2207",
-      explicitKey: false,
+      keySource: "default",
       identityFiles: [join(home, ".ssh", "id_ed25519"), join(home, ".ssh", "id_rsa")],
       knownHostsFiles: [join(home, "kh1"), join(home, "kh2"), "/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2"],
     });
@@ -124,7 +124,7 @@ describe("~/.ssh/config resolution", () => {
       port: 22,
       user: "system-default",
       identityFiles: [join(home, ".ssh", "x_system-default_x-box")],
-      explicitKey: true,
+      keySource: "ssh-config",
     });
     writeFileSync(join(home, "jump-config"), "Host behind-jump\n  ProxyJump bastion\n");
     expect(() => resolveSshTarget({ name: "behind-jump" }, { ...options, sshConfigPath: join(home, "jump-config") })).toThrow(/ProxyJump bastion/);
@@ -208,6 +208,27 @@ describe("connectMachine against a real sshd", () => {
     expect(connection.target).toMatchObject({ host: HOST, port: sshd.port, user: "root" });
     expect((await collect(await connection.exec("whoami"))).stdout).toBe("root\n");
     connection.close();
+  });
+
+  test("IdentityFile keys are tried in turn like ssh: missing, too-open and unauthorized ones do not block the good one", async () => {
+    const stranger = join(work, "stranger_first");
+    generateKey(stranger);
+    const loose = join(work, "loose_first");
+    copyFileSync(sshd.clientKeyPath, loose);
+    chmodSync(loose, 0o644);
+    const config = join(work, "ssh_config_many_keys");
+    writeFileSync(
+      config,
+      `Host many-keys\n  HostName ${HOST}\n  Port ${sshd.port}\n  IdentityFile ${join(work, "absent")}\n  IdentityFile ${loose}\n  IdentityFile ${stranger}\n  IdentityFile ${sshd.clientKeyPath}\n`,
+    );
+    const connection = await connectMachine({ name: "many-keys", hostKey: sshd.hostKeyLine }, { ...isolated(), sshConfigPath: config });
+    expect((await collect(await connection.exec("true"))).code).toBe(0);
+    connection.close();
+    // with nothing usable left, the most telling problem is reported
+    writeFileSync(config, `Host many-keys\n  HostName ${HOST}\n  IdentityFile ${join(work, "absent")}\n  IdentityFile ${loose}\n`);
+    await expect(connectMachine({ name: "many-keys", hostKey: sshd.hostKeyLine }, { ...isolated(), sshConfigPath: config })).rejects.toMatchObject({
+      code: "key-file-too-open",
+    });
   });
 
   test("a key the server does not authorize → auth-refused naming the authorized_keys line", async () => {

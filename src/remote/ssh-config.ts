@@ -24,10 +24,10 @@ export interface ResolvedSshTarget {
   host: string;
   port: number;
   user: string;
-  /** Candidate private keys, in order; the first existing one is used unless `explicitKey`. */
+  /** Candidate private keys, in the order ssh tries them. */
   identityFiles: string[];
-  /** True when the key came from the machine record or IdentityFile: it must exist then. */
-  explicitKey: boolean;
+  /** Where they came from: a machine record's key must be usable; config and default keys are tried in turn, as ssh does. */
+  keySource: "machine" | "ssh-config" | "default";
   /** Name looked up in known_hosts: HostKeyAlias as is, else host or `[host]:port` (ssh's rule). */
   knownHostsName: string;
   /** UserKnownHostsFile then GlobalKnownHostsFile of the config, else ssh's defaults. */
@@ -149,7 +149,7 @@ export function resolveSshTarget(spec: SshTargetSpec, options: SshConfigOptions 
     .concat(computed.identityfile ?? [])
     .filter((file) => file.toLowerCase() !== "none")
     .map((file) => expandPath(file, home, tokens));
-  const explicitKey = spec.privateKey !== undefined || configured.length > 0;
+  const keySource = spec.privateKey !== undefined ? "machine" : configured.length > 0 ? "ssh-config" : "default";
   const identityFiles = spec.privateKey !== undefined ? [spec.privateKey] : configured.length > 0 ? configured : [`${home}/.ssh/id_ed25519`, `${home}/.ssh/id_rsa`];
   const files = (value: string | string[] | undefined, defaults: string[]) =>
     value === undefined ? defaults : ([] as string[]).concat(value).flatMap((line) => line.split(/\s+/)).filter((file) => file !== "" && file.toLowerCase() !== "none").map((file) => expandPath(file, home, tokens));
@@ -163,7 +163,7 @@ export function resolveSshTarget(spec: SshTargetSpec, options: SshConfigOptions 
     port,
     user,
     identityFiles,
-    explicitKey,
+    keySource,
     knownHostsName: first(computed.hostkeyalias) ?? knownHostsName(host, port),
     knownHostsFiles,
   };

@@ -62,20 +62,28 @@ const HOST_KEY_ALGORITHMS: Record<string, string[]> = {
   "ecdsa-sha2-nistp521": ["ecdsa-sha2-nistp521"],
 };
 
-function pickClientKey(target: ResolvedSshTarget): ClientKey {
-  if (target.explicitKey) return loadClientKey(target.identityFiles[0]!);
+/**
+ * The keys to offer, in order. A machine record's privateKey must be usable. Keys from
+ * IdentityFile or ssh's defaults are tried in turn like ssh does, skipping missing and
+ * unusable ones; only when none is usable is that an error (the most telling one).
+ */
+function clientKeys(target: ResolvedSshTarget): ClientKey[] {
+  if (target.keySource === "machine") return [loadClientKey(target.identityFiles[0]!)];
+  const keys: ClientKey[] = [];
+  const problems: OffloadError[] = [];
   for (const path of target.identityFiles) {
     try {
-      return loadClientKey(path);
+      keys.push(loadClientKey(path));
     } catch (error) {
-      // Defaults that do not exist are skipped, as ssh does; a present but bad key is reported.
-      if (!(error instanceof OffloadError && error.code === "key-file-unreadable" && /does not exist/.test(error.message))) throw error;
+      if (!(error instanceof OffloadError)) throw error;
+      if (!/does not exist/.test(error.message)) problems.push(error);
     }
   }
-  const wanted = target.identityFiles[0]!;
+  if (keys.length > 0) return keys;
+  if (problems[0]) throw problems[0];
   throw new OffloadError(`no SSH private key for ${target.name}: none of ${target.identityFiles.join(", ")} exists`, {
     code: "key-file-unreadable",
-    fix: `ssh-keygen -t ed25519 -N '' -f ${wanted}   (or set privateKey for ${target.name} in machines.ts)`,
+    fix: `ssh-keygen -t ed25519 -N '' -f ${target.identityFiles[0]}   (or set privateKey for ${target.name} in machines.ts)`,
   });
 }
 
@@ -136,7 +144,7 @@ function wrapChannel(channel: ClientChannel): RemoteProcess {
 export async function connectMachine(spec: MachineTarget, options: ConnectOptions = {}): Promise<SshConnection> {
   const home = options.homeDir ?? userInfo().homedir;
   const target = resolveSshTarget(spec, { sshConfigPath: options.sshConfigPath, systemSshConfigPath: options.systemSshConfigPath, homeDir: home });
-  const key = pickClientKey(target);
+  const keys = clientKeys(target);
   const knownHostsFiles = options.knownHostsFiles ?? target.knownHostsFiles;
   const policy = hostKeyPolicy(target.name, target.knownHostsName, spec.hostKey, knownHostsFiles);
   const timeout = spec.connectTimeout ?? 10;
@@ -149,7 +157,7 @@ export async function connectMachine(spec: MachineTarget, options: ConnectOption
     host: target.host,
     port: target.port,
     username: target.user,
-    privateKey: key.data,
+    authHandler: keys.map((key) => ({ type: "publickey" as const, username: target.user, key: key.data })),
     readyTimeout: timeout * 1000,
     // Detects a dead machine during long, silent builds.
     keepaliveInterval: 15_000,
@@ -199,9 +207,9 @@ export async function connectMachine(spec: MachineTarget, options: ConnectOption
       const mapped = networkError(error, target, timeout);
       if (mapped.code === "auth-refused") {
         return fail(
-          new OffloadError(`${mapped.message} (${key.path})`, {
+          new OffloadError(`${mapped.message} (${keys.map((key) => key.path).join(", ")})`, {
             code: "auth-refused",
-            fix: `on ${target.host}, add this line to ~${target.user}/.ssh/authorized_keys: ${key.publicLine}`,
+            fix: `on ${target.host}, add this line to ~${target.user}/.ssh/authorized_keys: ${keys[0]!.publicLine}`,
             cause: error,
           }),
         );
