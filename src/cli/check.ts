@@ -1,35 +1,42 @@
-// `offload check`: load machines.ts through the whole pipeline and show what it defines.
+// `offload check`: load machines.ts through the whole pipeline and show what it defines,
+// then (unless --static) diagnose every selected machine in parallel.
 import type { Command } from "commander";
 import type { BuildMachine } from "../../types/index.js";
+import { checkMachine, type CheckContext, type MachineReport } from "../check/machine-check.js";
+import { createProgress } from "../check/progress.js";
 import { loadConfig, type LoadedConfig } from "../config/load.js";
 import { OffloadError, asOffloadError, formatLocation } from "../errors.js";
+import { readSecretKeyFile } from "../nix/keys.js";
+import { readAcl } from "../store/acl.js";
+import { checkPrivate, secretKeyPath } from "../store/config-dir.js";
 import { formatTable } from "./table.js";
 
 interface CheckOptions {
   static?: boolean;
   config?: string;
   json?: boolean;
+  minFree: string;
+  maxClockSkew: string;
 }
 
 export function registerCheck(program: Command): void {
   program
     .command("check")
-    .description("type-check, evaluate and validate machines.ts, then list its machines")
+    .argument("[regex]", "check only the machines whose name matches")
+    .description("validate machines.ts, then test every machine: SSH, Nix, trust, features, a signed test build, load, disk, clock")
     .option("--static", "check the configuration only, without contacting the machines")
     .option("--config <file>", "machines.ts to use (default: $OFFLOAD_CONFIG or /etc/offload/machines.ts)")
     .option("--json", "print the result as JSON")
-    .action(async (options: CheckOptions) => {
-      if (!options.static) {
-        throw new OffloadError("remote checks of each machine are not available in this version", {
-          code: "unsupported",
-          fix: "run `offload check --static`",
-        });
-      }
-      await checkStatic(options);
+    .option("--min-free <MiB>", "fail a machine with less free space in its store", "1024")
+    .option("--max-clock-skew <seconds>", "fail a machine whose clock differs more from ours", "30")
+    .action(async (regex: string | undefined, options: CheckOptions) => {
+      const loaded = await checkStatic(options);
+      if (!loaded || options.static) return;
+      await checkRemote(loaded, selectMachines(loaded.machines, regex), options);
     });
 }
 
-async function checkStatic(options: CheckOptions): Promise<void> {
+async function checkStatic(options: CheckOptions): Promise<LoadedConfig | undefined> {
   let loaded: LoadedConfig;
   try {
     loaded = await loadConfig({ config: options.config });
@@ -39,15 +46,98 @@ async function checkStatic(options: CheckOptions): Promise<void> {
     const problems = failure.problems.length > 0 ? failure.problems : [failure];
     process.stdout.write(`${JSON.stringify({ ok: false, error: failure.message, problems: problems.map(problemJson) }, null, 2)}\n`);
     process.exitCode = 1;
-    return;
+    return undefined;
   }
   if (options.json) {
-    process.stdout.write(`${JSON.stringify({ ok: true, config: loaded.path, machines: loaded.machines, local: loaded.local ?? null }, null, 2)}\n`);
-    return;
+    if (options.static) process.stdout.write(`${JSON.stringify({ ok: true, config: loaded.path, machines: loaded.machines, local: loaded.local ?? null }, null, 2)}\n`);
+    return loaded;
   }
   process.stdout.write(`${loaded.path}: ${loaded.machines.length} machine${loaded.machines.length === 1 ? "" : "s"}${loaded.fromCache ? " (cached)" : ""}\n`);
   if (loaded.machines.length > 0) process.stdout.write(`${machineTable(loaded.machines)}\n`);
   if (loaded.local) process.stdout.write(`local machine: speed ${loaded.local.speed}${loaded.local.enabled ? "" : " (disabled)"}\n`);
+  return loaded;
+}
+
+export function selectMachines(machines: readonly BuildMachine[], regex: string | undefined): BuildMachine[] {
+  if (regex === undefined) return [...machines];
+  let pattern: RegExp;
+  try {
+    pattern = new RegExp(regex);
+  } catch (error) {
+    throw new OffloadError(`not a regular expression: ${regex} (${(error as Error).message})`, { code: "usage", fix: "quote it, e.g. 'build-0[12]'" });
+  }
+  const selected = machines.filter((machine) => pattern.test(machine.name));
+  if (selected.length === 0) {
+    throw new OffloadError(`no machine name matches /${regex}/`, { code: "no-machine", fix: `machines: ${machines.map((m) => m.name).join(", ") || "(none)"}` });
+  }
+  return selected;
+}
+
+async function checkRemote(loaded: LoadedConfig, machines: BuildMachine[], options: CheckOptions): Promise<void> {
+  const context: CheckContext = {
+    signingKey: await ourSigningKey(),
+    acl: await readAcl(),
+    minFreeBytes: numberOption(options.minFree, "--min-free") * 1024 * 1024,
+    maxClockSkew: numberOption(options.maxClockSkew, "--max-clock-skew"),
+  };
+  if (!options.json) process.stdout.write(`\nchecking ${machines.length} machine${machines.length === 1 ? "" : "s"}:\n`);
+  const progress = options.json ? undefined : createProgress(machines.map((m) => m.name), process.stdout);
+  // Never aborting on one machine: checkMachine reports failures instead of throwing.
+  const reports = await Promise.all(
+    machines.map(async (machine) => {
+      const report = await checkMachine(machine, context, (step) => progress?.step(machine.name, step));
+      progress?.done(report);
+      return report;
+    }),
+  );
+  const ok = reports.every((report) => report.ok);
+  process.exitCode = ok ? 0 : 1;
+  if (options.json) {
+    process.stdout.write(`${JSON.stringify({ ok, config: loaded.path, machines: reports.map((report, i) => ({ ...report, address: machineAddress(machines[i]!) })) }, null, 2)}\n`);
+    return;
+  }
+  const problems = reports.flatMap((report) =>
+    report.steps.filter((s) => s.status === "fail" || s.status === "warn").map((s) => `${s.status === "fail" ? "✗" : "!"} ${report.machine} ${s.step}: ${s.detail}${s.fix ? ` — fix: ${s.fix}` : ""}`),
+  );
+  if (problems.length > 0) process.stdout.write(`\n${problems.join("\n")}\n`);
+  process.stdout.write(`\n${summaryTable(reports)}\n`);
+  const failed = reports.filter((report) => !report.ok).length;
+  process.stdout.write(failed === 0 ? `all ${reports.length} machine(s) passed\n` : `${failed} of ${reports.length} machine(s) failed\n`);
+}
+
+/** The key the round trip signs with; a problem with it fails that step on every machine, with its fix. */
+async function ourSigningKey(): Promise<CheckContext["signingKey"]> {
+  try {
+    await checkPrivate(secretKeyPath(), "offload signing key");
+    return await readSecretKeyFile(secretKeyPath());
+  } catch (error) {
+    const failure = asOffloadError(error);
+    return new OffloadError(`offload's signing key is not usable: ${failure.message}`, { code: failure.code, fix: failure.fix ?? "offload keygen" });
+  }
+}
+
+function numberOption(value: string, name: string): number {
+  const number = Number(value);
+  if (!Number.isFinite(number) || number < 0) throw new OffloadError(`${name} must be a non-negative number, not ${JSON.stringify(value)}`, { code: "usage" });
+  return number;
+}
+
+function summaryTable(reports: MachineReport[]): string {
+  const rows = reports.map((report) => {
+    const { facts } = report;
+    return [
+      report.machine,
+      report.ok ? "ok" : "FAILED",
+      report.steps.map((s) => ({ ok: "✓", warn: "!", fail: "✗", skipped: "-" })[s.status]).join(""),
+      facts.nixVersion ?? "-",
+      facts.signer ?? "-",
+      facts.load === undefined ? "-" : facts.load.toFixed(2),
+      facts.freeBytes === undefined ? "-" : `${(facts.freeBytes / 1024 ** 3).toFixed(1)}G`,
+      facts.clockSkew === undefined ? "-" : `${facts.clockSkew >= 0 ? "+" : ""}${facts.clockSkew.toFixed(2)}s`,
+      `${report.seconds.toFixed(1)}s`,
+    ];
+  });
+  return formatTable(["MACHINE", "RESULT", "STEPS", "NIX", "SIGNED BY", "LOAD", "FREE", "CLOCK", "TIME"], rows);
 }
 
 function problemJson(problem: OffloadError) {

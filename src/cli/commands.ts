@@ -3,10 +3,11 @@ import type { Command } from "commander";
 import { registerAcl } from "./acl.js";
 import { registerArchive } from "./archive.js";
 import { registerCheck } from "./check.js";
+import { registerExplain } from "./explain.js";
 import { registerInit } from "./init.js";
 import { registerKeys } from "./keys.js";
 import { registerLab } from "./lab.js";
 
 export type RegisterCommand = (program: Command) => void;
 
-export const commands: RegisterCommand[] = [registerInit, registerCheck, registerKeys, registerAcl, registerArchive, registerLab];
+export const commands: RegisterCommand[] = [registerInit, registerCheck, registerExplain, registerKeys, registerAcl, registerArchive, registerLab];

@@ -1,24 +1,21 @@
 // After "# accept": send the inputs the machine lacks, build there, bring the outputs back
 // and import them only once every one is verified. One linear flow, like Nix's
 // build-remote, over the shared store primitives.
-import { createWriteStream } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { finished } from "node:stream/promises";
 import { OffloadError } from "../errors.js";
 import { parseDerivation, type Derivation } from "../nix/drv.js";
 import type { PublicKey, SecretKey } from "../nix/keys.js";
 import { dumpPath } from "../nix/nar.js";
-import { encodeNix32 } from "../nix/nix32.js";
-import type { PathInfo } from "../nix/path-info.js";
-import { signPath } from "../nix/signature.js";
 import type { MachineLink } from "../remote/machine-link.js";
 import { dependenciesFirst } from "../store/archive-export.js";
-import { importVerified, type SpooledPath, type VerifiedImportOptions } from "../store/import-verified.js";
+import { importVerified, type SpooledPath } from "../store/import-verified.js";
 import { openLocalStore } from "../store/local-store.js";
+import { outputFixes } from "../store/machine-trust.js";
 import type { ServeClient } from "../store/serve.js";
 import type { BuildResult } from "../store/serve-build.js";
+import { spoolNar, uploadSigned } from "../store/transfer.js";
 import type { HookSettings } from "./settings.js";
 
 /** Exit statuses the daemon understands (derivation-goal.cc). */
@@ -77,9 +74,7 @@ async function uploadInputs(job: BuildJob, local: ServeClient, remote: ServeClie
   }
   let bytes = 0;
   for (const info of dependenciesFirst(infos.values())) {
-    const signature = signPath(info, job.signingKey);
-    const signed: PathInfo = { ...info, signatures: info.signatures.includes(signature) ? info.signatures : [...info.signatures, signature] };
-    await remote.addToStoreNar(signed, dumpPath(info.path));
+    await uploadSigned(remote, info, dumpPath(info.path), job.signingKey);
     bytes += info.narSize;
   }
   job.say(`offload: copied ${missing.length} input path(s) (${mebibytes(bytes)}) to ${job.link.machine.name}`);
@@ -107,47 +102,13 @@ async function fetchOutputs(job: BuildJob, drv: Derivation, remote: ServeClient)
       origin: `outputs of ${job.drvPath} from ${name}`,
       // The daemon holds the locks of the outputs: the importing nix-store must know, or it waits forever.
       env: { ...process.env, NIX_HELD_LOCKS: wanted.join(" ") },
-      fixes: outputFixes(job),
+      fixes: outputFixes(job.link.machine),
     });
     const signers = [...new Set(imported.map((path) => path.signer))].join(", ");
     job.say(`offload: ${imported.length} output(s) of ${job.drvPath} built on ${name}, signature by ${signers} verified`);
   } finally {
     await rm(spool, { recursive: true, force: true });
   }
-}
-
-/** Streams one NAR from the machine into a file, checking it is exactly what the machine described. */
-async function spoolNar(remote: ServeClient, info: PathInfo, dir: string, machine: string): Promise<SpooledPath> {
-  const narFile = join(dir, `${info.path.slice(info.path.lastIndexOf("/") + 1)}.nar`);
-  const file = createWriteStream(narFile, { mode: 0o600 });
-  const digest = await remote.dumpStorePath(info.path, (bytes) =>
-    file.write(bytes) ? undefined : new Promise<void>((resolve) => file.once("drain", resolve)),
-  );
-  file.end();
-  await finished(file);
-  if (digest.narSize !== info.narSize || !digest.narHash.equals(info.narHash)) {
-    throw new OffloadError(
-      `${info.path} from ${machine} changed in transit: received ${digest.narSize} bytes with hash sha256:${encodeNix32(digest.narHash)}, ` +
-        `but ${machine} describes ${info.narSize} bytes with hash sha256:${encodeNix32(info.narHash)}; nothing imported`,
-      { code: "output-corrupt", fix: `run the build again; if it persists, check ${machine}'s store (nix-store --verify --check-contents)`, exitCode: EXIT.transient },
-    );
-  }
-  return { ...info, narFile };
-}
-
-function outputFixes(job: BuildJob): VerifiedImportOptions["fixes"] {
-  const machine = job.link.machine;
-  const keyFix = machine.signingKey
-    ? `the outputs must be signed by ${machine.signingKey.split(":")[0]} (signingKey of ${machine.name}): check secret-key-files in ${machine.name}'s nix.conf`
-    : `if ${machine.name}'s key is trustworthy: offload authorize <its public key file> (or set signingKey for ${machine.name} in machines.ts)`;
-  return {
-    unsigned: `make ${machine.name} sign what it builds: set secret-key-files = /etc/nix/signing-key.sec in its nix.conf (nix-store --generate-binary-cache-key), then authorize its public key here`,
-    "unknown-key": keyFix,
-    "invalid-signature": `do not trust ${machine.name} until this is explained: the output does not match its signature (tampered or corrupted)`,
-    duplicate: "this is a bug in the machine's reply; run the build again",
-    order: "this is a bug in the machine's reply; run the build again",
-    "missing-reference": `${machine.name}'s output refers to a path that is neither an input nor an output of the build; check the derivation`,
-  };
 }
 
 function buildFailure(result: BuildResult, drvPath: string, machine: string): OffloadError {

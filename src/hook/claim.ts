@@ -4,6 +4,7 @@
 import type { BuildMachine } from "../../types/index.js";
 import { asOffloadError, formatError } from "../errors.js";
 import type { LoadedConfig } from "../config/load.js";
+import { overloaded } from "../failures.js";
 import { linkMachine, type MachineLink } from "../remote/machine-link.js";
 import { currentStates } from "../select/current-state.js";
 import { recordFacts } from "../select/machine-facts.js";
@@ -67,7 +68,7 @@ async function tryLink(machine: BuildMachine, context: ClaimContext): Promise<Ma
   const now = Date.now();
   recordFacts(context.stateDir, machine.name, { failure: undefined, ...(link.load === undefined ? {} : { load: { value: link.load, at: now } }) });
   if (machine.overloadThreshold !== null && link.load !== undefined && link.load > machine.overloadThreshold) {
-    context.say(`offload: ${machine.name} is overloaded (load ${link.load.toFixed(2)} per CPU > ${machine.overloadThreshold}); trying elsewhere`);
+    context.say(`offload: ${formatError(overloaded(machine, link.load, machine.overloadThreshold))}\n  (trying elsewhere)`);
     link.close();
     return undefined;
   }

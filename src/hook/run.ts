@@ -1,14 +1,14 @@
 // The build hook, start to end: settings → machines.ts → for each "try": decide and reply;
 // after an accept: build on the machine, verify, import, exit with Nix's status codes.
-import type { BuildMachine } from "../../types/index.js";
 import { loadConfig, type LoadedConfig } from "../config/load.js";
 import { OffloadError, asOffloadError, formatError } from "../errors.js";
-import { parsePublicKey, readSecretKeyFile, type PublicKey } from "../nix/keys.js";
+import { readSecretKeyFile } from "../nix/keys.js";
 import { recordFacts } from "../select/machine-facts.js";
 import type { Decision } from "../select/select.js";
 import { stateDir } from "../select/state-dir.js";
 import { readAcl } from "../store/acl.js";
 import { checkPrivate, secretKeyPath } from "../store/config-dir.js";
+import { machineTrustedKeys } from "../store/machine-trust.js";
 import { EXIT, buildOnMachine } from "./build.js";
 import { claimMachine } from "./claim.js";
 import { HookChannel, Level, type HookIo } from "./protocol.js";
@@ -40,7 +40,7 @@ export async function runHook(io: HookIo, env: NodeJS.ProcessEnv = process.env):
       }
       const { link, slot } = claim;
       try {
-        const trustedKeys = outputKeys(link.machine, acl);
+        const trustedKeys = machineTrustedKeys(link.machine, acl);
         channel.message(Level.Talkative, `offload: ${claim.decision.summary}`);
         const { inputs, wantedOutputs } = await channel.accept(link.machine.name);
         try {
@@ -79,16 +79,6 @@ async function loadHookConfig(env: NodeJS.ProcessEnv): Promise<LoadedConfig | un
 async function declinePermanently(channel: HookChannel): Promise<number> {
   if (await channel.nextRequest()) channel.reply("decline-permanently");
   return EXIT.success;
-}
-
-/** Only the machine's pinned signing key if it has one, else every ACL key; never nothing. */
-function outputKeys(machine: BuildMachine, acl: PublicKey[]): PublicKey[] {
-  if (machine.signingKey) return [parsePublicKey(machine.signingKey)];
-  if (acl.length > 0) return acl;
-  throw new OffloadError(`no key is trusted to sign outputs from ${machine.name}: the ACL is empty and machines.ts pins no signingKey`, {
-    code: "no-trusted-keys",
-    fix: `offload authorize <${machine.name}'s public signing key file>, or set signingKey: "name:base64" for ${machine.name}`,
-  });
 }
 
 /** Why a build stays local or waits: shown at a level that matches how surprising it is. */

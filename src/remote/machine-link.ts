@@ -3,6 +3,7 @@
 // fresh reading of the machine's load taken on a second channel while the session starts.
 import type { BuildMachine } from "../../types/index.js";
 import { openServeSession, type ServeSession } from "../store/serve-session.js";
+import { runRemote } from "./remote-command.js";
 import { connectMachine, type ConnectOptions, type SshConnection } from "./ssh.js";
 
 export interface MachineLink {
@@ -56,21 +57,9 @@ export async function linkMachine(machine: BuildMachine, options: ConnectOptions
 
 /** Normalized load: the 1-minute load average divided by the CPU count (Guix's measure). */
 export async function readLoad(connection: SshConnection): Promise<number | undefined> {
-  const process = await connection.exec("cat /proc/loadavg; nproc");
-  let text = "";
-  process.stdout.on("data", (chunk: Buffer) => (text += chunk.toString()));
-  process.stderr.resume();
-  let timer: NodeJS.Timeout | undefined;
-  const finished = await Promise.race([
-    Promise.all([process.exit, new Promise((resolve) => process.stdout.once("end", resolve))]).then(() => true),
-    new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), LOAD_TIMEOUT_MS))),
-  ]);
-  clearTimeout(timer);
-  if (!finished) {
-    process.close();
-    return undefined;
-  }
-  const [loadavg, cpus] = text.trim().split("\n");
+  const result = await runRemote(connection, "cat /proc/loadavg; nproc", LOAD_TIMEOUT_MS);
+  if (result.timedOut) return undefined;
+  const [loadavg, cpus] = result.stdout.trim().split("\n");
   const load = Number(loadavg?.split(" ")[0]);
   const count = Number(cpus);
   return Number.isFinite(load) && count > 0 ? load / count : undefined;

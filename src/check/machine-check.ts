@@ -1,0 +1,218 @@
+// `offload check` for one machine: the steps in order, each a small named function that
+// either passes with a detail line, warns, or fails with one OffloadError naming cause and
+// fix. A failure skips only the steps that need what failed; nothing is thrown out of here.
+import type { BuildMachine } from "../../types/index.js";
+import { asOffloadError, OffloadError } from "../errors.js";
+import { clockSkew, diskLow, nixStoreMissing, notTrusted, overloaded } from "../failures.js";
+import type { PublicKey, SecretKey } from "../nix/keys.js";
+import { readLoad } from "../remote/machine-link.js";
+import { readClockSkew, readDiskSpace, readNixConfig, readNixStoreVersion, storeFilesDir } from "../remote/probes.js";
+import { connectMachine, type ConnectOptions, type SshConnection } from "../remote/ssh.js";
+import { machineTrustedKeys } from "../store/machine-trust.js";
+import { openServeSession, type ServeSession } from "../store/serve-session.js";
+import { compareCapabilities, remoteCapabilities, testSystem, type RemoteCapabilities } from "./capabilities.js";
+import { signedRoundTrip } from "./round-trip.js";
+import { isTrusted } from "./trust.js";
+
+export const STEPS = ["connect", "nix-store", "store", "capabilities", "round-trip", "load", "disk", "clock"] as const;
+export type StepName = (typeof STEPS)[number];
+
+export interface StepResult {
+  step: StepName;
+  status: "ok" | "warn" | "fail" | "skipped";
+  /** What was found (ok), or the cause (warn, fail, skipped). */
+  detail: string;
+  code?: string;
+  fix?: string;
+  seconds: number;
+}
+
+export interface MachineReport {
+  machine: string;
+  ok: boolean;
+  seconds: number;
+  steps: StepResult[];
+  /** What the machine told us, for --json. */
+  facts: {
+    nixVersion?: string;
+    systems?: string[];
+    features?: string[];
+    load?: number;
+    freeBytes?: number;
+    clockSkew?: number;
+    signer?: string;
+  };
+}
+
+export interface CheckContext {
+  /** Our signing key, or why it cannot be used (the round trip then fails with that). */
+  signingKey: SecretKey | OffloadError;
+  acl: readonly PublicKey[];
+  /** Below this much free space in the remote store, the disk step fails. */
+  minFreeBytes: number;
+  /** Seconds of clock difference beyond which the clock step fails. */
+  maxClockSkew: number;
+  connectOptions?: ConnectOptions;
+}
+
+/** A step's outcome when it does not fail: the detail line, and a warning if any. */
+type Passed = { detail: string; warning?: OffloadError };
+
+export async function checkMachine(machine: BuildMachine, context: CheckContext, onStep: (result: StepResult) => void = () => {}): Promise<MachineReport> {
+  const started = Date.now();
+  const report: MachineReport = { machine: machine.name, ok: true, seconds: 0, steps: [], facts: {} };
+  const add = (result: StepResult) => {
+    report.steps.push(result);
+    if (result.status === "fail") report.ok = false;
+    onStep(result);
+  };
+  const step = async (name: StepName, body: () => Promise<Passed>): Promise<boolean> => {
+    const begun = Date.now();
+    const seconds = () => (Date.now() - begun) / 1000;
+    try {
+      const passed = await body();
+      const warning = passed.warning;
+      add(warning ? { step: name, status: "warn", detail: warning.message, code: warning.code, fix: warning.fix, seconds: seconds() } : { step: name, status: "ok", detail: passed.detail, seconds: seconds() });
+      return true;
+    } catch (error) {
+      const failure = asOffloadError(error);
+      add({ step: name, status: "fail", detail: failure.message, code: failure.code, ...(failure.fix ? { fix: failure.fix } : {}), seconds: seconds() });
+      return false;
+    }
+  };
+  const skip = (names: StepName[], why: string) => names.forEach((name) => add({ step: name, status: "skipped", detail: why, seconds: 0 }));
+
+  let connection: SshConnection | undefined;
+  let session: ServeSession | undefined;
+  try {
+    if (!(await step("connect", async () => ((connection = await connectMachine(machine, context.connectOptions)), { detail: connected(connection) })))) {
+      skip(STEPS.slice(1), "needs an SSH connection");
+      return report;
+    }
+    const ssh = connection!;
+    // The shell probes do not depend on Nix: run them meanwhile.
+    const resources = resourceSteps(machine, context, ssh, report);
+    const nixConfig = await readNixConfig(ssh).catch(() => undefined);
+    const storeSetting = nixConfig?.settings.get("store");
+    if (await step("nix-store", () => nixStoreStep(machine, ssh, report))) {
+      let tail = "";
+      const storeOk = await step("store", async () => {
+        session = await openServeSession(ssh, { remoteStore: machine.remoteStore, label: machine.name, stderrTail: () => tail });
+        session.process.stderr.on("data", (chunk: Buffer) => (tail = (tail + chunk.toString()).slice(-4096)));
+        return storeStep(machine, session, nixConfig);
+      });
+      const capabilities = nixConfig ? remoteCapabilities(nixConfig.settings) : undefined;
+      await step("capabilities", () => capabilitiesStep(machine, capabilities, report));
+      if (storeOk) await step("round-trip", () => roundTripStep(machine, context, session!, () => tail, capabilities, report));
+      else skip(["round-trip"], "needs a usable remote store");
+    } else {
+      skip(["store", "capabilities", "round-trip"], "needs nix-store on the machine");
+    }
+    for (const run of await resources(storeSetting)) await step(run.name, run.body);
+    return report;
+  } finally {
+    session?.client.close();
+    (connection as SshConnection | undefined)?.close();
+    report.seconds = (Date.now() - started) / 1000;
+  }
+}
+
+function connected(connection: SshConnection): string {
+  const { user, host, port } = connection.target;
+  return `logged in as ${user}@${host}:${port}, host key verified`;
+}
+
+async function nixStoreStep(machine: BuildMachine, ssh: SshConnection, report: MachineReport): Promise<Passed> {
+  const version = await readNixStoreVersion(ssh);
+  if (!version.found) {
+    if (version.code === 127) throw nixStoreMissing(machine, version.stderr);
+    throw new OffloadError(`nix-store --version failed on ${machine.name} (exit ${version.code ?? "signal"}): ${version.stderr || "no message"}`, {
+      code: "nix-store-broken",
+      fix: `run nix-store --version on ${machine.name} and repair its Nix installation`,
+    });
+  }
+  report.facts.nixVersion = version.version;
+  return { detail: `nix-store ${version.version}` };
+}
+
+function storeStep(machine: BuildMachine, session: ServeSession, nixConfig: Awaited<ReturnType<typeof readNixConfig>>): Passed {
+  const version = `${session.client.remoteVersion >> 8}.${session.client.remoteVersion & 0xff}`;
+  const store = machine.remoteStore ?? nixConfig?.settings.get("store") ?? "auto";
+  if (!nixConfig) return { detail: `serve protocol ${version} on store ${store}; trust unknown (no nix show-config)` };
+  const trust = { user: nixConfig.user, groups: nixConfig.groups, storeSetting: nixConfig.settings.get("store"), remoteStore: machine.remoteStore, trustedUsers: nixConfig.settings.get("trusted-users") };
+  if (!isTrusted(trust)) throw notTrusted(machine, nixConfig.user, trust.trustedUsers ?? "");
+  return { detail: `serve protocol ${version} on store ${store}, user ${nixConfig.user} may build` };
+}
+
+async function capabilitiesStep(machine: BuildMachine, remote: RemoteCapabilities | undefined, report: MachineReport): Promise<Passed> {
+  if (!remote) {
+    return { detail: "", warning: new OffloadError(`cannot read ${machine.name}'s Nix settings (nix show-config failed)`, { code: "nix-config-unreadable", fix: `make nix reachable on the non-interactive PATH of ${machine.name}` }) };
+  }
+  report.facts.systems = remote.systems;
+  report.facts.features = remote.features;
+  const verdict = compareCapabilities(machine, remote);
+  if (verdict.failures.length > 0) {
+    const [first, ...more] = verdict.failures;
+    // One line per cause: the first carries the fix, the others follow as problems.
+    throw new OffloadError([first!, ...more].map((f) => f.message).join("; "), { code: first!.code, fix: [first!, ...more].map((f) => f.fix).join("; ") });
+  }
+  return { detail: `builds ${machine.systems.join(", ")}${remote.features.length > 0 ? ` with ${remote.features.join(", ")}` : ""}`, ...(verdict.warning ? { warning: verdict.warning } : {}) };
+}
+
+async function roundTripStep(
+  machine: BuildMachine,
+  context: CheckContext,
+  session: ServeSession,
+  stderrTail: () => string,
+  remote: RemoteCapabilities | undefined,
+  report: MachineReport,
+): Promise<Passed> {
+  if (context.signingKey instanceof OffloadError) throw context.signingKey;
+  const system = remote ? testSystem(machine, remote) : machine.systems[0];
+  if (!system) throw new OffloadError(`no system of ${machine.name}'s record is one its Nix builds: nothing to test-build`, { code: "system-mismatch", fix: `fix systems of ${machine.name} in machines.ts (see the capabilities step)` });
+  const trustedKeys = machineTrustedKeys(machine, context.acl);
+  const signer = await signedRoundTrip({ machine, remote: session.client, stderrTail, system, signingKey: context.signingKey, trustedKeys });
+  report.facts.signer = signer;
+  return { detail: `our signed path accepted, ${system} test build fetched back signed by ${signer}` };
+}
+
+/** Starts the load, disk and clock probes; the returned function turns them into steps once the store dir is known. */
+function resourceSteps(machine: BuildMachine, context: CheckContext, ssh: SshConnection, report: MachineReport) {
+  const load = readLoad(ssh).catch(() => undefined);
+  const clock = readClockSkew(ssh).catch(() => undefined);
+  return async (storeSetting: string | undefined): Promise<{ name: StepName; body: () => Promise<Passed> }[]> => {
+    const dir = storeFilesDir(machine.remoteStore ?? storeSetting);
+    const disk = await readDiskSpace(ssh, dir).catch(() => undefined);
+    return [
+      {
+        name: "load",
+        body: async () => {
+          const value = await load;
+          if (value === undefined) return { detail: "", warning: new OffloadError(`${machine.name} did not report its load`, { code: "load-unknown", fix: `check that /proc/loadavg and nproc exist on ${machine.name}` }) };
+          report.facts.load = value;
+          if (machine.overloadThreshold !== null && value > machine.overloadThreshold) throw overloaded(machine, value, machine.overloadThreshold);
+          return { detail: `load ${value.toFixed(2)} per CPU${machine.overloadThreshold === null ? " (load ignored)" : ` ≤ ${machine.overloadThreshold}`}` };
+        },
+      },
+      {
+        name: "disk",
+        body: async () => {
+          if (!disk) return { detail: "", warning: new OffloadError(`cannot measure free space of ${dir} on ${machine.name}`, { code: "disk-unknown", fix: `run df -Pk ${dir} on ${machine.name}` }) };
+          report.facts.freeBytes = disk.freeBytes;
+          if (disk.freeBytes < context.minFreeBytes) throw diskLow(machine, dir, disk.freeBytes, context.minFreeBytes);
+          return { detail: `${(disk.freeBytes / 1024 ** 3).toFixed(1)} GiB free in ${dir}` };
+        },
+      },
+      {
+        name: "clock",
+        body: async () => {
+          const measured = await clock;
+          if (!measured) return { detail: "", warning: new OffloadError(`${machine.name} did not tell its time`, { code: "clock-unknown", fix: `check that date works on ${machine.name}` }) };
+          report.facts.clockSkew = measured.skew;
+          if (Math.abs(measured.skew) - measured.uncertainty > context.maxClockSkew) throw clockSkew(machine, measured.skew, context.maxClockSkew);
+          return { detail: `clock ${measured.skew >= 0 ? "+" : "−"}${Math.abs(measured.skew).toFixed(3)} s (±${measured.uncertainty.toFixed(3)})` };
+        },
+      },
+    ];
+  };
+}

@@ -1,0 +1,93 @@
+// Small facts read from a machine over an open connection, each by one short shell command:
+// what `offload check` verifies and `offload status` shows.
+import { runRemote, type RemoteResult } from "./remote-command.js";
+import type { SshConnection } from "./ssh.js";
+
+const PROBE_TIMEOUT_MS = 10_000;
+
+async function probe(connection: SshConnection, command: string): Promise<RemoteResult> {
+  return runRemote(connection, command, PROBE_TIMEOUT_MS);
+}
+
+function shellQuote(word: string): string {
+  return `'${word.replace(/'/g, `'\\''`)}'`;
+}
+
+/** Seconds the machine's clock is ahead of ours (negative: behind), corrected by half the round trip. */
+export async function readClockSkew(connection: SshConnection): Promise<{ skew: number; uncertainty: number } | undefined> {
+  const sent = Date.now();
+  const result = await probe(connection, "date +%s.%N");
+  const received = Date.now();
+  const remote = Number(result.stdout.trim());
+  if (result.code !== 0 || !Number.isFinite(remote)) return undefined;
+  // The remote read its clock somewhere between sending and receiving: assume the middle.
+  return { skew: remote - (sent + received) / 2000, uncertainty: (received - sent) / 2000 };
+}
+
+/** Seconds since the machine booted. */
+export async function readUptime(connection: SshConnection): Promise<number | undefined> {
+  const result = await probe(connection, "cat /proc/uptime");
+  const seconds = Number(result.stdout.trim().split(/\s+/)[0]);
+  return result.code === 0 && Number.isFinite(seconds) ? seconds : undefined;
+}
+
+export interface DiskSpace {
+  /** The directory measured. */
+  dir: string;
+  freeBytes: number;
+  totalBytes: number;
+}
+
+/** Free and total space of the file system holding `dir` (POSIX df, 1 KiB blocks). */
+export async function readDiskSpace(connection: SshConnection, dir: string): Promise<DiskSpace | undefined> {
+  const result = await probe(connection, `df -Pk ${shellQuote(dir)}`);
+  // Filesystem 1024-blocks Used Available Capacity Mounted-on
+  const fields = result.stdout.trim().split("\n").at(-1)?.split(/\s+/) ?? [];
+  const total = Number(fields[1]);
+  const available = Number(fields[3]);
+  if (result.code !== 0 || !Number.isFinite(total) || !Number.isFinite(available)) return undefined;
+  return { dir, freeBytes: available * 1024, totalBytes: total * 1024 };
+}
+
+/**
+ * Where a store keeps its files: a chroot store ("/srv/nix", "local?root=/srv/nix") under its
+ * root, any other store (auto, daemon, a socket) in /nix/store.
+ */
+export function storeFilesDir(storeUri: string | undefined): string {
+  const uri = storeUri ?? "";
+  const root = uri.startsWith("/") ? uri.split("?")[0] : /[?&]root=([^&]+)/.exec(uri)?.[1];
+  return `${root ? decodeURIComponent(root).replace(/\/+$/, "") : ""}/nix/store`;
+}
+
+export type NixStoreVersion = { found: true; version: string } | { found: false; code: number | null; stderr: string };
+
+/** `nix-store --version` in a non-interactive session, as the serve protocol will run it. */
+export async function readNixStoreVersion(connection: SshConnection): Promise<NixStoreVersion> {
+  const result = await probe(connection, "nix-store --version");
+  if (result.code !== 0) return { found: false, code: result.code, stderr: result.stderr.trim() };
+  return { found: true, version: result.stdout.trim().replace(/^nix-store \(Nix\) /, "") };
+}
+
+/**
+ * The machine's Nix settings as its SSH sessions see them (`nix show-config`: nix.conf,
+ * NIX_CONFIG, NIX_USER_CONF_FILES), plus the login's user and groups for trusted-users.
+ * undefined when `nix` is not there (old or partial installations have only nix-store).
+ */
+export async function readNixConfig(connection: SshConnection): Promise<{ settings: Map<string, string>; user: string; groups: string[] } | undefined> {
+  // Nix ≥ 2.4 needs the experimental feature; older ones do not know the flag.
+  const command = "id -un; id -Gn; nix --extra-experimental-features nix-command show-config 2>/dev/null || nix show-config";
+  const result = await probe(connection, command);
+  if (result.code !== 0) return undefined;
+  const [user = "", groups = "", ...lines] = result.stdout.split("\n");
+  return { settings: parseNixConfig(lines), user: user.trim(), groups: groups.trim().split(/\s+/).filter((g) => g !== "") };
+}
+
+/** `name = value` lines, as `nix show-config` prints them. */
+export function parseNixConfig(lines: readonly string[]): Map<string, string> {
+  const settings = new Map<string, string>();
+  for (const line of lines) {
+    const at = line.indexOf(" = ");
+    if (at > 0) settings.set(line.slice(0, at), line.slice(at + 3).trim());
+  }
+  return settings;
+}

@@ -1,0 +1,32 @@
+// Whose signature makes a machine's output acceptable, and what to do when it is missing or
+// wrong: the hook (before importing outputs) and `offload check` (its test build) ask the
+// same question and must give the same answer.
+import type { BuildMachine } from "../../types/index.js";
+import { OffloadError } from "../errors.js";
+import { parsePublicKey, type PublicKey } from "../nix/keys.js";
+import type { VerifiedImportOptions } from "./import-verified.js";
+
+/** Only the machine's pinned signing key if it has one, else every ACL key; never nothing. */
+export function machineTrustedKeys(machine: BuildMachine, acl: readonly PublicKey[]): PublicKey[] {
+  if (machine.signingKey) return [parsePublicKey(machine.signingKey)];
+  if (acl.length > 0) return [...acl];
+  throw new OffloadError(`no key is trusted to sign outputs from ${machine.name}: the ACL is empty and machines.ts pins no signingKey`, {
+    code: "no-trusted-keys",
+    fix: `offload authorize <${machine.name}'s public signing key file>, or set signingKey: "name:base64" for ${machine.name}`,
+  });
+}
+
+/** The fix for each way a machine's output can fail verification. */
+export function outputFixes(machine: BuildMachine): VerifiedImportOptions["fixes"] {
+  const keyFix = machine.signingKey
+    ? `the outputs must be signed by ${machine.signingKey.split(":")[0]} (signingKey of ${machine.name}): check secret-key-files in ${machine.name}'s nix.conf`
+    : `if ${machine.name}'s key is trustworthy: offload authorize <its public key file> (or set signingKey for ${machine.name} in machines.ts)`;
+  return {
+    unsigned: `make ${machine.name} sign what it builds: set secret-key-files = /etc/nix/signing-key.sec in its nix.conf (nix-store --generate-binary-cache-key), then authorize its public key here`,
+    "unknown-key": keyFix,
+    "invalid-signature": `do not trust ${machine.name} until this is explained: the output does not match its signature (tampered or corrupted)`,
+    duplicate: "this is a bug in the machine's reply; run the build again",
+    order: "this is a bug in the machine's reply; run the build again",
+    "missing-reference": `${machine.name}'s output refers to a path that is neither an input nor an output of the build; check the derivation`,
+  };
+}

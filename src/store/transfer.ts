@@ -1,0 +1,42 @@
+// Moving single store paths between the local machine and a build machine's serve session:
+// signed uploads and checked downloads. The hook's build and `offload check`'s round trip
+// both go through here.
+import { createWriteStream } from "node:fs";
+import { join } from "node:path";
+import { finished } from "node:stream/promises";
+import { OffloadError } from "../errors.js";
+import type { SecretKey } from "../nix/keys.js";
+import { encodeNix32 } from "../nix/nix32.js";
+import type { PathInfo } from "../nix/path-info.js";
+import { signPath } from "../nix/signature.js";
+import type { SpooledPath } from "./import-verified.js";
+import type { ServeClient } from "./serve.js";
+
+/** Transient failure, in the daemon's exit codes: the same build may succeed when retried. */
+const TRANSIENT = 1;
+
+/** Adds `info` to the remote store with our signature on it, so a remote Nix that checks signatures accepts it. */
+export async function uploadSigned(remote: ServeClient, info: PathInfo, nar: AsyncIterable<Buffer>, key: SecretKey): Promise<void> {
+  const signature = signPath(info, key);
+  const signatures = info.signatures.includes(signature) ? info.signatures : [...info.signatures, signature];
+  await remote.addToStoreNar({ ...info, signatures }, nar);
+}
+
+/** Streams one NAR from the machine into a file in `dir`, checking it is exactly what the machine described. */
+export async function spoolNar(remote: ServeClient, info: PathInfo, dir: string, machine: string): Promise<SpooledPath> {
+  const narFile = join(dir, `${info.path.slice(info.path.lastIndexOf("/") + 1)}.nar`);
+  const file = createWriteStream(narFile, { mode: 0o600 });
+  const digest = await remote.dumpStorePath(info.path, (bytes) =>
+    file.write(bytes) ? undefined : new Promise<void>((resolve) => file.once("drain", resolve)),
+  );
+  file.end();
+  await finished(file);
+  if (digest.narSize !== info.narSize || !digest.narHash.equals(info.narHash)) {
+    throw new OffloadError(
+      `${info.path} from ${machine} changed in transit: received ${digest.narSize} bytes with hash sha256:${encodeNix32(digest.narHash)}, ` +
+        `but ${machine} describes ${info.narSize} bytes with hash sha256:${encodeNix32(info.narHash)}; nothing imported`,
+      { code: "output-corrupt", fix: `run the build again; if it persists, check ${machine}'s store (nix-store --verify --check-contents)`, exitCode: TRANSIENT },
+    );
+  }
+  return { ...info, narFile };
+}
