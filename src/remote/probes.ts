@@ -13,14 +13,35 @@ function shellQuote(word: string): string {
   return `'${word.replace(/'/g, `'\\''`)}'`;
 }
 
-/** Seconds the machine's clock is ahead of ours (negative: behind), corrected by half the round trip. */
+/**
+ * Seconds the machine's clock is ahead of ours (negative: behind). The remote shell says
+ * when it runs and reads the time only when our go-ahead arrives, so the measured window is
+ * one network round trip, not channel setup and process start; the remote read its clock
+ * within that window, assumed in its middle.
+ */
 export async function readClockSkew(connection: SshConnection): Promise<{ skew: number; uncertainty: number } | undefined> {
-  const sent = Date.now();
-  const result = await probe(connection, "date +%s.%N");
-  const received = Date.now();
-  const remote = Number(result.stdout.trim());
-  if (result.code !== 0 || !Number.isFinite(remote)) return undefined;
-  // The remote read its clock somewhere between sending and receiving: assume the middle.
+  // "ready" once the shell runs (it may start slowly on a busy machine), then the time on our "go".
+  const process = await connection.exec("echo ready; read go; date +%s.%N");
+  process.stderr.resume();
+  let text = "";
+  let sent = 0;
+  let timer: NodeJS.Timeout | undefined;
+  const received = await new Promise<number | undefined>((resolve) => {
+    timer = setTimeout(() => resolve(undefined), PROBE_TIMEOUT_MS);
+    process.stdout.on("data", (chunk: Buffer) => {
+      text += chunk.toString();
+      const lines = text.split("\n");
+      if (sent === 0 && lines.length > 1) {
+        sent = Date.now();
+        process.stdin.write("go\n");
+      } else if (sent > 0 && lines.length > 2) resolve(Date.now());
+    });
+    void process.exit.then(() => resolve(undefined));
+  });
+  clearTimeout(timer);
+  process.close();
+  const remote = Number(text.split("\n")[1]);
+  if (received === undefined || !Number.isFinite(remote)) return undefined;
   return { skew: remote - (sent + received) / 2000, uncertainty: (received - sent) / 2000 };
 }
 

@@ -1,0 +1,69 @@
+// What `offload status` shows of one machine: a fresh look over SSH (load, free store
+// space, uptime, clock) beside what this host knows locally (slots held by running
+// builds, the last successful build). Never throws: an unreachable machine is a status.
+import type { BuildMachine } from "../../types/index.js";
+import { asOffloadError } from "../errors.js";
+import { readLoad } from "../remote/machine-link.js";
+import { readClockSkew, readDiskSpace, readNixConfig, readUptime, storeFilesDir } from "../remote/probes.js";
+import { connectMachine, type ConnectOptions } from "../remote/ssh.js";
+import { readFacts, type MachineFacts } from "../select/machine-facts.js";
+import { slotHolders, type SlotHolder } from "../select/slots.js";
+
+export interface MachineStatus {
+  machine: string;
+  enabled: boolean;
+  reachable: boolean;
+  /** Why not, when unreachable. */
+  error?: { code: string; message: string; fix?: string };
+  load?: number;
+  slots: { total: number; inUse: number; holders: (SlotHolder & { slot: number })[] };
+  store?: { dir: string; freeBytes: number; totalBytes: number };
+  uptimeSeconds?: number;
+  clockSkewSeconds?: number;
+  lastBuild?: MachineFacts["lastBuild"];
+  lastFailure?: MachineFacts["failure"];
+}
+
+export async function machineStatus(machine: BuildMachine, stateDir: string, options: ConnectOptions = {}): Promise<MachineStatus> {
+  const holders = await slotHolders(stateDir, machine.name, machine.parallelBuilds);
+  const held = holders.flatMap((holder, slot) => (holder ? [{ ...holder, slot }] : []));
+  const facts = readFacts(stateDir, machine.name);
+  const status: MachineStatus = {
+    machine: machine.name,
+    enabled: machine.enabled,
+    reachable: false,
+    slots: { total: machine.parallelBuilds, inUse: held.length, holders: held },
+    ...(facts.lastBuild ? { lastBuild: facts.lastBuild } : {}),
+    ...(facts.failure ? { lastFailure: facts.failure } : {}),
+  };
+  let connection;
+  try {
+    connection = await connectMachine(machine, options);
+  } catch (error) {
+    const failure = asOffloadError(error);
+    return { ...status, error: { code: failure.code, message: failure.message, ...(failure.fix ? { fix: failure.fix } : {}) } };
+  }
+  try {
+    const ssh = connection;
+    const [load, uptime, clock, store] = await Promise.all([
+      readLoad(ssh).catch(() => undefined),
+      readUptime(ssh).catch(() => undefined),
+      readClockSkew(ssh).catch(() => undefined),
+      // The store's files are where its `store` setting (or the record's remoteStore) puts them.
+      readNixConfig(ssh)
+        .catch(() => undefined)
+        .then((config) => readDiskSpace(ssh, storeFilesDir(machine.remoteStore ?? config?.settings.get("store"))))
+        .catch(() => undefined),
+    ]);
+    return {
+      ...status,
+      reachable: true,
+      ...(load === undefined ? {} : { load }),
+      ...(store ? { store } : {}),
+      ...(uptime === undefined ? {} : { uptimeSeconds: uptime }),
+      ...(clock ? { clockSkewSeconds: clock.skew } : {}),
+    };
+  } finally {
+    connection.close();
+  }
+}
