@@ -214,7 +214,12 @@ describeNix("signed archives with Nix 2.8", () => {
     const closure = fresh();
     const archive = await exportPaths([closure.app], true);
     const error = await refused(archive.subarray(0, archive.length - 100), closure);
-    expect(error.message).toMatch(/export stream/);
+    expect(error.message).toMatch(/^archive refused, nothing imported: export stream: /);
+    expect(error.fix).toMatch(/export it again/);
+    await expect(importBuffer(Buffer.alloc(0))).rejects.toMatchObject({ message: expect.stringMatching(/^archive refused/) });
+    await expect(importBuffer(Buffer.from("not an archive at all"))).rejects.toMatchObject({
+      message: expect.stringMatching(/^archive refused/),
+    });
   });
 
   test("a reference neither in the archive nor in the store: refused", async () => {

@@ -108,7 +108,16 @@ export async function importArchive(source: WireSource, options: ImportArchiveOp
   const spoolDir = await mkdtemp(path.join(options.tempDir ?? tmpdir(), "offload-import-"));
   try {
     const items: ExportItem[] = [];
-    for await (const item of readExportStream(source, { spoolDir })) items.push(item);
+    try {
+      for await (const item of readExportStream(source, { spoolDir })) items.push(item);
+    } catch (error) {
+      if (!(error instanceof OffloadError)) throw error;
+      throw new OffloadError(`archive refused, nothing imported: ${error.message}`, {
+        code: error.code,
+        fix: "the archive is damaged or incomplete: export it again (and check the transfer)",
+        cause: error,
+      });
+    }
 
     const store = await openLocalStore({ store: options.store, env: options.env, nixStore: options.nixStore });
     const added: string[] = [];
