@@ -286,6 +286,36 @@ describe("ServeClient writing into a chroot store", () => {
     await target.close();
   });
 
+  test("NIX_HELD_LOCKS in env lets an import proceed while another process holds the output lock (as the daemon does)", async () => {
+    const { dir, env } = chrootStore("locks");
+    const info = (await local.client.queryPathInfos([fileA])).get(fileA)!;
+    const nar = (await collectNar(local.client, fileA)).bytes;
+    await (await openLocalStore({ store: dir, env })).close(); // creates the store directories
+    const lockFile = join(dir, `${fileA}.lock`);
+    // Its own process group, so that flock and its sleep (which inherits the lock) end together.
+    const holder = spawn("flock", [lockFile, "sleep", "60"], { stdio: "ignore", detached: true });
+    const release = () => {
+      if (holder.exitCode === null && holder.signalCode === null) process.kill(-holder.pid!, "SIGTERM");
+    };
+    for (let i = 0; i < 50 && !existsSync(lockFile); i++) await new Promise((resolve) => setTimeout(resolve, 50));
+    try {
+      const blocked = await openLocalStore({ store: dir, env });
+      let done = false;
+      const adding = blocked.client.addToStoreNar(info, chunked(nar)).then(() => (done = true));
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      expect(done).toBe(false); // waiting for the lock
+      const held = await openLocalStore({ store: dir, env: { ...env, NIX_HELD_LOCKS: fileA } });
+      await held.client.addToStoreNar(info, chunked(nar));
+      expect(await held.client.queryValidPaths([fileA])).toEqual(new Set([fileA]));
+      await held.close();
+      release();
+      await adding; // once the lock is free it finds the path valid and finishes
+      await blocked.close();
+    } finally {
+      release();
+    }
+  });
+
   test("importPaths takes a nix-store --export stream", async () => {
     const { dir, env } = chrootStore("import");
     const target = await openLocalStore({ store: dir, env });
@@ -395,6 +425,25 @@ describe("ServeClient over SSH to a loopback builder with its own chroot store",
       client.close();
       expect(await session.process.exit).toEqual({ code: 0 });
     }
+  });
+
+  test("closing the session interrupts a running remote build (the server watches its stdin)", async () => {
+    const session = await openServeSession(connection);
+    session.process.stderr.resume();
+    const marker = 3000 + Math.floor(Math.random() * 999);
+    const drvPath = run("nix-instantiate", [...NO_NETWORK, nixExpression(work, "offload-endless", `/usr/bin/sleep ${marker}; echo > $out`)]);
+    const derivation = derivationAt(drvPath);
+    const building = session.client.buildDerivation(drvPath, derivation, derivation.inputSrcs, { maxSilentTime: 0, buildTimeout: 0 });
+    const running = () => execFileSync("ps", ["-eo", "args"], { encoding: "utf8" }).includes(`/usr/bin/sleep ${marker}`);
+    for (let i = 0; i < 100 && !running(); i++) await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(running()).toBe(true);
+    const started = Date.now();
+    session.client.close();
+    await expect(building).rejects.toMatchObject({ code: "protocol", message: expect.stringContaining("the connection ended") });
+    await session.process.exit;
+    for (let i = 0; i < 50 && running(); i++) await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(running()).toBe(false);
+    expect(Date.now() - started).toBeLessThan(8000);
   });
 
   test("remoteStore is passed as --store (shell-quoted)", async () => {
