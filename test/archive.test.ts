@@ -115,6 +115,17 @@ describeNix("signed archives with Nix 2.8", () => {
     expect(single.includes(Buffer.from(`lib ${/offload-lib-(.*)$/.exec(lib)![1]}\n`))).toBe(false);
   });
 
+  test("exporting an invalid path says so (also with --recursive)", async () => {
+    const { app } = fresh();
+    const missing = app.replace(/-offload-app-/, "-offload-nope-");
+    for (const recursive of [false, true]) {
+      await expect(exportPaths([app, missing], recursive)).rejects.toMatchObject({
+        code: "invalid-path",
+        message: `not valid in the store: ${missing}`,
+      });
+    }
+  });
+
   test("resolveStorePath accepts links and files inside store paths", async () => {
     const { app } = fresh();
     const link = path.join(dir, "result");

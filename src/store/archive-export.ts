@@ -71,13 +71,22 @@ export async function resolveStorePath(argument: string, storeDir: string = DEFA
 
 /** Path infos of `paths` (their closure when recursive), dependencies first. */
 export async function pathsToExport(store: ServeClient, paths: string[], recursive: boolean): Promise<PathInfo[]> {
-  const wanted = recursive ? await store.queryClosure(paths, false) : new Set(paths);
-  const infos = await store.queryPathInfos(wanted);
-  const missing = [...wanted].filter((path) => !infos.has(path));
+  // Checked first: the server dies on a closure query for an invalid path.
+  const valid = await store.queryValidPaths(paths);
+  const missing = paths.filter((path) => !valid.has(path));
   if (missing.length > 0) {
     throw new OffloadError(`not valid in the store: ${missing.join(", ")}`, {
       code: "invalid-path",
       fix: "build or fetch it first (nix-build / nix-store --realise), then export",
+    });
+  }
+  const wanted = recursive ? await store.queryClosure(paths, false) : valid;
+  const infos = await store.queryPathInfos(wanted);
+  const vanished = [...wanted].filter((path) => !infos.has(path));
+  if (vanished.length > 0) {
+    throw new OffloadError(`store paths disappeared during the export (garbage collected?): ${vanished.join(", ")}`, {
+      code: "invalid-path",
+      fix: "run the export again",
     });
   }
   return dependenciesFirst(infos.values());
