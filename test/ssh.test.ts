@@ -163,6 +163,13 @@ describe("connectMachine against a real sshd", () => {
     expect(error.message).toContain(fingerprintOf(parseOpenSshPublicKey(sshd.hostKeyLine).blob));
   });
 
+  test("a pinned key of a type the host does not have (RSA pin, ed25519 host) is a mismatch", async () => {
+    const rsaLine = generateKey(join(work, "rsa_host_key"), "rsa");
+    const error = await refusal(connectMachine(machine({ hostKey: rsaLine }), isolated()));
+    expect(error.code).toBe("host-key-mismatch");
+    expect(error.message).toContain("offers no host key of the pinned/known type (ssh-rsa)");
+  });
+
   test("an unknown host is refused with its fingerprint and the exact line to pin", async () => {
     const error = await refusal(connectMachine(machine(), isolated()));
     expect(error.code).toBe("host-key-unknown");
