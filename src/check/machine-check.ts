@@ -103,8 +103,10 @@ export async function checkMachine(machine: BuildMachine, context: CheckContext,
       });
       const capabilities = nixConfig ? remoteCapabilities(nixConfig.settings) : undefined;
       await step("capabilities", () => capabilitiesStep(machine, capabilities, report));
-      if (storeOk) await step("round-trip", () => roundTripStep(machine, context, session!, () => tail, capabilities, report));
-      else skip(["round-trip"], "needs a usable remote store");
+      const system = capabilities ? testSystem(machine, capabilities) : machine.systems[0];
+      if (!storeOk) skip(["round-trip"], "needs a usable remote store");
+      else if (!system) skip(["round-trip"], "no system of the record is one the machine builds");
+      else await step("round-trip", () => roundTripStep(machine, context, session!, () => tail, system, report));
     } else {
       skip(["store", "capabilities", "round-trip"], "needs nix-store on the machine");
     }
@@ -164,12 +166,10 @@ async function roundTripStep(
   context: CheckContext,
   session: ServeSession,
   stderrTail: () => string,
-  remote: RemoteCapabilities | undefined,
+  system: string,
   report: MachineReport,
 ): Promise<Passed> {
   if (context.signingKey instanceof OffloadError) throw context.signingKey;
-  const system = remote ? testSystem(machine, remote) : machine.systems[0];
-  if (!system) throw new OffloadError(`no system of ${machine.name}'s record is one its Nix builds: nothing to test-build`, { code: "system-mismatch", fix: `fix systems of ${machine.name} in machines.ts (see the capabilities step)` });
   const trustedKeys = machineTrustedKeys(machine, context.acl);
   const signer = await signedRoundTrip({ machine, remote: session.client, stderrTail, system, signingKey: context.signingKey, trustedKeys });
   report.facts.signer = signer;
