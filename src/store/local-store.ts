@@ -31,8 +31,9 @@ export async function openLocalStore(options: LocalStoreOptions = {}): Promise<L
   const args = ["--serve", "--write", ...(options.store === undefined ? [] : ["--store", options.store])];
   const child = spawn(program, args, { env: options.env ?? process.env, stdio: ["pipe", "pipe", "pipe"] });
   let stderr = "";
-  child.stderr.on("data", (chunk: Buffer) => {
-    stderr = (stderr + chunk.toString()).slice(-STDERR_TAIL);
+  child.stderr.setEncoding("utf8"); // decodes characters split across chunks
+  child.stderr.on("data", (chunk: string) => {
+    stderr = (stderr + chunk).slice(-STDERR_TAIL);
   });
   let spawnError: NodeJS.ErrnoException | undefined;
   const exit = new Promise<ExitStatus>((resolve) => {
