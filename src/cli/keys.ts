@@ -40,7 +40,11 @@ async function keygen(options: KeygenOptions): Promise<void> {
   const key = generateKeyPair(name);
   await writeFileAtomic(secretFile, key.exportSecret(), 0o600);
   await writeFileAtomic(publicFile, key.publicKey.toString(), 0o644);
-  process.stderr.write(`offload: wrote ${secretFile} (mode 0600) and ${publicFile}\n`);
+  process.stderr.write(
+    `offload: wrote ${secretFile} (mode 0600) and ${publicFile}\n` +
+      `  next: copy signing-key.pub to the machines that import from this one and run \`offload authorize signing-key.pub\` there\n` +
+      `  on a builder, \`secret-key-files = ${secretFile}\` in nix.conf makes Nix sign what it builds with this key\n`,
+  );
   // Only the public key goes to stdout, so `offload keygen | ssh builder offload authorize` works.
   process.stdout.write(`${key.publicKey.toString()}\n`);
 }
