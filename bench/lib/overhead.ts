@@ -23,7 +23,7 @@ const TARGET = 0.3;
 
 export function measureOverhead(options: OverheadOptions): Promise<OverheadResult> {
   // One plain builder with one slot: both tools must use the same machine every time.
-  return withLab("p1", { builders: 1, builderSpecs: [{ features: [], speed: 1, parallelBuilds: 1 }] }, async (bench) => {
+  return withLab("p1", { builders: 1, builderSpecs: [{ features: [], mandatoryFeatures: [], speed: 1, parallelBuilds: 1 }] }, async (bench) => {
     const { trivial } = writeExpressions(bench.work);
     const builders: Record<"offload" | "nix" | "local", Builder> = { offload: { kind: "offload", maxJobs: 0 }, nix: { kind: "nix" }, local: { kind: "local" } };
     const times: Record<keyof typeof builders, number[]> = { offload: [], nix: [], local: [] };
