@@ -1,9 +1,12 @@
 // Bundles the CLI, the hook and the config runtime into dist/. Dependencies stay external
 // (loaded from node_modules) so typescript is only read when a command really needs it.
 import { build } from "esbuild";
+import { rmSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
+// Chunk names carry content hashes: without this, every build leaves the last one's behind.
+rmSync(new URL("../dist", import.meta.url), { recursive: true, force: true });
 
 await build({
   absWorkingDir: root,

@@ -5,7 +5,7 @@ import type { BuildMachine, BuildMachineOptions, LocalMachine, LocalMachineOptio
 import { OffloadError, type SourceLocation } from "../errors.js";
 import { parsePublicKey } from "../nix/keys.js";
 import { parseOpenSshPublicKey } from "../remote/host-keys.js";
-import { loadClientKey } from "../remote/private-key.js";
+import { checkKeyFile } from "../remote/key-file.js";
 import { originOf } from "./records.js";
 import type { RecordLocations } from "./typecheck.js";
 
@@ -49,7 +49,7 @@ const BUILD_MACHINE_FIELDS: Record<keyof BuildMachineOptions, Check> = {
     return bad === undefined ? undefined : `has ${JSON.stringify(bad)}, which is not a system type of the form "arch-os" (e.g. "x86_64-linux")`;
   },
   hostKey: throwsToText(parseOpenSshPublicKey),
-  privateKey: (v) => string(v) ?? throwsToText(loadClientKey)(v),
+  privateKey: (v) => string(v) ?? throwsToText(checkKeyFile)(v),
   parallelBuilds: positiveInteger,
   speed: positive,
   features,

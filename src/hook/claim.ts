@@ -23,8 +23,8 @@ export interface ClaimContext {
   say: (line: string) => void;
   /** Problems the user must see (a machine that cannot be used). */
   warn: (line: string) => void;
-  /** Opens the machine; tests substitute it. */
-  link?: (machine: BuildMachine) => Promise<MachineLink>;
+  /** Borrow warm sessions from `offload agent` (off with OFFLOAD_AGENT=0). */
+  useAgent: boolean;
 }
 
 /** Each round re-decides with what the previous one learned (a machine down, or overloaded). */
@@ -58,7 +58,7 @@ export async function claimMachine(request: BuildRequest, context: ClaimContext)
 async function tryLink(machine: BuildMachine, context: ClaimContext): Promise<MachineLink | undefined> {
   let link: MachineLink;
   try {
-    link = await (context.link ?? linkMachine)(machine);
+    link = await linkMachine(machine, { agentStateDir: context.useAgent ? context.stateDir : undefined });
   } catch (error) {
     const failure = asOffloadError(error);
     recordFacts(context.stateDir, machine.name, { failure: { message: failure.message, at: Date.now() } });

@@ -32,7 +32,7 @@ export async function runHook(io: HookIo, env: NodeJS.ProcessEnv = process.env):
     for (;;) {
       const request = await channel.nextRequest();
       if (!request) return EXIT.success;
-      const claim = await claimMachine(request, { config, settings, stateDir: state, say, warn });
+      const claim = await claimMachine(request, { config, settings, stateDir: state, say, warn, useAgent: env.OFFLOAD_AGENT !== "0" });
       if (claim.verdict !== "accept") {
         explain(channel, claim.decision, claim.verdict);
         channel.reply(claim.verdict);

@@ -1,14 +1,16 @@
-// Everything the hook needs from one machine for one build: an SSH connection, a
-// `nix-store --serve --write` session on it, the session's stderr (the build log), and a
-// fresh reading of the machine's load taken on a second channel while the session starts.
+// Everything the hook needs from one machine for one build: a `nix-store --serve --write`
+// session (borrowed warm from `offload agent`, else over a new SSH connection), its stderr
+// (the build log), and the machine's load where a threshold needs it.
 import type { BuildMachine } from "../../types/index.js";
+import { ServeClient } from "../store/serve.js";
 import { openServeSession, type ServeSession } from "../store/serve-session.js";
+import { borrowSession } from "./agent-client.js";
 import { runRemote } from "./remote-command.js";
-import { connectMachine, type ConnectOptions, type SshConnection } from "./ssh.js";
+import type { ConnectOptions, SshConnection } from "./ssh.js";
 
 export interface MachineLink {
   machine: BuildMachine;
-  connection: SshConnection;
+  /** The serve session; its stderr carries the build log. */
   session: ServeSession;
   /** 1-minute load average per CPU, if the machine answered quickly. */
   load?: number;
@@ -19,40 +21,51 @@ export interface MachineLink {
   close(): void;
 }
 
+export interface LinkOptions extends ConnectOptions {
+  /** Borrow a warm session from the `offload agent` of this state dir (started on first use). */
+  agentStateDir?: string;
+}
+
 const STDERR_TAIL = 8192;
 const LOAD_TIMEOUT_MS = 3000;
 
-export async function linkMachine(machine: BuildMachine, options: ConnectOptions = {}): Promise<MachineLink> {
+export async function linkMachine(machine: BuildMachine, options: LinkOptions = {}): Promise<MachineLink> {
+  if (options.agentStateDir) {
+    const borrowed = await borrowSession(machine, options.agentStateDir);
+    if (borrowed) {
+      const { process, ready } = borrowed;
+      const client = ServeClient.resume({ stdin: process.stdin, stdout: process.stdout, exit: process.exit }, ready.remoteVersion, { label: machine.name });
+      return withStderr(machine, { client, process }, ready.load, () => process.close());
+    }
+  }
+  // ssh2 loads only here: a hook served by the agent never needs it.
+  const { connectMachine } = await import("./ssh.js");
   const connection = await connectMachine(machine, options);
-  let tail = "";
-  const listeners: ((chunk: Buffer) => void)[] = [];
   try {
+    // The load matters only where a threshold applies; reading it costs a second channel.
     const [session, load] = await Promise.all([
-      openServeSession(connection, { remoteStore: machine.remoteStore, label: machine.name, stderrTail: () => tail }).then((session) => {
-        session.process.stderr.on("data", (chunk: Buffer) => {
-          tail = (tail + chunk.toString()).slice(-STDERR_TAIL);
-          for (const listener of listeners) listener(chunk);
-        });
-        return session;
-      }),
-      readLoad(connection),
+      openServeSession(connection, { remoteStore: machine.remoteStore, label: machine.name }),
+      machine.overloadThreshold === null ? undefined : readLoad(connection),
     ]);
-    return {
-      machine,
-      connection,
-      session,
-      load,
-      stderrTail: () => tail,
-      onStderr: (listener) => listeners.push(listener),
-      close: () => {
-        session.client.close();
-        connection.close();
-      },
-    };
+    return withStderr(machine, session, load, () => {
+      session.client.close();
+      connection.close();
+    });
   } catch (error) {
     connection.close();
     throw error;
   }
+}
+
+/** Collects the session's stderr (kept tail + listeners) from the start, so no log line is lost. */
+function withStderr(machine: BuildMachine, session: ServeSession, load: number | undefined, close: () => void): MachineLink {
+  let tail = "";
+  const listeners: ((chunk: Buffer) => void)[] = [];
+  session.process.stderr.on("data", (chunk: Buffer) => {
+    tail = (tail + chunk.toString()).slice(-STDERR_TAIL);
+    for (const listener of listeners) listener(chunk);
+  });
+  return { machine, session, load, stderrTail: () => tail, onStderr: (listener) => listeners.push(listener), close };
 }
 
 /** Normalized load: the 1-minute load average divided by the CPU count (Guix's measure). */

@@ -1,10 +1,10 @@
 // Loads the SSH client key with the checks ssh itself makes, but failing with a fix
 // instead of a prompt: the build hook has no terminal to ask for a passphrase.
 
-import { readFileSync, statSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import ssh2 from "ssh2";
 import type { ParsedKey } from "ssh2";
-import { OffloadError } from "../errors.js";
+import { checkKeyFile, unreadable } from "./key-file.js";
 
 export interface ClientKey {
   path: string;
@@ -14,28 +14,8 @@ export interface ClientKey {
   publicLine: string;
 }
 
-function unreadable(path: string, why: string, fix: string, cause?: unknown): OffloadError {
-  return new OffloadError(`SSH private key ${path} ${why}`, { code: "key-file-unreadable", fix, cause });
-}
-
 export function loadClientKey(path: string): ClientKey {
-  let mode: number;
-  try {
-    mode = statSync(path).mode;
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    if (code === "ENOENT") {
-      throw unreadable(path, "does not exist", `ssh-keygen -t ed25519 -N '' -f ${path}   (then add ${path}.pub to the machine's authorized_keys)`, error);
-    }
-    throw unreadable(path, `cannot be examined: ${(error as Error).message}`, `ls -l ${path}`, error);
-  }
-  // ssh refuses keys with any group/other permission bits; refusing here gives the same answer earlier.
-  if ((mode & 0o077) !== 0) {
-    throw new OffloadError(`SSH private key ${path} is accessible by others (mode ${(mode & 0o777).toString(8).padStart(4, "0")})`, {
-      code: "key-file-too-open",
-      fix: `chmod 600 ${path}`,
-    });
-  }
+  checkKeyFile(path);
   let data: Buffer;
   try {
     data = readFileSync(path);

@@ -25,10 +25,15 @@ function shellQuote(word: string): string {
   return /^[A-Za-z0-9_\-./=:@%+,]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
 }
 
-export async function openServeSession(connection: SshConnection, options: ServeSessionOptions = {}): Promise<ServeSession> {
+/** The remote command line of a serve session, as the remote shell gets it. */
+export function serveCommand(options: Pick<ServeSessionOptions, "remoteStore" | "remoteProgram"> = {}): string {
   const words = [options.remoteProgram ?? "nix-store", "--serve", "--write"];
   if (options.remoteStore !== undefined) words.push("--store", options.remoteStore);
-  const process = await connection.exec(words.map(shellQuote).join(" "));
+  return words.map(shellQuote).join(" ");
+}
+
+export async function openServeSession(connection: SshConnection, options: ServeSessionOptions = {}): Promise<ServeSession> {
+  const process = await connection.exec(serveCommand(options));
   try {
     const client = await ServeClient.connect(
       { stdin: process.stdin, stdout: process.stdout, exit: process.exit, stderrTail: options.stderrTail },

@@ -136,6 +136,16 @@ export class ServeClient {
     return connected;
   }
 
+  /**
+   * Continues a session someone else has already greeted (offload agent hands out warm
+   * sessions): `remoteVersion` is what the server answered then.
+   */
+  static resume(io: ServeIo, remoteVersion: number, options: ServeOptions = {}): ServeClient {
+    const client = new ServeClient(io, new WireReader(io.stdout), remoteVersion, options);
+    io.stdin.on("error", (error) => (client.writeError ??= error));
+    return client;
+  }
+
   private get minor(): number {
     return this.remoteVersion & 0xff;
   }

@@ -1,0 +1,14 @@
+// `offload agent`: the connection keeper the hook starts on demand (see src/remote/agent.ts).
+import type { Command } from "commander";
+import { runAgent } from "../remote/agent.js";
+import { stateDir } from "../select/state-dir.js";
+
+export function registerAgent(program: Command): void {
+  program
+    .command("agent")
+    .description("keep SSH connections and warm nix-store sessions to the build machines between builds (the hook starts it)")
+    .option("--idle <seconds>", "exit after this long without builds", "60")
+    .action(async (options: { idle: string }) => {
+      await runAgent({ stateDir: stateDir(), idleMs: Number(options.idle) * 1000 });
+    });
+}

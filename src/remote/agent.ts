@@ -1,0 +1,229 @@
+// `offload agent`: keeps SSH connections to build machines open between builds, each with
+// one `nix-store --serve --write` session already started, greeted and warmed up, so a hook
+// borrows a ready session instead of paying for a handshake and a remote process start on
+// every derivation (like OpenSSH's ControlPersist, plus the warm store). Hooks reach it on
+// <stateDir>/agent.sock (mode 0600 in a root-owned directory: it speaks for root's keys).
+// One agent per state dir; it exits when idle.
+import { appendFileSync, chmodSync, unlinkSync } from "node:fs";
+import { createServer, type Socket } from "node:net";
+import { join } from "node:path";
+import { PassThrough } from "node:stream";
+import type { BuildMachine } from "../../types/index.js";
+import { asOffloadError } from "../errors.js";
+import { acquireSlot } from "../select/slots.js";
+import { ServeClient } from "../store/serve.js";
+import { serveCommand } from "../store/serve-session.js";
+import { AGENT_SOCKET, Frame, FrameReader, frame, type AgentReady, type AgentRequest } from "./agent-frames.js";
+import { readLoad } from "./machine-link.js";
+import { connectMachine, type RemoteProcess, type SshConnection } from "./ssh.js";
+
+const LOAD_FRESH_MS = 10_000;
+
+/** A remote nix-store that has been greeted and has opened its store: ready for commands. */
+interface WarmSession {
+  process: RemoteProcess;
+  remoteVersion: number;
+  /** stderr it wrote while warming up (warnings), handed on with it. */
+  stderr: Buffer[];
+  /** Set once the remote process has exited (a warm session can die while it waits). */
+  exited: boolean;
+}
+
+interface Machine {
+  connection: SshConnection;
+  warm?: Promise<WarmSession>;
+  active: number;
+  lastUsed: number;
+  load?: { value: number; at: number };
+}
+
+export interface AgentOptions {
+  stateDir: string;
+  /** Close a machine's connection after this long unused, and exit when nothing is open. */
+  idleMs: number;
+}
+
+export async function runAgent(options: AgentOptions): Promise<void> {
+  // The kernel lock makes this the only agent of the state dir; it dies with the process.
+  const lock = await acquireSlot(options.stateDir, "\0agent", 1);
+  if (!lock) return;
+  const log = (line: string) => appendFileSync(join(options.stateDir, "agent.log"), `${new Date().toISOString()} ${line}\n`);
+  const machines = new Map<string, Machine>();
+  let clients = 0;
+  let lastActivity = Date.now();
+
+  const socketPath = join(options.stateDir, AGENT_SOCKET);
+  try {
+    unlinkSync(socketPath); // left by an agent that died; the lock says none is running
+  } catch {
+    // none there
+  }
+  const server = createServer((socket) => {
+    clients++;
+    lastActivity = Date.now();
+    socket.once("close", () => {
+      clients--;
+      lastActivity = Date.now();
+    });
+    serve(socket).catch((error: unknown) => log(`client failed: ${asOffloadError(error).message}`));
+  });
+  await new Promise<void>((resolve) => server.listen(socketPath, resolve));
+  chmodSync(socketPath, 0o600);
+  log(`listening on ${socketPath} (pid ${process.pid})`);
+
+  const sweep = setInterval(() => {
+    const now = Date.now();
+    for (const [key, machine] of machines) {
+      if (machine.active === 0 && now - machine.lastUsed > options.idleMs) {
+        void machine.warm?.then((warm) => warm.process.close(), () => undefined);
+        machine.connection.close();
+        machines.delete(key);
+      }
+    }
+    if (machines.size === 0 && clients === 0 && now - lastActivity > options.idleMs) {
+      clearInterval(sweep);
+      server.close();
+      void lock.release();
+      log("idle, exiting");
+    }
+  }, Math.min(options.idleMs, 5000));
+
+  async function serve(socket: Socket): Promise<void> {
+    // One reader for the socket's life: frames after the request wait in `early` until the relay runs.
+    const early: [Frame, Buffer][] = [];
+    let onFrame: (type: Frame, payload: Buffer) => void = (type, payload) => early.push([type, payload]);
+    const reader = new FrameReader((type, payload) => onFrame(type, payload));
+    socket.on("data", (chunk: Buffer) => reader.push(chunk));
+    socket.on("error", () => undefined);
+    const request = await new Promise<AgentRequest>((resolve, reject) => {
+      onFrame = (type, payload) => {
+        onFrame = (next, bytes) => early.push([next, bytes]);
+        if (type === Frame.Request) resolve(JSON.parse(payload.toString()) as AgentRequest);
+        else reject(new Error(`expected a request frame, got type ${type}`));
+      };
+      socket.once("close", () => reject(new Error("the client left before asking")));
+    });
+    const record = request.machine;
+    const key = JSON.stringify(record);
+    let session: WarmSession;
+    let machine: Machine;
+    try {
+      ({ machine, session } = await borrow(key, record));
+    } catch (error) {
+      const failure = asOffloadError(error);
+      socket.end(frame(Frame.Error, JSON.stringify({ message: failure.message, code: failure.code, fix: failure.fix })));
+      return;
+    }
+    machine.active++;
+    const ready: AgentReady = { remoteVersion: session.remoteVersion, ...(machine.load && Date.now() - machine.load.at < LOAD_FRESH_MS ? { load: machine.load.value } : {}) };
+    socket.write(frame(Frame.Ready, JSON.stringify(ready)));
+    onFrame = relay(socket, session, () => {
+      machine.active--;
+      machine.lastUsed = Date.now();
+    });
+    for (const [type, payload] of early.splice(0)) onFrame(type, payload);
+  }
+
+  /** A warm session on the machine, connecting first if needed; starts warming the next one. */
+  async function borrow(key: string, record: BuildMachine): Promise<{ machine: Machine; session: WarmSession }> {
+    for (let attempt = 0; ; attempt++) {
+      let machine = machines.get(key);
+      if (!machine) {
+        machine = { connection: await connectMachine(record), active: 0, lastUsed: Date.now() };
+        machines.set(key, machine);
+        log(`connected to ${record.name}`);
+      }
+      const pending = machine.warm ?? warmUp(machine.connection, record);
+      machine.warm = undefined;
+      try {
+        const session = await pending;
+        // A session that died while waiting (machine rebooted, sshd restarted) is no use.
+        if (session.exited) throw new Error("the warm session had ended");
+        machine.lastUsed = Date.now();
+        machine.warm = warmUp(machine.connection, record);
+        machine.warm.catch(() => undefined); // surfaces when borrowed
+        if (!machine.load || Date.now() - machine.load.at > LOAD_FRESH_MS / 2) refreshLoad(machine);
+        return { machine, session };
+      } catch (error) {
+        // The connection may have died: drop it and try once more with a fresh one.
+        machine.connection.close();
+        machines.delete(key);
+        if (attempt > 0) throw error;
+      }
+    }
+  }
+
+  function refreshLoad(machine: Machine): void {
+    readLoad(machine.connection).then(
+      (value) => {
+        if (value !== undefined) machine.load = { value, at: Date.now() };
+      },
+      () => undefined,
+    );
+  }
+}
+
+/** Starts `nix-store --serve --write`, greets it and has it open its store (the first command is slow). */
+async function warmUp(connection: SshConnection, record: BuildMachine): Promise<WarmSession> {
+  const process = await connection.exec(serveCommand({ remoteStore: record.remoteStore }));
+  let exited = false;
+  void process.exit.then(() => (exited = true));
+  const stderr: Buffer[] = [];
+  const onStderr = (chunk: Buffer) => stderr.push(chunk);
+  process.stderr.on("data", onStderr);
+  // The client reads through a tap that is cut once warm: no byte of a later reply is taken.
+  const tap = new PassThrough();
+  const feed = (chunk: Buffer) => tap.write(chunk);
+  process.stdout.on("data", feed);
+  try {
+    const client = await ServeClient.connect(
+      { stdin: process.stdin, stdout: tap, exit: process.exit, stderrTail: () => Buffer.concat(stderr).toString() },
+      { label: record.name },
+    );
+    await client.queryValidPaths([]);
+    return {
+      process,
+      remoteVersion: client.remoteVersion,
+      stderr,
+      get exited() {
+        return exited;
+      },
+    };
+  } catch (error) {
+    process.close();
+    throw error;
+  } finally {
+    process.stdout.off("data", feed);
+    process.stdout.pause();
+    process.stderr.off("data", onStderr);
+    process.stderr.pause();
+  }
+}
+
+/** Pipes the session to the hook's socket and back until either side ends; returns the handler of the hook's frames. */
+function relay(socket: Socket, session: WarmSession, done: () => void): (type: Frame, payload: Buffer) => void {
+  const { process } = session;
+  for (const chunk of session.stderr) socket.write(frame(Frame.Stderr, chunk));
+  process.stdout.on("data", (chunk: Buffer) => socket.write(frame(Frame.Stdout, chunk)));
+  process.stderr.on("data", (chunk: Buffer) => socket.write(frame(Frame.Stderr, chunk)));
+  process.stdout.resume();
+  process.stderr.resume();
+  let finished = false;
+  const finish = () => {
+    if (finished) return;
+    finished = true;
+    done();
+  };
+  void process.exit.then((status) => {
+    socket.end(frame(Frame.Exit, JSON.stringify(status)));
+    finish();
+  });
+  socket.once("close", () => {
+    process.close(); // the hook went away: end the remote command (and any build it runs)
+    finish();
+  });
+  return (type, payload) => {
+    if (type === Frame.Stdin) process.stdin.write(payload);
+    else if (type === Frame.StdinEnd) process.stdin.end();
+  };
+}

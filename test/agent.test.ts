@@ -1,0 +1,99 @@
+// offload agent: connections and warm serve sessions kept between builds. Builds must work
+// the same with or without it, and the daemon must never wait on it.
+import { execFile } from "node:child_process";
+import { readFileSync, existsSync, statSync, chmodSync, copyFileSync, mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { Frame, FrameReader, frame } from "../src/remote/agent-frames.js";
+import type { Lab } from "../src/lab/index.js";
+import { HOOK } from "./support/hook.js";
+import { LAB_UP_TIMEOUT_MS, startTestLab, stopTestLab } from "./support/lab.js";
+import { makeSafeDir, removeDir } from "./support/safe-dir.js";
+
+const run = promisify(execFile);
+
+test("frames survive any chunking", () => {
+  const frames: [Frame, Buffer][] = [
+    [Frame.Request, Buffer.from('{"machine":{}}')],
+    [Frame.Stdin, Buffer.alloc(100_000, 7)],
+    [Frame.StdinEnd, Buffer.alloc(0)],
+    [Frame.Exit, Buffer.from('{"code":0}')],
+  ];
+  const bytes = Buffer.concat(frames.map(([type, payload]) => frame(type, payload)));
+  for (const size of [1, 3, 5, 4096, bytes.length]) {
+    const seen: [Frame, Buffer][] = [];
+    const reader = new FrameReader((type, payload) => seen.push([type, Buffer.from(payload)]));
+    for (let at = 0; at < bytes.length; at += size) reader.push(bytes.subarray(at, at + size));
+    // Buffer.equals, not toEqual: jest compares 100 kB buffers element by element, slowly.
+    expect(seen.map(([type]) => type)).toEqual(frames.map(([type]) => type));
+    seen.forEach(([, payload], i) => expect(payload.equals(frames[i]![1])).toBe(true));
+  }
+});
+
+describe("with a lab", () => {
+  let lab: Lab;
+  let dir: string;
+  beforeAll(async () => {
+    lab = await startTestLab({ builders: 1 });
+    dir = makeSafeDir("agent");
+    writeFileSync(join(dir, "one.nix"), `{ salt }: derivation { name = "one"; inherit salt; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo $salt > $out" ]; }\n`);
+  }, LAB_UP_TIMEOUT_MS);
+  afterAll(async () => {
+    await stopTestLab(lab);
+    if (dir) removeDir(dir);
+  });
+
+  function configDir(name: string): string {
+    const config = join(dir, name);
+    mkdirSync(config, { mode: 0o755 });
+    for (const file of ["signing-key.sec", "acl"]) copyFileSync(join(lab.configDir, file), join(config, file));
+    chmodSync(join(config, "signing-key.sec"), 0o600);
+    writeFileSync(join(config, "machines.ts"), readFileSync(lab.machinesFile, "utf8"));
+    return config;
+  }
+
+  async function build(config: string, salt: string, env: NodeJS.ProcessEnv = {}) {
+    return run(
+      "nix-build",
+      [join(dir, "one.nix"), "--argstr", "salt", salt, "--option", "build-hook", HOOK, "--max-jobs", "0", "--option", "substituters", "", "--no-out-link"],
+      { env: { ...process.env, OFFLOAD_CONFIG_DIR: config, OFFLOAD_STATE_DIR: join(config, "state"), OFFLOAD_CACHE_DIR: join(dir, "cache"), ...env }, timeout: 60_000 },
+    );
+  }
+
+  const agentLog = (config: string) => (existsSync(join(config, "state", "agent.log")) ? readFileSync(join(config, "state", "agent.log"), "utf8") : "");
+
+  async function waitFor(predicate: () => boolean) {
+    for (let i = 0; i < 100 && !predicate(); i++) await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(predicate()).toBe(true);
+  }
+
+  test("the first build starts the agent; later builds reuse its one connection", async () => {
+    const config = configDir("reuse");
+    await build(config, `reuse-1-${Date.now()}`); // direct: no agent yet, one is started
+    await waitFor(() => agentLog(config).includes("listening on"));
+    expect(statSync(join(config, "state", "agent.sock")).mode & 0o777).toBe(0o600);
+    for (let i = 2; i <= 4; i++) {
+      const { stdout } = await build(config, `reuse-${i}-${Date.now()}`);
+      expect(readFileSync(stdout.trim(), "utf8")).toContain(`reuse-${i}-`);
+    }
+    expect(agentLog(config).match(/connected to /g)).toHaveLength(1);
+  });
+
+  test("builds go on when the agent dies, and a new agent takes over", async () => {
+    const config = configDir("killed");
+    await build(config, `killed-1-${Date.now()}`);
+    await waitFor(() => agentLog(config).includes("listening on"));
+    await build(config, `killed-2-${Date.now()}`);
+    process.kill(Number(/\(pid (\d+)\)/.exec(agentLog(config))![1]), "SIGKILL");
+    const { stdout } = await build(config, `killed-3-${Date.now()}`);
+    expect(existsSync(stdout.trim())).toBe(true);
+    await waitFor(() => (agentLog(config).match(/listening on/g) ?? []).length === 2);
+  });
+
+  test("OFFLOAD_AGENT=0 connects directly and starts no agent", async () => {
+    const config = configDir("direct");
+    await build(config, `direct-${Date.now()}`, { OFFLOAD_AGENT: "0" });
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(agentLog(config)).toBe("");
+  });
+});
