@@ -21,6 +21,8 @@ export interface HookRun {
   /** Every stderr line that is not a reply; the text of @nix messages. */
   messages: string[];
   code: number | null;
+  /** Per reply, ms since the hook was spawned and since its "try" was sent (the daemon's waiting time). */
+  timings: { sinceStart: number; sinceTry: number }[];
 }
 
 export const BASE_SETTINGS: Record<string, string> = {
@@ -51,15 +53,20 @@ function tryBytes(request: Try): Buffer {
 /** Sends the tries one at a time, each after the previous reply, as the daemon does; then closes stdin. */
 export function runHookTries(env: NodeJS.ProcessEnv, tries: Try[], settings: Record<string, string> = BASE_SETTINGS): Promise<HookRun> {
   return new Promise((resolve, reject) => {
+    const started = performance.now();
     const child = spawn(process.execPath, [HOOK, "0"], { env: { ...process.env, ...env }, stdio: ["pipe", "pipe", "pipe"] });
     const replies: string[] = [];
     const messages: string[] = [];
+    const timings: HookRun["timings"] = [];
+    let sentAt = started;
     let pending = "";
     let next = 0;
     let acceptName = false;
     const sendNext = () => {
-      if (next < tries.length) child.stdin.write(tryBytes(tries[next++]!));
-      else child.stdin.end();
+      if (next < tries.length) {
+        sentAt = performance.now();
+        child.stdin.write(tryBytes(tries[next++]!));
+      } else child.stdin.end();
     };
     const onLine = (line: string) => {
       if (acceptName) {
@@ -69,6 +76,8 @@ export function runHookTries(env: NodeJS.ProcessEnv, tries: Try[], settings: Rec
         return;
       }
       if (!line.startsWith("# ")) return void messages.push(line.startsWith("@nix ") ? (JSON.parse(line.slice(5)) as { msg: string }).msg : line);
+      const now = performance.now();
+      timings.push({ sinceStart: now - started, sinceTry: now - sentAt });
       replies.push(line.slice(2));
       if (line === "# accept") acceptName = true;
       else if (line === "# decline-permanently") child.stdin.end();
@@ -86,7 +95,7 @@ export function runHookTries(env: NodeJS.ProcessEnv, tries: Try[], settings: Rec
     child.stdout.on("data", collect); // stdout is part of the control channel too
     child.stdin.on("error", () => undefined); // the hook may exit before reading everything
     child.on("error", reject);
-    child.on("close", (code) => resolve({ replies, messages, code }));
+    child.on("close", (code) => resolve({ replies, messages, code, timings }));
     child.stdin.write(settingsBytes(settings));
     sendNext();
   });
