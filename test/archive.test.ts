@@ -248,7 +248,7 @@ describeNix("signed archives with Nix 2.8", () => {
       return { path: p, references: stored.references, signature: signPath(stored, key), nar: dumpPath(p) };
     });
     const error = await refused(await collect(writeExportStream(items)), closure);
-    expect(error.code).toBe("archive-order");
+    expect(error.code).toBe("reference-order");
   });
 
   test("a store failure part-way removes what the run had added", async () => {

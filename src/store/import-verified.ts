@@ -17,7 +17,9 @@ export interface SpooledPath extends PathInfo {
   narFile: string;
 }
 
-type Refusal = Extract<SignatureVerdict, { valid: false }>["code"] | "duplicate" | "order" | "missing-reference";
+type Refusal = Extract<SignatureVerdict, { valid: false }>["code"] | "duplicate-path" | "reference-order" | "missing-reference";
+
+export type { Refusal };
 
 export interface VerifiedImportOptions {
   /** Keys whose signatures are accepted. */
@@ -78,7 +80,7 @@ async function verifyAll(items: readonly SpooledPath[], options: VerifiedImportO
   const position = new Map<string, number>();
   items.forEach((item, index) => {
     const where = `item ${index + 1} of ${items.length}`;
-    if (position.has(item.path)) throw refuse(`${item.path} appears twice (${where})`, "duplicate");
+    if (position.has(item.path)) throw refuse(`${item.path} appears twice (${where})`, "duplicate-path");
     position.set(item.path, index);
     const verdict = verifyPathSignatures(item, options.trustedKeys);
     if (!verdict.valid) throw refuse(`${verdict.reason} (${where})`, verdict.code);
@@ -90,7 +92,7 @@ async function verifyAll(items: readonly SpooledPath[], options: VerifiedImportO
     for (const reference of item.references) {
       const at = position.get(reference);
       if (at === undefined) outside.add(reference);
-      else if (at > index) throw refuse(`${item.path} refers to ${reference}, which comes later (dependencies must come first)`, "order");
+      else if (at > index) throw refuse(`${item.path} refers to ${reference}, which comes later (dependencies must come first)`, "reference-order");
     }
   });
   const valid = await store.client.queryValidPaths(outside, { lock: true });
@@ -98,7 +100,7 @@ async function verifyAll(items: readonly SpooledPath[], options: VerifiedImportO
   if (missing.length > 0) {
     const referrer = items.find((item) => item.references.includes(missing[0]!))!;
     throw refuse(
-      `${referrer.path} refers to ${missing[0]}, which is neither among them nor in the store` +
+      `${referrer.path} refers to ${missing[0]}, which is neither in the ${options.origin} nor in the store` +
         (missing.length > 1 ? ` (${missing.length} missing references in all)` : ""),
       "missing-reference",
     );

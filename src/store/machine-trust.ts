@@ -25,8 +25,8 @@ export function outputFixes(machine: BuildMachine): VerifiedImportOptions["fixes
     unsigned: `make ${machine.name} sign what it builds: set secret-key-files = /etc/nix/signing-key.sec in its nix.conf (nix-store --generate-binary-cache-key), then authorize its public key here`,
     "unknown-key": keyFix,
     "invalid-signature": `do not trust ${machine.name} until this is explained: the output does not match its signature (tampered or corrupted)`,
-    duplicate: "this is a bug in the machine's reply; run the build again",
-    order: "this is a bug in the machine's reply; run the build again",
+    "duplicate-path": "this is a bug in the machine's reply; run the build again",
+    "reference-order": "this is a bug in the machine's reply; run the build again",
     "missing-reference": `${machine.name}'s output refers to a path that is neither an input nor an output of the build; check the derivation`,
   };
 }
