@@ -6,7 +6,7 @@ import { asOffloadError, OffloadError } from "../errors.js";
 import { clockSkew, diskLow, nixStoreMissing, notTrusted, overloaded } from "../failures.js";
 import type { PublicKey, SecretKey } from "../nix/keys.js";
 import { readLoad } from "../remote/machine-link.js";
-import { readClockSkew, readDiskSpace, readNixConfig, readNixStoreVersion, storeFilesDir } from "../remote/probes.js";
+import { oneLine, readClockSkew, readDiskSpace, readNixConfig, readNixStoreVersion, storeFilesDir } from "../remote/probes.js";
 import { connectMachine, type ConnectOptions, type SshConnection } from "../remote/ssh.js";
 import { machineTrustedKeys } from "../store/machine-trust.js";
 import { openServeSession, type ServeSession } from "../store/serve-session.js";
@@ -76,7 +76,7 @@ export async function checkMachine(machine: BuildMachine, context: CheckContext,
       return true;
     } catch (error) {
       const failure = asOffloadError(error);
-      add({ step: name, status: "fail", detail: failure.message, code: failure.code, ...(failure.fix ? { fix: failure.fix } : {}), seconds: seconds() });
+      add({ step: name, status: "fail", detail: oneLine(failure.message), code: failure.code, ...(failure.fix ? { fix: failure.fix } : {}), seconds: seconds() });
       return false;
     }
   };
@@ -125,7 +125,7 @@ function connected(connection: SshConnection): string {
 }
 
 async function nixStoreStep(machine: BuildMachine, ssh: SshConnection, report: MachineReport): Promise<Passed> {
-  const version = await readNixStoreVersion(ssh);
+  const version = await readNixStoreVersion(ssh, machine.remoteStore);
   if (!version.found) {
     if (version.code === 127) throw nixStoreMissing(machine, version.stderr);
     throw new OffloadError(`nix-store --version failed on ${machine.name} (exit ${version.code ?? "signal"}): ${version.stderr || "no message"}`, {

@@ -34,7 +34,9 @@ const throwsToText = (parse: (v: string) => unknown): Check => (v) => {
     parse(v);
     return undefined;
   } catch (error) {
-    return (error as Error).message;
+    // The fix travels in the same line: a config problem is reported as text.
+    const fix = error instanceof OffloadError ? error.fix : undefined;
+    return `${(error as Error).message}${fix ? `; fix: ${fix}` : ""}`;
   }
 };
 

@@ -9,6 +9,11 @@ async function probe(connection: SshConnection, command: string): Promise<Remote
   return runRemote(connection, command, PROBE_TIMEOUT_MS);
 }
 
+/** Remote error text as one line: each failure is reported on one. */
+export function oneLine(text: string): string {
+  return text.split("\n").map((line) => line.trim()).filter((line) => line !== "").join(" | ");
+}
+
 function shellQuote(word: string): string {
   return `'${word.replace(/'/g, `'\\''`)}'`;
 }
@@ -82,10 +87,10 @@ export function storeFilesDir(storeUri: string | undefined): string {
 
 export type NixStoreVersion = { found: true; version: string } | { found: false; code: number | null; stderr: string };
 
-/** `nix-store --version` in a non-interactive session, as the serve protocol will run it. */
-export async function readNixStoreVersion(connection: SshConnection): Promise<NixStoreVersion> {
-  const result = await probe(connection, "nix-store --version");
-  if (result.code !== 0) return { found: false, code: result.code, stderr: result.stderr.trim() };
+/** `nix-store --version` in a non-interactive session, as the serve protocol will run it (on `store`, since Nix opens it even for this). */
+export async function readNixStoreVersion(connection: SshConnection, store?: string): Promise<NixStoreVersion> {
+  const result = await probe(connection, `nix-store${store === undefined ? "" : ` --store ${shellQuote(store)}`} --version`);
+  if (result.code !== 0) return { found: false, code: result.code, stderr: oneLine(result.stderr) };
   return { found: true, version: result.stdout.trim().replace(/^nix-store \(Nix\) /, "") };
 }
 
