@@ -24,8 +24,8 @@ trap 'say "tearing the lab down"; offload lab down --dir "$lab" --purge' EXIT
 offload lab up --dir "$lab" --builders 3 --address 127.0.9.11 --prefix demo
 export OFFLOAD_CONFIG_DIR=$lab/etc OFFLOAD_STATE_DIR=$lab/state OFFLOAD_CACHE_DIR=$lab/cache
 
-say "their machines.ts, as offload sees it"
-offload check --static
+say "checking every machine: SSH, host key, nix-store, trust, features, a signed round trip"
+offload check
 
 say "building the project with nix-build, offload-hook as the build hook, no local builds"
 result=$(nix-build scripts/demo/project.nix --argstr salt "$(date +%s%N)" \
@@ -36,5 +36,5 @@ say "who built what (each output carries its builder's signature, verified befor
 nix --extra-experimental-features nix-command path-info --recursive --sigs "$result" \
   | awk '{ name = $1; sub(/^\/nix\/store\/[^-]*-/, "", name); key = $2; sub(/:.*/, "", key); printf "  %-12s signed by %s\n", name, key }'
 
-say "the lab's machines now"
-offload lab status --dir "$lab"
+say "the machines now"
+offload status

@@ -90,6 +90,24 @@ describe("with a lab", () => {
     await waitFor(() => (agentLog(config).match(/listening on/g) ?? []).length === 2);
   });
 
+  test("an agent whose state dir is removed exits by itself", async () => {
+    const config = configDir("removed");
+    await build(config, `removed-${Date.now()}`);
+    await waitFor(() => agentLog(config).includes("listening on"));
+    const pid = Number(/\(pid (\d+)\)/.exec(agentLog(config))![1]);
+    removeDir(join(config, "state"));
+    const alive = () => {
+      try {
+        process.kill(pid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    for (let i = 0; i < 100 && alive(); i++) await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(alive()).toBe(false);
+  });
+
   test("OFFLOAD_AGENT=0 connects directly and starts no agent", async () => {
     const config = configDir("direct");
     await build(config, `direct-${Date.now()}`, { OFFLOAD_AGENT: "0" });

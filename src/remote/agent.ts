@@ -4,7 +4,7 @@
 // every derivation (like OpenSSH's ControlPersist, plus the warm store). Hooks reach it on
 // <stateDir>/agent.sock (mode 0600 in a root-owned directory: it speaks for root's keys).
 // One agent per state dir; it exits when idle.
-import { appendFileSync, chmodSync, unlinkSync } from "node:fs";
+import { appendFileSync, chmodSync, existsSync, unlinkSync } from "node:fs";
 import { createServer, type Socket } from "node:net";
 import { join } from "node:path";
 import { PassThrough } from "node:stream";
@@ -47,7 +47,13 @@ export async function runAgent(options: AgentOptions): Promise<void> {
   // The kernel lock makes this the only agent of the state dir; it dies with the process.
   const lock = await acquireSlot(options.stateDir, "\0agent", 1);
   if (!lock) return;
-  const log = (line: string) => appendFileSync(join(options.stateDir, "agent.log"), `${new Date().toISOString()} ${line}\n`);
+  const log = (line: string) => {
+    try {
+      appendFileSync(join(options.stateDir, "agent.log"), `${new Date().toISOString()} ${line}\n`);
+    } catch {
+      // the state dir is gone: the sweep below notices and ends the agent
+    }
+  };
   const machines = new Map<string, Machine>();
   let clients = 0;
   let lastActivity = Date.now();
@@ -71,8 +77,18 @@ export async function runAgent(options: AgentOptions): Promise<void> {
   chmodSync(socketPath, 0o600);
   log(`listening on ${socketPath} (pid ${process.pid})`);
 
+  const shutdown = (why: string) => {
+    clearInterval(sweep);
+    for (const machine of machines.values()) machine.connection.close();
+    machines.clear();
+    server.close();
+    void lock.release();
+    log(why);
+  };
   const sweep = setInterval(() => {
     const now = Date.now();
+    // Someone removed the state dir (or the socket): nobody can reach this agent any more.
+    if (!existsSync(socketPath)) return shutdown("socket removed, exiting");
     for (const [key, machine] of machines) {
       if (machine.active === 0 && now - machine.lastUsed > options.idleMs) {
         void machine.warm?.then((warm) => warm.process.close(), () => undefined);
@@ -80,12 +96,7 @@ export async function runAgent(options: AgentOptions): Promise<void> {
         machines.delete(key);
       }
     }
-    if (machines.size === 0 && clients === 0 && now - lastActivity > options.idleMs) {
-      clearInterval(sweep);
-      server.close();
-      void lock.release();
-      log("idle, exiting");
-    }
+    if (machines.size === 0 && clients === 0 && now - lastActivity > options.idleMs) shutdown("idle, exiting");
   }, Math.min(options.idleMs, 5000));
 
   async function serve(socket: Socket): Promise<void> {
