@@ -38,12 +38,16 @@ export function writeLabConfig(base: string, name: string, lab: Lab, records: Re
   chmodSync(join(configDir, "signing-key.sec"), 0o600);
   if (options.acl === undefined) copyFileSync(lab.acl, join(configDir, "acl"));
   else writeFileSync(join(configDir, "acl"), options.acl, { mode: 0o644 });
-  const lines = [
-    ...records.map((record) => `  buildMachine(${JSON.stringify(record)}),`),
-    ...(options.extra ? [`  ${options.extra},`] : []),
-  ];
-  writeFileSync(join(configDir, "machines.ts"), `import { buildMachine, localMachine } from "offload";\nexport default [\n${lines.join("\n")}\n];\n`, { mode: 0o644 });
+  writeMachinesTs(configDir, records, options.extra);
   return configDir;
+}
+
+/** <configDir>/machines.ts: a buildMachine() per record, then `extra` as is. */
+export function writeMachinesTs(configDir: string, records: Record<string, unknown>[], extra?: string): string {
+  const lines = [...records.map((record) => `  buildMachine(${JSON.stringify(record)}),`), ...(extra ? [`  ${extra},`] : [])];
+  const file = join(configDir, "machines.ts");
+  writeFileSync(file, `import { buildMachine, localMachine } from "offload";\nexport default [\n${lines.join("\n")}\n];\n`, { mode: 0o644 });
+  return file;
 }
 
 /** Environment for `offload` using that config dir, its own state dir and a shared compile cache. */
