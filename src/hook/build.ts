@@ -41,12 +41,7 @@ export async function buildOnMachine(job: BuildJob): Promise<void> {
   const name = job.link.machine.name;
   const drv = parseDerivation(await readFile(job.drvPath, "utf8"), job.drvPath);
   const remote = job.link.session.client;
-  const local = await openLocalStore();
-  try {
-    await uploadInputs(job, local.client, remote);
-  } finally {
-    await local.close();
-  }
+  await uploadInputs(job, remote);
   job.link.onStderr((chunk) => job.buildLog(chunk));
   const result = await remote.buildDerivation(job.drvPath, drv, buildInputs(drv, job.inputs), {
     maxSilentTime: job.settings.maxSilentTime,
@@ -63,10 +58,19 @@ function buildInputs(drv: Derivation, inputs: string[]): string[] {
 }
 
 /** Sends each input the machine lacks, dependencies first, signed by us so a remote Nix that checks signatures accepts it. */
-async function uploadInputs(job: BuildJob, local: ServeClient, remote: ServeClient): Promise<void> {
+async function uploadInputs(job: BuildJob, remote: ServeClient): Promise<void> {
   const present = await remote.queryValidPaths(job.inputs, { lock: true, substitute: job.link.machine.useSubstitutes || job.settings.buildersUseSubstitutes });
   const missing = job.inputs.filter((path) => !present.has(path));
-  if (missing.length === 0) return;
+  if (missing.length === 0) return; // the common case once a machine has the dependencies: no local nix-store started
+  const local = await openLocalStore();
+  try {
+    await uploadMissing(job, local.client, remote, missing);
+  } finally {
+    await local.close();
+  }
+}
+
+async function uploadMissing(job: BuildJob, local: ServeClient, remote: ServeClient, missing: string[]): Promise<void> {
   const infos = await local.queryPathInfos(missing);
   const absent = missing.filter((path) => !infos.has(path));
   if (absent.length > 0) {
