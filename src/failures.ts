@@ -4,7 +4,7 @@
 // check`, `offload explain` and the hook's log all word them the same way through here.
 import type { BuildMachine } from "../types/index.js";
 import { OffloadError } from "./errors.js";
-import type { ReasonCode } from "./select/select.js";
+import type { MachineReason, ReasonCode } from "./select/select.js";
 
 export function overloaded(machine: BuildMachine, load: number, threshold: number): OffloadError {
   return new OffloadError(`${machine.name} is overloaded: load ${load.toFixed(2)} per CPU > overloadThreshold ${threshold}`, {
@@ -93,6 +93,20 @@ export function selectionFix(code: ReasonCode, machine: BuildMachine, request: {
     case "slower":
       return undefined;
   }
+}
+
+/** The selection's reasons, each with its fix where there is one (explain and the hook's log show the same). */
+export function reasonsWithFixes(reasons: readonly MachineReason[], machines: readonly BuildMachine[], request: { system: string }): (MachineReason & { fix?: string })[] {
+  return reasons.map((reason) => {
+    const machine = machines.find((m) => m.name === reason.machine);
+    const fix = machine && selectionFix(reason.code, machine, request);
+    return fix ? { ...reason, fix } : { ...reason };
+  });
+}
+
+/** "name: detail — fix: …", the one line per machine of explain and the hook's log. */
+export function reasonLine(reason: MachineReason & { fix?: string }): string {
+  return `${reason.machine}: ${reason.detail}${reason.fix ? ` — fix: ${reason.fix}` : ""}`;
 }
 
 function mebibytes(bytes: number): string {

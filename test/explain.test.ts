@@ -110,9 +110,20 @@ describe("every reason a machine is passed over", () => {
     expect(lines).toHaveLength(2 + 8);
   });
 
+  test("the hook's log gives the same reasons with the same fixes", async () => {
+    const features = ["big-parallel", "kvm"];
+    const explained = await explain(env, ["--system", SYSTEM, "--features", features.join(","), "--max-jobs", "0"]);
+    const hook = await runHookTries(env, [{ amWilling: false, system: SYSTEM, drvPath: "/nix/store/00000000000000000000000000000000-x.drv", features }], { ...BASE_SETTINGS, "max-jobs": "0" });
+    expect(hook.replies).toEqual([explained.verdict]);
+    const log = hook.messages.join("\n");
+    expect(log).toContain(explained.summary);
+    for (const reason of explained.machines) expect(log).toContain(`  ${reason.machine}: ${reason.detail}${reason.fix ? ` — fix: ${reason.fix}` : ""}`);
+    expect(log).toMatch(/127\.0\.0\.28: does not build x86_64-linux \(systems: aarch64-linux\) — fix: if 127\.0\.0\.28 builds x86_64-linux, add it to systems/);
+  });
+
   test("--drv: system and requiredSystemFeatures come from the derivation", async () => {
     const expression = `derivation { name = "explain-kvm"; system = "${SYSTEM}"; builder = "/bin/sh"; args = ["-c" "echo > $out"]; requiredSystemFeatures = [ "kvm" ]; }`;
-    const drvPath = execFileSync("nix-instantiate", ["--expr", expression], { encoding: "utf8" }).trim();
+    const drvPath = execFileSync("nix-instantiate", ["--expr", expression], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] }).trim();
     const explained = await explain(env, ["--drv", drvPath, "--max-jobs", "0"]);
     expect(explained.request).toEqual({ system: SYSTEM, requiredFeatures: ["kvm"], amWilling: false, drvPath });
     expect(byMachine(explained)).toMatchObject({ "127.0.0.21": "chosen", "127.0.0.23": "missing-feature" });

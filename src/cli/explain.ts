@@ -7,7 +7,7 @@ import { promisify } from "node:util";
 import type { Command } from "commander";
 import { loadConfig } from "../config/load.js";
 import { OffloadError } from "../errors.js";
-import { selectionFix } from "../failures.js";
+import { reasonLine, reasonsWithFixes } from "../failures.js";
 import { interpretSettings } from "../hook/settings.js";
 import { parseDerivation } from "../nix/drv.js";
 import { parseNixConfig } from "../remote/probes.js";
@@ -53,11 +53,7 @@ async function explain(options: ExplainOptions): Promise<void> {
     states: await currentStates(config.machines, request, stateDir()),
     restriction: settings.restriction,
   });
-  const machines = decision.reasons.map((reason) => {
-    const machine = config.machines.find((m) => m.name === reason.machine)!;
-    const fix = selectionFix(reason.code, machine, request);
-    return { ...reason, ...(fix ? { fix } : {}) };
-  });
+  const machines = reasonsWithFixes(decision.reasons, config.machines, request);
   if (options.json) {
     const { verdict, summary, local } = decision;
     const candidates = decision.candidates.map((m) => m.name);
@@ -67,7 +63,7 @@ async function explain(options: ExplainOptions): Promise<void> {
   const lines = [`${decision.verdict}: ${decision.summary}`, `local: ${decision.local}`];
   for (const reason of machines) {
     const mark = reason.code === "chosen" ? "✓" : reason.code === "slower" || reason.code === "local-better" ? "·" : "✗";
-    lines.push(`${mark} ${reason.machine}: ${reason.detail}${reason.fix ? ` — fix: ${reason.fix}` : ""}`);
+    lines.push(`${mark} ${reasonLine(reason)}`);
   }
   process.stdout.write(`${lines.join("\n")}\n`);
 }

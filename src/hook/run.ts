@@ -1,10 +1,12 @@
 // The build hook, start to end: settings → machines.ts → for each "try": decide and reply;
 // after an accept: build on the machine, verify, import, exit with Nix's status codes.
+import type { BuildMachine } from "../../types/index.js";
 import { loadConfig, type LoadedConfig } from "../config/load.js";
 import { OffloadError, asOffloadError, formatError } from "../errors.js";
+import { reasonLine, reasonsWithFixes } from "../failures.js";
 import { readSecretKeyFile } from "../nix/keys.js";
 import { recordFacts } from "../select/machine-facts.js";
-import type { Decision } from "../select/select.js";
+import type { BuildRequest, Decision } from "../select/select.js";
 import { stateDir } from "../select/state-dir.js";
 import { readAcl } from "../store/acl.js";
 import { checkPrivate, secretKeyPath } from "../store/config-dir.js";
@@ -34,7 +36,7 @@ export async function runHook(io: HookIo, env: NodeJS.ProcessEnv = process.env):
       if (!request) return EXIT.success;
       const claim = await claimMachine(request, { config, settings, stateDir: state, say, warn, useAgent: env.OFFLOAD_AGENT !== "0" });
       if (claim.verdict !== "accept") {
-        explain(channel, claim.decision, claim.verdict);
+        explain(channel, claim.decision, claim.verdict, config.machines, request);
         channel.reply(claim.verdict);
         continue;
       }
@@ -82,8 +84,8 @@ async function declinePermanently(channel: HookChannel): Promise<number> {
 }
 
 /** Why a build stays local or waits: shown at a level that matches how surprising it is. */
-function explain(channel: HookChannel, decision: Decision, verdict: string): void {
-  const reasons = decision.reasons.map((r) => `  ${r.machine}: ${r.detail}`).join("\n");
+function explain(channel: HookChannel, decision: Decision, verdict: string, machines: readonly BuildMachine[], request: BuildRequest): void {
+  const reasons = reasonsWithFixes(decision.reasons, machines, request).map((r) => `  ${reasonLine(r)}`).join("\n");
   const surprising = verdict === "decline" && decision.local.startsWith("the local machine cannot");
   channel.message(surprising ? Level.Warn : Level.Talkative, `offload: ${decision.summary}; ${decision.local}${reasons ? `\n${reasons}` : ""}`);
 }
