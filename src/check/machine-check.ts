@@ -55,6 +55,10 @@ export interface CheckContext {
   connectOptions?: ConnectOptions;
 }
 
+/** Seconds a step may take; the round trip includes a build (its own limit is 120 s). */
+const STEP_TIMEOUT_S = 60;
+const ROUND_TRIP_TIMEOUT_S = 180;
+
 /** A step's outcome when it does not fail: the detail line, and a warning if any. */
 type Passed = { detail: string; warning?: OffloadError };
 
@@ -69,8 +73,17 @@ export async function checkMachine(machine: BuildMachine, context: CheckContext,
   const step = async (name: StepName, body: () => Promise<Passed>): Promise<boolean> => {
     const begun = Date.now();
     const seconds = () => (Date.now() - begun) / 1000;
+    let timer: NodeJS.Timeout | undefined;
+    const limit = name === "round-trip" ? ROUND_TRIP_TIMEOUT_S : STEP_TIMEOUT_S;
+    // A machine that stops answering must fail this step, not hang the whole check.
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new OffloadError(`${machine.name} did not finish the ${name} step within ${limit} s`, { code: "step-timeout", fix: `log in to ${machine.name} and look for a hung nix-store or nix-daemon (or a full disk)` })),
+        limit * 1000,
+      );
+    });
     try {
-      const passed = await body();
+      const passed = await Promise.race([body(), timeout]);
       const warning = passed.warning;
       add(warning ? { step: name, status: "warn", detail: warning.message, code: warning.code, fix: warning.fix, seconds: seconds() } : { step: name, status: "ok", detail: passed.detail, seconds: seconds() });
       return true;
@@ -78,6 +91,8 @@ export async function checkMachine(machine: BuildMachine, context: CheckContext,
       const failure = asOffloadError(error);
       add({ step: name, status: "fail", detail: oneLine(failure.message), code: failure.code, ...(failure.fix ? { fix: failure.fix } : {}), seconds: seconds() });
       return false;
+    } finally {
+      clearTimeout(timer);
     }
   };
   const skip = (names: StepName[], why: string) => names.forEach((name) => add({ step: name, status: "skipped", detail: why, seconds: 0 }));
