@@ -17,7 +17,7 @@ export function timedCommand(command: string, args: readonly string[], options: 
     const started = process.hrtime.bigint();
     const child = spawn(command, args, { stdio: [stdin, stdout, "pipe"] });
     let stderr = "";
-    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+    child.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
     child.on("error", reject);
     child.on("close", (code) => {
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
