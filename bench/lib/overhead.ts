@@ -2,10 +2,12 @@
 // time) through offload-hook and through Nix's build-remote, alternating, on the same
 // loopback builder; plus the same build locally with no hook, the floor both pay anyway.
 import { freshSalt, writeExpressions } from "./derivations.js";
+import { sshArgs } from "../../src/lab/index.js";
 import { withLab } from "./lab.js";
 import { timedNixBuild, type Builder } from "./nix-build.js";
 import { ms, type Row } from "./report.js";
 import { median } from "./stats.js";
+import { timedCommand } from "./timed.js";
 
 export interface OverheadOptions {
   repetitions: number;
@@ -16,6 +18,8 @@ export interface OverheadResult {
   offload: number[];
   nix: number[];
   local: number[];
+  /** `ssh <alias> true`: one connection's cost, which both tools pay per build. */
+  ssh: number[];
   rows: Row[];
 }
 
@@ -26,7 +30,8 @@ export function measureOverhead(options: OverheadOptions): Promise<OverheadResul
   return withLab("p1", { builders: 1, builderSpecs: [{ features: [], mandatoryFeatures: [], speed: 1, parallelBuilds: 1 }] }, async (bench) => {
     const { trivial } = writeExpressions(bench.work);
     const builders: Record<"offload" | "nix" | "local", Builder> = { offload: { kind: "offload", maxJobs: 0 }, nix: { kind: "nix" }, local: { kind: "local" } };
-    const times: Record<keyof typeof builders, number[]> = { offload: [], nix: [], local: [] };
+    const times: Record<keyof typeof builders | "ssh", number[]> = { offload: [], nix: [], local: [], ssh: [] };
+    const connect = () => timedCommand("ssh", sshArgs(bench.lab, bench.lab.builders[0]!, "true"));
     const order = Object.keys(builders) as (keyof typeof builders)[];
     // Not counted: compiles offload's config cache and warms ssh, Nix and the page cache for all three.
     for (const kind of order) await timedNixBuild(bench, builders[kind], [trivial, "--argstr", "salt", freshSalt("warm")]);
@@ -36,13 +41,15 @@ export function measureOverhead(options: OverheadOptions): Promise<OverheadResul
         const run = await timedNixBuild(bench, builders[kind], [trivial, "--argstr", "salt", freshSalt(`p1-${kind}`)]);
         times[kind].push(run.ms);
       }
+      times.ssh.push(await connect());
       options.log(`P1 ${i + 1}/${options.repetitions}: offload ${ms(times.offload.at(-1)!)}, nix ${ms(times.nix.at(-1)!)}, local ${ms(times.local.at(-1)!)}`);
     }
     const [offload, nix, floor] = [median(times.offload), median(times.nix), median(times.local)];
     const ratio = (offload - floor) / (nix - floor);
     const rows: Row[] = [
       { benchmark: "P1", measure: `trivial build, median of ${options.repetitions}`, offload: ms(offload), other: `Nix ${ms(nix)}`, ratio: `${(offload / nix).toFixed(2)}×`, target: `≤ ${TARGET}× Nix`, met: offload / nix <= TARGET },
-      { benchmark: "P1", measure: "local build, no hook (floor)", offload: "", other: ms(floor), ratio: "", target: "" },
+      { benchmark: "P1", measure: "local build, no builders (floor)", offload: "", other: ms(floor), ratio: "", target: "" },
+      { benchmark: "P1", measure: "one ssh connection (ssh <alias> true), for scale", offload: "", other: ms(median(times.ssh)), ratio: "", target: "" },
       {
         benchmark: "P1",
         measure: "overhead = median − floor",
