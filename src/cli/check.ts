@@ -80,6 +80,7 @@ async function checkRemote(loaded: LoadedConfig, machines: BuildMachine[], optio
     minFreeBytes: numberOption(options.minFree, "--min-free") * 1024 * 1024,
     maxClockSkew: numberOption(options.maxClockSkew, "--max-clock-skew"),
   };
+  if (machines.length === 0 && !options.json) return; // nothing to contact: the static part said it all
   if (!options.json) process.stdout.write(`\nchecking ${machines.length} machine${machines.length === 1 ? "" : "s"}:\n`);
   const progress = options.json ? undefined : createProgress(machines.map((m) => m.name), process.stdout);
   // Never aborting on one machine: checkMachine reports failures instead of throwing.

@@ -20,7 +20,7 @@ export function registerStatus(program: Command): void {
     .argument("[regex]", "only the machines whose name matches")
     .description("each machine's reachability, load, build slots, free store space, uptime, clock and last build")
     .option("--json", "print the status as JSON")
-    .option("--watch", `refresh in place every ${WATCH_INTERVAL_MS / 1000} s until Ctrl-C`)
+    .option("--watch", `refresh in place every ${WATCH_INTERVAL_MS / 1000} s until Ctrl-C (with --json: one document per line)`)
     .option("--config <file>", "machines.ts to use (default: $OFFLOAD_CONFIG or /etc/offload/machines.ts)")
     .action(async (regex: string | undefined, options: StatusOptions) => {
       const config = await loadConfig({ config: options.config });
@@ -34,9 +34,9 @@ export function registerStatus(program: Command): void {
       }
       for (;;) {
         const statuses = await gather();
-        const text = options.json ? JSON.stringify({ config: config.path, at: Date.now(), machines: statuses }) : formatStatus(statuses);
-        // Home and clear screen, then the new picture: refreshed in place.
-        process.stdout.write(`\x1b[H\x1b[2J${new Date().toLocaleTimeString()}  offload status (every ${WATCH_INTERVAL_MS / 1000} s, Ctrl-C ends)\n${text}\n`);
+        // For scripts, one JSON document per line; for people, home and clear screen, then the new picture.
+        if (options.json) process.stdout.write(`${JSON.stringify({ config: config.path, at: Date.now(), machines: statuses })}\n`);
+        else process.stdout.write(`\x1b[H\x1b[2J${new Date().toLocaleTimeString()}  offload status (every ${WATCH_INTERVAL_MS / 1000} s, Ctrl-C ends)\n${formatStatus(statuses)}\n`);
         await new Promise((resolve) => setTimeout(resolve, WATCH_INTERVAL_MS));
       }
     });
