@@ -52,7 +52,7 @@ export function measureBatch(options: BatchOptions): Promise<Row[]> {
       const offload = median(times[v]!);
       return {
         benchmark: "P2",
-        measure: `${LEAVES} leaves, 2 slots: ${name}${v === 1 ? `; built ${placements.join(" / ")}` : ""}`,
+        measure: `${LEAVES} leaves, 2 slots: ${name}${v === 1 ? `; built ${[...new Set(placements)].join(" or ")}` : ""}`,
         offload: seconds(offload),
         other: `Nix ${seconds(nix)}`,
         ratio: `${(nix / offload).toFixed(2)}× faster`,

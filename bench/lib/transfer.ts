@@ -1,11 +1,13 @@
 // P3, transfer: a derivation with a big input (one big file + thousands of small ones, added
 // to the store beforehand) whose output is small (measures upload), and one that copies the
 // input to its output (measures download, the input already on the builder). Compared with
-// Nix's build-remote and with raw `ssh <alias> 'cat > /dev/null'` of the same NAR bytes.
+// Nix's build-remote and with raw `ssh <alias> 'cat > /dev/null'` of the same NAR bytes, and
+// with ssh piped into `nix-store --restore` (the files written on the receiving side, but no
+// store registration): the part of the gap that writing the files explains.
 // Each side's fixed cost (a trivial build; `ssh <alias> true`) is measured alongside and
 // subtracted, so the rates are those of the bytes, not of connection setup.
 import { mkdtempSync, rmSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { sshArgs } from "../../src/lab/index.js";
 import { run } from "../../src/lab/run.js";
 import { freshSalt, writeExpressions } from "./derivations.js";
@@ -65,6 +67,7 @@ export function measureTransfer(options: TransferOptions): Promise<Row[]> {
 }
 
 async function compare(bench: BenchLab, options: TransferOptions, input: string, nar: string, inputSize: number): Promise<Row[]> {
+  const scratch = dirname(nar);
   const { lab } = bench;
   const builder = lab.builders[0]!;
   const onBuilder = (command: string) => run("ssh", sshArgs(lab, builder, command), { timeoutMs: 600_000 });
@@ -74,8 +77,8 @@ async function compare(bench: BenchLab, options: TransferOptions, input: string,
     timedNixBuild(bench, TOOLS[tool], [bigInput, "--argstr", "salt", freshSalt(`p3-${tool}`), "--argstr", "input", input, "--argstr", "output", output]);
 
   const times = {
-    upload: { offload: [] as number[], nix: [] as number[], ssh: [] as number[] },
-    download: { offload: [] as number[], nix: [] as number[], ssh: [] as number[] },
+    upload: { offload: [] as number[], nix: [] as number[], ssh: [] as number[], restore: [] as number[] },
+    download: { offload: [] as number[], nix: [] as number[], ssh: [] as number[], restore: [] as number[] },
     fixed: { offload: [] as number[], nix: [] as number[], ssh: [] as number[] },
   };
   let outputSize = 0;
@@ -90,6 +93,9 @@ async function compare(bench: BenchLab, options: TransferOptions, input: string,
       times.upload[tool].push((await build(tool, "small")).ms);
     }
     times.upload.ssh.push(await ssh("cat > /dev/null", { stdinFile: nar }));
+    const restored = join(scratch, "restored"); // loopback: the builder's side is this file system
+    times.upload.restore.push(await ssh(`nix-store --restore ${restored}`, { stdinFile: nar }));
+    rmSync(restored, { recursive: true, force: true });
     for (const tool of tools) {
       const run = await build(tool, "large"); // the input is on the builder since the uploads
       times.download[tool].push(run.ms);
@@ -99,6 +105,8 @@ async function compare(bench: BenchLab, options: TransferOptions, input: string,
       await runLocal(DELETE(output));
     }
     times.download.ssh.push(await ssh(`cat ${nar}`)); // loopback: the builder reads the same file
+    times.download.restore.push(await timedCommand("sh", ["-c", `"$@" | nix-store --restore ${restored}`, "sh", "ssh", ...sshArgs(lab, builder, `cat ${nar}`)]));
+    rmSync(restored, { recursive: true, force: true });
     for (const tool of tools) times.fixed[tool].push((await timedNixBuild(bench, TOOLS[tool], [trivial, "--argstr", "salt", freshSalt(`p3-fixed-${tool}`)])).ms);
     times.fixed.ssh.push(await ssh("true"));
     options.log(
@@ -111,16 +119,25 @@ async function compare(bench: BenchLab, options: TransferOptions, input: string,
   const rows: Row[] = [];
   for (const direction of ["upload", "download"] as const) {
     const bytes = direction === "upload" ? inputSize : outputSize;
-    const rate = (who: keyof typeof fixed) => bytes / MIB / ((median(times[direction][who]) - fixed[who]) / 1000);
-    const [offload, nix, ssh] = [rate("offload"), rate("nix"), rate("ssh")];
+    // A transfer faster than the noise in the fixed cost has no meaningful rate: Infinity, shown as such.
+    const rate = (who: keyof (typeof times)["upload"]) => bytes / MIB / (Math.max(0, median(times[direction][who]) - fixed[who === "restore" ? "ssh" : who]) / 1000);
+    const [offload, nix, ssh, restore] = [rate("offload"), rate("nix"), rate("ssh"), rate("restore")];
     rows.push({
       benchmark: "P3",
       measure: `${direction} ${(bytes / MIB).toFixed(0)} MiB NAR (${options.bigMiB} MiB file + ${options.smallFiles} files), median of ${options.repetitions}`,
-      offload: `${offload.toFixed(0)} MiB/s (${seconds(median(times[direction].offload))} whole build)`,
-      other: `raw ssh ${ssh.toFixed(0)} MiB/s; Nix ${nix.toFixed(0)} MiB/s (${seconds(median(times[direction].nix))})`,
+      offload: `${mibs(offload)} (${seconds(median(times[direction].offload))} whole build)`,
+      other: `raw ssh ${mibs(ssh)}; Nix ${mibs(nix)} (${seconds(median(times[direction].nix))})`,
       ratio: `${(offload / ssh).toFixed(2)}× ssh, ${(offload / nix).toFixed(2)}× Nix`,
       target: `≥ ${TARGET}× raw ssh`,
       met: offload / ssh >= TARGET,
+    });
+    rows.push({
+      benchmark: "P3",
+      measure: `${direction}: ssh | nix-store --restore (files written, not registered in a store)`,
+      offload: "",
+      other: mibs(restore),
+      ratio: `${(offload / restore).toFixed(2)}× this`,
+      target: "",
     });
   }
   rows.push({
@@ -132,6 +149,10 @@ async function compare(bench: BenchLab, options: TransferOptions, input: string,
     target: "",
   });
   return rows;
+}
+
+function mibs(rate: number): string {
+  return Number.isFinite(rate) ? `${rate.toFixed(0)} MiB/s` : "∞ MiB/s (within the fixed cost's noise)";
 }
 
 function runLocal(command: string): Promise<unknown> {
