@@ -168,27 +168,73 @@ describe("the remote Nix", () => {
     });
   });
 
-  test("remote user not trusted by the remote nix-daemon", async () => {
+  describe("a non-root login whose Nix goes through a nix-daemon (trusted-users = root)", () => {
     const user = "offload-catalogue";
-    execFileSync("sh", ["-c", `id ${user} >/dev/null 2>&1 || useradd --system --shell /bin/sh --no-create-home ${user}`]);
-    // Not locked ("!"), or sshd refuses the login before any key is tried.
-    execFileSync("usermod", ["-p", "*", user]);
-    // A nix-daemon of its own (default trusted-users = root) that the user's nix-store --serve goes through.
-    const daemonDir = join(dir, "daemon");
-    mkdirSync(daemonDir, { mode: 0o755 });
-    const conf = join(daemonDir, "nix.conf");
-    writeFileSync(conf, `store = ${join(daemonDir, "store")}\nextra-sandbox-paths = /bin /lib /lib64 /usr\nsubstituters =\ntrusted-public-keys = ${lab.signingKey}\n`);
-    const socket = join(daemonDir, "socket");
-    const daemon: ChildProcess = spawn("nix-daemon", [], { env: { ...process.env, NIX_USER_CONF_FILES: conf, NIX_DAEMON_SOCKET_PATH: socket }, stdio: "ignore" });
-    try {
+    const daemons: ChildProcess[] = [];
+    // The user must reach the daemon's socket: not under root's 0700 home, where the test's files are.
+    const shared = `/var/lib/offload-catalogue-${process.pid}`;
+
+    beforeAll(() => {
+      execFileSync("sh", ["-c", `id ${user} >/dev/null 2>&1 || useradd --system --shell /bin/sh --no-create-home ${user}`]);
+      // Not locked ("!"), or sshd refuses the login before any key is tried.
+      execFileSync("usermod", ["-p", "*", user]);
+      mkdirSync(shared, { mode: 0o755 });
+    });
+
+    afterAll(async () => {
+      await Promise.all(daemons.map((daemon) => new Promise((resolve) => (daemon.exitCode === null ? (daemon.once("exit", resolve), daemon.kill()) : resolve(undefined)))));
+      execFileSync("chmod", ["-R", "u+w", shared]);
+      removeDir(shared);
+    });
+
+    /** A nix-daemon of its own with these extra settings; returns its socket. */
+    async function startDaemon(name: string, settings: string): Promise<string> {
+      const daemonDir = join(shared, name);
+      mkdirSync(daemonDir, { mode: 0o755 });
+      const conf = join(daemonDir, "nix.conf");
+      writeFileSync(conf, `store = ${join(daemonDir, "store")}\nextra-sandbox-paths = /bin /lib /lib64 /usr\nsubstituters =\n${settings}`);
+      const socket = join(daemonDir, "socket");
+      daemons.push(spawn("nix-daemon", [], { env: { ...process.env, NIX_USER_CONF_FILES: conf, NIX_DAEMON_SOCKET_PATH: socket }, stdio: "ignore" }));
       for (let i = 0; i < 100 && !existsSync(socket); i++) await new Promise((resolve) => setTimeout(resolve, 50));
+      return socket;
+    }
+
+    /** Runs `body` while the user's sessions on b1 read trusted-users = root <user> (the daemon still trusts root only). */
+    async function withClaimedTrust<T>(body: () => Promise<T>): Promise<T> {
+      const original = readFileSync(b1.nixConf, "utf8");
+      writeFileSync(b1.nixConf, `${original}trusted-users = root ${user}\n`);
+      try {
+        return await body();
+      } finally {
+        writeFileSync(b1.nixConf, original);
+      }
+    }
+
+    test("remote user not trusted, seen in the machine's Nix settings", async () => {
+      const socket = await startDaemon("daemon-trusting-our-key", `trusted-public-keys = ${lab.signingKey}\n`);
       const checked = await check(labRecord(lab, b1, { user, remoteStore: `unix://${socket}` }));
       expectFailure(checked, "store", "remote-not-trusted", new RegExp(`does not trust user ${user} \\(trusted-users = root\\)`), new RegExp(`add ${user} to trusted-users in \\S+'s /etc/nix/nix.conf`));
       expect(checked.step("connect").status).toBe("ok");
       expect(checked.step("round-trip").status).toBe("skipped");
-    } finally {
-      daemon.kill();
-    }
+    });
+
+    test("remote user not trusted, refused by the daemon itself when the settings claim otherwise", async () => {
+      const socket = await startDaemon("daemon-refusing-builds", `trusted-public-keys = ${lab.signingKey}\n`);
+      await withClaimedTrust(async () => {
+        const checked = await check(labRecord(lab, b1, { user, remoteStore: `unix://${socket}` }));
+        expect(checked.step("store").status).toBe("ok");
+        // Our signed path is accepted (the daemon trusts our key); the build is not.
+        expectFailure(checked, "round-trip", "remote-not-trusted", /does not trust this SSH user: .*not privileged to build input-addressed derivations/, /add the SSH user to trusted-users/);
+      });
+    });
+
+    test("our signing key not trusted: the signed test path is refused", async () => {
+      const socket = await startDaemon("daemon-without-our-key", "");
+      await withClaimedTrust(async () => {
+        const checked = await check(labRecord(lab, b1, { user, remoteStore: `unix://${socket}` }));
+        expectFailure(checked, "round-trip", "remote-not-trusted", /refused a test path signed with offload's key \S+: its Nix does not trust that key/, new RegExp(`add ${lab.signingKey.replace(/[+/]/g, "\\$&")} to trusted-public-keys`));
+      });
+    });
   });
 
   test("remote not signing outputs (no secret-key-files)", async () => {
