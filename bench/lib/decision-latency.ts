@@ -99,7 +99,8 @@ export async function measureDecisionLatency(options: DecisionOptions): Promise<
       ...scenario(`postpone (${FLEET_SIZE} machines, all ${slots} x86 slots held)`, postpone),
       row(`process start → first reply (cached config), median of ${starts.length}`, median(starts), TARGET_FIRST),
       row(`process start → first reply, p99 of ${starts.length}`, percentile(starts, 99), undefined),
-      row(`process start → accept (1 loopback machine, SSH connect included), median of ${accepts.length}`, median(accepts), undefined),
+      row(`1 loopback machine: process start → accept (SSH connect included), median of ${accepts.accept.length}`, median(accepts.accept), undefined),
+      row(`1 loopback machine: process start → decline, nothing to probe or connect`, median(accepts.bare), undefined),
     ];
   } finally {
     await Promise.all(held.map((slot) => slot.release()));
@@ -107,18 +108,28 @@ export async function measureDecisionLatency(options: DecisionOptions): Promise<
   }
 }
 
-/** Start → "# accept" on a one-builder lab: what the daemon waits for before each remote build. */
-function measureAccepts(options: DecisionOptions): Promise<number[]> {
+/**
+ * Start → "# accept" on a one-builder lab: what the daemon waits for before each remote
+ * build. Alternated with start → decline for a system the machine does not build (no slot,
+ * no connection) on the same config: the difference is what claiming and connecting cost.
+ */
+function measureAccepts(options: DecisionOptions): Promise<{ accept: number[]; bare: number[] }> {
   return withLab("p4", { builders: 1, builderSpecs: [{ features: [], mandatoryFeatures: [], speed: 1, parallelBuilds: 1 }] }, async (bench) => {
     const env = offloadEnv(bench);
-    const times: number[] = [];
+    const times = { accept: [] as number[], bare: [] as number[] };
+    const foreign: Try = { amWilling: false, system: "riscv64-linux", drvPath: DRV };
     // The first also compiles the config cache: not counted.
     for (let i = 0; i <= options.accepts; i++) {
       const run = await runHookTries(env, tries(1, false));
       if (!run.replies[0]?.startsWith("accept")) throw new Error(`expected an accept from the lab's builder, got "${run.replies[0] ?? "nothing"}" (${run.messages.slice(-3).join(" / ")})`);
-      if (i > 0) times.push(run.timings[0]!.sinceStart);
+      const bare = await runHookTries(env, [foreign]);
+      expectReplies(bare, "decline", "a system no machine builds");
+      if (i > 0) {
+        times.accept.push(run.timings[0]!.sinceStart);
+        times.bare.push(bare.timings[0]!.sinceStart);
+      }
     }
-    options.log(`P4: start → accept median ${ms(median(times))}`);
+    options.log(`P4: start → accept median ${ms(median(times.accept))}, start → decline without probing ${ms(median(times.bare))}`);
     return times;
   });
 }
