@@ -61,7 +61,9 @@ async function check(record: Record<string, unknown>, options: { args?: string[]
 
 /** The step failed with `code`, and the text output says cause and fix on one line. */
 function expectFailure(checked: Checked, step: string, code: string, cause: RegExp, fix: RegExp): void {
-  expect(checked.step(step)).toMatchObject({ status: "fail", code });
+  const result = checked.step(step);
+  // As one string, so that a mismatch shows what the step said.
+  expect(`${result.status} ${result.code} ${result.detail}`).toMatch(new RegExp(`^fail ${code} `));
   expect(checked.code).toBe(1);
   const line = checked.line(step)!;
   expect(line).toMatch(new RegExp(`^✗ \\S+ ${step}: `));
@@ -216,6 +218,19 @@ describe("the remote Nix", () => {
       expectFailure(checked, "store", "remote-not-trusted", new RegExp(`does not trust user ${user} \\(trusted-users = root\\)`), new RegExp(`add ${user} to trusted-users in \\S+'s /etc/nix/nix.conf`));
       expect(checked.step("connect").status).toBe("ok");
       expect(checked.step("round-trip").status).toBe("skipped");
+    });
+
+    test("remote user not even allowed to connect (allowed-users)", async () => {
+      const socket = await startDaemon("daemon-allowing-root", "allowed-users = root\n");
+      await withClaimedTrust(async () => {
+        const checked = await check(labRecord(lab, b1, { user, remoteStore: `unix://${socket}` }));
+        expectFailure(checked, "store", "remote-not-trusted", new RegExp(`the nix-daemon on \\S+ does not let ${user} connect \\(allowed-users\\)`), new RegExp(`add ${user} to allowed-users`));
+      });
+    });
+
+    test("no nix-daemon where the store says", async () => {
+      const checked = await check(labRecord(lab, b1, { user, remoteStore: `unix://${shared}/no-daemon-socket` }));
+      expectFailure(checked, "store", "remote-daemon-down", /no nix-daemon listens at \S+no-daemon-socket on \S+/, /systemctl start nix-daemon/);
     });
 
     test("remote user not trusted, refused by the daemon itself when the settings claim otherwise", async () => {

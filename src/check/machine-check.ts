@@ -5,6 +5,7 @@ import type { BuildMachine } from "../../types/index.js";
 import { asOffloadError, OffloadError } from "../errors.js";
 import { clockSkew, diskLow, nixStoreMissing, notTrusted, overloaded } from "../failures.js";
 import type { PublicKey, SecretKey } from "../nix/keys.js";
+import { DEFAULT_STORE_DIR } from "../nix/store-path.js";
 import { readLoad } from "../remote/machine-link.js";
 import { oneLine, readClockSkew, readDiskSpace, readNixConfig, readNixStoreVersion, storeFilesDir } from "../remote/probes.js";
 import { connectMachine, type ConnectOptions, type SshConnection } from "../remote/ssh.js";
@@ -114,7 +115,7 @@ export async function checkMachine(machine: BuildMachine, context: CheckContext,
       const storeOk = await step("store", async () => {
         session = await openServeSession(ssh, { remoteStore: machine.remoteStore, label: machine.name, stderrTail: () => tail });
         session.process.stderr.on("data", (chunk: Buffer) => (tail = (tail + chunk.toString()).slice(-4096)));
-        return storeStep(machine, session, nixConfig);
+        return await storeStep(machine, session, nixConfig);
       });
       const capabilities = nixConfig ? remoteCapabilities(nixConfig.settings) : undefined;
       await step("capabilities", () => capabilitiesStep(machine, capabilities, report));
@@ -152,13 +153,38 @@ async function nixStoreStep(machine: BuildMachine, ssh: SshConnection, report: M
   return { detail: `nix-store ${version.version}` };
 }
 
-function storeStep(machine: BuildMachine, session: ServeSession, nixConfig: Awaited<ReturnType<typeof readNixConfig>>): Passed {
+/** A path nobody has: asking for it makes the server really open its store (a daemon connects only when used). */
+const ABSENT_PATH = `${DEFAULT_STORE_DIR}/${"0".repeat(32)}-offload-check-absent`;
+
+async function storeStep(machine: BuildMachine, session: ServeSession, nixConfig: Awaited<ReturnType<typeof readNixConfig>>): Promise<Passed> {
+  try {
+    await session.client.queryValidPaths([ABSENT_PATH]);
+  } catch (error) {
+    throw daemonRefusal(machine, nixConfig?.user ?? machine.user ?? "this user", asOffloadError(error));
+  }
   const version = `${session.client.remoteVersion >> 8}.${session.client.remoteVersion & 0xff}`;
   const store = machine.remoteStore ?? nixConfig?.settings.get("store") ?? "auto";
   if (!nixConfig) return { detail: `serve protocol ${version} on store ${store}; trust unknown (no nix show-config)` };
   const trust = { user: nixConfig.user, groups: nixConfig.groups, storeSetting: nixConfig.settings.get("store"), remoteStore: machine.remoteStore, trustedUsers: nixConfig.settings.get("trusted-users") };
   if (!isTrusted(trust)) throw notTrusted(machine, nixConfig.user, trust.trustedUsers ?? "");
   return { detail: `serve protocol ${version} on store ${store}, user ${nixConfig.user} may build` };
+}
+
+/** What the remote Nix said when its daemon would not serve this login, as cause and fix; other failures unchanged. */
+function daemonRefusal(machine: BuildMachine, user: string, failure: OffloadError): OffloadError {
+  const socket = /remote store '([^']+)'|socket at '([^']+)'/.exec(failure.message)?.slice(1).find((s) => s) ?? "its socket";
+  const refusal = (message: string, code: string, fix: string) => new OffloadError(message, { code, fix, cause: failure });
+  // Nix 2.8's daemon hangs up on users outside allowed-users before saying anything.
+  if (/not allowed to connect|cannot open connection to remote store.*(Broken pipe|Connection reset)/.test(failure.message)) {
+    return refusal(`the nix-daemon on ${machine.name} does not let ${user} connect (allowed-users)`, "remote-not-trusted", `add ${user} to allowed-users (and to trusted-users, to build) in ${machine.name}'s /etc/nix/nix.conf, then restart its nix-daemon`);
+  }
+  if (/cannot connect to socket at .*Permission denied/.test(failure.message)) {
+    return refusal(`${user} may not open the nix-daemon socket ${socket} on ${machine.name}`, "remote-not-trusted", `let ${user} reach ${socket} on ${machine.name} (permissions of the socket and its directories)`);
+  }
+  if (/cannot connect to socket at .*(No such file|Connection refused)/.test(failure.message)) {
+    return refusal(`no nix-daemon listens at ${socket} on ${machine.name}`, "remote-daemon-down", `start it on ${machine.name}: systemctl start nix-daemon`);
+  }
+  return failure;
 }
 
 async function capabilitiesStep(machine: BuildMachine, remote: RemoteCapabilities | undefined, report: MachineReport): Promise<Passed> {
