@@ -33,8 +33,10 @@ export function measureOverhead(options: OverheadOptions): Promise<OverheadResul
     const times: Record<keyof typeof builders | "ssh", number[]> = { offload: [], nix: [], local: [], ssh: [] };
     const connect = () => timedCommand("ssh", sshArgs(bench.lab, bench.lab.builders[0]!, "true"));
     const order = Object.keys(builders) as (keyof typeof builders)[];
-    // Not counted: compiles offload's config cache and warms ssh, Nix and the page cache for all three.
-    for (const kind of order) await timedNixBuild(bench, builders[kind], [trivial, "--argstr", "salt", freshSalt("warm")]);
+    // Not in the medians: compiles offload's config cache, starts its agent (which keeps SSH
+    // connections between builds), warms ssh, Nix and the page cache for all three. Reported apart.
+    const first: Partial<Record<keyof typeof builders, number>> = {};
+    for (const kind of order) first[kind] = (await timedNixBuild(bench, builders[kind], [trivial, "--argstr", "salt", freshSalt("warm")])).ms;
     for (let i = 0; i < options.repetitions; i++) {
       // Rotating who goes first keeps any drift (caches, CPU frequency) from favouring one side.
       for (const kind of [...order.slice(i % 3), ...order.slice(0, i % 3)]) {
@@ -48,6 +50,14 @@ export function measureOverhead(options: OverheadOptions): Promise<OverheadResul
     const ratio = (offload - floor) / (nix - floor);
     const rows: Row[] = [
       { benchmark: "P1", measure: `trivial build, median of ${options.repetitions}`, offload: ms(offload), other: `Nix ${ms(nix)}`, ratio: `${(offload / nix).toFixed(2)}×`, target: `≤ ${TARGET}× Nix`, met: offload / nix <= TARGET },
+      {
+        benchmark: "P1",
+        measure: "first build after lab setup (offload: compiles the config, starts its agent)",
+        offload: ms(first.offload!),
+        other: `Nix ${ms(first.nix!)}`,
+        ratio: `${(first.offload! / first.nix!).toFixed(2)}×`,
+        target: "",
+      },
       { benchmark: "P1", measure: "local build, no builders (floor)", offload: "", other: ms(floor), ratio: "", target: "" },
       { benchmark: "P1", measure: "one ssh connection (ssh <alias> true), for scale", offload: "", other: ms(median(times.ssh)), ratio: "", target: "" },
       {
