@@ -1,5 +1,9 @@
 // `offload check` against real loopback builders: every step passes on healthy machines,
 // machines are checked in parallel and one failure never stops the others.
+import type { BuildMachine } from "../types/index.js";
+import { compareCapabilities, remoteCapabilities, testSystem } from "../src/check/capabilities.js";
+import { isTrusted, throughDaemon } from "../src/check/trust.js";
+import { parseNixConfig, storeFilesDir } from "../src/remote/probes.js";
 import type { Lab, LabBuilder } from "../src/lab/index.js";
 import { createProgress } from "../src/check/progress.js";
 import type { MachineReport } from "../src/check/machine-check.js";
@@ -91,4 +95,37 @@ test("live progress on a terminal rewrites one line per machine in place", () =>
   written = "";
   progress.done({ machine: "alpha", ok: false, seconds: 1.25, facts: {}, steps: [{ step: "connect", status: "fail", detail: "", seconds: 1 }] });
   expect(written).toContain("\x1b[2K✗ alpha    1.3 s  (connect failed)\n");
+});
+
+describe("the pure parts", () => {
+  test("trust: root and direct stores always; through a daemon only trusted-users (names, @groups, *)", () => {
+    const base = { user: "alice", groups: ["alice", "builders"], trustedUsers: "root" };
+    expect(isTrusted({ ...base, user: "root" })).toBe(true);
+    expect(isTrusted(base)).toBe(false); // store auto: a non-root user goes through the daemon
+    expect(isTrusted({ ...base, storeSetting: "/srv/nix" })).toBe(true); // a chroot store it opens itself
+    expect(isTrusted({ ...base, storeSetting: "/srv/nix", remoteStore: "daemon" })).toBe(false); // the record wins
+    expect(isTrusted({ ...base, trustedUsers: "root alice" })).toBe(true);
+    expect(isTrusted({ ...base, trustedUsers: "root @builders" })).toBe(true);
+    expect(isTrusted({ ...base, trustedUsers: "*" })).toBe(true);
+    expect(throughDaemon({ user: "root", storeSetting: "unix:///run/nix/socket" })).toBe(true);
+  });
+
+  test("where a store keeps its files", () => {
+    expect(storeFilesDir(undefined)).toBe("/nix/store");
+    expect(storeFilesDir("auto")).toBe("/nix/store");
+    expect(storeFilesDir("daemon")).toBe("/nix/store");
+    expect(storeFilesDir("/srv/chroot/")).toBe("/srv/chroot/nix/store");
+    expect(storeFilesDir("local?root=/srv/chroot")).toBe("/srv/chroot/nix/store");
+  });
+
+  test("capabilities: claims the machine lacks fail, what the record omits warns (main system only)", () => {
+    const record = { name: "m", systems: ["x86_64-linux", "aarch64-linux"], features: ["kvm"], mandatoryFeatures: ["benchmark"] } as unknown as BuildMachine;
+    const remote = remoteCapabilities(parseNixConfig(["system = x86_64-linux", "extra-platforms = i686-linux x86_64-v2-linux", "system-features = kvm big-parallel"]));
+    expect(remote).toEqual({ systems: ["x86_64-linux", "i686-linux", "x86_64-v2-linux"], features: ["kvm", "big-parallel"] });
+    const verdict = compareCapabilities(record, remote);
+    expect(verdict.failures.map((f) => f.code)).toEqual(["system-mismatch", "missing-feature"]);
+    expect(verdict.failures[1]!.message).toContain("feature benchmark");
+    expect(verdict.warning?.message).toBe("m's Nix has feature big-parallel, which machines.ts does not list: such builds never go there");
+    expect(testSystem(record, remote)).toBe("x86_64-linux");
+  });
 });

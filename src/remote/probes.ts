@@ -41,7 +41,8 @@ export async function readClockSkew(connection: SshConnection): Promise<{ skew: 
         process.stdin.write("go\n");
       } else if (sent > 0 && lines.length > 2) resolve(Date.now());
     });
-    void process.exit.then(() => resolve(undefined));
+    // Not on "exit": it can overtake the last output; the end of stdout comes after all of it.
+    process.stdout.once("end", () => resolve(undefined));
   });
   clearTimeout(timer);
   process.close();
