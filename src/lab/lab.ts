@@ -15,6 +15,8 @@ export interface LabBuilder extends BuilderPlan {
   sshdConfig: string;
   pidFile: string;
   logFile: string;
+  /** HOME of its SSH sessions (empty: a real build machine's root does not run this host's ~/.bashrc). */
+  home: string;
   /** The sshd's host public key line, "ssh-ed25519 AAAA… <name>". */
   hostKey: string;
   /** The builder's Nix signing public key, "<name>-1:base64"; it signs everything it builds. */

@@ -32,6 +32,8 @@ export interface BuilderPaths {
   sshdConfig: string;
   pidFile: string;
   logFile: string;
+  /** HOME of the builder's sessions: an empty one, so no shell startup file of this host runs. */
+  home: string;
 }
 
 export function labPaths(dir: string): LabPaths {
@@ -66,5 +68,6 @@ export function builderPaths(labDir: string, name: string): BuilderPaths {
     sshdConfig: path.join(dir, "sshd_config"),
     pidFile: path.join(dir, "sshd.pid"),
     logFile: path.join(dir, "sshd.log"),
+    home: path.join(dir, "home"),
   };
 }

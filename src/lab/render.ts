@@ -17,7 +17,9 @@ export function sshdConfig(lab: Lab, builder: LabBuilder): string {
     `AuthorizedKeysFile ${lab.authorizedKeys}`,
     // Every session (ssh, Nix's build-remote, offload) sees this builder's own nix.conf,
     // hence its own chroot store and signing key: a separate machine as far as clients know.
-    `SetEnv NIX_USER_CONF_FILES=${builder.nixConf}`,
+    // Its own empty HOME keeps this host's ~/.bashrc (which bash reads for every ssh command)
+    // out: here it runs pyenv, which costs ~0.2 s per command and piles up under load.
+    `SetEnv NIX_USER_CONF_FILES=${builder.nixConf} HOME=${builder.home}`,
     // Benchmarks open many connections at once; the default (10:30:100) drops some early.
     "MaxStartups 64:30:128",
     "PrintMotd no",

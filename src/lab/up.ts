@@ -39,6 +39,7 @@ export async function labUp(options: LabOptions = {}): Promise<Lab> {
     plan.builders.map(async (builder): Promise<LabBuilder> => {
       const files = builderPaths(plan.dir, builder.name);
       await makeDir(files.dir);
+      await makeDir(files.home);
       return {
         ...builder,
         dir: files.dir,
@@ -47,6 +48,7 @@ export async function labUp(options: LabOptions = {}): Promise<Lab> {
         sshdConfig: files.sshdConfig,
         pidFile: files.pidFile,
         logFile: files.logFile,
+        home: files.home,
         hostKey: await ensureSshKey(files.hostKey, builder.name),
         signingKey: await ensureSigningKey(files.signingKeySecret, files.signingKeyPublic, `${builder.name}-1`),
       };
