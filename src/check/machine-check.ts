@@ -8,7 +8,7 @@ import type { PublicKey, SecretKey } from "../nix/keys.js";
 import { DEFAULT_STORE_DIR } from "../nix/store-path.js";
 import { readLoad } from "../remote/machine-link.js";
 import { oneLine, readClockSkew, readDiskSpace, readNixConfig, readNixStoreVersion, storeFilesDir } from "../remote/probes.js";
-import { connectMachine, type ConnectOptions, type SshConnection } from "../remote/ssh.js";
+import { connectMachine, type SshConnection } from "../remote/ssh.js";
 import { machineTrustedKeys } from "../store/machine-trust.js";
 import { openServeSession, type ServeSession } from "../store/serve-session.js";
 import { compareCapabilities, remoteCapabilities, testSystem, type RemoteCapabilities } from "./capabilities.js";
@@ -53,7 +53,6 @@ export interface CheckContext {
   minFreeBytes: number;
   /** Seconds of clock difference beyond which the clock step fails. */
   maxClockSkew: number;
-  connectOptions?: ConnectOptions;
 }
 
 /** Seconds a step may take; the round trip includes a build (its own limit is 120 s). */
@@ -101,7 +100,7 @@ export async function checkMachine(machine: BuildMachine, context: CheckContext,
   let connection: SshConnection | undefined;
   let session: ServeSession | undefined;
   try {
-    if (!(await step("connect", async () => ((connection = await connectMachine(machine, context.connectOptions)), { detail: connected(connection) })))) {
+    if (!(await step("connect", async () => ((connection = await connectMachine(machine)), { detail: connected(connection) })))) {
       skip(STEPS.slice(1), "needs an SSH connection");
       return report;
     }

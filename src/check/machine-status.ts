@@ -5,7 +5,7 @@ import type { BuildMachine } from "../../types/index.js";
 import { asOffloadError } from "../errors.js";
 import { readLoad } from "../remote/machine-link.js";
 import { readClockSkew, readDiskSpace, readNixConfig, readUptime, storeFilesDir } from "../remote/probes.js";
-import { connectMachine, type ConnectOptions } from "../remote/ssh.js";
+import { connectMachine } from "../remote/ssh.js";
 import { readFacts, type MachineFacts } from "../select/machine-facts.js";
 import { slotHolders, type SlotHolder } from "../select/slots.js";
 
@@ -24,7 +24,7 @@ export interface MachineStatus {
   lastFailure?: MachineFacts["failure"];
 }
 
-export async function machineStatus(machine: BuildMachine, stateDir: string, options: ConnectOptions = {}): Promise<MachineStatus> {
+export async function machineStatus(machine: BuildMachine, stateDir: string): Promise<MachineStatus> {
   const holders = await slotHolders(stateDir, machine.name, machine.parallelBuilds);
   const held = holders.flatMap((holder, slot) => (holder ? [{ ...holder, slot }] : []));
   const facts = readFacts(stateDir, machine.name);
@@ -38,7 +38,7 @@ export async function machineStatus(machine: BuildMachine, stateDir: string, opt
   };
   let connection;
   try {
-    connection = await connectMachine(machine, options);
+    connection = await connectMachine(machine);
   } catch (error) {
     const failure = asOffloadError(error);
     return { ...status, error: { code: failure.code, message: failure.message, ...(failure.fix ? { fix: failure.fix } : {}) } };
