@@ -6,12 +6,16 @@
 import { execFileSync } from "node:child_process";
 import { join } from "node:path";
 import { acquireSlot, type Slot } from "../../src/select/slots.js";
-import { runHookTries, type HookRun, type Try } from "../../test/support/hook.js";
+import { BASE_SETTINGS, runHookTries as runTries, type HookRun, type Try } from "../../test/support/hook.js";
 import { fleetMachines, FLEET_SIZE, writeFleetConfig } from "./fleet.js";
 import { offloadEnv, withLab } from "./lab.js";
 import { ms, type Row } from "./report.js";
 import { median, percentile } from "./stats.js";
+import { snapshotHook } from "./snapshot.js";
 import { makeWorkDir, removeWorkDir } from "./work-dir.js";
+
+/** The daemon's side, against the snapshot's hook. */
+const runHookTries = (env: NodeJS.ProcessEnv, requests: Try[]) => runTries(env, requests, BASE_SETTINGS, snapshotHook());
 
 export interface DecisionOptions {
   /** Tries sent to one hook process per scenario. */

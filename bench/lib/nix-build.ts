@@ -1,9 +1,9 @@
 // One timed nix-build in each of the ways the benchmarks compare: through offload-hook,
 // through Nix's own build-remote (the lab's machines file), or locally with no hook at all.
 import { spawn } from "node:child_process";
-import { HOOK } from "../../test/support/hook.js";
 import type { BenchLab } from "./lab.js";
 import { offloadEnv } from "./lab.js";
+import { snapshotHook } from "./snapshot.js";
 
 export type Builder =
   /** offload-hook as the daemon's build-hook; `maxJobs` undefined keeps nix.conf's max-jobs. */
@@ -31,7 +31,7 @@ function builderArgs(bench: BenchLab, builder: Builder): { args: string[]; env: 
   switch (builder.kind) {
     case "offload":
       return {
-        args: ["--option", "build-hook", HOOK, ...(builder.maxJobs === undefined ? [] : ["--max-jobs", String(builder.maxJobs)])],
+        args: ["--option", "build-hook", snapshotHook(), ...(builder.maxJobs === undefined ? [] : ["--max-jobs", String(builder.maxJobs)])],
         env: offloadEnv(bench, builder.configDir),
       };
     case "nix":

@@ -51,10 +51,10 @@ function tryBytes(request: Try): Buffer {
 }
 
 /** Sends the tries one at a time, each after the previous reply, as the daemon does; then closes stdin. */
-export function runHookTries(env: NodeJS.ProcessEnv, tries: Try[], settings: Record<string, string> = BASE_SETTINGS): Promise<HookRun> {
+export function runHookTries(env: NodeJS.ProcessEnv, tries: Try[], settings: Record<string, string> = BASE_SETTINGS, hook = HOOK): Promise<HookRun> {
   return new Promise((resolve, reject) => {
     const started = performance.now();
-    const child = spawn(process.execPath, [HOOK, "0"], { env: { ...process.env, ...env }, stdio: ["pipe", "pipe", "pipe"] });
+    const child = spawn(process.execPath, [hook, "0"], { env: { ...process.env, ...env }, stdio: ["pipe", "pipe", "pipe"] });
     const replies: string[] = [];
     const messages: string[] = [];
     const timings: HookRun["timings"] = [];
