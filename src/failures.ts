@@ -85,6 +85,8 @@ export function selectionFix(code: ReasonCode, machine: BuildMachine, request: {
       return `wait for a build to finish, or raise parallelBuilds of ${machine.name}`;
     case "overloaded":
       return `wait, or raise overloadThreshold for ${machine.name} in machines.ts (null ignores load)`;
+    case "disk-low":
+      return `free space on ${machine.name}: nix-collect-garbage -d (or nix-store --gc) there`;
     case "unreachable":
       return `offload check ${machine.name}   (the hook retries it after a 30 s back-off)`;
     case "local-better":

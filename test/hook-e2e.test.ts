@@ -10,7 +10,7 @@ import type { Lab, LabBuilder } from "../src/lab/index.js";
 import { startSshd, stopSshd } from "../src/lab/sshd.js";
 import { generateKeyPair, parsePublicKey } from "../src/nix/keys.js";
 import { verifyPathSignatures } from "../src/nix/signature.js";
-import { HOOK } from "./support/hook.js";
+import { HOOK, runHookTries } from "./support/hook.js";
 import { LAB_UP_TIMEOUT_MS, startTestLab, stopTestLab } from "./support/lab.js";
 import { makeSafeDir, removeDir } from "./support/safe-dir.js";
 
@@ -113,9 +113,13 @@ function nixBuild(env: NodeJS.ProcessEnv, attribute: string, salt: string, marke
   );
 }
 
-async function outputOf(attribute: string, salt: string, marker = ""): Promise<string> {
+async function drvOf(attribute: string, salt: string, marker = ""): Promise<string> {
   const { stdout } = await run("nix-instantiate", [join(dir, "graph.nix"), "-A", attribute, "--argstr", "salt", salt, "--argstr", "marker", marker]);
-  return (await run("nix-store", ["--query", "--outputs", stdout.trim()])).stdout.trim();
+  return stdout.trim();
+}
+
+async function outputOf(attribute: string, salt: string, marker = ""): Promise<string> {
+  return (await run("nix-store", ["--query", "--outputs", await drvOf(attribute, salt, marker)])).stdout.trim();
 }
 
 async function isValid(path: string): Promise<boolean> {
@@ -165,6 +169,16 @@ test.each([
   expect(result.stderr).toContain("hello-from-the-remote-builder");
   expect(result.stderr).toMatch(message);
   expect(result.stderr).toContain("failed with exit code 101");
+});
+
+test("a machine whose store is nearly full gets no build: postpone, with the reason and the fix", async () => {
+  const env = { ...hookEnv(configFor("disk-low", { builders: [spare] })), OFFLOAD_MIN_FREE_MIB: String(1024 ** 3), OFFLOAD_AGENT: "0" };
+  const run = await runHookTries(env, [{ amWilling: false, system: spare.system, drvPath: await drvOf("plain", `disk-${Date.now()}`) }]);
+  expect(run.replies).toEqual(["postpone"]);
+  const text = run.messages.join("\n");
+  expect(text).toMatch(new RegExp(`${spare.address} has only [0-9.]+ [MG]iB free for .*/nix/store \\(minimum 1048576\\.0 GiB\\)`));
+  expect(text).toContain(`${spare.address}: disk low: `);
+  expect(text).toContain("nix-collect-garbage");
 });
 
 describe("outputs that must not be imported", () => {

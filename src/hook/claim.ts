@@ -4,7 +4,8 @@
 import type { BuildMachine } from "../../types/index.js";
 import { asOffloadError, formatError } from "../errors.js";
 import type { LoadedConfig } from "../config/load.js";
-import { overloaded } from "../failures.js";
+import { clockSkew, diskLow, overloaded } from "../failures.js";
+import { storeFilesDir } from "../remote/probes.js";
 import { linkMachine, type MachineLink } from "../remote/machine-link.js";
 import { currentStates } from "../select/current-state.js";
 import { recordFacts } from "../select/machine-facts.js";
@@ -25,7 +26,12 @@ export interface ClaimContext {
   warn: (line: string) => void;
   /** Borrow warm sessions from `offload agent` (off with OFFLOAD_AGENT=0). */
   useAgent: boolean;
+  /** A machine whose store has less free space is skipped (like Guix, which wants 100 MiB). */
+  minFreeBytes: number;
 }
+
+/** Beyond this the hook warns that a machine's clock is off. */
+const MAX_CLOCK_SKEW_S = 30;
 
 /** Each round re-decides with what the previous one learned (a machine down, or overloaded). */
 const ROUNDS = 3;
@@ -54,7 +60,7 @@ export async function claimMachine(request: BuildRequest, context: ClaimContext)
   return { verdict: "postpone", decision: decision! };
 }
 
-/** Connects; records what was learned either way. Overloaded or unreachable machines yield undefined. */
+/** Connects; records what was learned either way. Overloaded, nearly full or unreachable machines yield undefined. */
 async function tryLink(machine: BuildMachine, context: ClaimContext): Promise<MachineLink | undefined> {
   let link: MachineLink;
   try {
@@ -66,9 +72,18 @@ async function tryLink(machine: BuildMachine, context: ClaimContext): Promise<Ma
     return undefined;
   }
   const now = Date.now();
-  recordFacts(context.stateDir, machine.name, { failure: undefined, ...(link.load === undefined ? {} : { load: { value: link.load, at: now } }) });
-  if (machine.overloadThreshold !== null && link.load !== undefined && link.load > machine.overloadThreshold) {
-    context.say(`offload: ${formatError(overloaded(machine, link.load, machine.overloadThreshold))}\n  (trying elsewhere)`);
+  const { load, freeBytes, clockSkew: skew } = link.health;
+  const full = freeBytes !== undefined && freeBytes < context.minFreeBytes ? diskLow(machine, storeFilesDir(machine.remoteStore), freeBytes, context.minFreeBytes) : undefined;
+  recordFacts(context.stateDir, machine.name, {
+    failure: undefined,
+    diskLow: full && { message: full.message, at: now },
+    ...(load === undefined ? {} : { load: { value: load, at: now } }),
+  });
+  // A wrong clock does not stop a build, but it confuses timestamps and build tools: say so.
+  if (skew !== undefined && Math.abs(skew) > MAX_CLOCK_SKEW_S) context.warn(`offload: ${formatError(clockSkew(machine, skew, MAX_CLOCK_SKEW_S))}`);
+  const unusable = full ?? (machine.overloadThreshold !== null && load !== undefined && load > machine.overloadThreshold ? overloaded(machine, load, machine.overloadThreshold) : undefined);
+  if (unusable) {
+    context.say(`offload: ${formatError(unusable)}\n  (trying elsewhere)`);
     link.close();
     return undefined;
   }

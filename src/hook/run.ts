@@ -16,6 +16,9 @@ import { claimMachine } from "./claim.js";
 import { HookChannel, Level, type HookIo } from "./protocol.js";
 import { interpretSettings } from "./settings.js";
 
+/** Free space a machine's store must have to get a build, unless $OFFLOAD_MIN_FREE_MIB says otherwise. */
+const DEFAULT_MIN_FREE_MIB = 100;
+
 export async function runHook(io: HookIo, env: NodeJS.ProcessEnv = process.env): Promise<number> {
   const channel = new HookChannel(io);
   try {
@@ -34,7 +37,15 @@ export async function runHook(io: HookIo, env: NodeJS.ProcessEnv = process.env):
     for (;;) {
       const request = await channel.nextRequest();
       if (!request) return EXIT.success;
-      const claim = await claimMachine(request, { config, settings, stateDir: state, say, warn, useAgent: env.OFFLOAD_AGENT !== "0" });
+      const claim = await claimMachine(request, {
+        config,
+        settings,
+        stateDir: state,
+        say,
+        warn,
+        useAgent: env.OFFLOAD_AGENT !== "0",
+        minFreeBytes: (Number(env.OFFLOAD_MIN_FREE_MIB) || DEFAULT_MIN_FREE_MIB) * 1024 * 1024,
+      });
       if (claim.verdict !== "accept") {
         explain(channel, claim.decision, claim.verdict, config.machines, request);
         channel.reply(claim.verdict);

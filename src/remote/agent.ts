@@ -14,10 +14,11 @@ import { acquireSlot } from "../select/slots.js";
 import { ServeClient } from "../store/serve.js";
 import { serveCommand } from "../store/serve-session.js";
 import { AGENT_SOCKET, Frame, FrameReader, frame, type AgentReady, type AgentRequest } from "./agent-frames.js";
-import { readLoad } from "./machine-link.js";
+import { readHealth, type MachineHealth } from "./machine-link.js";
 import { connectMachine, type RemoteProcess, type SshConnection } from "./ssh.js";
 
-const LOAD_FRESH_MS = 10_000;
+/** Health older than this is not handed out; it is re-read in the background after half of it. */
+const HEALTH_FRESH_MS = 10_000;
 
 /** A remote nix-store that has been greeted and has opened its store: ready for commands. */
 interface WarmSession {
@@ -34,7 +35,7 @@ interface Machine {
   warm?: Promise<WarmSession>;
   active: number;
   lastUsed: number;
-  load?: { value: number; at: number };
+  health?: { value: MachineHealth; at: number };
 }
 
 export interface AgentOptions {
@@ -126,7 +127,8 @@ export async function runAgent(options: AgentOptions): Promise<void> {
       return;
     }
     machine.active++;
-    const ready: AgentReady = { remoteVersion: session.remoteVersion, ...(machine.load && Date.now() - machine.load.at < LOAD_FRESH_MS ? { load: machine.load.value } : {}) };
+    const fresh = machine.health && Date.now() - machine.health.at < HEALTH_FRESH_MS;
+    const ready: AgentReady = { remoteVersion: session.remoteVersion, ...(fresh ? { health: machine.health!.value } : {}) };
     socket.write(frame(Frame.Ready, JSON.stringify(ready)));
     onFrame = relay(socket, session, () => {
       machine.active--;
@@ -147,13 +149,14 @@ export async function runAgent(options: AgentOptions): Promise<void> {
       const pending = machine.warm ?? warmUp(machine.connection, record);
       machine.warm = undefined;
       try {
-        const session = await pending;
+        // A new connection has no health yet: read it while the session warms up.
+        const [session] = await Promise.all([pending, machine.health ? undefined : refreshHealth(machine, record)]);
         // A session that died while waiting (machine rebooted, sshd restarted) is no use.
         if (session.exited) throw new Error("the warm session had ended");
         machine.lastUsed = Date.now();
         machine.warm = warmUp(machine.connection, record);
         machine.warm.catch(() => undefined); // surfaces when borrowed
-        if (!machine.load || Date.now() - machine.load.at > LOAD_FRESH_MS / 2) refreshLoad(machine);
+        if (Date.now() - machine.health!.at > HEALTH_FRESH_MS / 2) void refreshHealth(machine, record);
         return { machine, session };
       } catch (error) {
         // The connection may have died: drop it and try once more with a fresh one.
@@ -164,13 +167,9 @@ export async function runAgent(options: AgentOptions): Promise<void> {
     }
   }
 
-  function refreshLoad(machine: Machine): void {
-    readLoad(machine.connection).then(
-      (value) => {
-        if (value !== undefined) machine.load = { value, at: Date.now() };
-      },
-      () => undefined,
-    );
+  async function refreshHealth(machine: Machine, record: BuildMachine): Promise<void> {
+    const value = await readHealth(machine.connection, record);
+    machine.health = { value, at: Date.now() };
   }
 }
 

@@ -5,15 +5,25 @@ import type { BuildMachine } from "../../types/index.js";
 import { ServeClient } from "../store/serve.js";
 import { openServeSession, type ServeSession } from "../store/serve-session.js";
 import { borrowSession } from "./agent-client.js";
+import { readClockSkew, readDiskSpace, storeFilesDir } from "./probes.js";
 import { runRemote } from "./remote-command.js";
 import type { ConnectOptions, SshConnection } from "./ssh.js";
+
+/** What the hook checks before building on a machine; each is absent when it could not be read. */
+export interface MachineHealth {
+  /** 1-minute load average per CPU (only read where an overloadThreshold applies). */
+  load?: number;
+  /** Free bytes on the file system of its store. */
+  freeBytes?: number;
+  /** Seconds its clock is ahead of ours (negative: behind). */
+  clockSkew?: number;
+}
 
 export interface MachineLink {
   machine: BuildMachine;
   /** The serve session; its stderr carries the build log. */
   session: ServeSession;
-  /** 1-minute load average per CPU, if the machine answered quickly. */
-  load?: number;
+  health: MachineHealth;
   /** The last few KiB of the session's stderr. */
   stderrTail(): string;
   /** Receives the session's stderr as it arrives (the remote build log). */
@@ -35,19 +45,15 @@ export async function linkMachine(machine: BuildMachine, options: LinkOptions = 
     if (borrowed) {
       const { process, ready } = borrowed;
       const client = ServeClient.resume({ stdin: process.stdin, stdout: process.stdout, exit: process.exit }, ready.remoteVersion, { label: machine.name });
-      return withStderr(machine, { client, process }, ready.load, () => process.close());
+      return withStderr(machine, { client, process }, ready.health ?? {}, () => process.close());
     }
   }
   // ssh2 loads only here: a hook served by the agent never needs it.
   const { connectMachine } = await import("./ssh.js");
   const connection = await connectMachine(machine, options);
   try {
-    // The load matters only where a threshold applies; reading it costs a second channel.
-    const [session, load] = await Promise.all([
-      openServeSession(connection, { remoteStore: machine.remoteStore, label: machine.name }),
-      machine.overloadThreshold === null ? undefined : readLoad(connection),
-    ]);
-    return withStderr(machine, session, load, () => {
+    const [session, health] = await Promise.all([openServeSession(connection, { remoteStore: machine.remoteStore, label: machine.name }), readHealth(connection, machine)]);
+    return withStderr(machine, session, health, () => {
       session.client.close();
       connection.close();
     });
@@ -58,14 +64,26 @@ export async function linkMachine(machine: BuildMachine, options: LinkOptions = 
 }
 
 /** Collects the session's stderr (kept tail + listeners) from the start, so no log line is lost. */
-function withStderr(machine: BuildMachine, session: ServeSession, load: number | undefined, close: () => void): MachineLink {
+function withStderr(machine: BuildMachine, session: ServeSession, health: MachineHealth, close: () => void): MachineLink {
   let tail = "";
   const listeners: ((chunk: Buffer) => void)[] = [];
   session.process.stderr.on("data", (chunk: Buffer) => {
     tail = (tail + chunk.toString()).slice(-STDERR_TAIL);
     for (const listener of listeners) listener(chunk);
   });
-  return { machine, session, load, stderrTail: () => tail, onStderr: (listener) => listeners.push(listener), close };
+  return { machine, session, health, stderrTail: () => tail, onStderr: (listener) => listeners.push(listener), close };
+}
+
+/** Load, free store space and clock skew, read in parallel on extra channels (a probe that fails is just absent). */
+export async function readHealth(connection: SshConnection, machine: BuildMachine): Promise<MachineHealth> {
+  const absent = () => undefined;
+  const [load, disk, clock] = await Promise.all([
+    // The load matters only where a threshold applies.
+    machine.overloadThreshold === null ? undefined : readLoad(connection).catch(absent),
+    readDiskSpace(connection, storeFilesDir(machine.remoteStore)).catch(absent),
+    readClockSkew(connection).catch(absent),
+  ]);
+  return { load, freeBytes: disk?.freeBytes, clockSkew: clock?.skew };
 }
 
 /** Normalized load: the 1-minute load average divided by the CPU count (Guix's measure). */

@@ -10,6 +10,8 @@ export interface MachineFacts {
   load?: { value: number; at: number };
   /** The last connection failure, and when. */
   failure?: { message: string; at: number };
+  /** When its store was last found too full, and the message saying so. */
+  diskLow?: { message: string; at: number };
   /** The last successful build, for `offload status`. */
   lastBuild?: { drvPath: string; at: number };
 }
@@ -46,5 +48,6 @@ export function machineState(facts: MachineFacts, slotsInUse: number, now: numbe
   const state: MachineState = { slotsInUse };
   if (facts.load && now - facts.load.at < LOAD_FRESH_MS) state.load = facts.load.value;
   if (facts.failure && now - facts.failure.at < FAILURE_BACKOFF_MS) state.unreachable = facts.failure.message;
+  if (facts.diskLow && now - facts.diskLow.at < FAILURE_BACKOFF_MS) state.diskLow = facts.diskLow.message;
   return state;
 }

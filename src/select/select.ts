@@ -30,6 +30,8 @@ export interface MachineState {
   load?: number;
   /** Why the machine could not be reached recently, if it could not. */
   unreachable?: string;
+  /** Its store's free space was found below the minimum recently: the message saying so. */
+  diskLow?: string;
 }
 
 /** A per-build restriction (from the daemon's `builders` setting, see hook docs). */
@@ -60,6 +62,7 @@ export type ReasonCode =
   | "mandatory-feature"
   | "slots-full"
   | "overloaded"
+  | "disk-low"
   | "unreachable";
 
 export interface MachineReason {
@@ -108,6 +111,7 @@ export function selectMachine(input: SelectionInput): Decision {
     eligible++;
     if (state.unreachable) reject("unreachable", `unreachable: ${state.unreachable}`);
     else if (state.slotsInUse >= machine.parallelBuilds) reject("slots-full", `all ${machine.parallelBuilds} slots busy`);
+    else if (state.diskLow) reject("disk-low", `disk low: ${state.diskLow}`);
     else if (machine.overloadThreshold !== null && state.load !== undefined && state.load > machine.overloadThreshold) {
       reject("overloaded", `overloaded: load ${state.load.toFixed(2)} per CPU > threshold ${machine.overloadThreshold}`);
     } else {
@@ -144,8 +148,8 @@ export function selectMachine(input: SelectionInput): Decision {
   if (eligible === 0) return decide("decline", `no configured machine can build ${what}`);
   if (localTakes.canNow) return decide("decline", `every machine for ${what} is busy, overloaded or unreachable; building locally`);
   // Waiting only helps when a machine will free up; down machines fail the build now, with the reason.
-  if (reasons.some((r) => r.code === "slots-full" || r.code === "overloaded")) {
-    return decide("postpone", `every machine for ${what} is busy or overloaded; waiting for a free slot`);
+  if (reasons.some((r) => r.code === "slots-full" || r.code === "overloaded" || r.code === "disk-low")) {
+    return decide("postpone", `every machine for ${what} is busy, overloaded or short of disk; waiting`);
   }
   return decide("decline", `every machine that can build ${what} is unreachable`);
 }
