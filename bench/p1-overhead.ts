@@ -4,4 +4,4 @@ import { hasFlag, numberOption, progress, runAlone } from "./lib/cli.js";
 import { measureOverhead } from "./lib/overhead.js";
 
 const repetitions = numberOption("--reps", hasFlag("--quick") ? 5 : 10);
-await runAlone("P1 per-build overhead", async () => (await measureOverhead({ repetitions, log: progress })).rows);
+await runAlone("P1 per-build overhead", () => measureOverhead({ repetitions, log: progress }));

@@ -14,22 +14,14 @@ export interface OverheadOptions {
   log: (line: string) => void;
 }
 
-export interface OverheadResult {
-  offload: number[];
-  nix: number[];
-  local: number[];
-  /** `ssh <alias> true`: one connection's cost, which both tools pay per build. */
-  ssh: number[];
-  rows: Row[];
-}
-
 const TARGET = 0.3;
 
-export function measureOverhead(options: OverheadOptions): Promise<OverheadResult> {
+export function measureOverhead(options: OverheadOptions): Promise<Row[]> {
   // One plain builder with one slot: both tools must use the same machine every time.
   return withLab("p1", { builders: 1, builderSpecs: [{ features: [], mandatoryFeatures: [], speed: 1, parallelBuilds: 1 }] }, async (bench) => {
     const { trivial } = writeExpressions(bench.work);
     const builders: Record<"offload" | "nix" | "local", Builder> = { offload: { kind: "offload", maxJobs: 0 }, nix: { kind: "nix" }, local: { kind: "local" } };
+    // "ssh": `ssh <alias> true`, one connection's cost, which Nix pays per build.
     const times: Record<keyof typeof builders | "ssh", number[]> = { offload: [], nix: [], local: [], ssh: [] };
     const connect = () => timedCommand("ssh", sshArgs(bench.lab, bench.lab.builders[0]!, "true"));
     const order = Object.keys(builders) as (keyof typeof builders)[];
@@ -48,7 +40,7 @@ export function measureOverhead(options: OverheadOptions): Promise<OverheadResul
     }
     const [offload, nix, floor] = [median(times.offload), median(times.nix), median(times.local)];
     const ratio = (offload - floor) / (nix - floor);
-    const rows: Row[] = [
+    return [
       { benchmark: "P1", measure: `trivial build, median of ${options.repetitions}`, offload: ms(offload), other: `Nix ${ms(nix)}`, ratio: `${(offload / nix).toFixed(2)}×`, target: `≤ ${TARGET}× Nix`, met: offload / nix <= TARGET },
       {
         benchmark: "P1",
@@ -70,6 +62,5 @@ export function measureOverhead(options: OverheadOptions): Promise<OverheadResul
         met: ratio <= TARGET,
       },
     ];
-    return { ...times, rows };
   });
 }

@@ -16,21 +16,18 @@ import type { SimDerivation, SimGraph } from "./graphs.js";
 import type { Policy } from "./policy.js";
 import { canBuild, fastestSpeed, localCanBuild, type SimSite } from "./site.js";
 
-export const LOCAL = "local";
+const LOCAL = "local";
 
 export interface SimResult {
   makespan: number;
   /** Per machine ("local" included): builds run, and seconds busy summed over slots. */
   machines: Map<string, { builds: number; busy: number }>;
-  tries: number;
   postpones: number;
   /**
    * Remote slot-seconds left idle while a derivation that slot could build was waiting:
    * postponed (the poll interval's cost), or queued for a local slot after a decline.
    */
   idle: { postponed: number; forLocalSlot: number };
-  /** Where and when each derivation ran. */
-  placements: { id: number; machine: string; start: number; end: number }[];
   /** The build that lost most time to its machine: seconds it ran, and on the fastest machine that could build it. */
   worstPlacement?: { name: string; machine: string; ran: number; fastest: number };
 }
@@ -55,10 +52,8 @@ export function simulate(graph: SimGraph, site: SimSite, policy: Policy): SimRes
   const result: SimResult = {
     makespan: 0,
     machines: new Map([...runningOn.keys()].map((m) => [m, { builds: 0, busy: 0 }])),
-    tries: 0,
     postpones: 0,
     idle: { postponed: 0, forLocalSlot: 0 },
-    placements: [],
   };
 
   let now = 0;
@@ -86,7 +81,6 @@ export function simulate(graph: SimGraph, site: SimSite, policy: Policy): SimRes
     runningOn.set(machine, count);
     const end = now + d.duration / speed.get(machine)!;
     running.push({ id: d.id, machine, end });
-    result.placements.push({ id: d.id, machine, start: now, end });
     const fastest = d.duration / fastestSpeed(site, d.features);
     const worst = result.worstPlacement;
     if (!worst || end - now - fastest > worst.ran - worst.fastest) result.worstPlacement = { name: d.name, machine, ran: end - now, fastest };
@@ -98,7 +92,6 @@ export function simulate(graph: SimGraph, site: SimSite, policy: Policy): SimRes
   const work = (id: number) => {
     const d = derivations[id]!;
     if (state[id] === "tryToBuild") {
-      result.tries++;
       const reply = policy.decide({ derivation: d, amWilling: runningOn.get(LOCAL)! < site.local.maxJobs }, view);
       if (reply.verdict === "accept") start(d, reply.machine);
       else if (reply.verdict === "postpone") {
