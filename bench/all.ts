@@ -7,6 +7,7 @@ import { hasFlag, progress } from "./lib/cli.js";
 import { measureDecisionLatency } from "./lib/decision-latency.js";
 import { measureOverhead } from "./lib/overhead.js";
 import { machineLine, printRows, type Row } from "./lib/report.js";
+import { checkNixPolicy } from "./lib/nix-policy-check.js";
 import { runScheduling } from "./lib/scheduling.js";
 import { measureTransfer } from "./lib/transfer.js";
 import { PACKAGE_ROOT } from "../src/package-root.js";
@@ -21,7 +22,7 @@ const benchmarks: [string, () => Promise<Row[]>][] = [
   ["P2", () => measureBatch({ repetitions: quick ? 1 : 3, log: progress })],
   ["P3", () => measureTransfer({ bigMiB: quick ? 64 : 256, smallFiles: 5000, repetitions: quick ? 1 : 3, log: progress })],
   ["P4", () => measureDecisionLatency({ tries: quick ? 100 : 500, starts: quick ? 10 : 30, accepts: quick ? 3 : 10, log: progress })],
-  ["P6", async () => runScheduling({ seed: 1, graphs: 8, chart: join(PACKAGE_ROOT, "docs", "p6-makespans.svg") }).rows],
+  ["P6", async () => [...runScheduling({ seed: 1, graphs: 8, chart: join(PACKAGE_ROOT, "docs", "p6-makespans.svg") }).rows, ...(await checkNixPolicy())]],
 ];
 
 const started = Date.now();

@@ -1,7 +1,9 @@
 // P6 scheduling simulator: offload's selectMachine vs Nix 2.8's and Guix's policies on
 // synthetic build graphs, against a lower bound (see docs/benchmarks.md for the model).
-// Usage: node scripts/run-ts.mjs bench/simulate.ts [--seed N] [--graphs N] [--chart FILE.svg] [--details] [--what-if]
+// Usage: node scripts/run-ts.mjs bench/simulate.ts [--seed N] [--graphs N] [--chart FILE.svg] [--details] [--what-if] [--check-nix]
+// --check-nix: also compares the simulated Nix policy with the real Nix 2.8 on a lab (needs root).
 import { hasFlag, numberOption, runAlone } from "./lib/cli.js";
+import { checkNixPolicy } from "./lib/nix-policy-check.js";
 import { describeOutcomes, runScheduling, whatIfs } from "./lib/scheduling.js";
 
 const at = process.argv.indexOf("--chart");
@@ -10,5 +12,5 @@ await runAlone("P6 scheduling (simulated)", async () => {
   const { rows, outcomes } = runScheduling(options);
   if (hasFlag("--details")) for (const line of describeOutcomes(outcomes)) console.log(line);
   if (hasFlag("--what-if")) for (const line of whatIfs(options)) console.log(line);
-  return rows;
+  return hasFlag("--check-nix") ? [...rows, ...(await checkNixPolicy())] : rows;
 });
