@@ -4,8 +4,7 @@
 // and a state/cache dir of its own, so no earlier run's slots or facts leak in.
 import { chmodSync, copyFileSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import type { Lab } from "../../src/lab/index.js";
-import type { LabOptions } from "../../src/lab/index.js";
+import type { Lab, LabOptions } from "../../src/lab/index.js";
 import { startTestLab, stopTestLab } from "../../test/support/lab.js";
 import { makeWorkDir, removeWorkDir } from "./work-dir.js";
 
