@@ -2,8 +2,8 @@
 // names the cause and the fix in one line (and a stable code in --json); where the build
 // hook meets the same fault before accepting a build, its log says the same.
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { createServer, type Server, type Socket } from "node:net";
+import { chmodSync, copyFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { createConnection, createServer, type Server, type Socket } from "node:net";
 import { join } from "node:path";
 import type { StepResult, MachineReport } from "../src/check/machine-check.js";
 import type { Lab, LabBuilder } from "../src/lab/index.js";
@@ -189,6 +189,14 @@ describe("the remote Nix", () => {
       removeDir(shared);
     });
 
+    function accepts(socket: string): Promise<boolean> {
+      return new Promise((resolve) => {
+        const connection = createConnection({ path: socket });
+        connection.once("connect", () => (connection.destroy(), resolve(true)));
+        connection.once("error", () => resolve(false));
+      });
+    }
+
     /** A nix-daemon of its own with these extra settings; returns its socket. */
     async function startDaemon(name: string, settings: string): Promise<string> {
       const daemonDir = join(shared, name);
@@ -197,7 +205,8 @@ describe("the remote Nix", () => {
       writeFileSync(conf, `store = ${join(daemonDir, "store")}\nextra-sandbox-paths = /bin /lib /lib64 /usr\nsubstituters =\n${settings}`);
       const socket = join(daemonDir, "socket");
       daemons.push(spawn("nix-daemon", [], { env: { ...process.env, NIX_USER_CONF_FILES: conf, NIX_DAEMON_SOCKET_PATH: socket }, stdio: "ignore" }));
-      for (let i = 0; i < 100 && !existsSync(socket); i++) await new Promise((resolve) => setTimeout(resolve, 50));
+      // The socket file appears at bind(), before the daemon listens: wait until it accepts.
+      for (let i = 0; i < 100 && !(await accepts(socket)); i++) await new Promise((resolve) => setTimeout(resolve, 50));
       return socket;
     }
 
