@@ -2,7 +2,7 @@
 // no machines, no eligible machine, a better local machine, full slots and machines that
 // are down, and a per-build restriction through the `builders` setting.
 import { execFileSync } from "node:child_process";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { generateKeyPair } from "../src/nix/keys.js";
 import { acquireSlot, type Slot } from "../src/select/slots.js";
@@ -124,6 +124,16 @@ test("per-build choice through the builders setting", async () => {
   expect(invalid.replies).toEqual([]);
   expect(invalid.code).toBe(1);
   expect(invalid.messages.join("\n")).toContain('unknown directive "olny=127.0.0.7"');
+});
+
+test("a state directory others can write to is refused (it holds the agent's socket and the slot secret)", async () => {
+  const env = setup("open-state", machine("127.0.0.8"));
+  mkdirSync(env.OFFLOAD_STATE_DIR!, { mode: 0o755 });
+  chmodSync(env.OFFLOAD_STATE_DIR!, 0o777);
+  const run = await runHookTries(env, [x86(false)]);
+  expect(run.replies).toEqual([]);
+  expect(run.code).toBe(1);
+  expect(run.messages.join("\n")).toContain(`refusing state directory ${env.OFFLOAD_STATE_DIR}: others can write to it (mode 777)\n  fix: chmod go-w ${env.OFFLOAD_STATE_DIR}`);
 });
 
 test("a broken machines.ts fails loudly instead of silently building locally", async () => {

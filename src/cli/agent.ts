@@ -1,7 +1,7 @@
 // `offload agent`: the connection keeper the hook starts on demand (see src/remote/agent.ts).
 import type { Command } from "commander";
 import { runAgent } from "../remote/agent.js";
-import { stateDir } from "../select/state-dir.js";
+import { ensureStateDir, stateDir } from "../select/state-dir.js";
 
 export function registerAgent(program: Command): void {
   program
@@ -9,6 +9,8 @@ export function registerAgent(program: Command): void {
     .description("keep SSH connections and warm nix-store sessions to the build machines between builds (the hook starts it)")
     .option("--idle <seconds>", "exit after this long without builds", "60")
     .action(async (options: { idle: string }) => {
-      await runAgent({ stateDir: stateDir(), idleMs: Number(options.idle) * 1000 });
+      const dir = stateDir();
+      ensureStateDir(dir);
+      await runAgent({ stateDir: dir, idleMs: Number(options.idle) * 1000 });
     });
 }

@@ -7,7 +7,7 @@ import { reasonLine, reasonsWithFixes } from "../failures.js";
 import { readSecretKeyFile } from "../nix/keys.js";
 import { recordFacts } from "../select/machine-facts.js";
 import type { BuildRequest, Decision } from "../select/select.js";
-import { stateDir } from "../select/state-dir.js";
+import { ensureStateDir, stateDir } from "../select/state-dir.js";
 import { readAcl } from "../store/acl.js";
 import { checkPrivate, secretKeyPath } from "../store/config-dir.js";
 import { machineTrustedKeys } from "../store/machine-trust.js";
@@ -31,6 +31,7 @@ export async function runHook(io: HookIo, env: NodeJS.ProcessEnv = process.env):
     })();
     const acl = await readAcl();
     const state = stateDir(env);
+    ensureStateDir(state);
     const say = (line: string) => channel.message(Level.Info, line);
     const warn = (line: string) => channel.message(Level.Error, line);
 
