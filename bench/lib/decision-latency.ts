@@ -12,7 +12,7 @@ import { offloadEnv, withLab } from "./lab.js";
 import { ms, type Row } from "./report.js";
 import { median, percentile } from "./stats.js";
 import { snapshotHook } from "./snapshot.js";
-import { makeWorkDir, removeWorkDir } from "./work-dir.js";
+import { makeSafeDir, removeDir } from "../../test/support/safe-dir.js";
 
 /** The daemon's side, against the snapshot's hook. */
 const runHookTries = (env: NodeJS.ProcessEnv, requests: Try[]) => runTries(env, requests, BASE_SETTINGS, snapshotHook());
@@ -51,7 +51,7 @@ function steadyLatencies(run: HookRun): number[] {
 }
 
 export async function measureDecisionLatency(options: DecisionOptions): Promise<Row[]> {
-  const work = makeWorkDir("p4");
+  const work = makeSafeDir("p4", "offload-bench");
   const held: Slot[] = [];
   try {
     const clientKey = join(work, "client_ed25519");
@@ -108,7 +108,7 @@ export async function measureDecisionLatency(options: DecisionOptions): Promise<
     ];
   } finally {
     await Promise.all(held.map((slot) => slot.release()));
-    removeWorkDir(work);
+    removeDir(work);
   }
 }
 

@@ -6,7 +6,7 @@ import { chmodSync, copyFileSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Lab, LabOptions } from "../../src/lab/index.js";
 import { startTestLab, stopTestLab } from "../../test/support/lab.js";
-import { makeWorkDir, removeWorkDir } from "./work-dir.js";
+import { makeSafeDir, removeDir } from "../../test/support/safe-dir.js";
 
 export interface BenchLab {
   lab: Lab;
@@ -15,12 +15,12 @@ export interface BenchLab {
 }
 
 export async function withLab<T>(name: string, options: LabOptions, body: (bench: BenchLab) => Promise<T>): Promise<T> {
-  const work = makeWorkDir(name);
+  const work = makeSafeDir(name, "offload-bench");
   let lab: Lab | undefined;
   // A benchmark interrupted halfway must not leave sshds or Include lines behind.
   const onSignal = () => {
     void stopTestLab(lab).finally(() => {
-      removeWorkDir(work);
+      removeDir(work);
       process.exit(130);
     });
   };
@@ -33,7 +33,7 @@ export async function withLab<T>(name: string, options: LabOptions, body: (bench
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
     await stopTestLab(lab);
-    removeWorkDir(work);
+    removeDir(work);
   }
 }
 
