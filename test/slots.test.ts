@@ -4,7 +4,7 @@ import { spawn } from "node:child_process";
 import { readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { acquireSlot, slotHolders } from "../src/select/slots.js";
+import { acquireSlot, heldSlots, slotHolders } from "../src/select/slots.js";
 import { makeSafeDir, removeDir } from "./support/safe-dir.js";
 
 let dir: string;
@@ -18,11 +18,13 @@ test("slots are taken in order, counted, and described by their holders", async 
   const b = await acquireSlot(dir, "m", 2);
   expect([a?.index, b?.index]).toEqual([0, 1]);
   expect(await acquireSlot(dir, "m", 2)).toBeUndefined();
+  expect(await heldSlots(dir, "m", 2)).toBe(2);
   const holders = await slotHolders(dir, "m", 2);
   expect(holders[0]).toMatchObject({ pid: process.pid, drvPath: "/nix/store/aaaa-x.drv" });
   expect(holders[1]?.pid).toBe(process.pid);
   await a!.release();
   expect((await slotHolders(dir, "m", 2))[0]).toBeUndefined();
+  expect(await heldSlots(dir, "m", 2)).toBe(1);
   expect((await acquireSlot(dir, "m", 2))?.index).toBe(0);
   // Another machine's slots, and another state dir's, are separate.
   expect((await acquireSlot(dir, "other", 1))?.index).toBe(0);

@@ -4,7 +4,7 @@
 import type { BuildMachine } from "../../types/index.js";
 import { machineState, readFacts } from "./machine-facts.js";
 import type { BuildRequest, MachineState } from "./select.js";
-import { slotHolders } from "./slots.js";
+import { heldSlots } from "./slots.js";
 
 /** States of the machines that could build `request.system` at all (others are ineligible whatever their state). */
 export async function currentStates(
@@ -16,8 +16,7 @@ export async function currentStates(
   const relevant = machines.filter((m) => m.enabled && (request.system === "builtin" || m.systems.includes(request.system as never)));
   const entries = await Promise.all(
     relevant.map(async (machine) => {
-      const holders = await slotHolders(stateDir, machine.name, machine.parallelBuilds);
-      const inUse = holders.filter((holder) => holder !== undefined).length;
+      const inUse = await heldSlots(stateDir, machine.name, machine.parallelBuilds);
       return [machine.name, machineState(readFacts(stateDir, machine.name), inUse, now)] as const;
     }),
   );

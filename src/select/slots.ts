@@ -59,7 +59,11 @@ function slotAddress(stateDir: string, machine: string, index: number): string {
 
 function bind(address: string, holder: SlotHolder): Promise<Server | undefined> {
   return new Promise((resolve, reject) => {
-    const server = createServer((socket) => socket.end(JSON.stringify(holder)));
+    const server = createServer((socket) => {
+      // An asker may hang up before the answer (heldSlots does): that must never hurt the holder, a building hook.
+      socket.on("error", () => undefined);
+      socket.end(JSON.stringify(holder));
+    });
     server.once("error", (error: NodeJS.ErrnoException) => (error.code === "EADDRINUSE" ? resolve(undefined) : reject(error)));
     server.listen({ path: address }, () => {
       server.unref(); // holding a slot must not keep the process alive
@@ -95,6 +99,23 @@ export function slotHolder(stateDir: string, machine: string, index: number): Pr
     });
     socket.on("error", () => resolve(undefined)); // ECONNREFUSED: nobody holds it
   });
+}
+
+/** How many of the `count` slots of `machine` are held: a connection that is accepted is enough (the hook decides on this). */
+export async function heldSlots(stateDir: string, machine: string, count: number): Promise<number> {
+  const held = await Promise.all(
+    Array.from({ length: count }, (_, index) =>
+      new Promise<boolean>((resolve) => {
+        const socket = createConnection({ path: slotAddress(stateDir, machine, index) });
+        socket.once("connect", () => {
+          socket.destroy();
+          resolve(true);
+        });
+        socket.once("error", () => resolve(false)); // ECONNREFUSED: nobody holds it
+      }),
+    ),
+  );
+  return held.filter(Boolean).length;
 }
 
 /** Holders of all `count` slots of `machine` (undefined entries are free slots). */
