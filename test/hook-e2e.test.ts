@@ -156,6 +156,10 @@ test("a multi-derivation graph is built on the machines routing demands, outputs
     await run("nix", [...NIX, "store", "verify", "--no-contents", "--sigs-needed", "1", "--trusted-public-keys", builder.signingKey, path]);
   }
   expect(readFileSync(result.stdout, "utf8")).toContain(await outputOf("benchmark", salt));
+  // Each build's duration is recorded (scaled to speed 1) for later scheduling decisions.
+  const durations = JSON.parse(readFileSync(join(dir, "graph", "state", "durations.json"), "utf8")) as Record<string, { seconds: number }>;
+  expect(Object.keys(durations).sort()).toEqual(["bench-leaf", "kvm-leaf", "plain-leaf", "top"]);
+  for (const record of Object.values(durations)) expect(record.seconds).toBeGreaterThan(0);
 });
 
 test.each([

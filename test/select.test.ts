@@ -116,3 +116,25 @@ test("a per-build restriction limits or excludes machines", () => {
   const exclude = select({ machines, restriction: { exclude: ["a"] } });
   expect(exclude.candidates.map((m) => m.name)).toEqual(["b", "c"]);
 });
+
+test("with a known duration, a long build waits for a busy fast machine rather than start on a slow one", () => {
+  const machines = [x86("fast", { speed: 4 }), x86("slow", { speed: 1, parallelBuilds: 4 })];
+  const fastBusy = (freeIn: number | undefined) => ({ fast: { slotsInUse: 1, freeIn } });
+  // 600 s at speed 1: 600 s on slow now, or (20 + 150) s on fast: waiting wins clearly.
+  const long = select({ machines, estimate: 600 }, fastBusy(20));
+  expect(long.verdict).toBe("postpone");
+  expect(long.summary).toBe("waiting for fast: expected done in 170 s there, 600 s on slow");
+  // 20 s at speed 1: 20 s on slow now beats (20 + 5) s on fast.
+  expect(select({ machines, estimate: 20 }, fastBusy(20)).verdict).toBe("accept");
+  // No recorded duration, or no idea when fast frees up: never wait.
+  expect(select({ machines }, fastBusy(20)).verdict).toBe("accept");
+  expect(select({ machines, estimate: 600 }, fastBusy(undefined)).verdict).toBe("accept");
+  // Waiting must halve the expected finish: 300 s on slow vs (100 + 75) s on fast is not enough.
+  expect(select({ machines, estimate: 300 }, fastBusy(100)).verdict).toBe("accept");
+  // The daemon only asks again after its poll interval.
+  expect(select({ machines, estimate: 100, pollInterval: 60 }, fastBusy(0)).verdict).toBe("accept");
+  expect(select({ machines, estimate: 100, pollInterval: 5 }, fastBusy(0)).verdict).toBe("postpone");
+  // A machine that could not build it anyway is never waited for.
+  const kvmOnly = [x86("fast", { speed: 4, mandatoryFeatures: ["kvm"] }), x86("slow", { speed: 1 })];
+  expect(select({ machines: kvmOnly, estimate: 600 }, fastBusy(20)).verdict).toBe("accept");
+});

@@ -34,7 +34,7 @@ function predicted(builders: LabBuilder[]): string[] {
   const running = new Map(builders.map((b) => [b.name, 0]));
   return Array.from({ length: BUILDS }, (_, i) => {
     const derivation: SimDerivation = { id: i, name: `sleeper-${i}`, duration: 4, features: [], deps: [] };
-    const reply = policy.decide({ derivation, amWilling: false }, { running: (m) => running.get(m)! });
+    const reply = policy.decide({ derivation, amWilling: false }, { running: (m) => running.get(m)!, now: () => 0, builds: () => [] });
     if (reply.verdict !== "accept") return reply.verdict;
     running.set(reply.machine, running.get(reply.machine)! + 1);
     return reply.machine;

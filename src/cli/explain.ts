@@ -11,7 +11,7 @@ import { reasonLine, reasonsWithFixes } from "../failures.js";
 import { interpretSettings } from "../hook/settings.js";
 import { parseDerivation } from "../nix/drv.js";
 import { parseNixConfig } from "../remote/probes.js";
-import { currentStates } from "../select/current-state.js";
+import { selectionInput } from "../select/current-state.js";
 import { selectMachine, type BuildRequest } from "../select/select.js";
 import { stateDir } from "../select/state-dir.js";
 
@@ -45,14 +45,7 @@ async function explain(options: ExplainOptions): Promise<void> {
   const config = await loadConfig({ config: options.config });
   const settings = interpretSettings(await localNixSettings(options), process.env);
   const request = await buildRequest(options, settings.localState.maxJobs);
-  const decision = selectMachine({
-    machines: config.machines,
-    local: config.local,
-    localState: settings.localState,
-    request,
-    states: await currentStates(config.machines, request, stateDir()),
-    restriction: settings.restriction,
-  });
+  const decision = selectMachine(await selectionInput(config, settings, request, stateDir()));
   const machines = reasonsWithFixes(decision.reasons, config.machines, request);
   if (options.json) {
     const { verdict, summary, local } = decision;

@@ -37,19 +37,23 @@ export interface BuildJob {
   buildLog: (bytes: Buffer | string) => void;
 }
 
-export async function buildOnMachine(job: BuildJob): Promise<void> {
+/** Builds, verifies and imports; returns the seconds the remote build itself took. */
+export async function buildOnMachine(job: BuildJob): Promise<number> {
   const name = job.link.machine.name;
   const drv = parseDerivation(await readFile(job.drvPath, "utf8"), job.drvPath);
   const remote = job.link.session.client;
   await uploadInputs(job, remote);
   job.link.onStderr((chunk) => job.buildLog(chunk));
+  const started = Date.now();
   const result = await remote.buildDerivation(job.drvPath, drv, buildInputs(drv, job.inputs), {
     maxSilentTime: job.settings.maxSilentTime,
     buildTimeout: job.settings.buildTimeout,
     maxLogSize: job.settings.maxLogSize,
   });
   if (!result.success) throw buildFailure(result, job.drvPath, name);
+  const seconds = (Date.now() - started) / 1000;
   await fetchOutputs(job, drv, remote);
+  return seconds;
 }
 
 /** Nix's hook sends the whole input closure as inputSrcs, except for derivations without input derivations. */

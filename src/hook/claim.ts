@@ -7,7 +7,7 @@ import type { LoadedConfig } from "../config/load.js";
 import { clockSkew, diskLow, overloaded } from "../failures.js";
 import { storeFilesDir } from "../remote/probes.js";
 import { linkMachine, type MachineLink } from "../remote/machine-link.js";
-import { currentStates } from "../select/current-state.js";
+import { selectionInput } from "../select/current-state.js";
 import { recordFacts } from "../select/machine-facts.js";
 import { selectMachine, type BuildRequest, type Decision } from "../select/select.js";
 import { acquireSlot, type Slot } from "../select/slots.js";
@@ -39,14 +39,7 @@ const ROUNDS = 3;
 export async function claimMachine(request: BuildRequest, context: ClaimContext): Promise<Claim> {
   let decision: Decision | undefined;
   for (let round = 0; round < ROUNDS; round++) {
-    decision = selectMachine({
-      machines: context.config.machines,
-      local: context.config.local,
-      localState: context.settings.localState,
-      request,
-      states: await currentStates(context.config.machines, request, context.stateDir),
-      restriction: context.settings.restriction,
-    });
+    decision = selectMachine(await selectionInput(context.config, context.settings, request, context.stateDir));
     if (decision.verdict !== "accept") return { verdict: decision.verdict, decision };
     for (const machine of decision.candidates) {
       const slot = await acquireSlot(context.stateDir, machine.name, machine.parallelBuilds, request.drvPath);

@@ -5,6 +5,7 @@ import { loadConfig, type LoadedConfig } from "../config/load.js";
 import { OffloadError, asOffloadError, formatError } from "../errors.js";
 import { reasonLine, reasonsWithFixes } from "../failures.js";
 import { readSecretKeyFile } from "../nix/keys.js";
+import { derivationName, recordDuration } from "../select/durations.js";
 import { recordFacts } from "../select/machine-facts.js";
 import type { BuildRequest, Decision } from "../select/select.js";
 import { ensureStateDir, stateDir } from "../select/state-dir.js";
@@ -58,8 +59,10 @@ export async function runHook(io: HookIo, env: NodeJS.ProcessEnv = process.env):
         channel.message(Level.Talkative, `offload: ${claim.decision.summary}`);
         const { inputs, wantedOutputs } = await channel.accept(link.machine.name);
         try {
-          await buildOnMachine({ link, drvPath: request.drvPath!, inputs, wantedOutputs, settings, signingKey, trustedKeys, say, buildLog: (b) => channel.buildLog(b) });
+          const seconds = await buildOnMachine({ link, drvPath: request.drvPath!, inputs, wantedOutputs, settings, signingKey, trustedKeys, say, buildLog: (b) => channel.buildLog(b) });
           recordFacts(state, link.machine.name, { lastBuild: { drvPath: request.drvPath!, at: Date.now() } });
+          // On a machine of speed 1 it would have taken speed times as long.
+          recordDuration(state, derivationName(request.drvPath!), seconds * link.machine.speed);
           return EXIT.success;
         } catch (error) {
           // The build log is where Nix shows a failed build's last lines (and `nix log` keeps them).

@@ -10,6 +10,8 @@ export interface HookSettings {
   buildTimeout: number;
   maxLogSize: number;
   buildersUseSubstitutes: boolean;
+  /** Seconds before the daemon asks again about a postponed build (build-poll-interval). */
+  pollInterval: number;
   /** Per-build choice of machines, from `builders` (see parseRestriction). */
   restriction?: Restriction;
 }
@@ -29,6 +31,7 @@ export function interpretSettings(settings: ReadonlyMap<string, string>, env: No
     buildTimeout: number(settings.get("timeout")),
     maxLogSize: number(settings.get("max-build-log-size")),
     buildersUseSubstitutes: settings.get("builders-use-substitutes") === "true",
+    pollInterval: number(settings.get("build-poll-interval")) || 5,
     restriction: parseRestriction(settings.get("builders"), env),
   };
 }

@@ -1,10 +1,34 @@
-// What is known about the machines right now: slots in use (from the kernel locks) and the
-// still-fresh facts of recent connections. The hook decides on it and `offload explain`
-// shows it, so both see the same world.
-import type { BuildMachine } from "../../types/index.js";
+// What is known right now, as the selection function's input: slots in use (from the kernel
+// locks), the still-fresh facts of recent connections, and durations recorded by earlier
+// builds. The hook decides on it and `offload explain` shows it: both build it here, so
+// they cannot see different worlds.
+import type { BuildMachine, LocalMachine } from "../../types/index.js";
+import type { HookSettings } from "../hook/settings.js";
+import { derivationName, readDurations, type Durations } from "./durations.js";
 import { machineState, readFacts } from "./machine-facts.js";
-import type { BuildRequest, MachineState } from "./select.js";
-import { heldSlots } from "./slots.js";
+import type { BuildRequest, MachineState, SelectionInput } from "./select.js";
+import { heldSlots, slotHolders } from "./slots.js";
+
+export async function selectionInput(
+  config: { machines: readonly BuildMachine[]; local?: LocalMachine },
+  settings: HookSettings,
+  request: BuildRequest,
+  stateDir: string,
+): Promise<SelectionInput> {
+  const durations = readDurations(stateDir);
+  const estimate = request.drvPath === undefined ? undefined : durations.get(derivationName(request.drvPath));
+  return {
+    machines: config.machines,
+    local: config.local,
+    localState: settings.localState,
+    request,
+    // Free times of busy machines matter only when this build's duration is known.
+    states: await currentStates(config.machines, request, stateDir, Date.now(), estimate === undefined ? undefined : durations),
+    restriction: settings.restriction,
+    estimate,
+    pollInterval: settings.pollInterval,
+  };
+}
 
 /** States of the machines that could build `request.system` at all (others are ineligible whatever their state). */
 export async function currentStates(
@@ -12,13 +36,29 @@ export async function currentStates(
   request: Pick<BuildRequest, "system">,
   stateDir: string,
   now = Date.now(),
+  durations?: Durations,
 ): Promise<Map<string, MachineState>> {
   const relevant = machines.filter((m) => m.enabled && (request.system === "builtin" || m.systems.includes(request.system as never)));
   const entries = await Promise.all(
     relevant.map(async (machine) => {
       const inUse = await heldSlots(stateDir, machine.name, machine.parallelBuilds);
-      return [machine.name, machineState(readFacts(stateDir, machine.name), inUse, now)] as const;
+      const state = machineState(readFacts(stateDir, machine.name), inUse, now);
+      if (durations && inUse >= machine.parallelBuilds) state.freeIn = await freeIn(stateDir, machine, durations, now);
+      return [machine.name, state] as const;
     }),
   );
   return new Map(entries);
+}
+
+/** Seconds until the first of a full machine's builds should end, from what those builds took before. */
+async function freeIn(stateDir: string, machine: BuildMachine, durations: Durations, now: number): Promise<number | undefined> {
+  const holders = await slotHolders(stateDir, machine.name, machine.parallelBuilds);
+  let soonest: number | undefined;
+  for (const holder of holders) {
+    const recorded = holder?.drvPath === undefined ? undefined : durations.get(derivationName(holder.drvPath));
+    if (holder === undefined || recorded === undefined) return undefined; // a build of unknown length: no estimate
+    const remaining = Math.max(0, recorded / machine.speed - (now - holder.since) / 1000);
+    soonest = soonest === undefined ? remaining : Math.min(soonest, remaining);
+  }
+  return soonest;
 }

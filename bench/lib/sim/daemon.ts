@@ -35,6 +35,7 @@ export interface SimResult {
 interface RunningBuild {
   id: number;
   machine: string;
+  start: number;
   end: number;
 }
 
@@ -63,7 +64,11 @@ export function simulate(graph: SimGraph, site: SimSite, policy: Policy): SimRes
   let lastWokenUp: number | undefined;
   const running: RunningBuild[] = [];
   let done = 0;
-  const view = { running: (machine: string) => runningOn.get(machine)! };
+  const view = {
+    running: (machine: string) => runningOn.get(machine)!,
+    now: () => now,
+    builds: (machine: string) => running.filter((r) => r.machine === machine).map((r) => ({ derivation: derivations[r.id]!, startedAt: r.start })),
+  };
 
   /** Charges `seconds` of every remote slot that is free while a waiting derivation could have used it. */
   const chargeIdle = (seconds: number) => {
@@ -80,7 +85,7 @@ export function simulate(graph: SimGraph, site: SimSite, policy: Policy): SimRes
     if (machine !== LOCAL && count > slots.get(machine)!) throw new Error(`${policy.name} accepted ${d.name} on ${machine}, which has no free slot`);
     runningOn.set(machine, count);
     const end = now + d.duration / speed.get(machine)!;
-    running.push({ id: d.id, machine, end });
+    running.push({ id: d.id, machine, start: now, end });
     const fastest = d.duration / fastestSpeed(site, d.features);
     const worst = result.worstPlacement;
     if (!worst || end - now - fastest > worst.ran - worst.fastest) result.worstPlacement = { name: d.name, machine, ran: end - now, fastest };

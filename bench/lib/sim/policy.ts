@@ -10,6 +10,9 @@ export interface TryRequest {
 /** What the hook sees of the remote machines: the builds running on each (its slot locks). */
 export interface SiteView {
   running(machine: string): number;
+  now(): number;
+  /** The builds running on a machine and when each started (the hook reads them from its slot holders). */
+  builds(machine: string): { derivation: SimDerivation; startedAt: number }[];
 }
 
 export type HookReply = { verdict: "accept"; machine: string } | { verdict: "decline" } | { verdict: "postpone" };
