@@ -60,9 +60,14 @@ export async function runHook(io: HookIo, env: NodeJS.ProcessEnv = process.env):
         const { inputs, wantedOutputs } = await channel.accept(link.machine.name);
         try {
           const seconds = await buildOnMachine({ link, drvPath: request.drvPath!, inputs, wantedOutputs, settings, signingKey, trustedKeys, say, buildLog: (b) => channel.buildLog(b) });
-          recordFacts(state, link.machine.name, { lastBuild: { drvPath: request.drvPath!, at: Date.now() } });
-          // On a machine of speed 1 it would have taken speed times as long.
-          recordDuration(state, derivationName(request.drvPath!), seconds * link.machine.speed);
+          try {
+            recordFacts(state, link.machine.name, { lastBuild: { drvPath: request.drvPath!, at: Date.now() } });
+            // On a machine of speed 1 it would have taken speed times as long.
+            recordDuration(state, derivationName(request.drvPath!), seconds * link.machine.speed);
+          } catch (error) {
+            // Advisory records: the build itself succeeded and its outputs are imported.
+            channel.message(Level.Warn, `offload: could not record the build in ${state}: ${asOffloadError(error).message}`);
+          }
           return EXIT.success;
         } catch (error) {
           // The build log is where Nix shows a failed build's last lines (and `nix log` keeps them).
