@@ -45,15 +45,58 @@ export async function buildOnMachine(job: BuildJob): Promise<number> {
   await uploadInputs(job, remote);
   job.link.onStderr((chunk) => job.buildLog(chunk));
   const started = Date.now();
-  const result = await remote.buildDerivation(job.drvPath, drv, buildInputs(drv, job.inputs), {
+  const build = remote.buildDerivation(job.drvPath, drv, buildInputs(drv, job.inputs), {
     maxSilentTime: job.settings.maxSilentTime,
     buildTimeout: job.settings.buildTimeout,
     maxLogSize: job.settings.maxLogSize,
   });
+  const result = await enforceTimeouts(build, job);
   if (!result.success) throw buildFailure(result, job.drvPath, name);
   const seconds = (Date.now() - started) / 1000;
   await fetchOutputs(job, drv, remote);
   return seconds;
+}
+
+/** The hook's own deadline comes this long after the remote's, whose message says more when it works. */
+const TIMEOUT_GRACE_S = 5;
+
+/**
+ * Nix 2.8's `nix-store --serve` cannot pass timeouts on to a remote nix-daemon (the FIXME in
+ * its opServe): a non-root login's builds would never time out. So the hook enforces the
+ * daemon's timeout and max-silent-time itself too, a little later, by ending the session
+ * (which stops the remote build).
+ */
+function enforceTimeouts<T>(build: Promise<T>, job: BuildJob): Promise<T> {
+  const { buildTimeout, maxSilentTime } = job.settings;
+  if (buildTimeout === 0 && maxSilentTime === 0) return build;
+  const started = Date.now();
+  let lastOutput = started;
+  job.link.onStderr(() => (lastOutput = Date.now()));
+  return new Promise<T>((resolve, reject) => {
+    const watch = setInterval(() => {
+      const now = Date.now();
+      const why =
+        buildTimeout > 0 && now - started > (buildTimeout + TIMEOUT_GRACE_S) * 1000
+          ? `timed out after ${buildTimeout} seconds`
+          : maxSilentTime > 0 && now - lastOutput > (maxSilentTime + TIMEOUT_GRACE_S) * 1000
+            ? `timed out after ${maxSilentTime} seconds of silence`
+            : undefined;
+      if (!why) return;
+      clearInterval(watch);
+      job.link.close();
+      reject(
+        new OffloadError(`building ${job.drvPath} on ${job.link.machine.name} ${why}; the machine did not stop it, so offload did`, {
+          code: "build-TimedOut",
+          fix: "make the build finish sooner, or raise the daemon's timeout / max-silent-time",
+          exitCode: EXIT.timedOut,
+        }),
+      );
+    }, 1000);
+    build.then(
+      (value) => (clearInterval(watch), resolve(value)),
+      (error: unknown) => (clearInterval(watch), reject(error)),
+    );
+  });
 }
 
 /** Nix's hook sends the whole input closure as inputSrcs, except for derivations without input derivations. */
