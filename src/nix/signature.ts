@@ -5,6 +5,7 @@ import { OffloadError } from "../errors.js";
 import type { PublicKey, SecretKey } from "./keys.js";
 import { encodeNix32 } from "./nix32.js";
 import type { PathInfo } from "./path-info.js";
+import { byteOrder } from "./wire.js";
 
 export type SignedFields = Pick<PathInfo, "path" | "narHash" | "narSize" | "references">;
 
@@ -19,14 +20,10 @@ export function pathFingerprint(info: SignedFields): string {
     throw new OffloadError(`narSize of ${info.path} is not a size: ${info.narSize}`, { code: "invalid-path-info" });
   }
   // Sorted here too: a caller's unsorted list must not yield a signature Nix rejects.
-  const references = [...info.references].sort(compareBytes);
+  const references = [...info.references].sort(byteOrder);
   return `1;${info.path};sha256:${encodeNix32(info.narHash)};${info.narSize};${references.join(",")}`;
 }
 
-// Nix orders store path sets bytewise, not by locale or UTF-16 units.
-function compareBytes(a: string, b: string): number {
-  return Buffer.compare(Buffer.from(a), Buffer.from(b));
-}
 
 /** Nix's signature string "keyname:base64" for this path. */
 export function signPath(info: SignedFields, secretKey: SecretKey): string {

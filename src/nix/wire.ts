@@ -66,6 +66,11 @@ export class WireWriter {
   }
 }
 
+/** Nix's order of string sets (std::set<std::string>): bytewise, not by locale or UTF-16 units. */
+export function byteOrder(a: string, b: string): number {
+  return Buffer.compare(Buffer.from(a), Buffer.from(b));
+}
+
 export type WireSource = Readable | AsyncIterable<Buffer | Uint8Array | string>;
 
 /**

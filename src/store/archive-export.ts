@@ -7,6 +7,7 @@ import { OffloadError } from "../errors.js";
 import { writeExportStream, type ExportSource } from "../nix/export-stream.js";
 import type { SecretKey } from "../nix/keys.js";
 import type { PathInfo } from "../nix/path-info.js";
+import { byteOrder } from "../nix/wire.js";
 import { signPath } from "../nix/signature.js";
 import { DEFAULT_STORE_DIR, HASH_PART_LENGTH, isStorePath } from "../nix/store-path.js";
 import type { ServeClient } from "./serve.js";
@@ -17,7 +18,7 @@ export function dependenciesFirst(infos: Iterable<PathInfo>): PathInfo[] {
   for (const info of infos) byPath.set(info.path, info);
   const order: PathInfo[] = [];
   const state = new Map<string, "open" | "done">();
-  const sorted = [...byPath.values()].sort((a, b) => Buffer.compare(Buffer.from(a.path), Buffer.from(b.path)));
+  const sorted = [...byPath.values()].sort((a, b) => byteOrder(a.path, b.path));
   // Iterative depth-first search: closures can be deep enough to exhaust the call stack.
   for (const root of sorted) {
     if (state.has(root.path)) continue;

@@ -4,7 +4,7 @@
 
 import type { Derivation } from "../nix/drv.js";
 import type { WireReader } from "../nix/wire.js";
-import { WireWriter } from "../nix/wire.js";
+import { WireWriter, byteOrder } from "../nix/wire.js";
 
 /**
  * What BuildDerivation sends of a parsed .drv. Output fields go out verbatim: Nix's
@@ -65,10 +65,6 @@ export interface BuildResult {
   startTime: number;
   stopTime: number;
   builtOutputs: Map<string, BuiltOutput>;
-}
-
-function byteOrder(a: string, b: string): number {
-  return Buffer.compare(Buffer.from(a), Buffer.from(b));
 }
 
 /** BasicDerivation on the wire: outputs and env in name order (Nix's std::map), inputSrcs as a sorted set. */

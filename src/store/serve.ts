@@ -8,7 +8,7 @@ import { decodeNix32 } from "../nix/nix32.js";
 import type { PathInfo } from "../nix/path-info.js";
 import { DEFAULT_STORE_DIR, isStorePath } from "../nix/store-path.js";
 import { copyNar } from "../nix/nar.js";
-import { WireReader, WireWriter } from "../nix/wire.js";
+import { WireReader, WireWriter, byteOrder } from "../nix/wire.js";
 import { readBuildResult, writeBasicDerivation, writeBuildOptions } from "./serve-build.js";
 import type { BasicDerivation, BuildOptions, BuildResult } from "./serve-build.js";
 
@@ -51,10 +51,6 @@ export interface ServeOptions {
 export interface NarDigest {
   narHash: Buffer;
   narSize: number;
-}
-
-function byteOrder(a: string, b: string): number {
-  return Buffer.compare(Buffer.from(a), Buffer.from(b));
 }
 
 /** Nix prints NAR hashes as `sha256:<nix32>`; Hash::parseAny also accepts base16 and base64. */
