@@ -1,6 +1,7 @@
 // Small facts read from a machine over an open connection, each by one short shell command:
 // what `offload check` verifies and `offload status` shows.
 import { runRemote, type RemoteResult } from "./remote-command.js";
+import { shellQuote } from "./shell-quote.js";
 import type { SshConnection } from "./ssh.js";
 
 const PROBE_TIMEOUT_MS = 10_000;
@@ -12,10 +13,6 @@ async function probe(connection: SshConnection, command: string): Promise<Remote
 /** Remote error text as one line: each failure is reported on one. */
 export function oneLine(text: string): string {
   return text.split("\n").map((line) => line.trim()).filter((line) => line !== "").join(" | ");
-}
-
-function shellQuote(word: string): string {
-  return `'${word.replace(/'/g, `'\\''`)}'`;
 }
 
 /**

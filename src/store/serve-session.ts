@@ -2,6 +2,7 @@
 // the serve protocol on that channel, as Nix's ssh:// store does.
 
 import type { RemoteProcess, SshConnection } from "../remote/ssh.js";
+import { shellQuote } from "../remote/shell-quote.js";
 import { ServeClient } from "./serve.js";
 
 export interface ServeSessionOptions {
@@ -19,10 +20,6 @@ export interface ServeSession {
   client: ServeClient;
   /** The remote process; its stderr carries build logs and is the caller's to drain. */
   process: RemoteProcess;
-}
-
-function shellQuote(word: string): string {
-  return /^[A-Za-z0-9_\-./=:@%+,]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
 }
 
 /** The remote command line of a serve session, as the remote shell gets it. */
