@@ -172,11 +172,12 @@ function fasterAfterWaiting(input: SelectionInput, free: BuildMachine): string |
   if (estimate === undefined) return undefined;
   const now = estimate / free.speed;
   const poll = input.pollInterval ?? 5;
+  const required = new Set(input.request.requiredFeatures);
   let waitFor: { machine: BuildMachine; finish: number } | undefined;
   for (const machine of input.machines) {
     const state = input.states.get(machine.name);
     if (machine === free || state?.freeIn === undefined || state.slotsInUse < machine.parallelBuilds) continue;
-    if (eligibility(machine, input.request, new Set(input.request.requiredFeatures), input.restriction)) continue;
+    if (eligibility(machine, input.request, required, input.restriction)) continue;
     // The daemon asks again only every poll interval.
     const finish = Math.max(state.freeIn, poll) + estimate / machine.speed;
     if (!waitFor || finish < waitFor.finish) waitFor = { machine, finish };
