@@ -1,18 +1,19 @@
 // After "# accept": send the inputs the machine lacks, build there, bring the outputs back
 // and import them only once every one is verified. One linear flow, like Nix's
 // build-remote, over the shared store primitives.
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { OffloadError } from "../errors.js";
 import { parseDerivation, type Derivation } from "../nix/drv.js";
 import type { PublicKey, SecretKey } from "../nix/keys.js";
 import { dumpPath } from "../nix/nar.js";
 import type { MachineLink } from "../remote/machine-link.js";
 import { dependenciesFirst } from "../store/archive-export.js";
-import { importVerified, type SpooledPath } from "../store/import-verified.js";
+import type { SpooledPath } from "../store/import-verified.js";
+import { landVerified } from "../store/land.js";
 import { openLocalStore } from "../store/local-store.js";
 import { outputFixes } from "../store/machine-trust.js";
+import { makeScratch, removeScratch } from "../store/scratch.js";
 import type { ServeClient } from "../store/serve.js";
 import type { BuildResult } from "../store/serve-build.js";
 import { spoolNar, uploadSigned } from "../store/transfer.js";
@@ -131,7 +132,7 @@ async function uploadMissing(job: BuildJob, local: ServeClient, remote: ServeCli
   job.say(`offload: copied ${missing.length} input path(s) (${mebibytes(bytes)}) to ${job.link.machine.name}`);
 }
 
-/** Brings back the outputs the daemon still wants, verified before a single one is imported. */
+/** Brings back the outputs the daemon still wants, verified before a single one enters the store. */
 async function fetchOutputs(job: BuildJob, drv: Derivation, remote: ServeClient): Promise<void> {
   const name = job.link.machine.name;
   const wanted = job.wantedOutputs.map((output) => {
@@ -140,25 +141,34 @@ async function fetchOutputs(job: BuildJob, drv: Derivation, remote: ServeClient)
     return path;
   });
   const infos = await remote.queryPathInfos(wanted);
+  // Only what was asked for: a machine trusted to build must not be able to add other paths.
+  const offered = [...infos.keys()].filter((path) => !wanted.includes(path));
+  if (offered.length > 0) {
+    throw new OffloadError(`${name} offered ${offered[0]}, which is not an output of ${job.drvPath} that was asked for; nothing imported`, {
+      code: "output-unasked",
+      fix: `${name}'s nix-store is not the real one or is compromised: check what \`nix-store\` runs there, and its store (nix-store --verify --check-contents)`,
+      exitCode: EXIT.transient,
+    });
+  }
   const absent = wanted.filter((path) => !infos.has(path));
   if (absent.length > 0) {
     throw new OffloadError(`${name} reports success but output ${absent[0]} is not valid there`, { code: "output-missing", exitCode: EXIT.transient });
   }
-  const spool = await mkdtemp(join(tmpdir(), "offload-outputs-"));
+  const spool = makeScratch(tmpdir(), "offload-outputs-");
   try {
     const items: SpooledPath[] = [];
     for (const info of dependenciesFirst(infos.values())) items.push(await spoolNar(remote, info, spool, name));
-    const imported = await importVerified(items, {
+    const landed = await landVerified(items, {
       trustedKeys: job.trustedKeys,
       origin: `outputs of ${job.drvPath} from ${name}`,
-      // The daemon holds the locks of the outputs: the importing nix-store must know, or it waits forever.
-      env: { ...process.env, NIX_HELD_LOCKS: wanted.join(" ") },
       fixes: outputFixes(job.link.machine),
+      workDir: spool,
+      warn: (line) => job.buildLog(`${line}\n`),
     });
-    const signers = [...new Set(imported.map((path) => path.signer))].join(", ");
-    job.say(`offload: ${imported.length} output(s) of ${job.drvPath} built on ${name}, signature by ${signers} verified`);
+    const signers = [...new Set(landed.map((path) => path.signer))].join(", ");
+    job.say(`offload: ${landed.length} output(s) of ${job.drvPath} built on ${name}, signature by ${signers} verified`);
   } finally {
-    await rm(spool, { recursive: true, force: true });
+    removeScratch(spool);
   }
 }
 

@@ -3,7 +3,9 @@
 // on stderr; the build log goes to fd 4.
 import { fstatSync, writeSync } from "node:fs";
 import type { Readable } from "node:stream";
+import type { NixVersion } from "../nix/daemon-version.js";
 import { WireReader, type WireSource } from "../nix/wire.js";
+import { parentNixVersion } from "./daemon.js";
 import type { BuildRequest } from "../select/select.js";
 
 export type Reply = "decline" | "decline-permanently" | "postpone";
@@ -25,6 +27,8 @@ export interface HookIo {
   control: (line: string) => void;
   /** The build log (fd 4), or undefined when there is none. */
   buildLog?: (bytes: Buffer | string) => void;
+  /** The version of the Nix that started the hook, when it can be told (not for a hook run by hand or a test). */
+  daemonVersion?: (stateDir: string) => Promise<NixVersion | undefined>;
 }
 
 /** The real process: stdin, stderr, and fd 4 if the daemon opened it. */
@@ -41,6 +45,7 @@ export function processIo(): HookIo {
     // Synchronous writes: a reply must reach the daemon before anything that follows it.
     control: (line) => writeAll(2, Buffer.from(line)),
     buildLog: logFd === undefined ? undefined : (bytes) => writeAll(logFd!, typeof bytes === "string" ? Buffer.from(bytes) : bytes),
+    daemonVersion: (stateDir) => parentNixVersion(stateDir),
   };
 }
 

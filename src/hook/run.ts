@@ -4,6 +4,7 @@ import type { BuildMachine } from "../../types/index.js";
 import { loadConfig, type LoadedConfig } from "../config/load.js";
 import { OffloadError, asOffloadError, formatError } from "../errors.js";
 import { reasonLine, reasonsWithFixes } from "../failures.js";
+import { hookSupport, type NixVersion } from "../nix/daemon-version.js";
 import { readSecretKeyFile } from "../nix/keys.js";
 import { derivationName, recordDuration } from "../select/durations.js";
 import { recordFacts } from "../select/machine-facts.js";
@@ -23,6 +24,11 @@ const DEFAULT_MIN_FREE_MIB = 100;
 export async function runHook(io: HookIo, env: NodeJS.ProcessEnv = process.env): Promise<number> {
   const channel = new HookChannel(io);
   try {
+    const state = stateDir(env);
+    ensureStateDir(state);
+    // Before reading anything: a daemon of another protocol (Lix's Cap'n Proto) would not send these bytes.
+    const daemon = await io.daemonVersion?.(state);
+    if (daemon) assertSupported(daemon);
     const settings = interpretSettings(await channel.readSettings(), env);
     const config = await loadHookConfig(env);
     if (!config || config.machines.length === 0) return declinePermanently(channel);
@@ -31,8 +37,6 @@ export async function runHook(io: HookIo, env: NodeJS.ProcessEnv = process.env):
       return readSecretKeyFile(secretKeyPath());
     })();
     const acl = await readAcl();
-    const state = stateDir(env);
-    ensureStateDir(state);
     const say = (line: string) => channel.message(Level.Info, line);
     const warn = (line: string) => channel.message(Level.Error, line);
 
@@ -81,9 +85,17 @@ export async function runHook(io: HookIo, env: NodeJS.ProcessEnv = process.env):
       }
     }
   } catch (error) {
-    // Before accept, plain stderr lines reach the daemon's log; exiting without a reply fails the build with them.
-    io.control(`offload: ${formatError(asOffloadError(error))}\n`);
+    // An @nix message reaches the person running the build (a plain line only the daemon's log);
+    // exiting without a reply then fails the build.
+    channel.message(Level.Error, `offload: ${formatError(asOffloadError(error))}`);
     return EXIT.transient;
+  }
+}
+
+function assertSupported(daemon: NixVersion): void {
+  const support = hookSupport(daemon);
+  if (!support.supported) {
+    throw new OffloadError(`cannot be the build hook of ${daemon.flavour} ${daemon.text}: ${support.why}`, { code: "daemon-unsupported", fix: support.fix });
   }
 }
 

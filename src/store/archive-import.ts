@@ -17,7 +17,7 @@ export interface ImportArchiveOptions {
   trustedKeys: readonly PublicKey[];
   /** Store to import into (nix-store --store), e.g. a chroot store directory; default the local store. */
   store?: string;
-  /** Environment for nix-store, e.g. with NIX_HELD_LOCKS when the daemon holds output locks. */
+  /** Environment for nix-store (default: this process's). */
   env?: NodeJS.ProcessEnv;
   /** Where NARs are spooled before import; default the system temp directory. */
   tempDir?: string;

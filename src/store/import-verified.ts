@@ -10,7 +10,8 @@ import { OffloadError } from "../errors.js";
 import type { PublicKey } from "../nix/keys.js";
 import type { PathInfo } from "../nix/path-info.js";
 import { verifyPathSignatures, type SignatureVerdict } from "../nix/signature.js";
-import { openLocalStore, type LocalStore } from "./local-store.js";
+import { openLocalStore } from "./local-store.js";
+import type { ServeClient } from "./serve.js";
 
 /** A path whose NAR sits in `narFile`; narHash and narSize were computed from that file's bytes. */
 export interface SpooledPath extends PathInfo {
@@ -21,16 +22,19 @@ type Refusal = Extract<SignatureVerdict, { valid: false }>["code"] | "duplicate-
 
 export type { Refusal };
 
-export interface VerifiedImportOptions {
+export interface VerifyOptions {
   /** Keys whose signatures are accepted. */
   trustedKeys: readonly PublicKey[];
   /** What is being imported, for messages: e.g. "archive" or "outputs from builder1". */
   origin: string;
   /** How to fix each kind of refusal, in the words of the caller's situation. */
   fixes: Record<Refusal, string>;
+}
+
+export interface VerifiedImportOptions extends VerifyOptions {
   /** Store to import into (nix-store --store); default the local store. */
   store?: string;
-  /** Environment for nix-store, e.g. NIX_HELD_LOCKS when the daemon holds the output locks. */
+  /** Environment for nix-store (default: this process's). */
   env?: NodeJS.ProcessEnv;
   nixStore?: string;
 }
@@ -48,7 +52,7 @@ export async function importVerified(items: readonly SpooledPath[], options: Ver
   const store = await openLocalStore({ store: options.store, env: options.env, nixStore: options.nixStore });
   const added: string[] = [];
   try {
-    const signers = await verifyAll(items, options, store);
+    const signers = await verifySpooled(items, options, store.client);
     // lock: the server holds temporary GC roots on these paths until the session ends.
     const present = await store.client.queryValidPaths(
       items.map((item) => item.path),
@@ -73,7 +77,12 @@ export async function importVerified(items: readonly SpooledPath[], options: Ver
   }
 }
 
-async function verifyAll(items: readonly SpooledPath[], options: VerifiedImportOptions, store: LocalStore): Promise<Map<string, string>> {
+/**
+ * Checks `items` (in dependency order) before any of them may enter a store: every path is
+ * listed once and signed by a trusted key, and every reference is earlier in the set or
+ * valid in `store`. Returns each path's signer; throws a refusal naming the first problem.
+ */
+export async function verifySpooled(items: readonly SpooledPath[], options: VerifyOptions, store: ServeClient): Promise<Map<string, string>> {
   const refuse = (message: string, code: Refusal) =>
     new OffloadError(`${options.origin} refused, nothing imported: ${message}`, { code, fix: options.fixes[code] });
   const signers = new Map<string, string>();
@@ -95,7 +104,7 @@ async function verifyAll(items: readonly SpooledPath[], options: VerifiedImportO
       else if (at > index) throw refuse(`${item.path} refers to ${reference}, which comes later (dependencies must come first)`, "reference-order");
     }
   });
-  const valid = await store.client.queryValidPaths(outside, { lock: true });
+  const valid = await store.queryValidPaths(outside, { lock: true });
   const missing = [...outside].filter((reference) => !valid.has(reference)).sort();
   if (missing.length > 0) {
     const referrer = items.find((item) => item.references.includes(missing[0]!))!;

@@ -1,6 +1,6 @@
 // The local Nix store through a local `nix-store --serve --write`: the same client code as
-// for remote machines, and the way the hook imports outputs (with NIX_HELD_LOCKS set, since
-// the daemon holds the output locks while the hook runs).
+// for remote machines. The hook queries through it and uploads inputs from it; outputs the
+// daemon holds locks on go in through land.ts instead (Nix 2.29 removed NIX_HELD_LOCKS).
 
 import { spawn } from "node:child_process";
 import { OffloadError } from "../errors.js";
@@ -10,7 +10,7 @@ import type { ExitStatus } from "../remote/ssh.js";
 export interface LocalStoreOptions {
   /** Store to open (`--store`), e.g. a chroot store directory. Default: the default store. */
   store?: string;
-  /** Environment of nix-store; default process.env. Set NIX_HELD_LOCKS for outputs the daemon has locked. */
+  /** Environment of nix-store; default process.env. */
   env?: NodeJS.ProcessEnv;
   /** The nix-store binary. Default "nix-store" from PATH. */
   nixStore?: string;

@@ -1,0 +1,157 @@
+// How verified build outputs enter the local Nix store while the daemon holds their locks.
+//
+// The daemon flock()s `<output>.lock` for the whole hook run. Nix's own build-remote runs
+// in-process and tells its store that the locks are held; a separate importer cannot since
+// Nix 2.29 removed NIX_HELD_LOCKS (PR #12639), and any `nix-store --import` or
+// `AddToStoreNar` then waits on those locks forever. So offload acts for the lock holder,
+// as Guix's offload does: it writes each output's files itself, then registers them with
+// `nix-store --register-validity --hash-given` (which takes no path lock; it canonicalises
+// ownership, modes and times as a local build's outputs get) and adds the builder's
+// signatures with `nix store copy-sigs` from a one-off binary cache holding just their
+// .narinfo files (addSignatures takes no path lock either). The result is what
+// build-remote registers: references, deriver, NAR hash and size, signatures.
+//
+// Nothing is written before every path is verified. Files are restored into a scratch
+// directory inside the store directory (same filesystem) and renamed into place, so no
+// half-written tree ever sits at a store path; if registration fails they are removed
+// again, leaving the store as it was.
+import { spawn } from "node:child_process";
+import { createReadStream, renameSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { OffloadError } from "../errors.js";
+import { restoreNar } from "../nix/nar.js";
+import { encodeNix32 } from "../nix/nix32.js";
+import { DEFAULT_STORE_DIR, hashPart } from "../nix/store-path.js";
+import { verifySpooled, type ImportedPath, type SpooledPath, type VerifyOptions } from "./import-verified.js";
+import { openLocalStore } from "./local-store.js";
+import { makeScratch, removeScratch } from "./scratch.js";
+
+export interface LandOptions extends VerifyOptions {
+  /** Where the files go; the store's real directory. Default /nix/store. */
+  storeDir?: string;
+  /** A directory for the one-off binary cache of signatures (e.g. the spool). */
+  workDir: string;
+  /** Problems that leave the outputs valid but not as complete as intended (a signature not recorded). */
+  warn: (line: string) => void;
+  /** Environment of the nix commands (default: this process's). */
+  env?: NodeJS.ProcessEnv;
+}
+
+/** Verifies `items` (dependencies first), then puts the ones not yet valid into the store; all or nothing. */
+export async function landVerified(items: readonly SpooledPath[], options: LandOptions): Promise<ImportedPath[]> {
+  const storeDir = options.storeDir ?? DEFAULT_STORE_DIR;
+  // Queries only: it never writes, so it takes no path lock. It also keeps temporary GC
+  // roots on the references until the new paths are registered.
+  const store = await openLocalStore({ env: options.env });
+  try {
+    const signers = await verifySpooled(items, options, store.client);
+    const present = await store.client.queryValidPaths(
+      items.map((item) => item.path),
+      { lock: true },
+    );
+    const fresh = items.filter((item) => !present.has(item.path));
+    if (fresh.length > 0) {
+      await writeAndRegister(fresh, storeDir, options);
+      await addSignatures(fresh, storeDir, options);
+    }
+    return items.map((item) => ({ path: item.path, signer: signers.get(item.path)!, added: !present.has(item.path) }));
+  } finally {
+    await store.close();
+  }
+}
+
+async function writeAndRegister(items: readonly SpooledPath[], storeDir: string, options: LandOptions): Promise<void> {
+  const staging = makeScratch(storeDir, ".offload-landing-");
+  const placed: string[] = [];
+  try {
+    for (const item of items) await restoreNar(createReadStream(item.narFile), join(staging, baseName(item.path)));
+    for (const item of items) {
+      const target = join(storeDir, baseName(item.path));
+      // Not valid (checked above) and locked by the daemon we act for: whatever is there is
+      // the leftover of an interrupted build, which Nix itself would delete before writing.
+      rmSync(target, { recursive: true, force: true });
+      renameSync(join(staging, baseName(item.path)), target);
+      placed.push(target);
+    }
+    await nix(["nix-store", "--register-validity", "--hash-given"], registration(items), options, "register-failed");
+  } catch (error) {
+    for (const target of placed) rmSync(target, { recursive: true, force: true });
+    throw error;
+  } finally {
+    removeScratch(staging);
+  }
+}
+
+/** `nix-store --register-validity --hash-given` input: path, hash, size, deriver, reference count, references. */
+export function registration(items: readonly SpooledPath[]): string {
+  return items
+    .map((item) => [item.path, `sha256:${encodeNix32(item.narHash)}`, item.narSize, item.deriver ?? "", item.references.length, ...item.references].join("\n") + "\n")
+    .join("");
+}
+
+/** The .narinfo through which `nix store copy-sigs` learns a path's signatures (URL is required but never fetched). */
+export function narInfo(item: SpooledPath): string {
+  return [
+    `StorePath: ${item.path}`,
+    `URL: nar/${hashPart(item.path)}.nar`,
+    "Compression: none",
+    `NarHash: sha256:${encodeNix32(item.narHash)}`,
+    `NarSize: ${item.narSize}`,
+    `References: ${item.references.map(baseName).join(" ")}`,
+    ...(item.deriver ? [`Deriver: ${baseName(item.deriver)}`] : []),
+    ...item.signatures.map((signature) => `Sig: ${signature}`),
+    "",
+  ].join("\n");
+}
+
+async function addSignatures(items: readonly SpooledPath[], storeDir: string, options: LandOptions): Promise<void> {
+  const signed = items.filter((item) => item.signatures.length > 0);
+  if (signed.length === 0) return;
+  const cache = makeScratch(options.workDir, "signatures-");
+  try {
+    writeFileSync(join(cache, "nix-cache-info"), `StoreDir: ${storeDir}\n`);
+    for (const item of signed) writeFileSync(join(cache, `${hashPart(item.path)}.narinfo`), narInfo(item));
+    const args = ["nix", "--extra-experimental-features", "nix-command", "store", "copy-sigs", "--substituter", `file://${cache}`, ...signed.map((item) => item.path)];
+    await nix(args, "", options, "signatures-not-recorded");
+  } catch (error) {
+    // The outputs are verified and valid; only the record of who signed them is missing.
+    options.warn(`offload: warning: ${signed.length} output(s) are valid but their signatures were not recorded: ${(error as Error).message}`);
+  } finally {
+    removeScratch(cache);
+  }
+}
+
+const NIX_COMMAND_TIMEOUT_MS = 60_000;
+
+/** Runs a nix command to completion with `input` on stdin; its stderr is the error message. */
+function nix(argv: string[], input: string, options: LandOptions, code: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(argv[0]!, argv.slice(1), { env: options.env ?? process.env, stdio: ["pipe", "ignore", "pipe"] });
+    let stderr = "";
+    child.stderr.setEncoding("utf8");
+    child.stderr.on("data", (chunk: string) => (stderr = (stderr + chunk).slice(-4096)));
+    // Bounded: these take milliseconds; a minute means the store is stuck (e.g. its database locked).
+    const timer = setTimeout(() => child.kill("SIGKILL"), NIX_COMMAND_TIMEOUT_MS);
+    child.once("error", (error) => (clearTimeout(timer), reject(new OffloadError(`cannot run ${argv[0]}: ${error.message}`, { code, cause: error }))));
+    child.once("close", (status, signal) => {
+      clearTimeout(timer);
+      if (status === 0) return resolve();
+      const why = lastLines(stderr) || (signal ? `killed by ${signal}` : `exit status ${status}`);
+      reject(new OffloadError(`${argv.slice(0, 3).join(" ")} failed: ${why}`, { code, fix: "check the local store: nix-store --verify --check-contents" }));
+    });
+    child.stdin.on("error", () => undefined); // an early exit is reported by "close"
+    child.stdin.end(input);
+  });
+}
+
+function lastLines(text: string): string {
+  return text
+    .split("\n")
+    .filter((line) => line.trim() && !line.startsWith("warning:"))
+    .slice(-3)
+    .join("; ");
+}
+
+function baseName(path: string): string {
+  return path.slice(path.lastIndexOf("/") + 1);
+}

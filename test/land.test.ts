@@ -1,0 +1,130 @@
+// Landing verified outputs in the real local store (this machine's Nix) while another
+// process holds their locks, as the daemon does for the whole hook run: no waiting, the
+// same registration as an ordinary import, and nothing left behind when it fails.
+import { afterAll, beforeAll, expect, test } from "@jest/globals";
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { chmodSync, existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { generateKeyPair } from "../src/nix/keys.js";
+import { signPath } from "../src/nix/signature.js";
+import type { SpooledPath } from "../src/store/import-verified.js";
+import { landVerified, narInfo, registration } from "../src/store/land.js";
+import { makeSafeDir, removeDir } from "./support/safe-dir.js";
+import { buildTestClosure, deletePaths, isValidPath, nixPathInfo } from "./support/nix.js";
+
+const key = generateKeyPair("land-test-1");
+const FIXES = {
+  unsigned: "u",
+  "unknown-key": "k",
+  "invalid-signature": "i",
+  "duplicate-path": "d",
+  "reference-order": "r",
+  "missing-reference": "m",
+};
+let dir: string;
+
+beforeAll(() => {
+  dir = makeSafeDir("land");
+});
+afterAll(() => removeDir(dir));
+
+/** A fresh closure lib ← app, taken out of the store again: its NARs spooled and signed as a builder would. */
+function spooledClosure(label: string): SpooledPath[] {
+  const { lib, app } = buildTestClosure(label);
+  const items = [lib, app].map((path): SpooledPath => {
+    const info = nixPathInfo(path);
+    const narFile = join(dir, `${path.slice(11)}.nar`);
+    writeFileSync(narFile, execFileSync("nix-store", ["--dump", path], { maxBuffer: 1 << 26 }));
+    return { ...info, signatures: [signPath(info, key)], narFile };
+  });
+  deletePaths([app, lib]);
+  return items;
+}
+
+/** Holds `<path>.lock` for every path, as the daemon holds its outputs' locks. */
+function holdLocks(paths: string[]): ChildProcess {
+  const script = paths.map((path, fd) => `exec ${fd + 3}>${path}.lock; flock ${fd + 3};`).join(" ") + " echo held; exec sleep 60";
+  return spawn("bash", ["-c", script], { stdio: ["ignore", "pipe", "inherit"] });
+}
+
+async function lockedWhile<T>(paths: string[], body: () => Promise<T>): Promise<T> {
+  const holder = holdLocks(paths);
+  try {
+    await new Promise((resolve) => holder.stdout!.once("data", resolve));
+    return await body();
+  } finally {
+    holder.kill("SIGKILL");
+  }
+}
+
+const options = (warnings: string[] = []) => ({ trustedKeys: [key.publicKey], origin: "test outputs", fixes: FIXES, workDir: dir, warn: (line: string) => void warnings.push(line) });
+
+test("outputs whose locks another process holds land at once, registered as an import would register them", async () => {
+  const items = spooledClosure("land-ok");
+  const warnings: string[] = [];
+  const started = Date.now();
+  const landed = await lockedWhile(
+    items.map((item) => item.path),
+    () => landVerified(items, options(warnings)),
+  );
+  expect(Date.now() - started).toBeLessThan(10_000);
+  expect(warnings).toEqual([]);
+  expect(landed.map((path) => [path.path, path.signer, path.added])).toEqual(items.map((item) => [item.path, "land-test-1", true]));
+  for (const item of items) {
+    const info = nixPathInfo(item.path);
+    const { narFile: _, ...expected } = item;
+    expect(info).toEqual({ ...expected, contentAddress: undefined });
+    execFileSync("nix-store", ["--verify-path", item.path]);
+  }
+  // Canonical metadata, as Nix gives every store path.
+  const lib = items[0]!.path;
+  expect(execFileSync("stat", ["-c", "%a %Y", join(lib, "data")], { encoding: "utf8" }).trim()).toBe("444 1");
+  expect(readdirSync("/nix/store").filter((name) => name.startsWith(".offload-landing-"))).toEqual([]);
+  // A second landing of valid paths adds nothing.
+  const again = await landVerified(items, options());
+  expect(again.every((path) => !path.added)).toBe(true);
+  deletePaths(items.map((item) => item.path).reverse());
+});
+
+test("a refused signature writes nothing at all", async () => {
+  const items = spooledClosure("land-refused");
+  const forged = items.map((item, index) => (index === 1 ? { ...item, signatures: [signPath(item, generateKeyPair("intruder-1"))] } : item));
+  await expect(landVerified(forged, options())).rejects.toMatchObject({ code: "unknown-key" });
+  for (const item of items) {
+    expect(isValidPath(item.path)).toBe(false);
+    expect(existsSync(item.path)).toBe(false);
+  }
+});
+
+test("when registration fails, the written files are removed again", async () => {
+  const items = spooledClosure("land-fails");
+  // A nix-store that refuses to register, as a full disk or a locked database would.
+  const bin = join(dir, "failing-bin");
+  mkdirSync(bin, { recursive: true });
+  const real = execFileSync("bash", ["-c", "command -v nix-store"], { encoding: "utf8" }).trim();
+  writeFileSync(join(bin, "nix-store"), `#!/bin/sh\nfor a; do [ "$a" = --register-validity ] && { echo "error: database is full" >&2; exit 1; }; done\nexec ${real} "$@"\n`);
+  chmodSync(join(bin, "nix-store"), 0o755);
+  const env = { ...process.env, PATH: `${bin}:${process.env.PATH}` };
+  await expect(landVerified(items, { ...options(), env })).rejects.toMatchObject({ code: "register-failed", message: expect.stringContaining("database is full") });
+  for (const item of items) {
+    expect(isValidPath(item.path)).toBe(false);
+    expect(existsSync(item.path)).toBe(false);
+  }
+  expect(readdirSync("/nix/store").filter((name) => name.startsWith(".offload-landing-"))).toEqual([]);
+});
+
+test("registration and .narinfo texts carry hash, size, deriver, references and signatures", () => {
+  const item: SpooledPath = {
+    path: "/nix/store/7y5cqn2v7pvvsg1szfdjmnlmll6bn6fr-app",
+    deriver: "/nix/store/0mr2aglxbsn39qz9qd3lr6n7pz3zps1a-app.drv",
+    references: ["/nix/store/2yijwpcbg6iz4n7sncnl2p0alxq1zk1x-lib"],
+    narHash: Buffer.alloc(32, 1),
+    narSize: 1234,
+    signatures: ["b-1:c2ln"],
+    narFile: "/dev/null",
+  };
+  // nix32 of the hash as Nix itself prints it.
+  const hash = execFileSync("nix", ["--extra-experimental-features", "nix-command", "hash", "to-base32", "--type", "sha256", item.narHash.toString("hex")], { encoding: "utf8" }).trim();
+  expect(registration([item])).toBe(`${item.path}\nsha256:${hash}\n1234\n${item.deriver}\n1\n${item.references[0]}\n`);
+  expect(narInfo(item)).toContain("References: 2yijwpcbg6iz4n7sncnl2p0alxq1zk1x-lib\nDeriver: 0mr2aglxbsn39qz9qd3lr6n7pz3zps1a-app.drv\nSig: b-1:c2ln\n");
+});
