@@ -142,8 +142,9 @@ export class ServeClient {
     return client;
   }
 
+  /** Both sides speak the lower of the two versions (Nix 2.35 answers 2.8 but then speaks our 2.7). */
   private get minor(): number {
-    return this.remoteVersion & 0xff;
+    return Math.min(this.remoteVersion, CLIENT_VERSION) & 0xff;
   }
 
   /** Which of `paths` are valid. `lock` adds temporary GC roots on the server; `substitute` lets it fetch missing ones. */
