@@ -4,6 +4,7 @@ import { execFile } from "node:child_process";
 import { readFileSync, existsSync, statSync, chmodSync, copyFileSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { startSshd, stopSshd } from "../src/lab/sshd.js";
 import { Frame, FrameReader, frame } from "../src/remote/agent-frames.js";
 import type { Lab } from "../src/lab/index.js";
 import { HOOK } from "./support/hook.js";
@@ -106,6 +107,19 @@ describe("with a lab", () => {
     };
     for (let i = 0; i < 100 && alive(); i++) await new Promise((resolve) => setTimeout(resolve, 100));
     expect(alive()).toBe(false);
+  });
+
+  test("a warm session that died with its machine's sshd is detected before accept; the build connects directly", async () => {
+    const config = configDir("dead-session");
+    await build(config, `dead-1-${Date.now()}`);
+    await waitFor(() => agentLog(config).includes("listening on"));
+    await build(config, `dead-2-${Date.now()}`); // the agent now holds a warm session
+    const builder = lab.builders[0]!;
+    await stopSshd(builder); // ends every session of the builder, the agent's too
+    await startSshd(builder, builder);
+    const { stdout, stderr } = await build(config, `dead-3-${Date.now()}`);
+    expect(existsSync(stdout.trim())).toBe(true);
+    expect(stderr).toMatch(new RegExp(`the agent's session to ${builder.address.replace(/\./g, "\\.")} is dead \\(.*\\); connecting directly`));
   });
 
   test("OFFLOAD_AGENT=0 connects directly and starts no agent", async () => {

@@ -5,6 +5,7 @@ import { types } from "node:util";
 import vm from "node:vm";
 import { OffloadError, type SourceLocation } from "../errors.js";
 import { dirname, join, resolve } from "node:path";
+import { withDeadline } from "../deadline.js";
 
 export const DEFAULT_EVAL_TIMEOUT_MS = 5000;
 
@@ -66,7 +67,7 @@ export async function evaluateConfig(
   let value = module.exports.default;
   if (isThenable(value)) {
     // An async config: wait for it, within what is left of the time limit.
-    value = await withTimeout(value, timeoutMs - (Date.now() - started)).catch((error: unknown) => {
+    value = await withDeadline(value, timeoutMs - (Date.now() - started), () => new EvaluationTimeout()).catch((error: unknown) => {
       throw evaluationFailure(configPath, error, locate, timeoutMs);
     });
   }
@@ -78,14 +79,6 @@ function isThenable(value: unknown): value is PromiseLike<unknown> {
 }
 
 class EvaluationTimeout extends Error {}
-
-function withTimeout<T>(promise: PromiseLike<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new EvaluationTimeout()), Math.max(0, ms));
-  });
-  return Promise.race([Promise.resolve(promise), timeout]).finally(() => clearTimeout(timer));
-}
 
 function evaluationFailure(
   configPath: string,

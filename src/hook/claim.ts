@@ -57,7 +57,7 @@ export async function claimMachine(request: BuildRequest, context: ClaimContext)
 async function tryLink(machine: BuildMachine, context: ClaimContext): Promise<MachineLink | undefined> {
   let link: MachineLink;
   try {
-    link = await linkMachine(machine, { agentStateDir: context.useAgent ? context.stateDir : undefined });
+    link = await linkMachine(machine, { agentStateDir: context.useAgent ? context.stateDir : undefined }, context.say);
   } catch (error) {
     const failure = asOffloadError(error);
     recordFacts(context.stateDir, machine.name, { failure: { message: failure.message, at: Date.now() } });

@@ -31,7 +31,13 @@ export async function borrowSession(machine: BuildMachine, stateDir: string): Pr
   const exit = new Promise<ExitStatus>((resolve) => (resolveExit = resolve));
 
   const reader = new FrameReader((type, payload) => {
-    if (type === Frame.Stdout) stdout.write(payload);
+    // The hook reads stdout as it needs it (a NAR into a spool file): until then, stop reading the socket.
+    if (type === Frame.Stdout) {
+      if (!stdout.write(payload)) {
+        socket.pause();
+        stdout.once("drain", () => socket.resume());
+      }
+    }
     else if (type === Frame.Stderr) stderr.write(payload);
     else if (type === Frame.Ready) settle({ ready: JSON.parse(payload.toString()) as AgentReady });
     else if (type === Frame.Error) {

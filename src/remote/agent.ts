@@ -127,8 +127,9 @@ export async function runAgent(options: AgentOptions): Promise<void> {
       return;
     }
     machine.active++;
-    const fresh = machine.health && Date.now() - machine.health.at < HEALTH_FRESH_MS;
-    const ready: AgentReady = { remoteVersion: session.remoteVersion, ...(fresh ? { health: machine.health!.value } : {}) };
+    // Stale health would let a full or overloaded machine through: measure again first.
+    if (!machine.health || Date.now() - machine.health.at >= HEALTH_FRESH_MS) await refreshHealth(machine, record);
+    const ready: AgentReady = { remoteVersion: session.remoteVersion, health: machine.health!.value };
     socket.write(frame(Frame.Ready, JSON.stringify(ready)));
     onFrame = relay(socket, session, () => {
       machine.active--;
@@ -214,8 +215,20 @@ async function warmUp(connection: SshConnection, record: BuildMachine): Promise<
 function relay(socket: Socket, session: WarmSession, done: () => void): (type: Frame, payload: Buffer) => void {
   const { process } = session;
   for (const chunk of session.stderr) socket.write(frame(Frame.Stderr, chunk));
-  process.stdout.on("data", (chunk: Buffer) => socket.write(frame(Frame.Stdout, chunk)));
-  process.stderr.on("data", (chunk: Buffer) => socket.write(frame(Frame.Stderr, chunk)));
+  // Backpressure both ways, so that memory stays bounded whatever the size of a NAR: a hook
+  // that reads slowly pauses the remote output (SSH's window then stops the machine), and a
+  // slow machine pauses the hook's uploads.
+  const forward = (type: Frame) => (chunk: Buffer) => {
+    if (socket.write(frame(type, chunk))) return;
+    process.stdout.pause();
+    process.stderr.pause();
+    socket.once("drain", () => {
+      process.stdout.resume();
+      process.stderr.resume();
+    });
+  };
+  process.stdout.on("data", forward(Frame.Stdout));
+  process.stderr.on("data", forward(Frame.Stderr));
   process.stdout.resume();
   process.stderr.resume();
   let finished = false;
@@ -233,7 +246,9 @@ function relay(socket: Socket, session: WarmSession, done: () => void): (type: F
     finish();
   });
   return (type, payload) => {
-    if (type === Frame.Stdin) process.stdin.write(payload);
-    else if (type === Frame.StdinEnd) process.stdin.end();
+    if (type === Frame.Stdin && !process.stdin.write(payload)) {
+      socket.pause();
+      process.stdin.once("drain", () => socket.resume());
+    } else if (type === Frame.StdinEnd) process.stdin.end();
   };
 }

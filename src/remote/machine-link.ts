@@ -2,6 +2,7 @@
 // session (borrowed warm from `offload agent`, else over a new SSH connection), its stderr
 // (the build log), and the machine's load where a threshold needs it.
 import type { BuildMachine } from "../../types/index.js";
+import { withDeadline } from "../deadline.js";
 import { ServeClient } from "../store/serve.js";
 import { openServeSession, type ServeSession } from "../store/serve-session.js";
 import { borrowSession } from "./agent-client.js";
@@ -39,13 +40,26 @@ export interface LinkOptions extends ConnectOptions {
 const STDERR_TAIL = 8192;
 const LOAD_TIMEOUT_MS = 3000;
 
-export async function linkMachine(machine: BuildMachine, options: LinkOptions = {}): Promise<MachineLink> {
+/**
+ * How long a borrowed session may take to answer one empty query. A warm session can have
+ * died with its connection (the machine's sshd restarted) or hang (the machine frozen); it
+ * is tested before the daemon is told "accept", while failing over is still possible.
+ */
+const WARM_SESSION_PROBE_MS = 3000;
+
+export async function linkMachine(machine: BuildMachine, options: LinkOptions = {}, note: (line: string) => void = () => undefined): Promise<MachineLink> {
   if (options.agentStateDir) {
     const borrowed = await borrowSession(machine, options.agentStateDir);
     if (borrowed) {
       const { process, ready } = borrowed;
       const client = ServeClient.resume({ stdin: process.stdin, stdout: process.stdout, exit: process.exit }, ready.remoteVersion, { label: machine.name });
-      return withStderr(machine, { client, process }, ready.health ?? {}, () => process.close());
+      const alive = await withDeadline(client.queryValidPaths([]), WARM_SESSION_PROBE_MS, () => new Error(`no answer within ${WARM_SESSION_PROBE_MS / 1000} s`)).then(
+        () => undefined,
+        (error: unknown) => (error instanceof Error ? error.message : String(error)),
+      );
+      if (alive === undefined) return withStderr(machine, { client, process }, ready.health ?? {}, () => process.close());
+      process.close();
+      note(`offload: the agent's session to ${machine.name} is dead (${alive}); connecting directly`);
     }
   }
   // ssh2 loads only here: a hook served by the agent never needs it.
