@@ -399,9 +399,7 @@ describe("ServeClient over SSH to a loopback builder with its own chroot store",
   });
 
   test("handshake, queryValidPaths, upload, buildDerivation and download over one exec channel", async () => {
-    let log = "";
-    const session = await openServeSession(connection, { label: "loopback builder", stderrTail: () => log });
-    session.process.stderr.on("data", (chunk: Buffer) => (log += chunk.toString()));
+    const session = await openServeSession(connection, { label: "loopback builder" });
     const { client } = session;
     try {
       expect(client.remoteVersion).toBe(0x207);
@@ -420,7 +418,7 @@ describe("ServeClient over SSH to a loopback builder with its own chroot store",
       const nar = await collectNar(client, output);
       // nix-store --dump reads the file system path as given, even with --store: name the chroot's real path
       expect(nar.bytes.equals(execFileSync("nix-store", ["--dump", join(sshd.storeDir, output)]))).toBe(true);
-      expect(log).toContain("remote-log-line");
+      expect(session.stderrTail()).toContain("remote-log-line");
     } finally {
       client.close();
       expect(await session.process.exit).toEqual({ code: 0 });
@@ -478,9 +476,7 @@ describe("ServeClient to a lab builder configured like production", () => {
     const connection = await connectMachine({ name: builder.name });
     try {
       expect(connection.target).toMatchObject({ host: builder.address, port: builder.port, knownHostsName: builder.name });
-      let log = "";
-      const session = await openServeSession(connection, { stderrTail: () => log });
-      session.process.stderr.on("data", (chunk: Buffer) => (log += chunk.toString()));
+      const session = await openServeSession(connection);
       const drvPath = run("nix-instantiate", [...NO_NETWORK, nixExpression(work, "offload-lab", "echo $salt > $out")]);
       const derivation = derivationAt(drvPath);
       const result = await session.client.buildDerivation(drvPath, derivation, derivation.inputSrcs, { maxSilentTime: 60, buildTimeout: 120 });

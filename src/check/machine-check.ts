@@ -110,10 +110,8 @@ export async function checkMachine(machine: BuildMachine, context: CheckContext,
     const nixConfig = await readNixConfig(ssh).catch(() => undefined);
     const storeSetting = nixConfig?.settings.get("store");
     if (await step("nix-store", () => nixStoreStep(machine, ssh, report))) {
-      let tail = "";
       const storeOk = await step("store", async () => {
-        session = await openServeSession(ssh, { remoteStore: machine.remoteStore, label: machine.name, stderrTail: () => tail });
-        session.process.stderr.on("data", (chunk: Buffer) => (tail = (tail + chunk.toString()).slice(-4096)));
+        session = await openServeSession(ssh, { remoteStore: machine.remoteStore, label: machine.name });
         return await storeStep(machine, session, nixConfig);
       });
       const capabilities = nixConfig ? remoteCapabilities(nixConfig.settings) : undefined;
@@ -121,7 +119,7 @@ export async function checkMachine(machine: BuildMachine, context: CheckContext,
       const system = capabilities ? testSystem(machine, capabilities) : machine.systems[0];
       if (!storeOk) skip(["round-trip"], "needs a usable remote store");
       else if (!system) skip(["round-trip"], "no system of the record is one the machine builds");
-      else await step("round-trip", () => roundTripStep(machine, context, session!, () => tail, system, report));
+      else await step("round-trip", () => roundTripStep(machine, context, session!, system, report));
     } else {
       skip(["store", "capabilities", "round-trip"], "needs nix-store on the machine");
     }
@@ -205,13 +203,12 @@ async function roundTripStep(
   machine: BuildMachine,
   context: CheckContext,
   session: ServeSession,
-  stderrTail: () => string,
   system: string,
   report: MachineReport,
 ): Promise<Passed> {
   if (context.signingKey instanceof OffloadError) throw context.signingKey;
   const trustedKeys = machineTrustedKeys(machine, context.acl);
-  const signer = await signedRoundTrip({ machine, remote: session.client, stderrTail, system, signingKey: context.signingKey, trustedKeys });
+  const signer = await signedRoundTrip({ machine, remote: session.client, stderrTail: session.stderrTail, system, signingKey: context.signingKey, trustedKeys });
   report.facts.signer = signer;
   return { detail: `our signed path accepted, ${system} test build fetched back signed by ${signer}` };
 }

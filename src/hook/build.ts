@@ -44,7 +44,7 @@ export async function buildOnMachine(job: BuildJob): Promise<number> {
   const drv = parseDerivation(await readFile(job.drvPath, "utf8"), job.drvPath);
   const remote = job.link.session.client;
   await uploadInputs(job, remote);
-  job.link.onStderr((chunk) => job.buildLog(chunk));
+  job.link.session.onStderr((chunk) => job.buildLog(chunk));
   const started = Date.now();
   const build = remote.buildDerivation(job.drvPath, drv, buildInputs(drv, job.inputs), {
     maxSilentTime: job.settings.maxSilentTime,
@@ -72,7 +72,7 @@ function enforceTimeouts<T>(build: Promise<T>, job: BuildJob): Promise<T> {
   if (buildTimeout === 0 && maxSilentTime === 0) return build;
   const started = Date.now();
   let lastOutput = started;
-  job.link.onStderr(() => (lastOutput = Date.now()));
+  job.link.session.onStderr(() => (lastOutput = Date.now()));
   return new Promise<T>((resolve, reject) => {
     const watch = setInterval(() => {
       const now = Date.now();

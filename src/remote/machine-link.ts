@@ -4,7 +4,7 @@
 import type { BuildMachine } from "../../types/index.js";
 import { withDeadline } from "../deadline.js";
 import { ServeClient } from "../store/serve.js";
-import { openServeSession, type ServeSession } from "../store/serve-session.js";
+import { openServeSession, readStderr, type ServeSession } from "../store/serve-session.js";
 import { borrowSession } from "./agent-client.js";
 import { readClockSkew, readDiskSpace, storeFilesDir } from "./probes.js";
 import { runRemote } from "./remote-command.js";
@@ -25,10 +25,6 @@ export interface MachineLink {
   /** The serve session; its stderr carries the build log. */
   session: ServeSession;
   health: MachineHealth;
-  /** The last few KiB of the session's stderr. */
-  stderrTail(): string;
-  /** Receives the session's stderr as it arrives (the remote build log). */
-  onStderr(listener: (chunk: Buffer) => void): void;
   close(): void;
 }
 
@@ -37,7 +33,6 @@ export interface LinkOptions extends ConnectOptions {
   agentStateDir?: string;
 }
 
-const STDERR_TAIL = 8192;
 const LOAD_TIMEOUT_MS = 3000;
 
 /**
@@ -52,12 +47,13 @@ export async function linkMachine(machine: BuildMachine, options: LinkOptions = 
     const borrowed = await borrowSession(machine, options.agentStateDir);
     if (borrowed) {
       const { process, ready } = borrowed;
-      const client = ServeClient.resume({ stdin: process.stdin, stdout: process.stdout, exit: process.exit }, ready.remoteVersion, { label: machine.name });
+      const stderr = readStderr(process);
+      const client = ServeClient.resume({ stdin: process.stdin, stdout: process.stdout, exit: process.exit, stderrTail: stderr.stderrTail }, ready.remoteVersion, { label: machine.name });
       const alive = await withDeadline(client.queryValidPaths([]), WARM_SESSION_PROBE_MS, () => new Error(`no answer within ${WARM_SESSION_PROBE_MS / 1000} s`)).then(
         () => undefined,
         (error: unknown) => (error instanceof Error ? error.message : String(error)),
       );
-      if (alive === undefined) return withStderr(machine, { client, process }, ready.health ?? {}, () => process.close());
+      if (alive === undefined) return { machine, session: { client, process, ...stderr }, health: ready.health ?? {}, close: () => process.close() };
       process.close();
       note(`offload: the agent's session to ${machine.name} is dead (${alive}); connecting directly`);
     }
@@ -67,25 +63,19 @@ export async function linkMachine(machine: BuildMachine, options: LinkOptions = 
   const connection = await connectMachine(machine, options);
   try {
     const [session, health] = await Promise.all([openServeSession(connection, { remoteStore: machine.remoteStore, label: machine.name }), readHealth(connection, machine)]);
-    return withStderr(machine, session, health, () => {
-      session.client.close();
-      connection.close();
-    });
+    return {
+      machine,
+      session,
+      health,
+      close: () => {
+        session.client.close();
+        connection.close();
+      },
+    };
   } catch (error) {
     connection.close();
     throw error;
   }
-}
-
-/** Collects the session's stderr (kept tail + listeners) from the start, so no log line is lost. */
-function withStderr(machine: BuildMachine, session: ServeSession, health: MachineHealth, close: () => void): MachineLink {
-  let tail = "";
-  const listeners: ((chunk: Buffer) => void)[] = [];
-  session.process.stderr.on("data", (chunk: Buffer) => {
-    tail = (tail + chunk.toString()).slice(-STDERR_TAIL);
-    for (const listener of listeners) listener(chunk);
-  });
-  return { machine, session, health, stderrTail: () => tail, onStderr: (listener) => listeners.push(listener), close };
 }
 
 /** Load, free store space and clock skew, read in parallel on extra channels (a probe that fails is just absent). */

@@ -12,14 +12,29 @@ export interface ServeSessionOptions {
   remoteProgram?: string;
   /** Names the machine in messages. Default: the connection's machine name. */
   label?: string;
-  /** Recent stderr of the remote command, if the caller collects it (quoted when the server dies). */
-  stderrTail?: () => string;
 }
 
 export interface ServeSession {
   client: ServeClient;
-  /** The remote process; its stderr carries build logs and is the caller's to drain. */
+  /** The remote process. Its stderr (build logs, errors) is read from the first byte: see stderrTail and onStderr. */
   process: RemoteProcess;
+  /** The last few KiB of the remote command's stderr, quoted when it fails (e.g. "No space left on device"). */
+  stderrTail(): string;
+  /** Receives stderr as it arrives (the remote build log). */
+  onStderr(listener: (chunk: Buffer) => void): void;
+}
+
+const STDERR_TAIL = 8192;
+
+/** Reads `process`'s stderr from now on, keeping a tail and passing it to listeners. */
+export function readStderr(process: RemoteProcess): Pick<ServeSession, "stderrTail" | "onStderr"> {
+  let tail = "";
+  const listeners: ((chunk: Buffer) => void)[] = [];
+  process.stderr.on("data", (chunk: Buffer) => {
+    tail = (tail + chunk.toString()).slice(-STDERR_TAIL);
+    for (const listener of listeners) listener(chunk);
+  });
+  return { stderrTail: () => tail, onStderr: (listener) => void listeners.push(listener) };
 }
 
 /** The remote command line of a serve session, as the remote shell gets it. */
@@ -31,12 +46,14 @@ export function serveCommand(options: Pick<ServeSessionOptions, "remoteStore" | 
 
 export async function openServeSession(connection: SshConnection, options: ServeSessionOptions = {}): Promise<ServeSession> {
   const process = await connection.exec(serveCommand(options));
+  // From the first byte: a server that dies during the greeting has said why on stderr.
+  const stderr = readStderr(process);
   try {
     const client = await ServeClient.connect(
-      { stdin: process.stdin, stdout: process.stdout, exit: process.exit, stderrTail: options.stderrTail },
+      { stdin: process.stdin, stdout: process.stdout, exit: process.exit, stderrTail: stderr.stderrTail },
       { label: options.label ?? connection.target.name },
     );
-    return { client, process };
+    return { client, process, ...stderr };
   } catch (error) {
     process.close();
     throw error;
