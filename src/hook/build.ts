@@ -1,11 +1,13 @@
 // After "# accept": send the inputs the machine lacks, build there, bring the outputs back
 // and import them only once every one is verified. One linear flow, like Nix's
 // build-remote, over the shared store primitives.
+import { statSync, statfsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { OffloadError } from "../errors.js";
 import { parseDerivation, type Derivation } from "../nix/drv.js";
 import type { PublicKey, SecretKey } from "../nix/keys.js";
+import type { PathInfo } from "../nix/path-info.js";
+import { DEFAULT_STORE_DIR } from "../nix/store-path.js";
 import { dumpPath } from "../nix/nar.js";
 import type { MachineLink } from "../remote/machine-link.js";
 import { dependenciesFirst } from "../store/archive-export.js";
@@ -31,6 +33,8 @@ export interface BuildJob {
   wantedOutputs: string[];
   settings: HookSettings;
   signingKey: SecretKey;
+  /** Where outputs are spooled (one scratch directory per build in it). */
+  spoolDir: string;
   /** Keys whose signature on an output is accepted: the machine's pinned key, else the ACL. */
   trustedKeys: readonly PublicKey[];
   /** Progress and problems, one line each (shown by the daemon). */
@@ -43,7 +47,7 @@ export async function buildOnMachine(job: BuildJob): Promise<number> {
   const name = job.link.machine.name;
   const drv = parseDerivation(await readFile(job.drvPath, "utf8"), job.drvPath);
   const remote = job.link.session.client;
-  await uploadInputs(job, remote);
+  await moving(uploadInputs(job, remote), job, `sending inputs to ${name}`);
   job.link.session.onStderr((chunk) => job.buildLog(chunk));
   const started = Date.now();
   const build = remote.buildDerivation(job.drvPath, drv, buildInputs(drv, job.inputs), {
@@ -56,6 +60,50 @@ export async function buildOnMachine(job: BuildJob): Promise<number> {
   const seconds = (Date.now() - started) / 1000;
   await fetchOutputs(job, drv, remote);
   return seconds;
+}
+
+/**
+ * Runs `work` while checking once a second whether `expired` names a reason to give up;
+ * then ends the session (which stops whatever the machine was doing) and fails with it.
+ */
+function watched<T>(work: Promise<T>, job: BuildJob, expired: () => OffloadError | undefined): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const watch = setInterval(() => {
+      const failure = expired();
+      if (!failure) return;
+      clearInterval(watch);
+      job.link.close();
+      reject(failure);
+    }, 1000);
+    work.then(
+      (value) => (clearInterval(watch), resolve(value)),
+      (error: unknown) => (clearInterval(watch), reject(error)),
+    );
+  });
+}
+
+/** How long a transfer may move no byte when the daemon sets no max-silent-time. */
+const DEFAULT_STALL_S = 120;
+
+/** A transfer fails once no byte has moved for max-silent-time (or DEFAULT_STALL_S): a machine that stops sending must not hold the build and its slot forever. */
+function moving<T>(work: Promise<T>, job: BuildJob, what: string): Promise<T> {
+  const limit = job.settings.maxSilentTime > 0 ? job.settings.maxSilentTime : DEFAULT_STALL_S;
+  const client = job.link.session.client;
+  let moved = client.bytesMoved;
+  let movedAt = Date.now();
+  return watched(work, job, () => {
+    if (client.bytesMoved !== moved) {
+      moved = client.bytesMoved;
+      movedAt = Date.now();
+      return undefined;
+    }
+    if (Date.now() - movedAt <= limit * 1000) return undefined;
+    return new OffloadError(`${what} stalled: no byte moved for ${limit} s`, {
+      code: "transfer-stalled",
+      fix: `check the network to ${job.link.machine.name} and that its nix-store is not hung (a full disk, a frozen machine); the build is retried`,
+      exitCode: EXIT.transient,
+    });
+  });
 }
 
 /** The hook's own deadline comes this long after the remote's, whose message says more when it works. */
@@ -73,30 +121,21 @@ function enforceTimeouts<T>(build: Promise<T>, job: BuildJob): Promise<T> {
   const started = Date.now();
   let lastOutput = started;
   job.link.session.onStderr(() => (lastOutput = Date.now()));
-  return new Promise<T>((resolve, reject) => {
-    const watch = setInterval(() => {
-      const now = Date.now();
-      const why =
-        buildTimeout > 0 && now - started > (buildTimeout + TIMEOUT_GRACE_S) * 1000
-          ? `timed out after ${buildTimeout} seconds`
-          : maxSilentTime > 0 && now - lastOutput > (maxSilentTime + TIMEOUT_GRACE_S) * 1000
-            ? `timed out after ${maxSilentTime} seconds of silence`
-            : undefined;
-      if (!why) return;
-      clearInterval(watch);
-      job.link.close();
-      reject(
-        new OffloadError(`building ${job.drvPath} on ${job.link.machine.name} ${why}; the machine did not stop it, so offload did`, {
+  return watched(build, job, () => {
+    const now = Date.now();
+    const why =
+      buildTimeout > 0 && now - started > (buildTimeout + TIMEOUT_GRACE_S) * 1000
+        ? `timed out after ${buildTimeout} seconds`
+        : maxSilentTime > 0 && now - lastOutput > (maxSilentTime + TIMEOUT_GRACE_S) * 1000
+          ? `timed out after ${maxSilentTime} seconds of silence`
+          : undefined;
+    return why
+      ? new OffloadError(`building ${job.drvPath} on ${job.link.machine.name} ${why}; the machine did not stop it, so offload did`, {
           code: "build-TimedOut",
           fix: "make the build finish sooner, or raise the daemon's timeout / max-silent-time",
           exitCode: EXIT.timedOut,
-        }),
-      );
-    }, 1000);
-    build.then(
-      (value) => (clearInterval(watch), resolve(value)),
-      (error: unknown) => (clearInterval(watch), reject(error)),
-    );
+        })
+      : undefined;
   });
 }
 
@@ -140,7 +179,7 @@ async function fetchOutputs(job: BuildJob, drv: Derivation, remote: ServeClient)
     if (!path) throw new OffloadError(`${job.drvPath} has no output "${output}" with a known path`, { code: "output-unknown", exitCode: EXIT.permanent });
     return path;
   });
-  const infos = await remote.queryPathInfos(wanted);
+  const infos = await moving(remote.queryPathInfos(wanted), job, `asking ${name} about the outputs`);
   // Only what was asked for: a machine trusted to build must not be able to add other paths.
   const offered = [...infos.keys()].filter((path) => !wanted.includes(path));
   if (offered.length > 0) {
@@ -154,10 +193,14 @@ async function fetchOutputs(job: BuildJob, drv: Derivation, remote: ServeClient)
   if (absent.length > 0) {
     throw new OffloadError(`${name} reports success but output ${absent[0]} is not valid there`, { code: "output-missing", exitCode: EXIT.transient });
   }
-  const spool = makeScratch(tmpdir(), "offload-outputs-");
+  const spool = makeScratch(job.spoolDir);
   try {
+    checkLocalSpace(job, [...infos.values()], spool);
     const items: SpooledPath[] = [];
-    for (const info of dependenciesFirst(infos.values())) items.push(await spoolNar(remote, info, spool, name));
+    const download = async () => {
+      for (const info of dependenciesFirst(infos.values())) items.push(await spoolNar(remote, info, spool, name));
+    };
+    await moving(download(), job, `fetching the outputs of ${job.drvPath} from ${name}`);
     const landed = await landVerified(items, {
       trustedKeys: job.trustedKeys,
       origin: `outputs of ${job.drvPath} from ${name}`,
@@ -169,6 +212,24 @@ async function fetchOutputs(job: BuildJob, drv: Derivation, remote: ServeClient)
     job.say(`offload: ${landed.length} output(s) of ${job.drvPath} built on ${name}, signature by ${signers} verified`);
   } finally {
     removeScratch(spool);
+  }
+}
+
+/** Spool and store each need the outputs' size (twice on one file system): refuse before writing a byte, not half-way with ENOSPC. */
+function checkLocalSpace(job: BuildJob, infos: readonly PathInfo[], spool: string): void {
+  const size = infos.reduce((sum, info) => sum + info.narSize, 0);
+  const sameDisk = statSync(spool).dev === statSync(DEFAULT_STORE_DIR).dev;
+  for (const dir of sameDisk ? [DEFAULT_STORE_DIR] : [spool, DEFAULT_STORE_DIR]) {
+    const needed = sameDisk ? 2 * size : size;
+    const { bavail, bsize } = statfsSync(dir);
+    const free = bavail * bsize;
+    if (free < needed) {
+      throw new OffloadError(`the outputs of ${job.drvPath} need ${mebibytes(needed)} in ${dir} (spooled, then stored), but it has only ${mebibytes(free)} free here; nothing fetched`, {
+        code: "local-disk-full",
+        fix: `free space on this machine: nix-collect-garbage -d${dir === DEFAULT_STORE_DIR ? "" : `, or give the nix daemon a TMPDIR with more room than ${dir}`}`,
+        exitCode: EXIT.transient,
+      });
+    }
   }
 }
 

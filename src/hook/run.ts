@@ -1,5 +1,6 @@
 // The build hook, start to end: settings → machines.ts → for each "try": decide and reply;
 // after an accept: build on the machine, verify, import, exit with Nix's status codes.
+import { join } from "node:path";
 import type { BuildMachine } from "../../types/index.js";
 import { loadConfig, type LoadedConfig } from "../config/load.js";
 import { OffloadError, asOffloadError, formatError } from "../errors.js";
@@ -11,6 +12,8 @@ import { recordFacts } from "../select/machine-facts.js";
 import type { BuildRequest, Decision } from "../select/select.js";
 import { ensureStateDir, stateDir } from "../select/state-dir.js";
 import { readAcl } from "../store/acl.js";
+import { landingDir } from "../store/land.js";
+import { sweepScratch } from "../store/scratch.js";
 import { checkPrivate, secretKeyPath } from "../store/config-dir.js";
 import { machineTrustedKeys } from "../store/machine-trust.js";
 import { EXIT, buildOnMachine } from "./build.js";
@@ -29,6 +32,10 @@ export async function runHook(io: HookIo, env: NodeJS.ProcessEnv = process.env):
     // Before reading anything: a daemon of another protocol (Lix's Cap'n Proto) would not send these bytes.
     const daemon = await io.daemonVersion?.(state);
     if (daemon) assertSupported(daemon);
+    // What hooks killed mid-transfer left: spools, and outputs that never reached their place.
+    const spoolDir = join(state, "spool");
+    sweepScratch(spoolDir);
+    sweepScratch(landingDir());
     const settings = interpretSettings(await channel.readSettings(), env);
     const config = await loadHookConfig(env);
     if (!config || config.machines.length === 0) return declinePermanently(channel);
@@ -63,7 +70,7 @@ export async function runHook(io: HookIo, env: NodeJS.ProcessEnv = process.env):
         channel.message(Level.Talkative, `offload: ${claim.decision.summary}`);
         const { inputs, wantedOutputs } = await channel.accept(link.machine.name);
         try {
-          const seconds = await buildOnMachine({ link, drvPath: request.drvPath!, inputs, wantedOutputs, settings, signingKey, trustedKeys, say, buildLog: (b) => channel.buildLog(b) });
+          const seconds = await buildOnMachine({ link, drvPath: request.drvPath!, inputs, wantedOutputs, settings, signingKey, spoolDir, trustedKeys, say, buildLog: (b) => channel.buildLog(b) });
           try {
             recordFacts(state, link.machine.name, { lastBuild: { drvPath: request.drvPath!, at: Date.now() } });
             // On a machine of speed 1 it would have taken speed times as long.

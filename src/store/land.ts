@@ -61,7 +61,7 @@ export async function landVerified(items: readonly SpooledPath[], options: LandO
 }
 
 async function writeAndRegister(items: readonly SpooledPath[], storeDir: string, options: LandOptions): Promise<void> {
-  const staging = makeScratch(storeDir, ".offload-landing-");
+  const staging = makeScratch(landingDir(storeDir));
   const placed: string[] = [];
   try {
     for (const item of items) await restoreNar(createReadStream(item.narFile), join(staging, baseName(item.path)));
@@ -80,6 +80,11 @@ async function writeAndRegister(items: readonly SpooledPath[], storeDir: string,
   } finally {
     removeScratch(staging);
   }
+}
+
+/** Where outputs are restored before they are renamed into place: in the store directory, so on its file system. */
+export function landingDir(storeDir: string = DEFAULT_STORE_DIR): string {
+  return join(storeDir, ".offload-landing");
 }
 
 /** `nix-store --register-validity --hash-given` input: path, hash, size, deriver, reference count, references. */
@@ -107,7 +112,7 @@ export function narInfo(item: SpooledPath): string {
 async function addSignatures(items: readonly SpooledPath[], storeDir: string, options: LandOptions): Promise<void> {
   const signed = items.filter((item) => item.signatures.length > 0);
   if (signed.length === 0) return;
-  const cache = makeScratch(options.workDir, "signatures-");
+  const cache = makeScratch(join(options.workDir, "signatures"));
   try {
     writeFileSync(join(cache, "nix-cache-info"), `StoreDir: ${storeDir}\n`);
     for (const item of signed) writeFileSync(join(cache, `${hashPart(item.path)}.narinfo`), narInfo(item));

@@ -1,15 +1,18 @@
-// Directories that exist only while one operation runs (spooled NARs, outputs being put into
-// the store). Each is registered here so that a process told to stop (the daemon sends the
-// hook SIGTERM from Nix 2.35 on, and SIGKILL 500 ms later) can remove them at once,
-// synchronously, from its signal handler.
-import { mkdtempSync, rmSync } from "node:fs";
+// Directories that exist only while one operation runs (spooled NARs, outputs on their way
+// into the store). Each lives in a dedicated parent, named after the process that made it,
+// so that:
+// - a process told to stop (the daemon sends the hook SIGTERM from Nix 2.35 on, and SIGKILL
+//   500 ms later) removes its own at once, synchronously, from its signal handler;
+// - what a killed process left behind is swept by the next one (its pid is no longer alive).
+import { mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 
 const live = new Set<string>();
 
-/** A new private directory `<parent>/<prefix>XXXXXX`, removed by removeScratch or on termination. */
-export function makeScratch(parent: string, prefix: string): string {
-  const dir = mkdtempSync(join(parent, prefix));
+/** A new private directory `<parent>/<pid>-XXXXXX` (parent created 0700 if missing). */
+export function makeScratch(parent: string): string {
+  mkdirSync(parent, { recursive: true, mode: 0o700 });
+  const dir = mkdtempSync(join(parent, `${process.pid}-`));
   live.add(dir);
   return dir;
 }
@@ -19,7 +22,34 @@ export function removeScratch(dir: string): void {
   live.delete(dir);
 }
 
-/** For signal handlers: removes every scratch directory still there. */
+/** For signal handlers: removes every scratch directory of this process still there. */
 export function removeAllScratch(): void {
   for (const dir of live) removeScratch(dir);
+}
+
+/** Removes what dead processes left in `parent`; returns how many. */
+export function sweepScratch(parent: string): number {
+  let names: string[];
+  try {
+    names = readdirSync(parent);
+  } catch {
+    return 0; // never used yet
+  }
+  let swept = 0;
+  for (const name of names) {
+    const pid = Number(/^(\d+)-/.exec(name)?.[1]);
+    if (!pid || pid === process.pid || alive(pid)) continue;
+    rmSync(join(parent, name), { recursive: true, force: true });
+    swept++;
+  }
+  return swept;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM"; // someone else's, but alive
+  }
 }

@@ -80,6 +80,7 @@ export class ServeClient {
   /** Sends waiting for "drain", woken when the server exits (a dead ssh peer may never drain). */
   private readonly exitWaiters = new Set<() => void>();
   private exited = false;
+  private sent = 0;
 
   private constructor(io: ServeIo, reader: WireReader, remoteVersion: number, options: ServeOptions) {
     this.io = io;
@@ -143,6 +144,11 @@ export class ServeClient {
   }
 
   /** Both sides speak the lower of the two versions (Nix 2.35 answers 2.8 but then speaks our 2.7). */
+  /** Bytes received and sent so far: a transfer that stops moving them has stalled. */
+  get bytesMoved(): number {
+    return this.reader.position + this.sent;
+  }
+
   private get minor(): number {
     return Math.min(this.remoteVersion, CLIENT_VERSION) & 0xff;
   }
@@ -199,6 +205,7 @@ export class ServeClient {
         try {
           await onBytes(bytes);
         } catch (error) {
+          if (error instanceof OffloadError) throw error; // the sink's own verdict, e.g. more bytes than declared
           const text = error instanceof Error ? error.message : String(error);
           throw new OffloadError(`storing the NAR of ${path} failed: ${text}`, { code: "download-sink", cause: error });
         }
@@ -312,6 +319,7 @@ export class ServeClient {
   }
 
   private async send(data: Buffer): Promise<void> {
+    this.sent += data.length;
     const stdin = this.io.stdin;
     const gone = () =>
       this.writeError ??

@@ -26,11 +26,29 @@ export async function uploadSigned(remote: ServeClient, info: PathInfo, nar: Asy
 export async function spoolNar(remote: ServeClient, info: PathInfo, dir: string, machine: string): Promise<SpooledPath> {
   const narFile = join(dir, `${info.path.slice(info.path.lastIndexOf("/") + 1)}.nar`);
   const file = createWriteStream(narFile, { mode: 0o600 });
-  const digest = await remote.dumpStorePath(info.path, (bytes) =>
-    file.write(bytes) ? undefined : new Promise<void>((resolve) => file.once("drain", resolve)),
-  );
-  file.end();
-  await finished(file);
+  let received = 0;
+  try {
+    const digest = await remote.dumpStorePath(info.path, (bytes) => {
+      received += bytes.length;
+      // A machine must not fill this disk by sending more than it declared.
+      if (received > info.narSize) {
+        throw new OffloadError(`${machine} sent more than the ${info.narSize} bytes it declared for ${info.path}; nothing imported`, {
+          code: "output-size-lie",
+          fix: `${machine}'s nix-store is not the real one or its store is corrupt: check it (nix-store --verify --check-contents there)`,
+          exitCode: TRANSIENT,
+        });
+      }
+      return file.write(bytes) ? undefined : new Promise<void>((resolve) => file.once("drain", resolve));
+    });
+    checkDigest(digest, info, machine);
+  } finally {
+    file.end();
+    await finished(file);
+  }
+  return { ...info, narFile };
+}
+
+function checkDigest(digest: { narSize: number; narHash: Buffer }, info: PathInfo, machine: string): void {
   if (digest.narSize !== info.narSize || !digest.narHash.equals(info.narHash)) {
     throw new OffloadError(
       `${info.path} from ${machine} changed in transit: received ${digest.narSize} bytes with hash sha256:${encodeNix32(digest.narHash)}, ` +
@@ -38,5 +56,4 @@ export async function spoolNar(remote: ServeClient, info: PathInfo, dir: string,
       { code: "output-corrupt", fix: `run the build again; if it persists, check ${machine}'s store (nix-store --verify --check-contents)`, exitCode: TRANSIENT },
     );
   }
-  return { ...info, narFile };
 }
