@@ -96,3 +96,10 @@ test("a download that stops moving fails after max-silent-time with the cause, f
   expect(isValidPath(result.output)).toBe(false);
   expect(spoolLeft()).toEqual([]);
 });
+
+test("a machine whose nix-store dies at start is reported with its own words", async () => {
+  await turnHostile("dies");
+  const result = await nixBuild(`dies-${Date.now()}`);
+  expect(result.ok).toBe(false);
+  expect(result.stderr).toMatch(/cannot build on .*No space left on device/);
+});

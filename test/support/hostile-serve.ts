@@ -7,6 +7,7 @@
 //   extra-path  QueryPathInfos adds a planted path, validly signed, that nobody asked for
 //   size-lie    declares a 200-byte NAR, then streams HOSTILE_BYTES of one (default 64 MiB)
 //   stall       sends the first half of the NAR, then nothing, forever
+//   dies        fails at start as a real nix-store on a full disk does, saying why on stderr
 // HOSTILE_KEY: the builder's secret signing key file (outputs are signed with it: trusted).
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
@@ -46,6 +47,10 @@ function fake(path: string, contents: Buffer, claimedSize?: number): Fake {
 const fakes = new Map<string, Fake>();
 
 async function main(): Promise<void> {
+  if (mode === "dies") {
+    process.stderr.write("error: writing to file: No space left on device\n");
+    process.exit(1);
+  }
   await reader.u64(); // magic
   await reader.u64(); // client version
   await send(new WireWriter().u64(0x5452eecb).u64(0x207));
