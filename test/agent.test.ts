@@ -2,6 +2,7 @@
 // the same with or without it, and the daemon must never wait on it.
 import { execFile } from "node:child_process";
 import { readFileSync, existsSync, statSync, chmodSync, copyFileSync, mkdirSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { startSshd, stopSshd } from "../src/lab/sshd.js";
@@ -120,6 +121,22 @@ describe("with a lab", () => {
     const { stdout, stderr } = await build(config, `dead-3-${Date.now()}`);
     expect(existsSync(stdout.trim())).toBe(true);
     expect(stderr).toMatch(new RegExp(`the agent's session to ${builder.address.replace(/\./g, "\\.")} is dead \\(.*\\); connecting directly`));
+  });
+
+  test("an agent that sends a malformed frame (another version, a stray process) costs a direct connection, not a crash", async () => {
+    const config = configDir("malformed");
+    mkdirSync(join(config, "state"), { mode: 0o755 });
+    const impostor = createServer((socket) => socket.end(frame(Frame.Ready, "{not json")));
+    await new Promise<void>((resolve) => impostor.listen(join(config, "state", "agent.sock"), resolve));
+    try {
+      const { stdout, stderr } = await build(config, `malformed-${Date.now()}`);
+      expect(existsSync(stdout.trim())).toBe(true);
+      expect(stderr).toContain("offload agent sent a malformed frame");
+      expect(stderr).toContain("connecting directly");
+      expect(stderr).not.toMatch(/SyntaxError|at .*\.js:\d+/);
+    } finally {
+      impostor.close();
+    }
   });
 
   test("OFFLOAD_AGENT=0 connects directly and starts no agent", async () => {

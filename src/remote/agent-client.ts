@@ -37,13 +37,18 @@ export async function borrowSession(machine: BuildMachine, stateDir: string): Pr
         socket.pause();
         stdout.once("drain", () => socket.resume());
       }
+    } else if (type === Frame.Stderr) stderr.write(payload);
+    else if (type === Frame.Ready || type === Frame.Error || type === Frame.Exit) {
+      const value = parseFrame(payload, machine);
+      if (value instanceof OffloadError) {
+        settle({ error: value });
+        socket.destroy();
+      } else if (type === Frame.Ready) settle({ ready: value as AgentReady });
+      else if (type === Frame.Error) {
+        const error = value as { message: string; code: string; fix?: string };
+        settle({ error: new OffloadError(error.message, { code: error.code, fix: error.fix }) });
+      } else resolveExit(value as ExitStatus);
     }
-    else if (type === Frame.Stderr) stderr.write(payload);
-    else if (type === Frame.Ready) settle({ ready: JSON.parse(payload.toString()) as AgentReady });
-    else if (type === Frame.Error) {
-      const error = JSON.parse(payload.toString()) as { message: string; code: string; fix?: string };
-      settle({ error: new OffloadError(error.message, { code: error.code, fix: error.fix }) });
-    } else if (type === Frame.Exit) resolveExit(JSON.parse(payload.toString()) as ExitStatus);
   });
   socket.on("data", (chunk: Buffer) => reader.push(chunk));
   socket.on("error", () => undefined);
@@ -69,6 +74,18 @@ export async function borrowSession(machine: BuildMachine, stateDir: string): Pr
     },
   });
   return { process: { stdin, stdout, stderr, exit, close: () => socket.destroy() }, ready: answer.ready! };
+}
+
+/** A JSON frame from the agent; a malformed one (an agent of another version, a stray process) is an error, not a crash. */
+function parseFrame(payload: Buffer, machine: BuildMachine): unknown {
+  try {
+    return JSON.parse(payload.toString());
+  } catch {
+    return new OffloadError(`offload agent sent a malformed frame for ${machine.name}`, {
+      code: "agent-protocol",
+      fix: "stop the running agent (pkill -f 'offload.js agent'): the next build starts a new one",
+    });
+  }
 }
 
 function connectAgent(path: string): Promise<Socket | undefined> {

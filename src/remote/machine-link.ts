@@ -3,6 +3,7 @@
 // (the build log), and the machine's load where a threshold needs it.
 import type { BuildMachine } from "../../types/index.js";
 import { withDeadline } from "../deadline.js";
+import { OffloadError } from "../errors.js";
 import { ServeClient } from "../store/serve.js";
 import { openServeSession, readStderr, type ServeSession } from "../store/serve-session.js";
 import { borrowSession } from "./agent-client.js";
@@ -44,7 +45,12 @@ const WARM_SESSION_PROBE_MS = 3000;
 
 export async function linkMachine(machine: BuildMachine, options: LinkOptions = {}, note: (line: string) => void = () => undefined): Promise<MachineLink> {
   if (options.agentStateDir) {
-    const borrowed = await borrowSession(machine, options.agentStateDir);
+    const borrowed = await borrowSession(machine, options.agentStateDir).catch((error: unknown) => {
+      // An agent that speaks another protocol is no reason to fail the build: connect directly.
+      if (!(error instanceof OffloadError && error.code === "agent-protocol")) throw error;
+      note(`offload: ${error.message}; connecting directly`);
+      return undefined;
+    });
     if (borrowed) {
       const { process, ready } = borrowed;
       const stderr = readStderr(process);
