@@ -10,6 +10,7 @@ import { build } from "esbuild";
 import { PACKAGE_ROOT } from "../src/package-root.js";
 import type { Lab, LabBuilder } from "../src/lab/index.js";
 import { startSshd, stopSshd } from "../src/lab/sshd.js";
+import { runCli } from "./support/cli.js";
 import { HOOK } from "./support/hook.js";
 import { LAB_UP_TIMEOUT_MS, startTestLab, stopTestLab } from "./support/lab.js";
 import { isValidPath } from "./support/nix.js";
@@ -102,4 +103,20 @@ test("a machine whose nix-store dies at start is reported with its own words", a
   const result = await nixBuild(`dies-${Date.now()}`);
   expect(result.ok).toBe(false);
   expect(result.stderr).toMatch(/cannot build on .*No space left on device/);
+});
+
+test("offload check finds the same lies before any build does", async () => {
+  const env = { OFFLOAD_CONFIG_DIR: join(dir, "etc"), OFFLOAD_STATE_DIR: join(dir, "state"), OFFLOAD_CACHE_DIR: join(dir, "cache") };
+  for (const [mode, code] of [
+    ["extra-path", "output-unasked"],
+    ["size-lie", "output-size-lie"],
+  ] as const) {
+    await turnHostile(mode, mode === "size-lie" ? " HOSTILE_BYTES=1048576" : "");
+    const check = await runCli(["check", "--json"], env);
+    expect(check.code).toBe(1);
+    const report = JSON.parse(check.stdout) as { machines: { steps: { step: string; status: string; code?: string; fix?: string }[] }[] };
+    const roundTrip = report.machines[0]!.steps.find((step) => step.step === "round-trip")!;
+    expect(roundTrip).toMatchObject({ status: "fail", code });
+    expect(roundTrip.fix).toBeTruthy();
+  }
 });

@@ -19,7 +19,7 @@ import { verifyPathSignatures } from "../nix/signature.js";
 import { DEFAULT_STORE_DIR } from "../nix/store-path.js";
 import { outputFixes } from "../store/machine-trust.js";
 import type { ServeClient } from "../store/serve.js";
-import { spoolNar, uploadSigned } from "../store/transfer.js";
+import { queryWanted, spoolNar, uploadSigned } from "../store/transfer.js";
 
 const run = promisify(execFile);
 const BUILD_TIMEOUT_S = 120;
@@ -103,10 +103,7 @@ async function buildReading(trip: RoundTrip, input: string, nonce: string): Prom
 /** Downloads the output, checks it is what was built from our nonce, and verifies who signed it. */
 async function fetchVerified(trip: RoundTrip, output: string, nonce: string, work: string): Promise<string> {
   const name = trip.machine.name;
-  const info = (await trip.remote.queryPathInfos([output])).get(output);
-  if (!info) {
-    throw new OffloadError(`${name} reports the test build succeeded, but its output ${output} is not valid there`, { code: "round-trip-lost", fix: `look at ${name}'s nix-daemon log` });
-  }
+  const info = (await queryWanted(trip.remote, [output], name, "the test build's output")).get(output)!;
   const spooled = await spoolNar(trip.remote, info, work, name);
   if (!(await readFile(spooled.narFile)).includes(`${nonce}\n`)) {
     throw new OffloadError(`the test output from ${name} does not contain the nonce it was built from`, {

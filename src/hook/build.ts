@@ -18,7 +18,7 @@ import { outputFixes } from "../store/machine-trust.js";
 import { makeScratch, removeScratch } from "../store/scratch.js";
 import type { ServeClient } from "../store/serve.js";
 import type { BuildResult } from "../store/serve-build.js";
-import { spoolNar, uploadSigned } from "../store/transfer.js";
+import { queryWanted, spoolNar, uploadSigned } from "../store/transfer.js";
 import type { HookSettings } from "./settings.js";
 
 /** Exit statuses the daemon understands (derivation-goal.cc). */
@@ -179,20 +179,7 @@ async function fetchOutputs(job: BuildJob, drv: Derivation, remote: ServeClient)
     if (!path) throw new OffloadError(`${job.drvPath} has no output "${output}" with a known path`, { code: "output-unknown", exitCode: EXIT.permanent });
     return path;
   });
-  const infos = await moving(remote.queryPathInfos(wanted), job, `asking ${name} about the outputs`);
-  // Only what was asked for: a machine trusted to build must not be able to add other paths.
-  const offered = [...infos.keys()].filter((path) => !wanted.includes(path));
-  if (offered.length > 0) {
-    throw new OffloadError(`${name} offered ${offered[0]}, which is not an output of ${job.drvPath} that was asked for; nothing imported`, {
-      code: "output-unasked",
-      fix: `${name}'s nix-store is not the real one or is compromised: check what \`nix-store\` runs there, and its store (nix-store --verify --check-contents)`,
-      exitCode: EXIT.transient,
-    });
-  }
-  const absent = wanted.filter((path) => !infos.has(path));
-  if (absent.length > 0) {
-    throw new OffloadError(`${name} reports success but output ${absent[0]} is not valid there`, { code: "output-missing", exitCode: EXIT.transient });
-  }
+  const infos = await moving(queryWanted(remote, wanted, name, `an output of ${job.drvPath}`), job, `asking ${name} about the outputs`);
   const spool = makeScratch(job.spoolDir);
   try {
     checkLocalSpace(job, [...infos.values()], spool);

@@ -22,6 +22,32 @@ export async function uploadSigned(remote: ServeClient, info: PathInfo, nar: Asy
   await remote.addToStoreNar({ ...info, signatures }, nar);
 }
 
+/**
+ * The path infos of exactly `wanted` on the machine. A machine listing any other path is
+ * refused (one trusted to build must not be able to add paths nobody asked for), and so is
+ * one that lacks a wanted path.
+ */
+export async function queryWanted(remote: ServeClient, wanted: readonly string[], machine: string, what: string): Promise<Map<string, PathInfo>> {
+  const infos = await remote.queryPathInfos(wanted);
+  const offered = [...infos.keys()].find((path) => !wanted.includes(path));
+  if (offered !== undefined) {
+    throw new OffloadError(`${machine} offered ${offered}, which is not ${what} that was asked for; nothing imported`, {
+      code: "output-unasked",
+      fix: `${machine}'s nix-store is not the real one or is compromised: check what \`nix-store\` runs there, and its store (nix-store --verify --check-contents)`,
+      exitCode: TRANSIENT,
+    });
+  }
+  const absent = wanted.find((path) => !infos.has(path));
+  if (absent !== undefined) {
+    throw new OffloadError(`${machine} reports success but ${absent} is not valid there`, {
+      code: "output-missing",
+      fix: `look at ${machine}'s nix-daemon log: its store may be read-only, full or garbage-collected meanwhile`,
+      exitCode: TRANSIENT,
+    });
+  }
+  return infos;
+}
+
 /** Streams one NAR from the machine into a file in `dir`, checking it is exactly what the machine described. */
 export async function spoolNar(remote: ServeClient, info: PathInfo, dir: string, machine: string): Promise<SpooledPath> {
   const narFile = join(dir, `${info.path.slice(info.path.lastIndexOf("/") + 1)}.nar`);

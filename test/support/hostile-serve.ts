@@ -61,6 +61,17 @@ async function main(): Promise<void> {
       await reader.bool();
       const paths = await reader.strings();
       await send(new WireWriter().strings(paths)); // "all there": nothing is uploaded
+    } else if (command === 9) {
+      // AddToStoreNar (offload check uploads a test path): take it and say yes.
+      for (const what of ["path", "deriver", "narHash"]) await reader.string(undefined, what);
+      await reader.strings();
+      await reader.u64(); // registration time
+      const narSize = await reader.num(Number.MAX_SAFE_INTEGER);
+      await reader.bool();
+      await reader.strings();
+      await reader.string();
+      await reader.bytes(narSize);
+      await send(new WireWriter().u64(1));
     } else if (command === 8) {
       await reader.string(); // drv path
       const outputs = await reader.num();
