@@ -2,7 +2,7 @@
 // outputs signed with its real, trusted key): a real nix-build through offload-hook must
 // fail with the cause in one line, import nothing, and leave no spool behind.
 import { afterAll, beforeAll, expect, test } from "@jest/globals";
-import { execFile } from "node:child_process";
+import { execFile, execFileSync } from "node:child_process";
 import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -29,7 +29,9 @@ beforeAll(async () => {
   dir = makeSafeDir("hostile");
   await build({ entryPoints: [join(PACKAGE_ROOT, "test", "support", "hostile-serve.ts")], outfile: join(dir, "hostile-serve.mjs"), bundle: true, format: "esm", platform: "node", target: "node20", logLevel: "warning" });
   mkdirSync(join(dir, "bin"), { mode: 0o755 });
-  writeFileSync(join(dir, "bin", "nix-store"), `#!/bin/sh\nexec ${process.execPath} ${join(dir, "hostile-serve.mjs")} "$@"\n`, { mode: 0o755 });
+  // Only the serve sessions lie; `nix-store --version` and the like stay the real thing.
+  const realNixStore = execFileSync("sh", ["-c", "command -v nix-store"], { encoding: "utf8" }).trim();
+  writeFileSync(join(dir, "bin", "nix-store"), `#!/bin/sh\n[ "$1" = --serve ] && exec ${process.execPath} ${join(dir, "hostile-serve.mjs")} "$@"\nexec ${realNixStore} "$@"\n`, { mode: 0o755 });
   writeFileSync(join(dir, "one.nix"), `{ salt }: derivation { name = "hostile-target"; inherit salt; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo $salt > $out" ]; }\n`);
   const config = join(dir, "etc");
   mkdirSync(config, { mode: 0o755 });
