@@ -139,6 +139,25 @@ describe("with a lab", () => {
     }
   });
 
+  test("memory stays bounded whatever the output size: a 512 MiB output through the agent", async () => {
+    const config = configDir("big");
+    await build(config, `big-warm-${Date.now()}`); // starts the agent
+    await waitFor(() => agentLog(config).includes("listening on"));
+    const pid = Number(/\(pid (\d+)\)/.exec(agentLog(config))![1]);
+    const big = join(dir, "big.nix");
+    writeFileSync(big, `{ salt }: derivation { name = "big"; inherit salt; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "/usr/bin/head -c 536870912 /dev/zero > $out" ]; }\n`);
+    const { stdout } = await run(
+      "nix-build",
+      [big, "--argstr", "salt", `big-${Date.now()}`, "--option", "build-hook", HOOK, "--max-jobs", "0", "--option", "substituters", "", "--no-out-link"],
+      { env: { ...process.env, OFFLOAD_CONFIG_DIR: config, OFFLOAD_STATE_DIR: join(config, "state"), OFFLOAD_CACHE_DIR: join(dir, "cache") }, timeout: 300_000 },
+    );
+    expect(statSync(stdout.trim()).size).toBe(536870912);
+    // The agent's peak resident memory over its whole life (it relayed the whole NAR).
+    const peakKiB = Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))![1]);
+    expect(peakKiB).toBeLessThan(200 * 1024);
+    await run("nix-store", ["--delete", stdout.trim()]);
+  }, 300_000);
+
   test("OFFLOAD_AGENT=0 connects directly and starts no agent", async () => {
     const config = configDir("direct");
     await build(config, `direct-${Date.now()}`, { OFFLOAD_AGENT: "0" });
