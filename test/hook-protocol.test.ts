@@ -1,12 +1,12 @@
 // offload-hook against a daemon played byte for byte: the replies Nix 2.8 understands for
 // no machines, no eligible machine, a better local machine, full slots and machines that
 // are down, and a per-build restriction through the `builders` setting.
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { generateKeyPair } from "../src/nix/keys.js";
 import { acquireSlot, type Slot } from "../src/select/slots.js";
-import { BASE_SETTINGS, runHookTries, type Try } from "./support/hook.js";
+import { BASE_SETTINGS, HOOK, runHookTries, type Try } from "./support/hook.js";
 import { makeSafeDir, removeDir } from "./support/safe-dir.js";
 
 const DRV = "/nix/store/0mym5imlj8bclbwws3sf3d10gskmaqv0-plain-leaf.drv";
@@ -121,7 +121,8 @@ test("per-build choice through the builders setting", async () => {
   expect(excluded.replies).toEqual(["decline"]);
   expect(excluded.messages.join("\n")).toContain("127.0.0.7: excluded for this build");
   const invalid = await runHookTries(env, [x86(false)], { ...BASE_SETTINGS, builders: "offload:olny=127.0.0.7" });
-  expect(invalid.replies).toEqual([]);
+  // The build fails cleanly as taken by "offload", with the reason as its log.
+  expect(invalid.replies).toEqual(["accept offload"]);
   expect(invalid.code).toBe(1);
   expect(invalid.messages.join("\n")).toContain('unknown directive "olny=127.0.0.7"');
 });
@@ -131,7 +132,7 @@ test("a state directory others can write to is refused (it holds the agent's soc
   mkdirSync(env.OFFLOAD_STATE_DIR!, { mode: 0o755 });
   chmodSync(env.OFFLOAD_STATE_DIR!, 0o777);
   const run = await runHookTries(env, [x86(false)]);
-  expect(run.replies).toEqual([]);
+  expect(run.replies).toEqual(["accept offload"]);
   expect(run.code).toBe(1);
   expect(run.messages.join("\n")).toContain(`refusing state directory ${env.OFFLOAD_STATE_DIR}: others can write to it (mode 777)\n  fix: chmod go-w ${env.OFFLOAD_STATE_DIR}`);
 });
@@ -139,7 +140,20 @@ test("a state directory others can write to is refused (it holds the agent's soc
 test("a broken machines.ts fails loudly instead of silently building locally", async () => {
   const env = setup("broken", `buildMachine({ name: "x", systems: ["x86_64-linux"], speed: -1 }),`);
   const run = await runHookTries(env, [x86(true)]);
-  expect(run.replies).toEqual([]);
+  expect(run.replies).toEqual(["accept offload"]);
   expect(run.code).toBe(1);
   expect(run.messages.join("\n")).toMatch(/offload: .*machines\.ts has 1 invalid setting\n?.*speed: must be a positive finite number/s);
+});
+
+test("through a real nix-build, a broken machines.ts is the build's failure message, never \"unexpected EOF\"", async () => {
+  const env = setup("broken-real", `buildMachine({ name: "x", systems: ["x86_64-linux"], parallelBuild: 2 }),`);
+  writeFileSync(join(dir, "one.nix"), `derivation { name = "broken-config-${Date.now()}"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo > $out" ]; }\n`);
+  const result = spawnSync("nix-build", [join(dir, "one.nix"), "--option", "build-hook", HOOK, "--max-jobs", "0", "--option", "substituters", "", "--no-out-link"], {
+    env: { ...process.env, ...env },
+    encoding: "utf8",
+  });
+  expect(result.status).not.toBe(0);
+  expect(result.stderr).toContain("parallelBuild");
+  expect(result.stderr).toContain("parallelBuilds");
+  expect(result.stderr).not.toContain("unexpected EOF");
 });

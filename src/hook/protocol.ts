@@ -53,8 +53,12 @@ function writeAll(fd: number, bytes: Buffer): void {
   for (let done = 0; done < bytes.length; ) done += writeSync(fd, bytes, done);
 }
 
+/** Where the exchange stands: what the daemon expects from the hook next. */
+type Stage = "settings" | "between-requests" | "asked" | "accepted";
+
 export class HookChannel {
   private readonly reader: WireReader;
+  private stage: Stage = "settings";
 
   constructor(private readonly io: HookIo) {
     this.reader = new WireReader(io.input);
@@ -67,6 +71,7 @@ export class HookChannel {
       const name = await this.reader.string(undefined, "a setting's name");
       settings.set(name, await this.reader.string(undefined, `the value of setting ${name}`));
     }
+    this.stage = "between-requests";
     return settings;
   }
 
@@ -79,16 +84,19 @@ export class HookChannel {
     const system = await this.reader.string(undefined, "the system");
     const drvPath = await this.reader.string(undefined, "the derivation path");
     const requiredFeatures = await this.reader.strings(undefined, undefined, "the required features");
+    this.stage = "asked";
     return { amWilling, system, drvPath, requiredFeatures };
   }
 
   reply(verdict: Reply): void {
     this.io.control(`# ${verdict}\n`);
+    this.stage = "between-requests";
   }
 
   /** Accepts the build for `machine`; the daemon then sends what the build needs. */
   async accept(machine: string): Promise<{ inputs: string[]; wantedOutputs: string[] }> {
     this.io.control(`# accept\n${machine}\n`);
+    this.stage = "accepted";
     const inputs = await this.reader.strings(undefined, undefined, "the input paths");
     const wantedOutputs = await this.reader.strings(undefined, undefined, "the wanted outputs");
     return { inputs, wantedOutputs };
@@ -101,5 +109,26 @@ export class HookChannel {
 
   buildLog(bytes: Buffer | string): void {
     this.io.buildLog?.(bytes);
+  }
+
+  /**
+   * Fails the build the daemon asks about (or asks about next) with `text` as its log, so
+   * the person running it reads offload's reason as the build's last log lines, not
+   * "unexpected EOF reading a line" from a hook that just exited. The hook accepts it as
+   * machine "offload" (no reply means failure), reads what the daemon then sends, and
+   * logs the reason. Returns false where the exchange cannot carry that any more.
+   */
+  async failRequest(text: string): Promise<boolean> {
+    try {
+      if (this.stage === "settings") await this.readSettings();
+      if (this.stage === "between-requests" && !(await this.nextRequest())) return false;
+      if (this.stage !== "asked") return false;
+      await this.accept("offload");
+    } catch {
+      return false; // the daemon hung up or sent something else: nothing more can be said
+    }
+    if (this.io.buildLog) this.buildLog(`${text}\n`);
+    else this.message(Level.Error, text);
+    return true;
   }
 }

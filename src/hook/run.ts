@@ -92,9 +92,13 @@ export async function runHook(io: HookIo, env: NodeJS.ProcessEnv = process.env):
       }
     }
   } catch (error) {
-    // An @nix message reaches the person running the build (a plain line only the daemon's log);
-    // exiting without a reply then fails the build.
-    channel.message(Level.Error, `offload: ${formatError(asOffloadError(error))}`);
+    const failure = asOffloadError(error);
+    const text = `offload: ${formatError(failure)}`;
+    // A daemon of another protocol, or a broken exchange, can take no more words: an @nix
+    // message still reaches the person running the build. Otherwise the build fails cleanly
+    // with the reason as its log.
+    const canTalk = failure.code !== "daemon-unsupported" && !failure.code.startsWith("wire-");
+    if (!(canTalk && (await channel.failRequest(text)))) channel.message(Level.Error, text);
     return EXIT.transient;
   }
 }
