@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The main job, on this one machine: a real Nix build daemon hands a small project to
-# offload-hook, which builds it on three loopback "machines" (each its own sshd on
-# 127.0.9.x, its own chroot Nix store and signing key) and imports every output only
-# after verifying its signature. Needs root (sshd, /nix/store); installs what it needs.
+# offload-hook, which builds it on three loopback "machines" (each a host of its own: its
+# /nix/store in a mount namespace, its sshd on 127.0.9.x, its signing key) and imports
+# every output only after verifying its signature. Needs root (namespaces, sshd,
+# /nix/store); installs what it needs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD

@@ -301,7 +301,7 @@ describe("the record against the machine", () => {
 describe("resources", () => {
   test("disk low (below --min-free)", async () => {
     const checked = await check(labRecord(lab, b0), { args: ["--min-free", "100000000"] });
-    expectFailure(checked, "disk", "disk-low", new RegExp(`has only \\S+ [GM]iB free for ${b0.storeDir}/nix/store \\(minimum 97656\\.3 GiB\\)`), /nix-collect-garbage -d/);
+    expectFailure(checked, "disk", "disk-low", /has only \S+ [GM]iB free for \/nix\/store \(minimum 97656\.3 GiB\)/, /nix-collect-garbage -d/);
   });
 
   test("overloaded (above overloadThreshold)", async () => {

@@ -1,5 +1,6 @@
-// The lab with real sshds and real Nix (needs root, as CI has): builders answer over ssh,
-// build into their own chroot stores and sign, and Nix's own build-remote offloads to them.
+// The lab with real hosts, sshds and Nix (needs root, as CI has): builders of Nix 2.8 and
+// 2.34 answer over ssh, build into their own stores and sign, Nix's own build-remote
+// offloads to them, and so does offload-hook from a master host's nix-daemon.
 import { afterAll, beforeAll, describe, expect, test } from "@jest/globals";
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -12,12 +13,13 @@ import { registerLab } from "../src/cli/lab.js";
 import { loadConfig } from "../src/config/load.js";
 import { connectMachine } from "../src/remote/ssh.js";
 import { openServeSession } from "../src/store/serve-session.js";
-import { labDown, labStatus, labUp, sshArgs } from "../src/lab/index.js";
+import { CLIENT_USER, labDown, labStatus, labUp, onMachine, runInHost, runningHosts, sshArgs, startMasterHost, stopHost } from "../src/lab/index.js";
 import { addInclude, removeInclude } from "../src/lab/root-ssh-config.js";
 import { labSshdPattern } from "../src/lab/sshd.js";
 import { builderSpecsFrom } from "../src/lab/builder-spec.js";
 import { resolveLabPlan } from "../src/lab/options.js";
-import type { Lab, LabBuilder } from "../src/lab/index.js";
+import type { Lab, LabBuilder, LabBuilderSpec } from "../src/lab/index.js";
+import { HOOK } from "./support/hook.js";
 import { runCommand } from "./support/run-command.js";
 import { LAB_UP_TIMEOUT_MS, startTestLab, stopTestLab } from "./support/lab.js";
 
@@ -47,18 +49,20 @@ async function rootSshConfig(lab: Lab): Promise<string> {
 
 describe("lab plans", () => {
   test("default builders differ so tests can route by feature; --builder overrides one builder", () => {
-    const plan = resolveLabPlan({ builders: 3, builderSpecs: builderSpecsFrom(["b2 features=foo,bar jobs=1", "b0 speed=1.5"]) });
-    expect(plan.builders.map((b) => [b.name, b.address, b.port, b.features, b.mandatoryFeatures, b.speed, b.parallelBuilds])).toEqual([
-      ["lab-b0", "127.0.0.11", 2222, ["kvm", "nixos-test"], [], 1.5, 2],
-      ["lab-b1", "127.0.0.12", 2222, ["big-parallel"], ["benchmark"], 1, 2],
-      ["lab-b2", "127.0.0.13", 2222, ["foo", "bar"], [], 1, 1],
+    const plan = resolveLabPlan({ builders: 3, builderSpecs: builderSpecsFrom(["b2 features=foo,bar jobs=1 nix=2.34", "b0 speed=1.5"]) });
+    expect(plan.builders.map((b) => [b.name, b.address, b.port, b.features, b.mandatoryFeatures, b.speed, b.parallelBuilds, b.nix])).toEqual([
+      ["lab-b0", "127.0.0.11", 2222, ["kvm", "nixos-test"], [], 1.5, 2, "2.8"],
+      ["lab-b1", "127.0.0.12", 2222, ["big-parallel"], ["benchmark"], 1, 2, "2.8"],
+      ["lab-b2", "127.0.0.13", 2222, ["foo", "bar"], [], 1, 1, "2.34"],
     ]);
+    expect(resolveLabPlan({ nix: "2.26", builderSpecs: [{ nix: "2.34" }] }).builders.map((b) => b.nix)).toEqual(["2.34", "2.26"]);
     expect(resolveLabPlan({ builderSpecs: builderSpecsFrom(["b3"]) }).builders).toHaveLength(4);
   });
 
   test("bad options are refused with a fix", () => {
     expect(() => builderSpecsFrom(["b1 feat=x"])).toThrow(/unknown setting "feat"/);
     expect(() => builderSpecsFrom(["x1"])).toThrow(/must start with the builder/);
+    expect(() => builderSpecsFrom(["b0 nix=2.9"])).toThrow(/there is no lab Nix "2.9"/);
     expect(() => resolveLabPlan({ firstAddress: "10.0.0.1" })).toThrow(/not a loopback address/);
     expect(() => resolveLabPlan({ firstAddress: "127.0.0.250", builders: 10 })).toThrow(/run past/);
     expect(() => resolveLabPlan({ dir: "/var/lib/my lab" })).toThrow(/not usable/);
@@ -67,26 +71,30 @@ describe("lab plans", () => {
 });
 
 describe("offload lab", () => {
+  // b0 (kvm, nixos-test) runs this machine's Nix 2.8, b1 (benchmark only) Sid's 2.34.
+  const builderSpecs: LabBuilderSpec[] = [{}, { nix: "2.34" }];
   let lab: Lab;
-  /** An output built on builder 0, in its chroot store only. */
+  /** An output built on builder 0, in its store only. */
   let builtOnB0: string;
 
   beforeAll(async () => {
-    lab = await startTestLab();
+    lab = await startTestLab({ builderSpecs });
   }, LAB_UP_TIMEOUT_MS);
 
   afterAll(async () => {
     await stopTestLab(lab);
   });
 
-  test("up twice leaves one working lab: same keys, one sshd per builder, one Include line", async () => {
-    const again = await labUp({ dir: lab.dir, prefix: lab.prefix, firstAddress: lab.builders[0]!.address });
-    expect(again.builders.map((b) => [b.name, b.address, b.hostKey, b.signingKey])).toEqual(
-      lab.builders.map((b) => [b.name, b.address, b.hostKey, b.signingKey]),
+  test("up twice leaves one working lab: same keys, one host and one sshd per builder, one Include line", async () => {
+    const again = await labUp({ dir: lab.dir, prefix: lab.prefix, firstAddress: lab.builders[0]!.address, builderSpecs });
+    expect(again.builders.map((b) => [b.name, b.address, b.hostKey, b.signingKey, b.host])).toEqual(
+      lab.builders.map((b) => [b.name, b.address, b.hostKey, b.signingKey, b.host]),
     );
     expect(again.signingKey).toBe(lab.signingKey);
+    const hosts = await runningHosts();
     for (const builder of lab.builders) {
       expect((await psLines(builder.sshdConfig)).filter((line) => !/\sZ/.test(line))).toHaveLength(1);
+      expect(hosts.filter((host) => host.dir === builder.dir)).toEqual([builder.host]);
     }
     const include = `Include ${lab.sshConfig}`;
     const lines = (await rootSshConfig(lab)).split("\n");
@@ -94,26 +102,26 @@ describe("offload lab", () => {
     expect(lines.filter((line) => line === include)).toHaveLength(1);
   });
 
-  test("each builder answers over ssh with the lab's config, in its own store", async () => {
-    for (const builder of lab.builders) {
-      const out = await ssh(lab, builder, "nix-store --version && echo $NIX_USER_CONF_FILES");
-      expect(out).toBe(`nix-store (Nix) 2.8.0\n${builder.nixConf}\n`);
-    }
+  test("each builder answers over ssh with the lab's config: its Nix, its own empty HOME", async () => {
+    const [b0, b1] = lab.builders;
+    expect(await ssh(lab, b0!, "nix-store --version && echo $HOME")).toMatch(new RegExp(`^nix-store \\(Nix\\) 2\\.8\\.0\n${b0!.home}\n$`));
+    expect(await ssh(lab, b1!, "nix-store --version && echo $HOME")).toMatch(new RegExp(`^nix-store \\(Nix\\) 2\\.34\\.\\d+\n${b1!.home}\n$`));
   });
 
-  test("a build on a builder lands in its chroot store, signed with its key", async () => {
-    const builder = lab.builders[0]!;
-    const { expression, salt } = trivialDerivation();
-    const out = (await ssh(lab, builder, `nix-build --no-out-link -E '${expression}'`)).trim();
-    expect(out).toMatch(/^\/nix\/store\/[0-9a-z]{32}-lab-test$/);
-    expect(await readFile(`${builder.storeDir}${out}`, "utf8")).toBe(`${salt}\n`);
-    expect(existsSync(out)).toBe(false); // another machine's store, not ours
-    builtOnB0 = out;
-    const { stdout } = await exec("nix", [...NIX, "path-info", "--store", builder.storeDir, "--sigs", out]);
-    expect(stdout).toContain(`${builder.name}-1:`);
-    // The signature checks out against the public key the lab hands to offload.
-    await exec("nix", [...NIX, "store", "verify", "--store", builder.storeDir, "--no-contents",
-      "--option", "trusted-public-keys", builder.signingKey, "--sigs-needed", "1", out]);
+  test("a build on a builder lands in its own store, signed with its key", async () => {
+    for (const builder of lab.builders) {
+      const { expression, salt } = trivialDerivation();
+      const out = (await ssh(lab, builder, `nix-build --no-out-link -E '${expression}'`)).trim();
+      expect(out).toMatch(/^\/nix\/store\/[0-9a-z]{32}-lab-test$/);
+      expect(await readFile(onMachine(builder.host, out), "utf8")).toBe(`${salt}\n`);
+      expect(existsSync(out)).toBe(false); // another machine's store, not ours
+      if (builder === lab.builders[0]) builtOnB0 = out;
+      const info = await runInHost(builder.host, ["nix", ...NIX, "path-info", "--sigs", out]);
+      expect(info.stdout).toContain(`${builder.name}-1:`);
+      // The signature checks out against the public key the lab hands to offload.
+      const verify = ["nix", ...NIX, "store", "verify", "--no-contents", "--option", "trusted-public-keys", builder.signingKey, "--sigs-needed", "1", out];
+      expect(await runInHost(builder.host, verify)).toMatchObject({ code: 0 });
+    }
   });
 
   test("Nix's own build-remote offloads through nix-machines, routed by features", async () => {
@@ -125,7 +133,7 @@ describe("offload lab", () => {
       ]);
       const out = stdout.trim();
       expect(await readFile(out, "utf8")).toBe(`${salt}\n`); // imported into the local store
-      return lab.builders.filter((builder) => existsSync(`${builder.storeDir}${out}`)).map((builder) => builder.name);
+      return lab.builders.filter((builder) => existsSync(onMachine(builder.host, out))).map((builder) => builder.name);
     };
     const [b0, b1] = lab.builders;
     expect(await build("")).toEqual([b0!.name]); // b1 only takes "benchmark" derivations
@@ -135,15 +143,46 @@ describe("offload lab", () => {
   test("builders' Nix trusts offload's lab key: a path it signed is accepted, an unsigned one refused", async () => {
     const { expression } = trivialDerivation();
     const local = (await exec("nix-build", ["-E", expression, "--no-out-link", "--option", "builders", "", "--option", "substituters", ""])).stdout.trim();
-    const copyTo = (builder: LabBuilder) =>
-      exec("nix", [...NIX, "copy", "--from", "local", "--to", builder.storeDir, local], {
-        env: { ...process.env, NIX_USER_CONF_FILES: builder.nixConf }, // the settings its sessions get
-      });
-    for (const builder of lab.builders) await expect(copyTo(builder)).rejects.toThrow(/lacks a valid signature/);
-    await exec("nix", [...NIX, "store", "sign", "--key-file", lab.signingKeySecret, local]);
+    // Through binary caches in the lab directory, which every builder sees: copying from one checks signatures.
+    const cache = async (name: string) => {
+      const uri = `file://${path.join(lab.dir, name)}`;
+      await exec("nix", [...NIX, "copy", "--to", uri, local]);
+      return uri;
+    };
+    const copyFrom = (builder: LabBuilder, uri: string) => runInHost(builder.host, ["nix", ...NIX, "copy", "--from", uri, local]);
+    const unsigned = await cache("cache-unsigned");
     for (const builder of lab.builders) {
-      await copyTo(builder);
-      expect(existsSync(`${builder.storeDir}${local}`)).toBe(true);
+      const refused = await copyFrom(builder, unsigned);
+      expect(`${refused.code} ${refused.stderr}`).toMatch(/^1 .*lacks a (valid )?signature/s);
+    }
+    await exec("nix", [...NIX, "store", "sign", "--key-file", lab.signingKeySecret, local]);
+    const signed = await cache("cache-signed");
+    for (const builder of lab.builders) {
+      expect(await copyFrom(builder, signed)).toMatchObject({ code: 0 });
+      expect(existsSync(onMachine(builder.host, local))).toBe(true);
+    }
+  });
+
+  test("a master host of Nix 2.34 hands its non-root client's build to offload-hook, which builds it on a lab builder", async () => {
+    const dir = path.join(lab.dir, "master");
+    const master = await startMasterHost({
+      dir,
+      nix: "2.34",
+      shared: [lab.dir], // the lab's config dir and client key
+      nixConf: [`build-hook = ${HOOK}`, "max-jobs = 0"],
+      daemonEnv: { OFFLOAD_CONFIG_DIR: lab.configDir, OFFLOAD_STATE_DIR: path.join(dir, "state"), OFFLOAD_CACHE_DIR: path.join(dir, "cache") },
+    });
+    try {
+      const b1 = lab.builders[1]!; // the only one taking "benchmark"
+      const { expression, salt } = trivialDerivation('requiredSystemFeatures = ["benchmark"];');
+      const built = await runInHost(master, ["nix-build", "--no-out-link", "-E", expression], { user: CLIENT_USER, env: { NIX_REMOTE: "daemon" } });
+      expect(`${built.code} ${built.stderr}`).toMatch(/^0 /);
+      const out = built.stdout.trim();
+      expect(await readFile(onMachine(master, out), "utf8")).toBe(`${salt}\n`);
+      expect(existsSync(onMachine(b1.host, out))).toBe(true);
+      expect((await runInHost(master, ["nix", ...NIX, "path-info", "--sigs", out])).stdout).toMatch(new RegExp(`\\s${b1.name}-1:`));
+    } finally {
+      await stopHost(master);
     }
   });
 
@@ -161,7 +200,7 @@ describe("offload lab", () => {
         "-E", expression, "--no-out-link", "--max-jobs", "0",
         "--option", "substituters", "", "--option", "builders", `@${other.nixMachines}`,
       ]);
-      expect(existsSync(`${other.builders[0]!.storeDir}${stdout.trim()}`)).toBe(true);
+      expect(existsSync(onMachine(other.builders[0]!.host, stdout.trim()))).toBe(true);
     } finally {
       await stopTestLab(other);
     }

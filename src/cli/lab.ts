@@ -1,8 +1,9 @@
-// `offload lab up|down|status`: loopback builders on this machine (each its own sshd, chroot
-// store and signing key) for tests, demos and benchmarks. See src/lab/.
+// `offload lab up|down|status`: loopback builders on this machine (each a host of its own: its
+// /nix/store, Nix version, sshd and signing key) for tests, demos and benchmarks. See src/lab/.
 import type { Command } from "commander";
 import { InvalidArgumentError } from "commander";
 import { builderSpecsFrom } from "../lab/builder-spec.js";
+import { isNixRelease, NIX_RELEASES, type NixRelease } from "../lab/host.js";
 import { DEFAULT_LAB_DIR, labDown, labStatus, labUp } from "../lab/index.js";
 import type { LabStatus } from "../lab/index.js";
 import { DEFAULT_BUILDERS, DEFAULT_FIRST_ADDRESS, DEFAULT_PORT, DEFAULT_PREFIX } from "../lab/options.js";
@@ -17,6 +18,7 @@ interface UpOptions {
   prefix: string;
   rootSshConfig: boolean;
   install: boolean;
+  nix?: NixRelease;
 }
 
 function integer(value: string): number {
@@ -24,19 +26,25 @@ function integer(value: string): number {
   return Number(value);
 }
 
+function nixRelease(value: string): NixRelease {
+  if (!isNixRelease(value)) throw new InvalidArgumentError(`not one of ${NIX_RELEASES.join(", ")}`);
+  return value;
+}
+
 function formatStatus(status: LabStatus): string {
   const rows = status.builders.map((builder) =>
     [
       builder.name,
       `${builder.address}:${builder.port}`,
+      builder.nix,
+      builder.hostRunning ? "running" : "stopped",
       builder.running ? `running (pid ${builder.pid})` : "stopped",
       builder.reachable ? "reachable" : "unreachable",
       builder.signingKeyName,
       [...builder.features, ...builder.mandatoryFeatures.map((feature) => `${feature}(mandatory)`)].join(",") || "-",
-      builder.storeDir,
     ],
   );
-  const header = ["BUILDER", "ADDRESS", "SSHD", "TCP", "SIGNING KEY", "FEATURES", "STORE"];
+  const header = ["BUILDER", "ADDRESS", "NIX", "HOST", "SSHD", "TCP", "SIGNING KEY", "FEATURES"];
   return [
     `lab ${status.dir}: OFFLOAD_CONFIG_DIR=${status.configDir}, Nix builders @${status.nixMachines}`,
     formatTable(header, rows),
@@ -44,7 +52,7 @@ function formatStatus(status: LabStatus): string {
 }
 
 export function registerLab(program: Command): void {
-  const lab = program.command("lab").description("local loopback builders (own sshd, chroot store, signing key) for tests and demos");
+  const lab = program.command("lab").description("local loopback builders (each its own host: /nix/store, Nix version, sshd, signing key) for tests and demos");
   lab
     .command("up")
     .description("create or refresh the lab and start its builders (root)")
@@ -52,10 +60,11 @@ export function registerLab(program: Command): void {
     .option("--builders <n>", `number of builders (default ${DEFAULT_BUILDERS}, or as many as --builder names)`, integer)
     .option(
       "--builder <spec>",
-      'features of one builder, repeatable: "b1 features=big-parallel,kvm mandatory=benchmark speed=2 jobs=4" ' +
-        "(defaults: b0 kvm,nixos-test speed 2; b1 big-parallel + mandatory benchmark; others none; jobs 2)",
+      'features of one builder, repeatable: "b1 features=big-parallel,kvm mandatory=benchmark speed=2 jobs=4 nix=2.34" ' +
+        "(defaults: b0 kvm,nixos-test speed 2; b1 big-parallel + mandatory benchmark; others none; jobs 2; nix as --nix)",
       (spec: string, previous: string[] = []) => [...previous, spec],
     )
+    .option("--nix <release>", `Nix of the builders: 2.8 (this machine's) or, from Debian roots of scripts/roots.sh, 2.26 or 2.34 (default 2.8)`, nixRelease)
     .option("--address <address>", "loopback address of the first builder; the next ones follow", DEFAULT_FIRST_ADDRESS)
     .option("--port <port>", "port of every builder's sshd", integer, DEFAULT_PORT)
     .option("--prefix <prefix>", "builder names are <prefix>-b0, <prefix>-b1, … (ssh aliases, key names)", DEFAULT_PREFIX)
@@ -66,6 +75,7 @@ export function registerLab(program: Command): void {
         dir: options.dir,
         builders: options.builders,
         builderSpecs: builderSpecsFrom(options.builder ?? []),
+        nix: options.nix,
         firstAddress: options.address,
         port: options.port,
         prefix: options.prefix,
@@ -78,7 +88,7 @@ export function registerLab(program: Command): void {
     });
   lab
     .command("down")
-    .description("stop the lab's sshds and everything they run; remove its Include from root's ssh config (root)")
+    .description("stop the lab's builders (hosts, sshds and everything they run); remove its Include from root's ssh config (root)")
     .option("--dir <dir>", "lab directory", DEFAULT_LAB_DIR)
     .option("--purge", "also delete the lab directory (keys, stores, configs)")
     .action(async (options: { dir: string; purge?: boolean }) => {
@@ -86,7 +96,7 @@ export function registerLab(program: Command): void {
     });
   lab
     .command("status")
-    .description("whether each builder's sshd runs and accepts connections")
+    .description("whether each builder's host and sshd run and accept connections")
     .option("--dir <dir>", "lab directory", DEFAULT_LAB_DIR)
     .option("--json", "print JSON")
     .action(async (options: { dir: string; json?: boolean }) => {

@@ -1,10 +1,11 @@
 // The command-line form of a LabBuilderSpec, one builder per --builder option:
-//   "b1 features=big-parallel,kvm mandatory=benchmark speed=2 jobs=4"
+//   "b1 features=big-parallel,kvm mandatory=benchmark speed=2 jobs=4 nix=2.34"
 // Whatever is not given keeps the builder's default.
 import { OffloadError } from "../errors.js";
+import { isNixRelease, NIX_RELEASES } from "./host.js";
 import type { LabBuilderSpec } from "./options.js";
 
-const SYNTAX = 'b<index> [features=a,b] [mandatory=c] [speed=N] [jobs=N], e.g. "b1 features=big-parallel mandatory=benchmark"';
+const SYNTAX = `b<index> [features=a,b] [mandatory=c] [speed=N] [jobs=N] [nix=${NIX_RELEASES.join("|")}], e.g. "b1 features=big-parallel mandatory=benchmark nix=2.34"`;
 
 function bad(text: string, why: string): OffloadError {
   return new OffloadError(`--builder ${JSON.stringify(text)}: ${why}`, { code: "lab-invalid-option", fix: `write it as ${SYNTAX}` });
@@ -40,6 +41,10 @@ export function parseBuilderSpec(text: string): { index: number; spec: LabBuilde
         break;
       case "jobs":
         spec.parallelBuilds = number(text, value);
+        break;
+      case "nix":
+        if (!isNixRelease(value)) throw bad(text, `there is no lab Nix ${JSON.stringify(value)}`);
+        spec.nix = value;
         break;
       default:
         throw bad(text, `unknown setting ${JSON.stringify(key)}`);

@@ -2,15 +2,17 @@
 // offload, Nix or ssh at the builders. Stored as <dir>/lab.json by `up`.
 import { readFile } from "node:fs/promises";
 import { OffloadError } from "../errors.js";
+import type { Host } from "./host.js";
 import type { LabPaths } from "./layout.js";
 import { labPaths } from "./layout.js";
 import type { BuilderPlan } from "./options.js";
 
 export interface LabBuilder extends BuilderPlan {
-  /** The builder's directory: keys, sshd_config, nix.conf, pid file, log, store. */
+  /** The builder's directory: keys, sshd_config, pid file, log, and its host's /nix and /etc/nix. */
   dir: string;
-  /** Chroot store root; `nix … --store <storeDir>` reads the builder's store locally. */
-  storeDir: string;
+  /** The machine it is: its sshd and every build run there, its store is /nix/store inside (`runInHost`). */
+  host: Host;
+  /** Its /etc/nix/nix.conf; Nix reads edits with its next command. */
   nixConf: string;
   sshdConfig: string;
   pidFile: string;

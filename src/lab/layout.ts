@@ -2,6 +2,7 @@
 // OFFLOAD_CONFIG_DIR=<dir>/etc points offload at the lab without further settings.
 import path from "node:path";
 import { aclPath, publicKeyPath, secretKeyPath } from "../store/config-dir.js";
+import { hostPaths } from "./host.js";
 
 export interface LabPaths {
   dir: string;
@@ -21,9 +22,9 @@ export interface LabPaths {
 }
 
 export interface BuilderPaths {
+  /** Also its host's directory: its /nix and /etc/nix are in there. */
   dir: string;
-  /** Root of the builder's chroot store: its store paths are under <storeDir>/nix/store. */
-  storeDir: string;
+  /** Its /etc/nix/nix.conf. */
   nixConf: string;
   signingKeySecret: string;
   signingKeyPublic: string;
@@ -59,8 +60,7 @@ export function builderPaths(labDir: string, name: string): BuilderPaths {
   const dir = path.join(labDir, name);
   return {
     dir,
-    storeDir: path.join(dir, "store"),
-    nixConf: path.join(dir, "nix.conf"),
+    nixConf: hostPaths(dir).nixConf,
     signingKeySecret: path.join(dir, "signing-key.sec"),
     signingKeyPublic: path.join(dir, "signing-key.pub"),
     hostKey: path.join(dir, "ssh_host_ed25519_key"),

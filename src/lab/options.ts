@@ -2,6 +2,7 @@
 // every builder's name, loopback address and features are fixed here, before any file exists.
 import path from "node:path";
 import { OffloadError } from "../errors.js";
+import { isNixRelease, NIX_RELEASES, type NixRelease } from "./host.js";
 
 export const DEFAULT_LAB_DIR = "/var/lib/offload-lab";
 export const DEFAULT_BUILDERS = 2;
@@ -18,6 +19,8 @@ export interface LabBuilderSpec {
   mandatoryFeatures?: string[];
   speed?: number;
   parallelBuilds?: number;
+  /** Its Nix: this machine's 2.8, or 2.26/2.34 from a Debian root (scripts/roots.sh). Default LabOptions.nix. */
+  nix?: NixRelease;
 }
 
 export interface LabOptions {
@@ -25,8 +28,10 @@ export interface LabOptions {
   dir?: string;
   /** Number of builders. Default 2, or the length of `builderSpecs` when that is longer. */
   builders?: number;
-  /** Per-builder features, speed and slots; missing entries get the defaults below. */
+  /** Per-builder features, speed, slots and Nix; missing entries get the defaults below. */
   builderSpecs?: LabBuilderSpec[];
+  /** The Nix of builders whose spec names none. Default "2.8" (this machine's). */
+  nix?: NixRelease;
   /** Loopback address of builder 0; builder i listens on the address i further. Default 127.0.0.11. */
   firstAddress?: string;
   /** Port every builder's sshd listens on. Default 2222. */
@@ -55,6 +60,7 @@ export interface BuilderPlan {
   mandatoryFeatures: string[];
   speed: number;
   parallelBuilds: number;
+  nix: NixRelease;
 }
 
 export interface LabPlan {
@@ -65,11 +71,12 @@ export interface LabPlan {
 
 // Defaults differ per builder so that tests can route by feature: b0 is the fast kvm machine,
 // b1 only takes derivations that ask for "benchmark".
-const DEFAULT_SPECS: Required<LabBuilderSpec>[] = [
+type FeatureSpec = Required<Omit<LabBuilderSpec, "nix">>;
+const DEFAULT_SPECS: FeatureSpec[] = [
   { features: ["kvm", "nixos-test"], mandatoryFeatures: [], speed: 2, parallelBuilds: 2 },
   { features: ["big-parallel"], mandatoryFeatures: ["benchmark"], speed: 1, parallelBuilds: 2 },
 ];
-const PLAIN_SPEC: Required<LabBuilderSpec> = { features: [], mandatoryFeatures: [], speed: 1, parallelBuilds: 2 };
+const PLAIN_SPEC: FeatureSpec = { features: [], mandatoryFeatures: [], speed: 1, parallelBuilds: 2 };
 
 const ARCHITECTURES: Record<string, string> = { x64: "x86_64", arm64: "aarch64", ia32: "i686" };
 
@@ -111,10 +118,11 @@ export function resolveLabPlan(options: LabOptions = {}): LabPlan {
   }
   const system = localSystem();
   const builders = Array.from({ length: count }, (_, index): BuilderPlan => {
-    const spec = { ...(DEFAULT_SPECS[index] ?? PLAIN_SPEC), ...definedOnly(specs[index] ?? {}) };
+    const spec = { ...(DEFAULT_SPECS[index] ?? PLAIN_SPEC), nix: options.nix ?? "2.8", ...definedOnly(specs[index] ?? {}) };
     for (const feature of [...spec.features, ...spec.mandatoryFeatures]) {
       if (!FEATURE.test(feature)) throw invalid(`feature ${JSON.stringify(feature)} is not a Nix feature name`, "use letters, digits and . _ - + only");
     }
+    if (!isNixRelease(spec.nix)) throw invalid(`builder ${index}: there is no lab Nix ${JSON.stringify(spec.nix)}`, `use one of ${NIX_RELEASES.join(", ")}`);
     if (!(spec.speed > 0)) throw invalid(`builder ${index}: speed must be positive`, "use a speed like 1 or 2.5");
     if (!Number.isInteger(spec.parallelBuilds) || spec.parallelBuilds < 1) {
       throw invalid(`builder ${index}: parallelBuilds must be a positive integer`, "use parallelBuilds like 1 or 2");
@@ -129,6 +137,7 @@ export function resolveLabPlan(options: LabOptions = {}): LabPlan {
       mandatoryFeatures: [...spec.mandatoryFeatures],
       speed: spec.speed,
       parallelBuilds: spec.parallelBuilds,
+      nix: spec.nix,
     };
   });
   return { dir, prefix, builders };

@@ -15,11 +15,9 @@ export function sshdConfig(lab: Lab, builder: LabBuilder): string {
     "KbdInteractiveAuthentication no",
     "UsePAM no",
     `AuthorizedKeysFile ${lab.authorizedKeys}`,
-    // Every session (ssh, Nix's build-remote, offload) sees this builder's own nix.conf,
-    // hence its own chroot store and signing key: a separate machine as far as clients know.
-    // Its own empty HOME keeps this host's ~/.bashrc (which bash reads for every ssh command)
-    // out: here it runs pyenv, which costs ~0.2 s per command and piles up under load.
-    `SetEnv NIX_USER_CONF_FILES=${builder.nixConf} HOME=${builder.home}`,
+    // Its own empty HOME keeps root's ~/.bashrc of this machine (which bash reads for every
+    // ssh command) out: here it runs pyenv, which costs ~0.2 s per command and piles up under load.
+    `SetEnv HOME=${builder.home}`,
     // Benchmarks open many connections at once; the default (10:30:100) drops some early.
     "MaxStartups 64:30:128",
     "PrintMotd no",
@@ -27,21 +25,16 @@ export function sshdConfig(lab: Lab, builder: LabBuilder): string {
   ].join("\n");
 }
 
-export function builderNixConf(lab: Lab, builder: LabBuilder): string {
+/** The builder's lines of its host's /etc/nix/nix.conf (after those every host has). */
+export function builderNixConf(lab: Pick<Lab, "dir" | "signingKey">, builder: Omit<LabBuilder, "host">): string[] {
   const systemFeatures = [...new Set([...builder.features, ...builder.mandatoryFeatures])];
   return [
-    `# Nix settings of ${builder.name} (offload lab ${lab.dir}), set for its sshd sessions by NIX_USER_CONF_FILES.`,
-    `store = ${builder.storeDir}`,
+    `# ${builder.name} of the offload lab in ${lab.dir} (written by offload lab up)`,
     `secret-key-files = ${builder.dir}/signing-key.sec`,
     `trusted-public-keys = ${lab.signingKey} ${builder.signingKey}`,
-    // A chroot store always builds in the sandbox, where /bin/sh must be made visible.
-    "extra-sandbox-paths = /bin /lib /lib64 /usr",
     `system-features = ${systemFeatures.join(" ")}`,
     `max-jobs = ${builder.parallelBuilds}`,
-    // Loopback only: asking cache.nixos.org would just time out.
-    "substituters =",
-    "",
-  ].join("\n");
+  ];
 }
 
 export function clientSshConfig(lab: Lab): string {
@@ -87,7 +80,7 @@ function stringList(items: readonly string[]): string {
 export function machinesTs(lab: Lab): string {
   const records = lab.builders.map((builder) =>
     [
-      `  // ${builder.name}: sshd on ${builder.address}:${builder.port}, chroot store ${builder.storeDir}`,
+      `  // ${builder.name}: Nix ${builder.nix}, sshd on ${builder.address}:${builder.port}`,
       "  buildMachine({",
       `    name: ${JSON.stringify(builder.address)},`,
       `    port: ${builder.port},`,

@@ -1,12 +1,15 @@
-// One builder's sshd: started as a daemon from its own config, found again by its pid file
-// (checked against the command line, since pids are reused) or by the config path.
+// One builder's sshd: started as a daemon from its own config inside the builder's host (the
+// host whose directory holds the config: a builder's directory is its host's), found again
+// by its pid file (checked against the command line, since pids are reused) or by the
+// config path.
 import { spawn } from "node:child_process";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { OffloadError } from "../errors.js";
+import { inHost, runInHost, runningHosts, type Host } from "./host.js";
 import { SSHD } from "./install.js";
-import { commandLine, processesMatching, terminateTrees } from "./processes.js";
-import { run } from "./run.js";
+import { pidInOwnNamespace, processesMatching, terminateTrees } from "./processes.js";
 import { tcpReachable } from "./tcp.js";
 
 export interface SshdFiles {
@@ -20,7 +23,7 @@ export interface SshdListen {
   port: number;
 }
 
-/** The pid of the sshd serving `files.sshdConfig`, when it is running. */
+/** The pid (in this machine's view) of the sshd serving `files.sshdConfig`, when it is running. */
 export async function sshdPid(files: SshdFiles): Promise<number | undefined> {
   let pid: number;
   try {
@@ -29,12 +32,21 @@ export async function sshdPid(files: SshdFiles): Promise<number | undefined> {
     return undefined;
   }
   if (!Number.isInteger(pid) || pid <= 0) return undefined;
-  const cmdline = await commandLine(pid);
-  return cmdline?.includes(files.sshdConfig) ? pid : undefined;
+  // The pid file has its pid in its host's PID namespace: look for that among the processes
+  // running with this config.
+  for (const candidate of await processesMatching(configPattern(files.sshdConfig))) {
+    if ((await pidInOwnNamespace(candidate)) === pid) return candidate;
+  }
+  return undefined;
 }
 
 function escapeRegExp(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}
+
+/** Matches the command line of the sshd serving `sshdConfig` (its sessions have other names). */
+function configPattern(sshdConfig: string): RegExp {
+  return new RegExp(`sshd -f ${escapeRegExp(sshdConfig)}( |$)`);
 }
 
 /** Matches the command line of any builder sshd of the lab in `dir` (not of labs below it). */
@@ -46,21 +58,41 @@ export function labSshdPattern(dir: string): RegExp {
 export async function stopSshd(files: SshdFiles): Promise<void> {
   const listener = await sshdPid(files);
   // Also one whose pid file was lost or overwritten.
-  const strays = await processesMatching(new RegExp(`sshd -f ${escapeRegExp(files.sshdConfig)}( |$)`));
+  const strays = await processesMatching(configPattern(files.sshdConfig));
   await terminateTrees([...(listener === undefined ? [] : [listener]), ...strays]);
   await rm(files.pidFile, { force: true });
 }
 
-/** Starts the sshd and waits until it accepts connections; returns its pid. */
+async function hostOf(files: SshdFiles): Promise<Host> {
+  const dir = path.dirname(files.sshdConfig);
+  const host = (await runningHosts()).find((running) => running.dir === dir);
+  if (host === undefined) {
+    throw new OffloadError(`no host runs in ${dir}, so the sshd of ${files.sshdConfig} has no machine to run on`, {
+      code: "lab-sshd-failed",
+      fix: "start the lab again: offload lab up",
+    });
+  }
+  return host;
+}
+
+/** Starts the sshd in its host and waits until it accepts connections; returns its pid. */
 export async function startSshd(files: SshdFiles, listen: SshdListen): Promise<number> {
+  const host = await hostOf(files);
   // sshd's privilege separation directory; absent where no system sshd ever ran.
-  await mkdir("/run/sshd", { recursive: true, mode: 0o755 });
-  await run(SSHD, ["-t", "-f", files.sshdConfig], { code: "lab-sshd-failed", fix: `check ${files.sshdConfig}` });
+  await mkdir(path.join(host.root, "run", "sshd"), { recursive: true, mode: 0o755 });
+  const test = await runInHost(host, [SSHD, "-t", "-f", files.sshdConfig]);
+  if (test.code !== 0) {
+    throw new OffloadError(`${SSHD} -t -f ${files.sshdConfig} in host ${host.name} failed: ${test.stderr.trim()}`, {
+      code: "lab-sshd-failed",
+      fix: `check ${files.sshdConfig}`,
+    });
+  }
   await writeFile(files.logFile, "");
   // It daemonizes: the process we start exits once the daemon is forked. -E keeps the
   // daemon's complaints (e.g. address in use) where we can show them.
   const status = await new Promise<number | null>((resolve, reject) => {
-    const child = spawn(SSHD, ["-f", files.sshdConfig, "-E", files.logFile], { stdio: "ignore" });
+    const { file, args } = inHost(host, [SSHD, "-f", files.sshdConfig, "-E", files.logFile]);
+    const child = spawn(file, args, { stdio: "ignore" });
     child.once("error", reject);
     child.once("exit", resolve);
   });

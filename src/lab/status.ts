@@ -1,5 +1,6 @@
-// `lab status`: for each builder, whether its sshd runs and answers, and what it is.
+// `lab status`: for each builder, whether its host and sshd run and answer, and what it is.
 import path from "node:path";
+import { runningHosts, type NixRelease } from "./host.js";
 import { readLab } from "./lab.js";
 import { sshdPid } from "./sshd.js";
 import { tcpReachable } from "./tcp.js";
@@ -8,12 +9,15 @@ export interface LabBuilderStatus {
   name: string;
   address: string;
   port: number;
+  /** Its Nix release (2.8: this machine's). */
+  nix: NixRelease;
+  /** Its host's anchor runs. */
+  hostRunning: boolean;
   /** The sshd listener's pid when it runs. */
   pid: number | null;
   running: boolean;
   /** Something accepts TCP connections on address:port. */
   reachable: boolean;
-  storeDir: string;
   /** Name of the builder's signing key, as found in its signatures. */
   signingKeyName: string;
   features: string[];
@@ -30,6 +34,7 @@ export interface LabStatus {
 
 export async function labStatus(dir: string): Promise<LabStatus> {
   const lab = await readLab(path.resolve(dir));
+  const hostDirs = new Set((await runningHosts()).map((host) => host.dir));
   const builders = await Promise.all(
     lab.builders.map(async (builder): Promise<LabBuilderStatus> => {
       const pid = await sshdPid(builder);
@@ -37,10 +42,11 @@ export async function labStatus(dir: string): Promise<LabStatus> {
         name: builder.name,
         address: builder.address,
         port: builder.port,
+        nix: builder.nix,
+        hostRunning: hostDirs.has(builder.dir),
         pid: pid ?? null,
         running: pid !== undefined,
         reachable: await tcpReachable(builder.address, builder.port),
-        storeDir: builder.storeDir,
         signingKeyName: builder.signingKey.slice(0, builder.signingKey.indexOf(":")),
         features: builder.features,
         mandatoryFeatures: builder.mandatoryFeatures,

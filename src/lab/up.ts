@@ -1,7 +1,10 @@
-// `lab up`: makes (or refreshes) a lab and leaves every builder's sshd running and verified.
-// Keys survive re-runs; configs are rewritten; sshds are restarted so they read them.
+// `lab up`: makes (or refreshes) a lab and leaves every builder's host and sshd running and
+// verified. Keys and hosts (unless their Nix changes) survive re-runs; configs are rewritten;
+// sshds are restarted so they read them.
 import { chmod, mkdir, rm } from "node:fs/promises";
 import { writeFileAtomic } from "../store/config-dir.js";
+import { stopBuilder, stopStrays } from "./down.js";
+import { ensureHost } from "./host.js";
 import { ensurePackages } from "./install.js";
 import { ensureSigningKey, ensureSshKey } from "./keys.js";
 import type { Lab, LabBuilder } from "./lab.js";
@@ -35,15 +38,14 @@ export async function labUp(options: LabOptions = {}): Promise<Lab> {
 
   const clientPublicKey = await ensureSshKey(paths.clientKey, `${plan.prefix}-client`);
   const signingKey = await ensureSigningKey(paths.signingKeySecret, paths.signingKeyPublic, `offload-${plan.prefix}-1`);
-  const builders = await Promise.all(
-    plan.builders.map(async (builder): Promise<LabBuilder> => {
+  const prepared = await Promise.all(
+    plan.builders.map(async (builder): Promise<Omit<LabBuilder, "host">> => {
       const files = builderPaths(plan.dir, builder.name);
       await makeDir(files.dir);
       await makeDir(files.home);
       return {
         ...builder,
         dir: files.dir,
-        storeDir: files.storeDir,
         nixConf: files.nixConf,
         sshdConfig: files.sshdConfig,
         pidFile: files.pidFile,
@@ -54,33 +56,43 @@ export async function labUp(options: LabOptions = {}): Promise<Lab> {
       };
     }),
   );
+
+  // Sessions of the previous run end, so that the new sshd_configs apply; builders this run no
+  // longer has stop and lose their files, strays a lost lab.json does not list stop. Hosts of
+  // builders whose Nix stays keep running: only their nix.conf is rewritten, which Nix rereads.
+  const names = new Set(prepared.map((builder) => builder.name));
+  for (const old of previous?.builders ?? []) {
+    if (names.has(old.name)) await stopSshd(old);
+    else {
+      await stopBuilder(old);
+      await rm(old.dir, { recursive: true, force: true });
+    }
+  }
+  await stopStrays(plan.dir, prepared.map((builder) => builder.dir));
+  const builders = await Promise.all(
+    prepared.map(async (builder): Promise<LabBuilder> => {
+      // The lab directory holds what its sshd reads (authorized_keys, its own directory).
+      const nixConf = builderNixConf({ dir: plan.dir, signingKey }, builder);
+      return { ...builder, host: await ensureHost({ name: builder.name, nix: builder.nix, dir: builder.dir, shared: [plan.dir], nixConf }) };
+    }),
+  );
   const rootSshConfig = options.rootSshConfig === false ? null : (options.rootSshConfig ?? defaultRootSshConfig());
   const lab: Lab = { ...paths, prefix: plan.prefix, signingKey, rootSshConfig, builders };
 
-  for (const builder of builders) {
-    await writeFileAtomic(builder.nixConf, builderNixConf(lab, builder), 0o644);
-    await writeFileAtomic(builder.sshdConfig, sshdConfig(lab, builder), 0o644);
-  }
+  for (const builder of builders) await writeFileAtomic(builder.sshdConfig, sshdConfig(lab, builder), 0o644);
   await writeFileAtomic(paths.authorizedKeys, `${clientPublicKey}\n`, 0o644);
   await writeFileAtomic(paths.sshConfig, clientSshConfig(lab), 0o644);
   await writeFileAtomic(paths.knownHosts, knownHosts(lab), 0o644);
   await writeFileAtomic(paths.nixMachines, nixMachines(lab), 0o644);
   await writeFileAtomic(paths.acl, acl(lab), 0o644);
   await writeFileAtomic(paths.machinesFile, machinesTs(lab), 0o644);
-  // Recorded before any sshd starts, so that `down` can clean up after a failed `up`.
+  // Recorded before any sshd starts; `down` also finds hosts and sshds a failed `up` left unrecorded.
   await writeFileAtomic(paths.state, `${JSON.stringify(lab, null, 2)}\n`, 0o644);
 
-  // Builders of the previous run that this one no longer has: stop them and drop their files.
-  const names = new Set(builders.map((builder) => builder.name));
-  for (const old of previous?.builders ?? []) {
-    await stopSshd(old);
-    if (!names.has(old.name)) await rm(old.dir, { recursive: true, force: true });
-  }
   await Promise.all(
     builders.map(async (builder) => {
-      await stopSshd(builder);
       await startSshd(builder, builder);
-      log(`${builder.name}: sshd listening on ${builder.address}:${builder.port}`);
+      log(`${builder.name}: Nix ${builder.nix} host, sshd listening on ${builder.address}:${builder.port}`);
     }),
   );
 
@@ -92,7 +104,7 @@ export async function labUp(options: LabOptions = {}): Promise<Lab> {
   await Promise.all(
     builders.map(async (builder) => {
       const version = await verifyBuilder(lab, builder);
-      log(`${builder.name}: ${version}, store ${builder.storeDir}, key ${builder.signingKey.split(":")[0]}`);
+      log(`${builder.name}: ${version}, key ${builder.signingKey.split(":")[0]}`);
     }),
   );
   return lab;
