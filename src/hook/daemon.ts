@@ -23,16 +23,18 @@ const VERSION_TIMEOUT_MS = 5000;
  * parent is not a Nix (run by hand or by a test) or does not say.
  */
 export async function parentNixVersion(stateDir: string, parentPid: number = process.ppid): Promise<NixVersion | undefined> {
-  let exe: string;
+  // The link itself, not the path it names: that path may not resolve from here (a parent
+  // in another mount namespace or root, as Nix 2.34 running as root makes itself).
+  const link = `/proc/${parentPid}/exe`;
   let identity: Omit<Remembered, "version">;
   try {
-    exe = readlinkSync(`/proc/${parentPid}/exe`);
-    const stat = statSync(exe);
+    const exe = readlinkSync(link);
+    const stat = statSync(link);
     identity = { exe, ino: stat.ino, size: stat.size, mtimeMs: stat.mtimeMs };
   } catch {
     return undefined; // not Linux, or the parent is gone
   }
-  if (!/(^|\/)(nix|lix)[^/]*$/.test(exe)) return undefined;
+  if (!/(^|\/)(nix|lix)[^/]*$/.test(identity.exe)) return undefined;
   const file = join(stateDir, "daemon-version.json");
   try {
     const remembered = JSON.parse(readFileSync(file, "utf8")) as Remembered;
@@ -43,7 +45,7 @@ export async function parentNixVersion(stateDir: string, parentPid: number = pro
     // first run, or an unreadable record: ask the executable
   }
   const output = await new Promise<string>((resolve) => {
-    execFile(exe, ["--version"], { timeout: VERSION_TIMEOUT_MS }, (error, stdout) => resolve(error ? "" : stdout));
+    execFile(link, ["--version"], { timeout: VERSION_TIMEOUT_MS }, (error, stdout) => resolve(error ? "" : stdout));
   });
   const version = parseNixVersion(output);
   // Only a cache: when it cannot be kept, the next hook asks the executable again.
