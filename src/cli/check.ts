@@ -2,6 +2,7 @@
 // then (unless --static) diagnose every selected machine in parallel.
 import type { Command } from "commander";
 import type { BuildMachine } from "../../types/index.js";
+import { checkDaemon, daemonLine } from "../check/daemon.js";
 import { checkMachine, type CheckContext, type MachineReport } from "../check/machine-check.js";
 import { createProgress } from "../check/progress.js";
 import { loadConfig, type LoadedConfig } from "../config/load.js";
@@ -23,7 +24,7 @@ export function registerCheck(program: Command): void {
   program
     .command("check")
     .argument("[regex]", "check only the machines whose name matches")
-    .description("validate machines.ts, then test every machine: SSH, Nix, trust, features, a signed test build, load, disk, clock")
+    .description("validate machines.ts, check that the local nix-daemon runs offload's hook, then test every machine: SSH, Nix, trust, features, a signed test build, load, disk, clock")
     .option("--static", "check the configuration only, without contacting the machines")
     .option("--config <file>", "machines.ts to use (default: $OFFLOAD_CONFIG or /etc/offload/machines.ts)")
     .option("--json", "print the result as JSON")
@@ -80,6 +81,10 @@ async function checkRemote(loaded: LoadedConfig, machines: BuildMachine[], optio
     minFreeBytes: numberOption(options.minFree, "--min-free") * 1024 * 1024,
     maxClockSkew: numberOption(options.maxClockSkew, "--max-clock-skew"),
   };
+  // The local step first: machines are of no use if the daemon never asks offload's hook.
+  const daemon = await checkDaemon();
+  if (!options.json) process.stdout.write(`\n${daemonLine(daemon)}\n`);
+  if (daemon.status === "fail") process.exitCode = 1;
   if (machines.length === 0 && !options.json) return; // nothing to contact: the static part said it all
   if (!options.json) process.stdout.write(`\nchecking ${machines.length} machine${machines.length === 1 ? "" : "s"}:\n`);
   const progress = options.json ? undefined : createProgress(machines.map((m) => m.name), process.stdout);
@@ -91,10 +96,10 @@ async function checkRemote(loaded: LoadedConfig, machines: BuildMachine[], optio
       return report;
     }),
   );
-  const ok = reports.every((report) => report.ok);
+  const ok = reports.every((report) => report.ok) && daemon.status !== "fail";
   process.exitCode = ok ? 0 : 1;
   if (options.json) {
-    process.stdout.write(`${JSON.stringify({ ok, config: loaded.path, machines: reports.map((report, i) => ({ ...report, address: machineAddress(machines[i]!) })) }, null, 2)}\n`);
+    process.stdout.write(`${JSON.stringify({ ok, config: loaded.path, daemon, machines: reports.map((report, i) => ({ ...report, address: machineAddress(machines[i]!) })) }, null, 2)}\n`);
     return;
   }
   const problems = reports.flatMap((report) =>
@@ -104,6 +109,7 @@ async function checkRemote(loaded: LoadedConfig, machines: BuildMachine[], optio
   process.stdout.write(`\n${summaryTable(reports)}\n`);
   const failed = reports.filter((report) => !report.ok).length;
   process.stdout.write(failed === 0 ? `all ${reports.length} machine(s) passed\n` : `${failed} of ${reports.length} machine(s) failed\n`);
+  if (daemon.status === "fail") process.stdout.write(`${daemonLine(daemon)}\n`);
 }
 
 /** The key the round trip signs with; a problem with it fails that step on every machine, with its fix. */

@@ -74,3 +74,35 @@ export function buildHookLocation(version: NixVersion): "nix.conf" | "environmen
 export function hookExitStatusesKept(version: NixVersion): boolean {
   return !atLeast(version, 2, 29);
 }
+
+/** One place that sets build-hook. Nix applies them in this order: nix.conf (with its includes), the user config files, NIX_CONFIG. */
+export interface HookAssignment {
+  layer: "nix.conf" | "user-conf" | "NIX_CONFIG";
+  value: string;
+  /** "/etc/nix/nix.conf:12", "/root/.config/nix/nix.conf:3" or "NIX_CONFIG". */
+  where: string;
+}
+
+export interface EffectiveHook {
+  /** The build-hook Nix runs; undefined: its default, its own build-remote. */
+  value?: string;
+  /** Where that value is set. */
+  from?: HookAssignment;
+  /** The nix.conf assignment this version throws away (Nix 2.25–2.33), when nothing later sets build-hook. */
+  ignored?: HookAssignment;
+}
+
+/**
+ * The build-hook a Nix of `version` ends up with. The last assignment wins; Nix 2.25–2.33
+ * read nix.conf, marked its values as not overridden (loadConfFile's resetOverridden), and
+ * then set build-hook's default over every value not overridden, so only the user config
+ * files and NIX_CONFIG, applied after that reset, survive.
+ */
+export function effectiveBuildHook(version: NixVersion, assignments: readonly HookAssignment[]): EffectiveHook {
+  const resetsNixConf = buildHookLocation(version) === "environment";
+  const kept = assignments.filter((a) => !(resetsNixConf && a.layer === "nix.conf"));
+  const from = kept.at(-1);
+  if (from) return { value: from.value, from };
+  const ignored = resetsNixConf ? assignments.filter((a) => a.layer === "nix.conf").at(-1) : undefined;
+  return ignored ? { ignored } : {};
+}

@@ -1,0 +1,198 @@
+// `offload install` / `uninstall` / `check`'s daemon step against real nix-daemons of Nix 2.8
+// (this machine's), 2.26 (Debian trixie) and 2.34 (Debian sid), each in a lab host (its own
+// /nix and /etc/nix; src/lab/host.ts), with offload run inside that host as root would run
+// it. Whether a daemon really runs offload's hook is shown by the daemon itself: a non-root
+// client's build with --max-jobs 0 at debug level logs "starting build hook '…'" and the
+// hook's reply. The hook is the real bin/offload-hook.js with a config dir without
+// machines.ts, so it replies decline-permanently, as Nix's own build-remote does without
+// machines: the build then fails for want of a machine either way.
+import { afterAll, beforeAll, describe, expect, test } from "@jest/globals";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type { DaemonReport } from "../src/check/daemon.js";
+import { ensureUser, hostPaths, runInHost, startHost, startNixDaemon, stopHost, type Host, type HostResult, type NixRelease } from "../src/lab/host.js";
+import { PACKAGE_ROOT } from "../src/package-root.js";
+import { OFFLOAD_HOOK } from "../src/store/local-daemon.js";
+import { makeSafeDir, removeDir } from "./support/safe-dir.js";
+
+const CLIENT = "offload-client";
+const OFFLOAD = join(PACKAGE_ROOT, "bin", "offload.js");
+
+interface Setup {
+  host: Host;
+  dir: string;
+  /** The hook's config dir: no machines.ts. */
+  hookConfig: string;
+  /** `offload check`'s config dir: a machines.ts without machines. */
+  checkConfig: string;
+  originalNixConf: Buffer;
+}
+
+/** The environment of the hosts' daemons: what the hook needs, nothing that sets build-hook. */
+function daemonEnv(setup: Setup, extra: Record<string, string> = {}): Record<string, string> {
+  return { OFFLOAD_CONFIG_DIR: setup.hookConfig, OFFLOAD_STATE_DIR: join(setup.dir, "state"), OFFLOAD_CACHE_DIR: join(setup.dir, "cache"), ...extra };
+}
+
+async function setUp(nix: NixRelease): Promise<Setup> {
+  const dir = makeSafeDir(`install-${nix.replace(".", "-")}`);
+  const host = await startHost({ name: `install-${nix.replace(".", "-")}`, nix, dir });
+  await ensureUser(host, CLIENT);
+  const hookConfig = join(dir, "hook-config");
+  const checkConfig = join(dir, "check-config");
+  mkdirSync(hookConfig, { mode: 0o755 });
+  mkdirSync(checkConfig, { mode: 0o755 });
+  writeFileSync(join(checkConfig, "machines.ts"), 'import { buildMachine } from "offload";\nexport default [];\n', { mode: 0o644 });
+  const setup: Setup = { host, dir, hookConfig, checkConfig, originalNixConf: readFileSync(hostPaths(dir).nixConf) };
+  await startNixDaemon(host, { env: daemonEnv(setup) });
+  return setup;
+}
+
+async function tearDown(setup: Setup | undefined): Promise<void> {
+  if (!setup) return;
+  await stopHost(setup.host);
+  removeDir(setup.dir);
+}
+
+/** `offload ARGS` as root inside the host. */
+function offload(setup: Setup, args: string[]): Promise<HostResult> {
+  return runInHost(setup.host, ["node", OFFLOAD, ...args], { env: { OFFLOAD_CONFIG_DIR: setup.checkConfig, OFFLOAD_CACHE_DIR: join(setup.dir, "cache"), OFFLOAD_STATE_DIR: join(setup.dir, "state") } });
+}
+
+async function daemonStep(setup: Setup): Promise<DaemonReport> {
+  const result = await offload(setup, ["check", "--json"]);
+  expect(result).toMatchObject({ stdout: expect.stringContaining('"daemon"') }); // else shows what it printed to stderr
+  return (JSON.parse(result.stdout) as { daemon: DaemonReport }).daemon;
+}
+
+/** The hook the daemon runs for a non-root client's build, as the daemon logs it, and the hook's reply. */
+async function hookRun(setup: Setup): Promise<{ hook: string | undefined; reply: string | undefined; output: string }> {
+  const salt = `${Date.now()}-${Math.random()}`;
+  const expression = `derivation { name = "install-probe"; salt = "${salt}"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo > $out" ]; }`;
+  const result = await runInHost(setup.host, ["nix-build", "-E", expression, "--no-out-link", "--max-jobs", "0", "-vvv"], { user: CLIENT, env: { NIX_REMOTE: "daemon" }, timeoutMs: 60_000 });
+  const output = result.stderr;
+  expect(result.code).not.toBe(0);
+  // 2.8: "unable to start any build", 2.26: "Unable to start any build", 2.34: "local builds are disabled (max-jobs = 0)".
+  expect(output).toMatch(/[Uu]nable to start any build|local builds are disabled/);
+  return { hook: /starting build hook '([^']*)'/.exec(output)?.[1], reply: /hook reply is '([^']*)'/.exec(output)?.[1], output };
+}
+
+/** Kills the daemon (by the pid offload reported, in the host's PID namespace), waits until it is gone (10 s at most), starts a new one with `env`. */
+async function restartDaemon(setup: Setup, pid: number, env: Record<string, string> = {}): Promise<void> {
+  const killed = await runInHost(setup.host, ["sh", "-c", `kill ${pid}; for i in $(seq 100); do kill -0 ${pid} 2>/dev/null || exit 0; sleep 0.1; done; exit 1`]);
+  expect(killed).toMatchObject({ code: 0 });
+  await startNixDaemon(setup.host, { env: daemonEnv(setup, env) });
+}
+
+const nixConf = (setup: Setup) => readFileSync(hostPaths(setup.dir).nixConf);
+const HOST_TIMEOUT_MS = 60_000;
+
+describe.each([
+  ["2.34", "2.34.8", "/usr/bin/nix __build-remote"],
+  ["2.8", "2.8.0", "/usr/libexec/nix/build-remote"],
+] as const)("Nix %s: build-hook in nix.conf", (release, version, nixOwnHook) => {
+  let setup: Setup;
+  beforeAll(async () => {
+    setup = await setUp(release);
+  }, HOST_TIMEOUT_MS);
+  afterAll(() => tearDown(setup));
+
+  test("check fails, install adds the line, check says restart, a restart makes the daemon run the hook; uninstall restores nix.conf byte for byte", async () => {
+    const before = await daemonStep(setup);
+    expect(before).toMatchObject({ status: "fail", code: "daemon-hook-not-offload", facts: { nix: "nix-daemon", version, buildHook: null } });
+    expect(before.detail).toContain("Nix's own build-remote (build-hook is not set)");
+    expect(before.fix).toBe("offload install");
+    expect(await hookRun(setup)).toMatchObject({ hook: nixOwnHook, reply: "decline-permanently" });
+
+    const installed = await offload(setup, ["install"]);
+    const line = `build-hook = ${OFFLOAD_HOOK} # added by offload install`;
+    const lineNumber = setup.originalNixConf.toString().split("\n").length;
+    // No systemd here: offload cannot restart a daemon started by hand, and says how.
+    expect(installed).toMatchObject({ stdout: `/etc/nix/nix.conf: added line ${lineNumber}: ${line}\n`, code: 1 });
+    expect(installed.stderr).toContain(`offload: nix-daemon ${version} (pid ${before.facts.pid}, not started by systemd) must be restarted to read the change`);
+    expect(installed.stderr).toContain(`fix: restart nix-daemon as it was started: kill ${before.facts.pid}; nix-daemon &`);
+    expect(nixConf(setup).toString()).toBe(`${setup.originalNixConf.toString()}${line}\n`);
+
+    const stale = await daemonStep(setup);
+    expect(stale).toMatchObject({ status: "fail", code: "daemon-restart-needed" });
+    expect(stale.detail).toMatch(/before \/etc\/nix\/nix\.conf changed/);
+
+    await restartDaemon(setup, before.facts.pid!);
+    const after = await daemonStep(setup);
+    expect(after).toMatchObject({ status: "ok", facts: { buildHook: OFFLOAD_HOOK, from: `/etc/nix/nix.conf:${lineNumber}` } });
+    expect(await hookRun(setup)).toMatchObject({ hook: OFFLOAD_HOOK, reply: "decline-permanently" });
+
+    const again = await offload(setup, ["install"]);
+    expect(again.code).toBe(0);
+    expect(again.stdout).toBe(`nothing to change: nix-daemon ${version} (pid ${after.facts.pid}, not started by systemd) runs offload's hook (/etc/nix/nix.conf:${lineNumber})\n`);
+    expect(nixConf(setup).toString()).toBe(`${setup.originalNixConf.toString()}${line}\n`);
+
+    const removed = await offload(setup, ["uninstall"]);
+    expect(removed).toMatchObject({ stdout: `/etc/nix/nix.conf: removed line ${lineNumber}: ${line}\n`, code: 1 });
+    expect(removed.stderr).toContain("must be restarted to stop running offload's hook");
+    expect(nixConf(setup).equals(setup.originalNixConf)).toBe(true);
+    await restartDaemon(setup, after.facts.pid!);
+    expect(await daemonStep(setup)).toMatchObject({ status: "fail", code: "daemon-hook-not-offload" });
+    expect((await hookRun(setup)).hook).toBe(nixOwnHook);
+
+    const nothing = await offload(setup, ["uninstall"]);
+    expect(nothing.code).toBe(0);
+    expect(nothing.stdout).toMatch(/^nothing to remove: nix-daemon .* runs Nix's own build-remote \(build-hook is not set\)\n$/);
+  }, 120_000);
+});
+
+describe("Nix 2.26: build-hook only through the daemon's environment", () => {
+  let setup: Setup;
+  beforeAll(async () => {
+    setup = await setUp("2.26");
+  }, HOST_TIMEOUT_MS);
+  afterAll(() => tearDown(setup));
+
+  test("build-hook in nix.conf is ignored by the real daemon, and check says so; a user config file is not", async () => {
+    const line = `build-hook = ${OFFLOAD_HOOK}`;
+    writeFileSync(hostPaths(setup.dir).nixConf, `${setup.originalNixConf.toString()}${line}\n`);
+    const stale = await daemonStep(setup);
+    await restartDaemon(setup, stale.facts.pid!);
+    const ignored = await daemonStep(setup);
+    expect(ignored).toMatchObject({ status: "fail", code: "daemon-hook-not-offload", facts: { version: "2.26.3", buildHook: null } });
+    expect(ignored.detail).toContain(`runs Nix's own build-remote: Nix 2.25–2.33 ignore build-hook in nix.conf (/etc/nix/nix.conf:`);
+    expect(ignored.fix).toBe("offload install");
+    // The daemon agrees: it starts its own build-remote despite the line.
+    expect((await hookRun(setup)).hook).toBe("/usr/bin/nix __build-remote");
+    writeFileSync(hostPaths(setup.dir).nixConf, setup.originalNixConf);
+
+    // A user config file is read after the reset, so 2.26 honours build-hook there (as root's ~/.config/nix/nix.conf).
+    const userConf = join(setup.dir, "user-nix.conf");
+    writeFileSync(userConf, `${line}\n`);
+    await restartDaemon(setup, ignored.facts.pid!, { NIX_USER_CONF_FILES: userConf });
+    const user = await daemonStep(setup);
+    expect(user).toMatchObject({ status: "ok", facts: { buildHook: OFFLOAD_HOOK, from: `${userConf}:1` } });
+    expect(await hookRun(setup)).toMatchObject({ hook: OFFLOAD_HOOK, reply: "decline-permanently" });
+    await restartDaemon(setup, user.facts.pid!);
+  }, 120_000);
+
+  test("install says how to start the daemon (no systemd here), changes no file; started so, the daemon runs the hook", async () => {
+    const before = await daemonStep(setup);
+    expect(before).toMatchObject({ status: "fail", code: "daemon-hook-not-offload", facts: { version: "2.26.3" } });
+    const installed = await offload(setup, ["install"]);
+    expect(installed.code).toBe(1);
+    expect(installed.stdout).toBe("");
+    expect(installed.stderr).toContain(`offload: nix-daemon 2.26.3 (pid ${before.facts.pid}, not started by systemd) ignores build-hook in nix.conf (Nix 2.25–2.33 do)`);
+    expect(installed.stderr).toContain(`fix: restart it with NIX_CONFIG set: kill ${before.facts.pid}; env 'NIX_CONFIG=build-hook = ${OFFLOAD_HOOK}' nix-daemon &`);
+    expect(nixConf(setup).equals(setup.originalNixConf)).toBe(true);
+
+    // What the fix says: the daemon again, with that NIX_CONFIG.
+    await restartDaemon(setup, before.facts.pid!, { NIX_CONFIG: `build-hook = ${OFFLOAD_HOOK}` });
+    const after = await daemonStep(setup);
+    expect(after).toMatchObject({ status: "ok", facts: { buildHook: OFFLOAD_HOOK, from: "NIX_CONFIG" } });
+    expect(await hookRun(setup)).toMatchObject({ hook: OFFLOAD_HOOK, reply: "decline-permanently" });
+
+    const again = await offload(setup, ["install"]);
+    expect(again.code).toBe(0);
+    expect(again.stdout).toBe(`nothing to change: nix-daemon 2.26.3 (pid ${after.facts.pid}, not started by systemd) runs offload's hook (NIX_CONFIG)\n`);
+    // Uninstall removes only what install wrote: here nothing.
+    const removed = await offload(setup, ["uninstall"]);
+    expect(removed.code).toBe(0);
+    expect(removed.stdout).toBe(`nothing to remove: nix-daemon 2.26.3 (pid ${after.facts.pid}, not started by systemd) still runs offload's hook, set at NIX_CONFIG, which offload install did not write\n`);
+    expect(nixConf(setup).equals(setup.originalNixConf)).toBe(true);
+  }, 120_000);
+});
