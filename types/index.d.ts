@@ -2,8 +2,38 @@
 // This file is the single definition of the machine records: the type checker checks
 // configs against it, editors complete from it, and offload's own sources import it.
 
-/** A Nix system type, `<arch>-<os>`, e.g. `"x86_64-linux"` or `"aarch64-darwin"`. */
-export type NixSystem = `${string}-${string}`;
+/** System types editors offer; any other `<arch>-<os>` string is accepted too. */
+export type KnownSystem =
+  | "x86_64-linux"
+  | "aarch64-linux"
+  | "i686-linux"
+  | "armv7l-linux"
+  | "armv6l-linux"
+  | "riscv64-linux"
+  | "powerpc64le-linux"
+  | "x86_64-darwin"
+  | "aarch64-darwin"
+  | "x86_64-freebsd";
+
+/**
+ * A Nix system type, `<arch>-<os>`, e.g. `"x86_64-linux"` or `"aarch64-darwin"`. Known ones
+ * complete in editors; any string type-checks (`(string & {})` keeps the completions), so
+ * systems computed at run time, from tables, host lists or the environment, need no casts.
+ * `offload check --static` rejects a malformed value at its file:line.
+ */
+export type NixSystem = KnownSystem | (string & {});
+
+/** Features Nix and nixpkgs use (`requiredSystemFeatures`); any other name is accepted too. */
+export type SystemFeature =
+  | "kvm"
+  | "big-parallel"
+  | "benchmark"
+  | "nixos-test"
+  | "uid-range"
+  | "recursive-nix"
+  | "ca-derivations"
+  | "apple-virt"
+  | (string & {});
 
 /** What you write for one remote build machine. Only `name` and `systems` are required. */
 export interface BuildMachineOptions {
@@ -21,7 +51,7 @@ export interface BuildMachineOptions {
    * Nix system types this machine builds, e.g. `["x86_64-linux", "i686-linux"]`.
    * Non-empty.
    */
-  systems: NixSystem[];
+  systems: readonly NixSystem[];
   /**
    * The machine's SSH host public key, one OpenSSH line as in its
    * `/etc/ssh/ssh_host_ed25519_key.pub`: `"ssh-ed25519 AAAA… comment"`. Connections
@@ -46,13 +76,13 @@ export interface BuildMachineOptions {
    * System features this machine supports, e.g. `["kvm", "big-parallel", "benchmark"]`.
    * A derivation with `requiredSystemFeatures` only goes to machines that have them all.
    */
-  features?: string[];
+  features?: readonly SystemFeature[];
   /**
    * Features a derivation must require to be built here: the machine only takes
    * derivations whose `requiredSystemFeatures` include every one of these (Nix's rule).
    * They count as supported features too.
    */
-  mandatoryFeatures?: string[];
+  mandatoryFeatures?: readonly SystemFeature[];
   /**
    * Normalized load (1-minute load average divided by CPU count) above which the
    * machine is skipped. In (0, 1], default 0.8; `null` ignores load.
@@ -84,7 +114,7 @@ export interface LocalMachineOptions {
   /**
    * System features of the local machine. Default: the daemon's `system-features`.
    */
-  features?: string[];
+  features?: readonly SystemFeature[];
   /** `false`: never prefer building locally over offloading. Default true. */
   enabled?: boolean;
 }

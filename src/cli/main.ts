@@ -1,18 +1,10 @@
-// The `offload` command line. Each command lives in its own module and registers itself;
-// this file only wires them together and turns errors into messages.
-import { Command, CommanderError } from "commander";
+// The `offload` command line. Each command lives in its own module and registers itself
+// (program.ts); this file only runs it and turns errors into messages.
+import { CommanderError } from "commander";
 import { OffloadError, asOffloadError, formatError } from "../errors.js";
-import { VERSION } from "../version.js";
-import { commands } from "./commands.js";
+import { buildProgram } from "./program.js";
 
-const program = new Command("offload")
-  .description("Offload Nix builds to other machines over SSH, outputs verified before import.")
-  .version(VERSION)
-  .option("--debug", "print stack traces of internal errors")
-  .showHelpAfterError()
-  .exitOverride();
-
-for (const register of commands) register(program);
+const program = buildProgram();
 
 function report(error: unknown): number {
   const debug = program.opts<{ debug?: boolean }>().debug ?? process.argv.includes("--debug");

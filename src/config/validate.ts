@@ -65,6 +65,11 @@ const BUILD_MACHINE_FIELDS: Record<keyof BuildMachineOptions, Check> = {
   enabled: boolean,
 };
 
+/** Why `value` cannot be `field` of a buildMachine() record, or undefined (e.g. for `offload import`). */
+export function buildMachineFieldProblem(field: keyof BuildMachineOptions, value: unknown): string | undefined {
+  return BUILD_MACHINE_FIELDS[field](value);
+}
+
 const LOCAL_MACHINE_FIELDS: Record<keyof LocalMachineOptions, Check> = {
   speed: positive,
   features,
