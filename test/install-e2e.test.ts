@@ -1,18 +1,22 @@
 // `offload install` / `uninstall` / `check`'s daemon step against real nix-daemons of Nix 2.8
 // (this machine's), 2.26 (Debian trixie) and 2.34 (Debian sid), each in a lab host (its own
-// /nix and /etc/nix; src/lab/host.ts), with offload run inside that host as root would run
-// it. Whether a daemon really runs offload's hook is shown by the daemon itself: a non-root
-// client's build with --max-jobs 0 at debug level logs "starting build hook '…'" and the
-// hook's reply. The hook is the real bin/offload-hook.js with a config dir without
-// machines.ts, so it replies decline-permanently, as Nix's own build-remote does without
-// machines: the build then fails for want of a machine either way.
+// /nix and /etc/nix, and here its own /etc/xdg; src/lab/host.ts), with offload run inside
+// that host as root would run it. Whether a daemon really runs offload's hook is shown by the
+// daemon itself: a build with --max-jobs 0 at debug level logs "starting build hook '…'" and
+// the hook's reply. The hook is the real bin/offload-hook.js, with a config dir without
+// machines.ts (it replies decline-permanently, as Nix's own build-remote does without
+// machines: the build then fails for want of a machine either way), or for 2.26 after
+// install with a lab builder, which then really builds.
 import { afterAll, beforeAll, describe, expect, test } from "@jest/globals";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { DaemonReport } from "../src/check/daemon.js";
+import type { Lab, LabBuilder } from "../src/lab/index.js";
 import { ensureUser, hostPaths, runInHost, startHost, startNixDaemon, stopHost, type Host, type HostResult, type NixRelease } from "../src/lab/host.js";
 import { PACKAGE_ROOT } from "../src/package-root.js";
+import { nixConfLine, XDG_NIX_CONF } from "../src/store/hook-install.js";
 import { OFFLOAD_HOOK } from "../src/store/local-daemon.js";
+import { LAB_UP_TIMEOUT_MS, startTestLab, stopTestLab } from "./support/lab.js";
 import { makeSafeDir, removeDir } from "./support/safe-dir.js";
 
 const CLIENT = "offload-client";
@@ -26,6 +30,8 @@ interface Setup {
   /** `offload check`'s config dir: a machines.ts without machines. */
   checkConfig: string;
   originalNixConf: Buffer;
+  /** Its /etc/xdg, as this machine sees it. */
+  xdg: string;
 }
 
 /** The environment of the hosts' daemons: what the hook needs, nothing that sets build-hook. */
@@ -33,16 +39,22 @@ function daemonEnv(setup: Setup, extra: Record<string, string> = {}): Record<str
   return { OFFLOAD_CONFIG_DIR: setup.hookConfig, OFFLOAD_STATE_DIR: join(setup.dir, "state"), OFFLOAD_CACHE_DIR: join(setup.dir, "cache"), ...extra };
 }
 
-async function setUp(nix: NixRelease): Promise<Setup> {
+async function setUp(nix: NixRelease, shared: string[] = []): Promise<Setup> {
   const dir = makeSafeDir(`install-${nix.replace(".", "-")}`);
-  const host = await startHost({ name: `install-${nix.replace(".", "-")}`, nix, dir });
+  const host = await startHost({ name: `install-${nix.replace(".", "-")}`, nix, dir, shared });
   await ensureUser(host, CLIENT);
+  // Every Nix reads /etc/xdg/nix/nix.conf, and a host's /etc/xdg is its root's (this
+  // machine's, or one every host of that Debian root shares): the host gets an empty one of
+  // its own, mounted in its mount namespace only, so that nothing leaks in or out.
+  const xdg = join(dir, "etc-xdg");
+  mkdirSync(xdg, { mode: 0o755 });
+  expect(await runInHost(host, ["mount", "--bind", xdg, "/etc/xdg"])).toMatchObject({ code: 0 });
   const hookConfig = join(dir, "hook-config");
   const checkConfig = join(dir, "check-config");
   mkdirSync(hookConfig, { mode: 0o755 });
   mkdirSync(checkConfig, { mode: 0o755 });
   writeFileSync(join(checkConfig, "machines.ts"), 'import { buildMachine } from "offload";\nexport default [];\n', { mode: 0o644 });
-  const setup: Setup = { host, dir, hookConfig, checkConfig, originalNixConf: readFileSync(hostPaths(dir).nixConf) };
+  const setup: Setup = { host, dir, hookConfig, checkConfig, originalNixConf: readFileSync(hostPaths(dir).nixConf), xdg };
   await startNixDaemon(host, { env: daemonEnv(setup) });
   return setup;
 }
@@ -81,6 +93,33 @@ async function restartDaemon(setup: Setup, pid: number, env: Record<string, stri
   const killed = await runInHost(setup.host, ["sh", "-c", `kill ${pid}; for i in $(seq 100); do kill -0 ${pid} 2>/dev/null || exit 0; sleep 0.1; done; exit 1`]);
   expect(killed).toMatchObject({ code: 0 });
   await startNixDaemon(setup.host, { env: daemonEnv(setup, env) });
+}
+
+/**
+ * A plain `nix-build` (no --option) of a fresh derivation, with --max-jobs 0: it can only be
+ * built by the hook. Shows that Nix started offload's hook, that the hook built it remotely
+ * and landed it signed, and that the output is valid and intact in the host's store.
+ */
+async function remoteBuild(setup: Setup, builder: LabBuilder, who: string, options: { user?: string; env: Record<string, string> }): Promise<HostResult> {
+  const salt = `${who}-${Date.now()}-${Math.random()}`;
+  const expression = `derivation { name = "install-remote"; salt = "${salt}"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo $salt > $out" ]; }`;
+  const result = await runInHost(setup.host, ["nix-build", "-E", expression, "--no-out-link", "--max-jobs", "0", "-vvv"], { ...options, timeoutMs: 120_000 });
+  expect(result.stderr).toContain(`starting build hook '${OFFLOAD_HOOK}'`);
+  expect(result.stderr).toContain("hook reply is 'accept'");
+  expect(result.stderr).toContain("signature by");
+  expect(result.code).toBe(0);
+  const output = result.stdout.trim();
+  expect(await runInHost(setup.host, ["nix-store", "--verify-path", output])).toMatchObject({ code: 0 });
+  expect(await runInHost(setup.host, ["cat", output])).toMatchObject({ stdout: `${salt}\n` });
+  // Registered with the signature of the builder that built it.
+  const signer = builder.signingKey.split(":")[0]!;
+  expect(await runInHost(setup.host, ["nix", "--extra-experimental-features", "nix-command", "path-info", "--sigs", output])).toMatchObject({ code: 0, stdout: expect.stringContaining(`${signer}:`) });
+  return result;
+}
+
+/** The environment offload's hook needs, for root's own nix-build. */
+function hookEnv(setup: Setup, configDir: string): Record<string, string> {
+  return { ...daemonEnv(setup), OFFLOAD_CONFIG_DIR: configDir };
 }
 
 const nixConf = (setup: Setup) => readFileSync(hostPaths(setup.dir).nixConf);
@@ -140,12 +179,17 @@ describe.each([
   }, 120_000);
 });
 
-describe("Nix 2.26: build-hook only through the daemon's environment", () => {
+describe("Nix 2.26: build-hook in a user config file, /etc/xdg/nix/nix.conf for install", () => {
+  let lab: Lab;
   let setup: Setup;
   beforeAll(async () => {
-    setup = await setUp("2.26");
-  }, HOST_TIMEOUT_MS);
-  afterAll(() => tearDown(setup));
+    lab = await startTestLab({ builders: 1, rootSshConfig: false });
+    setup = await setUp("2.26", [lab.dir]);
+  }, LAB_UP_TIMEOUT_MS);
+  afterAll(async () => {
+    await tearDown(setup);
+    await stopTestLab(lab);
+  });
 
   test("build-hook in nix.conf is ignored by the real daemon, and check says so; a user config file is not", async () => {
     const line = `build-hook = ${OFFLOAD_HOOK}`;
@@ -170,29 +214,50 @@ describe("Nix 2.26: build-hook only through the daemon's environment", () => {
     await restartDaemon(setup, user.facts.pid!);
   }, 120_000);
 
-  test("install says how to start the daemon (no systemd here), changes no file; started so, the daemon runs the hook", async () => {
+  test("install writes /etc/xdg/nix/nix.conf and says how to restart the daemon; restarted so, a plain nix-build goes through offload to a lab builder, as the client through the daemon and as root without it; uninstall restores the files", async () => {
     const before = await daemonStep(setup);
     expect(before).toMatchObject({ status: "fail", code: "daemon-hook-not-offload", facts: { version: "2.26.3" } });
+    expect(readdirSync(setup.xdg)).toEqual([]);
+
     const installed = await offload(setup, ["install"]);
-    expect(installed.code).toBe(1);
-    expect(installed.stdout).toBe("");
-    expect(installed.stderr).toContain(`offload: nix-daemon 2.26.3 (pid ${before.facts.pid}, not started by systemd) ignores build-hook in nix.conf (Nix 2.25–2.33 do)`);
-    expect(installed.stderr).toContain(`fix: restart it with NIX_CONFIG set: kill ${before.facts.pid}; env 'NIX_CONFIG=build-hook = ${OFFLOAD_HOOK}' nix-daemon &`);
+    const line = nixConfLine(OFFLOAD_HOOK, ["/etc/xdg/nix"]);
+    expect(installed).toMatchObject({ stdout: `/etc/xdg/nix: created (a directory)\n${XDG_NIX_CONF}: added line 1: ${line}\n`, code: 1 });
+    expect(installed.stderr).toContain(`offload: nix-daemon 2.26.3 (pid ${before.facts.pid}, not started by systemd) must be restarted to read the change`);
+    expect(installed.stderr).toContain(`fix: restart nix-daemon as it was started: kill ${before.facts.pid}; nix-daemon &`);
+    expect(readFileSync(join(setup.xdg, "nix", "nix.conf"), "utf8")).toBe(`${line}\n`);
     expect(nixConf(setup).equals(setup.originalNixConf)).toBe(true);
 
-    // What the fix says: the daemon again, with that NIX_CONFIG.
-    await restartDaemon(setup, before.facts.pid!, { NIX_CONFIG: `build-hook = ${OFFLOAD_HOOK}` });
+    const stale = await daemonStep(setup);
+    expect(stale).toMatchObject({ status: "fail", code: "daemon-restart-needed" });
+    expect(stale.detail).toContain(`before ${XDG_NIX_CONF} changed`);
+
+    // What the fix says; the daemon's hook now has the lab's builder.
+    await restartDaemon(setup, before.facts.pid!, { OFFLOAD_CONFIG_DIR: lab.configDir });
     const after = await daemonStep(setup);
-    expect(after).toMatchObject({ status: "ok", facts: { buildHook: OFFLOAD_HOOK, from: "NIX_CONFIG" } });
-    expect(await hookRun(setup)).toMatchObject({ hook: OFFLOAD_HOOK, reply: "decline-permanently" });
+    expect(after).toMatchObject({ status: "ok", facts: { buildHook: OFFLOAD_HOOK, from: `${XDG_NIX_CONF}:1` } });
+    expect(after.detail).toBe(`nix-daemon 2.26.3 (pid ${after.facts.pid}, not started by systemd) runs offload's hook (${XDG_NIX_CONF}:1)`);
+
+    // (a) The non-root client through the daemon. Its own Nix reads the file too and passes
+    // build-hook on, which the daemon ignores from a client it does not trust, with a warning.
+    const client = await remoteBuild(setup, lab.builders[0]!, "client", { user: CLIENT, env: { NIX_REMOTE: "daemon" } });
+    expect(client.stderr).toContain("warning: ignoring the client-specified setting 'build-hook', because it is a restricted setting and you are not a trusted user");
+    // (b) Root without the daemon: nix-build uses the store directly and runs the hook itself.
+    await remoteBuild(setup, lab.builders[0]!, "root", { env: hookEnv(setup, lab.configDir) });
 
     const again = await offload(setup, ["install"]);
-    expect(again.code).toBe(0);
-    expect(again.stdout).toBe(`nothing to change: nix-daemon 2.26.3 (pid ${after.facts.pid}, not started by systemd) runs offload's hook (NIX_CONFIG)\n`);
-    // Uninstall removes only what install wrote: here nothing.
+    expect(again).toMatchObject({ code: 0, stdout: `nothing to change: ${after.detail}\n` });
+
     const removed = await offload(setup, ["uninstall"]);
-    expect(removed.code).toBe(0);
-    expect(removed.stdout).toBe(`nothing to remove: nix-daemon 2.26.3 (pid ${after.facts.pid}, not started by systemd) still runs offload's hook, set at NIX_CONFIG, which offload install did not write\n`);
+    expect(removed).toMatchObject({
+      stdout: [`${XDG_NIX_CONF}: removed line 1: ${line}`, `${XDG_NIX_CONF}: deleted (empty: offload install had created it)`, "/etc/xdg/nix: deleted (empty: offload install had created it)", ""].join("\n"),
+      code: 1,
+    });
+    expect(removed.stderr).toContain("must be restarted to stop running offload's hook");
+    expect(readdirSync(setup.xdg)).toEqual([]);
     expect(nixConf(setup).equals(setup.originalNixConf)).toBe(true);
-  }, 120_000);
+    await restartDaemon(setup, after.facts.pid!);
+    expect(await daemonStep(setup)).toMatchObject({ status: "fail", code: "daemon-hook-not-offload" });
+    expect((await hookRun(setup)).hook).toBe("/usr/bin/nix __build-remote");
+    expect(await offload(setup, ["uninstall"])).toMatchObject({ code: 0, stdout: expect.stringMatching(/^nothing to remove: nix-daemon 2\.26\.3 .* runs Nix's own build-remote \(build-hook is not set\)\n$/) });
+  }, 300_000);
 });

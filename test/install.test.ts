@@ -1,33 +1,30 @@
 // `offload install` / `uninstall` with fakes (files under a temporary root, a recorded
-// daemon, a systemd whose restart applies the drop-in): the place per version, what is
-// printed, idempotence, exact reversal, refusals. The real daemons: install-e2e.test.ts.
+// daemon, a recorded systemd): the file per version, what is printed, idempotence, exact
+// reversal, refusals. The real daemons: install-e2e.test.ts.
 import { afterEach, beforeEach, describe, expect, test } from "@jest/globals";
-import { spawnSync } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { eventText } from "../src/cli/install.js";
 import { OffloadError } from "../src/errors.js";
-import { dropInText, install, nixConfLine, uninstall, type InstallEvent } from "../src/store/hook-install.js";
+import { install, nixConfLine, uninstall, XDG_NIX_CONF as XDG, type InstallEvent } from "../src/store/hook-install.js";
 import { fakeNix, snapshot, writeTree, type FakeSpec } from "./support/fake-nix.js";
 import { makeSafeDir, removeDir } from "./support/safe-dir.js";
 
 const HOOK = "/opt/offload/bin/offload-hook.js";
-const DROP_IN = "/etc/systemd/system/nix-daemon.service.d/offload.conf";
 const NIX_CONF = "sandbox = false\nmax-jobs = 4\n";
 
 let root: string;
 beforeEach(() => {
   root = makeSafeDir("install");
   writeTree(root, { "/etc/nix/nix.conf": NIX_CONF, [HOOK]: "#!/usr/bin/env node\n" });
-  mkdirSync(join(root, "etc/systemd/system"), { recursive: true });
 });
 afterEach(() => removeDir(root));
 
 /** Runs install or uninstall against a fake; returns the printed lines and the error, if any. */
-async function run(action: typeof install, fake: ReturnType<typeof fakeNix>, dryRun = false): Promise<{ lines: string[]; error?: OffloadError }> {
+async function run(action: typeof install, fake: ReturnType<typeof fakeNix>, dryRun = false, hook = HOOK): Promise<{ lines: string[]; error?: OffloadError }> {
   const events: InstallEvent[] = [];
   try {
-    await action({ system: fake.system, hook: HOOK, dryRun, say: (e) => events.push(e), restartWaitMs: 1000 });
+    await action({ system: fake.system, hook, dryRun, say: (e) => events.push(e), restartWaitMs: 1000 });
     return { lines: events.map((e) => eventText(e, dryRun)) };
   } catch (error) {
     return { lines: events.map((e) => eventText(e, dryRun)), error: error as OffloadError };
@@ -35,6 +32,7 @@ async function run(action: typeof install, fake: ReturnType<typeof fakeNix>, dry
 }
 
 const nixConf = () => readFileSync(join(root, "etc/nix/nix.conf"), "utf8");
+const xdgConf = () => readFileSync(join(root, XDG), "utf8");
 
 describe.each([
   ["2.8.0", "2.8.0"],
@@ -71,92 +69,155 @@ describe.each([
   });
 });
 
-describe("Nix 2.26 (2.25–2.33): the daemon's environment", () => {
-  test("systemd: a drop-in setting NIX_CONFIG, daemon-reload, restart; idempotent; uninstall removes file and directory", async () => {
+describe("Nix 2.26 (2.25–2.33): the line in /etc/xdg/nix/nix.conf", () => {
+  test("systemd: the line (and the directory nix/), restart; idempotent; uninstall restores the tree byte for byte", async () => {
+    writeTree(root, { "/etc/xdg/user-dirs.conf": "enabled=True\n" });
     const before = snapshot(root);
     const fake = fakeNix(root, { version: "2.26.3", systemd: true });
     const first = await run(install, fake);
     expect(first.error).toBeUndefined();
     expect(first.lines).toEqual([
-      `${DROP_IN}: created:\n${dropInText(HOOK, true).trimEnd().replace(/^/gm, "    ")}`,
-      "ran: systemctl daemon-reload",
+      "/etc/xdg/nix: created (a directory)",
+      `${XDG}: added line 1: build-hook = ${HOOK} # added by offload install, which created this file and /etc/xdg/nix`,
       "ran: systemctl restart nix-daemon.service",
-      "nix-daemon 2.26.3 (pid 101, nix-daemon.service) runs offload's hook (NIX_CONFIG)",
+      `nix-daemon 2.26.3 (pid 101, nix-daemon.service) runs offload's hook (${XDG}:1)`,
     ]);
-    expect(readFileSync(join(root, DROP_IN), "utf8")).toBe(
-      [
-        "# Written by offload install; offload uninstall deletes this file",
-        "# and its directory, which offload install created.",
-        "# Nix 2.25-2.33 ignore build-hook in nix.conf but honour NIX_CONFIG in nix-daemon's environment.",
-        "[Service]",
-        `Environment="NIX_CONFIG=build-hook = ${HOOK}"`,
-        "",
-      ].join("\n"),
-    );
-    expect(fake.daemon()!.env.NIX_CONFIG).toBe(`build-hook = ${HOOK}`);
+    expect(xdgConf()).toBe(`${nixConfLine(HOOK, ["/etc/xdg/nix"])}\n`);
+    expect(statSync(join(root, "etc/xdg/nix")).mode & 0o777).toBe(0o755);
+    expect(statSync(join(root, XDG)).mode & 0o777).toBe(0o644);
     expect(nixConf()).toBe(NIX_CONF);
 
-    expect((await run(install, fake)).lines).toEqual(["nothing to change: nix-daemon 2.26.3 (pid 101, nix-daemon.service) runs offload's hook (NIX_CONFIG)"]);
+    expect(await run(install, fake)).toEqual({ lines: [`nothing to change: nix-daemon 2.26.3 (pid 101, nix-daemon.service) runs offload's hook (${XDG}:1)`] });
 
     const removed = await run(uninstall, fake);
     expect(removed.error).toBeUndefined();
-    expect(removed.lines[0]).toMatch(new RegExp(`^${DROP_IN}: deleted:\n    # Written by offload install`));
-    expect(removed.lines.slice(1)).toEqual([
-      "/etc/systemd/system/nix-daemon.service.d: deleted:\n    (empty: offload install had created it)",
-      "ran: systemctl daemon-reload",
+    expect(removed.lines).toEqual([
+      `${XDG}: removed line 1: ${nixConfLine(HOOK, ["/etc/xdg/nix"])}`,
+      `${XDG}: deleted (empty: offload install had created it)`,
+      "/etc/xdg/nix: deleted (empty: offload install had created it)",
       "ran: systemctl restart nix-daemon.service",
       "nix-daemon 2.26.3 (pid 102, nix-daemon.service) runs Nix's own build-remote (build-hook is not set)",
     ]);
     expect(snapshot(root)).toEqual(before);
-    expect(fake.systemctl).toEqual([["daemon-reload"], ["restart", "nix-daemon.service"], ["daemon-reload"], ["restart", "nix-daemon.service"]]);
+    expect(fake.systemctl).toEqual([["restart", "nix-daemon.service"], ["restart", "nix-daemon.service"]]);
   });
 
-  test("a drop-in directory that existed stays; a drop-in offload did not write, or a NIX_CONFIG it did not set, is refused", async () => {
-    writeTree(root, { "/etc/systemd/system/nix-daemon.service.d/limits.conf": "[Service]\nLimitNOFILE=4096\n" });
-    const before = snapshot(root);
-    const fake = fakeNix(root, { version: "2.26.3", systemd: true });
-    expect((await run(install, fake)).error).toBeUndefined();
-    expect(readFileSync(join(root, DROP_IN), "utf8")).toBe(dropInText(HOOK, false));
-    expect((await run(uninstall, fake)).error).toBeUndefined();
-    expect(snapshot(root)).toEqual(before);
-
-    writeTree(root, { [DROP_IN]: "[Service]\nEnvironment=A=b\n" });
-    const foreign = await run(install, fakeNix(root, { version: "2.26.3", systemd: true }));
-    expect(foreign.error).toMatchObject({ code: "drop-in-foreign", message: `${DROP_IN} exists and offload install did not write it: it leaves it alone` });
-    expect((await run(uninstall, fakeNix(root, { version: "2.26.3", systemd: true }))).lines).toEqual([`left as it is: ${DROP_IN}, which offload install did not write`, expect.stringMatching(/^nothing to remove: /)]);
-    expect(readFileSync(join(root, DROP_IN), "utf8")).toBe("[Service]\nEnvironment=A=b\n");
-
-    removeDir(join(root, "etc/systemd/system/nix-daemon.service.d"));
-    const other = fakeNix(root, { version: "2.29.0", systemd: true, daemon: { env: { NIX_CONFIG: "max-jobs = 8" } } });
-    const refused = await run(install, other);
-    expect(refused.error).toMatchObject({ code: "daemon-nix-config-foreign", fix: `add the line "build-hook = ${HOOK}" to that NIX_CONFIG (systemctl edit nix-daemon.service), then systemctl restart nix-daemon.service` });
-    expect(existsSync(join(root, DROP_IN))).toBe(false);
-  });
-
-  test("without systemd: the exact command to start the daemon with, and nothing changed", async () => {
-    const before = snapshot(root);
-    const byHand = await run(install, fakeNix(root, { version: "2.26.3" }));
-    expect(byHand.lines).toEqual([]);
-    expect(byHand.error).toMatchObject({
-      code: "daemon-environment",
-      message: "nix-daemon 2.26.3 (pid 100, not started by systemd) ignores build-hook in nix.conf (Nix 2.25–2.33 do) and reads it only from NIX_CONFIG in its environment, and systemd did not start it: offload cannot change its environment",
-      fix: `restart it with NIX_CONFIG set: kill 100; env 'NIX_CONFIG=build-hook = ${HOOK}' /usr/bin/nix-daemon --daemon &`,
-    });
-    const daemonless = await run(install, fakeNix(root, { version: "2.26.3", daemon: false }));
-    expect(daemonless.error).toMatchObject({ code: "root-environment", fix: `add to root's shell profile (e.g. /root/.profile): export 'NIX_CONFIG=build-hook = ${HOOK}'` });
-    expect(daemonless.error!.message).toContain("no nix-daemon runs, so root's builds read NIX_CONFIG from root's own environment");
-    expect(snapshot(root)).toEqual(before);
-    // Root's shell has it: done.
-    expect((await run(install, fakeNix(root, { version: "2.26.3", daemon: false, env: { NIX_CONFIG: `build-hook = ${HOOK}` } }))).lines).toEqual([
-      "nothing to change: nix 2.26.3 (no nix-daemon runs: root's builds use the store directly) runs offload's hook (NIX_CONFIG)",
+  test("what it created is recorded in the line: /etc/xdg too; kept when offload moves; a directory holding other files stays; a file of its own is edited exactly", async () => {
+    const empty = snapshot(root);
+    const fake = fakeNix(root, { version: "2.29.0", daemon: false });
+    expect((await run(install, fake)).lines).toEqual([
+      "/etc/xdg: created (a directory)",
+      "/etc/xdg/nix: created (a directory)",
+      `${XDG}: added line 1: ${nixConfLine(HOOK, ["/etc/xdg/nix", "/etc/xdg"])}`,
+      `nix 2.29.0 (no nix-daemon runs: root's builds use the store directly) runs offload's hook (${XDG}:1)`,
     ]);
+    // Offload moved: its line is replaced, still saying what install created.
+    const moved = "/srv/offload/bin/offload-hook.js";
+    writeTree(root, { [moved]: "#!/usr/bin/env node\n" });
+    const again = await run(install, fake, false, moved);
+    expect(again.lines.slice(0, 2)).toEqual([`${XDG}: removed line 1: ${nixConfLine(HOOK, ["/etc/xdg/nix", "/etc/xdg"])}`, `${XDG}: added line 1: ${nixConfLine(moved, ["/etc/xdg/nix", "/etc/xdg"])}`]);
+    removeDir(join(root, "srv"));
+    expect((await run(uninstall, fake)).lines.slice(0, 4)).toEqual([
+      `${XDG}: removed line 1: ${nixConfLine(moved, ["/etc/xdg/nix", "/etc/xdg"])}`,
+      `${XDG}: deleted (empty: offload install had created it)`,
+      "/etc/xdg/nix: deleted (empty: offload install had created it)",
+      "/etc/xdg: deleted (empty: offload install had created it)",
+    ]);
+    expect(snapshot(root)).toEqual(empty);
+
+    // Someone else's file next to ours: the directories stay.
+    await run(install, fake);
+    writeTree(root, { "/etc/xdg/nix/registry.json": "{}\n" });
+    expect((await run(uninstall, fake)).lines.slice(1, 3)).toEqual([`${XDG}: deleted (empty: offload install had created it)`, "left as it is: /etc/xdg/nix, which offload install had created and which holds other files now"]);
+    expect(existsSync(join(root, "etc/xdg/nix/registry.json"))).toBe(true);
+    removeDir(join(root, "etc/xdg"));
+
+    // A file that was there: the line goes after its last (unterminated) line, and comes off exactly.
+    writeTree(root, { [XDG]: "max-jobs = 2" });
+    chmodSync(join(root, XDG), 0o600);
+    const own = snapshot(root);
+    expect((await run(install, fake)).lines[0]).toBe(`${XDG}: added line 2: ${nixConfLine(HOOK)}`);
+    expect(xdgConf()).toBe(`max-jobs = 2\n${nixConfLine(HOOK)}`);
+    expect(statSync(join(root, XDG)).mode & 0o777).toBe(0o600);
+    expect((await run(uninstall, fake)).lines[0]).toBe(`${XDG}: removed line 2: ${nixConfLine(HOOK)}`);
+    expect(snapshot(root)).toEqual(own);
   });
 
-  test("after an upgrade to 2.34, the drop-in still works: nothing to change", async () => {
+  test("without systemd: the line, then the exact command to restart the daemon; restarted so, it runs the hook", async () => {
+    const before = snapshot(root);
+    const fake = fakeNix(root, { version: "2.26.3" });
+    const installed = await run(install, fake);
+    expect(installed.lines).toEqual(["/etc/xdg: created (a directory)", "/etc/xdg/nix: created (a directory)", `${XDG}: added line 1: ${nixConfLine(HOOK, ["/etc/xdg/nix", "/etc/xdg"])}`]);
+    expect(installed.error).toMatchObject({
+      code: "daemon-restart-needed",
+      message: "nix-daemon 2.26.3 (pid 100, not started by systemd) must be restarted to read the change, and systemd did not start it: offload cannot restart it",
+      fix: "restart nix-daemon as it was started: kill 100; /usr/bin/nix-daemon --daemon &",
+    });
+    fake.restartByHand();
+    expect(await run(install, fake)).toEqual({ lines: [`nothing to change: nix-daemon 2.26.3 (pid 101, not started by systemd) runs offload's hook (${XDG}:1)`] });
+    const removed = await run(uninstall, fake);
+    expect(removed.lines).toHaveLength(4);
+    expect(removed.error).toMatchObject({ code: "daemon-restart-needed", message: expect.stringContaining("must be restarted to stop running offload's hook"), fix: "restart nix-daemon as it was started: kill 101; /usr/bin/nix-daemon --daemon &" });
+    expect(snapshot(root)).toEqual(before);
+  });
+
+  test("refused with the reason and the fix: an environment that leaves the file out, a later setting of another hook, a line offload did not write", async () => {
+    const before = snapshot(root);
+    const outByFiles = await run(install, fakeNix(root, { version: "2.26.3", daemon: { env: { NIX_USER_CONF_FILES: "/srv/nix.conf" } } }));
+    expect(outByFiles.error).toMatchObject({
+      code: "user-conf-not-read",
+      message: `nix-daemon 2.26.3 (pid 100, not started by systemd) does not read ${XDG}, where Nix 2.25–2.33 take build-hook from (they ignore it in nix.conf): NIX_USER_CONF_FILES="/srv/nix.conf" in nix-daemon's environment leaves it out`,
+      fix: `remove NIX_USER_CONF_FILES from nix-daemon's environment (or add ${XDG} to it), restart nix-daemon, then run offload install again`,
+    });
+    const outByDirs = await run(install, fakeNix(root, { version: "2.26.3", daemon: false, env: { XDG_CONFIG_DIRS: "/opt/xdg" } }));
+    expect(outByDirs.error).toMatchObject({ code: "user-conf-not-read", fix: "remove XDG_CONFIG_DIRS from root's environment (or add /etc/xdg to it), then run offload install again" });
+    expect(outByDirs.error!.message).toContain('XDG_CONFIG_DIRS="/opt/xdg" in root\'s environment leaves it out');
+    // Environments that still name it are fine.
+    for (const env of [{ XDG_CONFIG_DIRS: "/etc/xdg/" }, { NIX_USER_CONF_FILES: `/srv/nix.conf:${XDG}` }]) {
+      const dry = await run(install, fakeNix(root, { version: "2.26.3", daemon: { env } }), true);
+      expect(dry.lines[2]).toBe(`${XDG}: would add line 1: ${nixConfLine(HOOK, ["/etc/xdg/nix", "/etc/xdg"])}`);
+      expect(dry.error).toMatchObject({ code: "daemon-restart-needed" });
+    }
+
+    writeTree(root, { "/opt/xdg/nix/nix.conf": "build-hook = /opt/hook\n", "/root/.config/nix/nix.conf": "build-hook = /root/hook\n" });
+    const earlierDir = await run(install, fakeNix(root, { version: "2.26.3", daemon: false, env: { XDG_CONFIG_DIRS: "/opt/xdg:/etc/xdg", HOME: "/nowhere" } }));
+    expect(earlierDir.error).toMatchObject({ code: "build-hook-overridden", message: `/opt/xdg/nix/nix.conf:1 sets build-hook = /opt/hook, which overrides ${XDG}`, fix: "remove build-hook there, then run offload install again" });
+    const rootsOwn = await run(install, fakeNix(root, { version: "2.26.3", systemd: true }));
+    expect(rootsOwn.error).toMatchObject({ code: "build-hook-overridden", message: `/root/.config/nix/nix.conf:1 sets build-hook = /root/hook, which overrides ${XDG}` });
+    removeDir(join(root, "root"));
+    removeDir(join(root, "opt/xdg"));
+    const nixConfig = await run(install, fakeNix(root, { version: "2.26.3", daemon: { env: { NIX_CONFIG: "build-hook = /x" } } }));
+    expect(nixConfig.error).toMatchObject({
+      code: "build-hook-overridden",
+      message: `NIX_CONFIG in the environment of nix-daemon 2.26.3 (pid 100, not started by systemd) sets build-hook = /x, which overrides ${XDG}`,
+      fix: `remove build-hook there (or set it to ${HOOK}), then run offload install again`,
+    });
+    expect(snapshot(root)).toEqual(before);
+
+    writeTree(root, { [XDG]: "build-hook = /usr/local/bin/other-hook\n" });
+    const foreign = await run(install, fakeNix(root, { version: "2.26.3", systemd: true }));
+    expect(foreign.error).toMatchObject({ code: "build-hook-foreign", message: `${XDG}:1 already sets build-hook = /usr/local/bin/other-hook, a line offload install did not write: it leaves it alone` });
+    expect((await run(uninstall, fakeNix(root, { version: "2.26.3", systemd: true }))).lines[0]).toBe(`left as it is: ${XDG}:1 sets build-hook = /usr/local/bin/other-hook, a line offload install did not write`);
+    expect(xdgConf()).toBe("build-hook = /usr/local/bin/other-hook\n");
+  });
+
+  test("a build-hook line in nix.conf, which this Nix ignores, is no obstacle; uninstall removes offload's lines from both files", async () => {
+    // Offload installed under Nix 2.24, then Nix upgraded to 2.26: its nix.conf line no longer counts.
+    writeFileSync(join(root, "etc/nix/nix.conf"), `${NIX_CONF}${nixConfLine(HOOK)}\n`);
     const fake = fakeNix(root, { version: "2.26.3", systemd: true });
-    await run(install, fake);
-    const upgraded = fakeNix(root, { version: "2.34.8", systemd: true, daemon: { env: { NIX_CONFIG: `build-hook = ${HOOK}` } } });
-    expect((await run(install, upgraded)).lines).toEqual(["nothing to change: nix-daemon 2.34.8 (pid 100, nix-daemon.service) runs offload's hook (NIX_CONFIG)"]);
+    expect((await run(install, fake)).lines.slice(-2)).toEqual(["ran: systemctl restart nix-daemon.service", `nix-daemon 2.26.3 (pid 101, nix-daemon.service) runs offload's hook (${XDG}:1)`]);
+    expect((await run(uninstall, fake)).lines.slice(0, 2)).toEqual([`/etc/nix/nix.conf: removed line 3: ${nixConfLine(HOOK)}`, `${XDG}: removed line 1: ${nixConfLine(HOOK, ["/etc/xdg/nix", "/etc/xdg"])}`]);
+    expect(nixConf()).toBe(NIX_CONF);
+    expect(existsSync(join(root, "etc/xdg"))).toBe(false);
+  });
+
+  test("after an upgrade to 2.34 the line in /etc/xdg still counts (a user config file): nothing to change", async () => {
+    const before = snapshot(root);
+    await run(install, fakeNix(root, { version: "2.26.3", systemd: true }));
+    const upgraded = fakeNix(root, { version: "2.34.8", systemd: true });
+    expect((await run(install, upgraded)).lines).toEqual([`nothing to change: nix-daemon 2.34.8 (pid 100, nix-daemon.service) runs offload's hook (${XDG}:1)`]);
+    expect((await run(uninstall, upgraded)).lines.at(-1)).toBe("nix-daemon 2.34.8 (pid 101, nix-daemon.service) runs Nix's own build-remote (build-hook is not set)");
+    expect(snapshot(root)).toEqual(before);
   });
 });
 
@@ -174,8 +235,8 @@ describe("nix.conf edits are exact and only ever offload's", () => {
 
     removeDir(join(root, "etc/nix/nix.conf"));
     const empty = snapshot(root);
-    expect((await run(install, fake)).lines[0]).toBe(`/etc/nix/nix.conf: added line 1: ${nixConfLine(HOOK, true)}`);
-    expect((await run(uninstall, fake)).lines.slice(0, 2)).toEqual([`/etc/nix/nix.conf: removed line 1: ${nixConfLine(HOOK, true)}`, "/etc/nix/nix.conf: deleted:\n    (empty: offload install had created it)"]);
+    expect((await run(install, fake)).lines[0]).toBe(`/etc/nix/nix.conf: added line 1: ${nixConfLine(HOOK, [])}`);
+    expect((await run(uninstall, fake)).lines.slice(0, 2)).toEqual([`/etc/nix/nix.conf: removed line 1: ${nixConfLine(HOOK, [])}`, "/etc/nix/nix.conf: deleted (empty: offload install had created it)"]);
     expect(snapshot(root)).toEqual(empty);
   });
 
@@ -215,7 +276,7 @@ describe("nix.conf edits are exact and only ever offload's", () => {
 
   test("refused: a NIX_CONFIG that overrides nix.conf, a symlinked nix.conf, an unsupported Nix, not root", async () => {
     const overridden = await run(install, fakeNix(root, { version: "2.34.8", daemon: { env: { NIX_CONFIG: "build-hook = /x" } } }));
-    expect(overridden.error).toMatchObject({ code: "build-hook-overridden", message: "NIX_CONFIG in the environment of nix-daemon 2.34.8 (pid 100, not started by systemd) sets build-hook = /x, which overrides nix.conf" });
+    expect(overridden.error).toMatchObject({ code: "build-hook-overridden", message: "NIX_CONFIG in the environment of nix-daemon 2.34.8 (pid 100, not started by systemd) sets build-hook = /x, which overrides /etc/nix/nix.conf" });
 
     writeTree(root, { "/etc/static/nix.conf": NIX_CONF });
     removeDir(join(root, "etc/nix/nix.conf"));
@@ -234,26 +295,23 @@ describe("nix.conf edits are exact and only ever offload's", () => {
     const before = snapshot(root);
     const fake = fakeNix(root, { version: "2.26.3", systemd: true });
     const dry = await run(install, fake, true);
-    expect(dry.lines).toEqual([`${DROP_IN}: would create:\n${dropInText(HOOK, true).trimEnd().replace(/^/gm, "    ")}`, "would run: systemctl daemon-reload", "would run: systemctl restart nix-daemon.service"]);
+    expect(dry.lines).toEqual([
+      "/etc/xdg: would create (a directory)",
+      "/etc/xdg/nix: would create (a directory)",
+      `${XDG}: would add line 1: ${nixConfLine(HOOK, ["/etc/xdg/nix", "/etc/xdg"])}`,
+      "would run: systemctl restart nix-daemon.service",
+    ]);
     expect(fake.systemctl).toEqual([]);
     expect(snapshot(root)).toEqual(before);
+    await run(install, fake);
+    const installed = snapshot(root);
+    expect((await run(uninstall, fake, true)).lines).toEqual([
+      `${XDG}: would remove line 1: ${nixConfLine(HOOK, ["/etc/xdg/nix", "/etc/xdg"])}`,
+      `${XDG}: would delete (empty: offload install had created it)`,
+      "/etc/xdg/nix: would delete (empty: offload install had created it)",
+      "/etc/xdg: would delete (empty: offload install had created it)",
+      "would run: systemctl restart nix-daemon.service",
+    ]);
+    expect(snapshot(root)).toEqual(installed);
   });
-});
-
-// systemd's own parser on the drop-in, also with a hook path that needs quoting and escaping.
-const analyze = spawnSync("systemd-analyze", ["--version"]).status === 0;
-(analyze ? test : test.skip)("systemd-analyze verify accepts the drop-in", () => {
-  const unitDir = join(root, "etc/systemd/system");
-  mkdirSync(join(unitDir, "nix-daemon.service.d"));
-  writeTree(root, { "/usr/bin/nix-daemon": "#!/bin/sh\n" });
-  chmodSync(join(root, "usr/bin/nix-daemon"), 0o755);
-  // Debian's own unit (nix-setup-systemd) where it is installed.
-  const debian = "/lib/systemd/system/nix-daemon.service";
-  writeFileSync(join(unitDir, "nix-daemon.service"), existsSync(debian) ? readFileSync(debian) : "[Unit]\nDescription=Nix Daemon\n[Service]\nExecStart=@/usr/bin/nix-daemon nix-daemon --daemon\nKillMode=process\n");
-  writeFileSync(join(unitDir, "nix-daemon.service.d/offload.conf"), dropInText('/opt/off load/50%"x\\y/bin/offload-hook.js', true));
-  const verified = spawnSync("systemd-analyze", ["verify", `--root=${root}`, "nix-daemon.service"], { encoding: "utf8" });
-  // Without a booted system it misses sysinit.target; any complaint about our file would name it.
-  expect(verified.stderr).not.toMatch(/offload\.conf/);
-  writeFileSync(join(unitDir, "nix-daemon.service.d/offload.conf"), '[Service]\nEnvironment="NIX_CONFIG=unbalanced\n');
-  expect(spawnSync("systemd-analyze", ["verify", `--root=${root}`, "nix-daemon.service"], { encoding: "utf8" }).stderr).toMatch(/offload\.conf:2: Invalid syntax/);
 });

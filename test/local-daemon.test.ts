@@ -22,8 +22,9 @@ describe("effective build-hook: versions × where it is set", () => {
     // [versions], assignments, hook each version runs (undefined: Nix's own build-remote)
     ["nothing set", [], undefined],
     ["nix.conf", [conf], "/conf/hook"],
-    ["NIX_CONFIG (a systemd drop-in)", [env], "/env/hook"],
+    ["NIX_CONFIG", [env], "/env/hook"],
     ["nix.conf and NIX_CONFIG", [conf, env], "/env/hook"],
+    ["a user config file (/etc/xdg/nix/nix.conf: offload install for 2.25–2.33)", [at("user-conf", "/user/hook", "/etc/xdg/nix/nix.conf:1")], "/user/hook"],
     ["root's user nix.conf", [user], "/user/hook"],
     ["nix.conf and user nix.conf", [conf, user], "/user/hook"],
   ];
@@ -104,6 +105,33 @@ describe("what the daemon runs, and check's verdict", () => {
     expect(daemonLine(report)).toBe(
       "✗ daemon: nix-daemon 2.26.3 (pid 100, nix-daemon.service) runs Nix's own build-remote: Nix 2.25–2.33 ignore build-hook in nix.conf (/etc/nix/nix.conf:2), not offload's hook — fix: offload install",
     );
+  });
+
+  test("2.26 with build-hook in /etc/xdg/nix/nix.conf (offload install's place): passes, naming the line; read after nix.conf, before root's own file", async () => {
+    nixConf(["sandbox = false", "build-hook = /ignored"]);
+    writeTree(root, { "/etc/xdg/nix/nix.conf": `build-hook = ${HOOK} # added by offload install\n` });
+    const fake = fakeNix(root, { version: "2.26.3", systemd: true });
+    const nix = await inspectLocalNix(fake.system);
+    expect(nix.layers.map((layer) => [layer.layer, layer.file, layer.hooks.length])).toEqual([
+      ["nix.conf", "/etc/nix/nix.conf", 1],
+      ["user-conf", "/etc/xdg/nix/nix.conf", 1],
+      ["user-conf", "/root/.config/nix/nix.conf", 0],
+    ]);
+    const report = await checkDaemon(fake.system, HOOK);
+    expect(report).toMatchObject({ status: "ok", facts: { version: "2.26.3", buildHook: HOOK, from: "/etc/xdg/nix/nix.conf:1" } });
+    expect(daemonLine(report)).toBe("✓ daemon: nix-daemon 2.26.3 (pid 100, nix-daemon.service) runs offload's hook (/etc/xdg/nix/nix.conf:1)");
+
+    // Written after the daemon started: it has not read it.
+    const later = new Date(Date.now() + 5000);
+    utimesSync(`${root}/etc/xdg/nix/nix.conf`, later, later);
+    const stale = await checkDaemon(fake.system, HOOK);
+    expect(stale).toMatchObject({ status: "fail", code: "daemon-restart-needed", fix: "systemctl restart nix-daemon.service (or `offload install`, which restarts it)" });
+    expect(stale.detail).toMatch(/before \/etc\/xdg\/nix\/nix\.conf changed/);
+
+    // A daemon whose XDG_CONFIG_DIRS leaves /etc/xdg out does not read it.
+    const elsewhere = await checkDaemon(fakeNix(root, { version: "2.26.3", daemon: { env: { XDG_CONFIG_DIRS: "/opt/xdg" } } }).system, HOOK);
+    expect(elsewhere).toMatchObject({ status: "fail", code: "daemon-hook-not-offload", facts: { buildHook: null } });
+    expect(elsewhere.detail).toContain("runs Nix's own build-remote: Nix 2.25–2.33 ignore build-hook in nix.conf (/etc/nix/nix.conf:2)");
   });
 
   test("2.26 with NIX_CONFIG in its environment: passes, naming NIX_CONFIG", async () => {

@@ -1,5 +1,5 @@
 // `offload install` / `offload uninstall`: make this machine's nix-daemon run offload's hook
-// (or stop), in the way its Nix version needs, printing every line and file changed.
+// (or stop), in the file its Nix version reads it from, printing every line and file changed.
 import type { Command } from "commander";
 import { asOffloadError } from "../errors.js";
 import { install, uninstall, type InstallEvent, type InstallOptions } from "../store/hook-install.js";
@@ -12,7 +12,7 @@ interface Options {
 
 export function registerInstall(program: Command): void {
   for (const [name, action, description] of [
-    ["install", install, "make the local nix-daemon run offload's hook: nix.conf, or for Nix 2.25-2.33 its environment (systemd drop-in); restarts it"],
+    ["install", install, "make the local nix-daemon run offload's hook: a line in /etc/nix/nix.conf (for Nix 2.25-2.33, which ignore it there: /etc/xdg/nix/nix.conf); restarts it"],
     ["uninstall", uninstall, "remove exactly what `offload install` added, and restart the nix-daemon"],
   ] as const) {
     program
@@ -39,19 +39,18 @@ async function run(action: (options: InstallOptions) => Promise<void>, options: 
   }
 }
 
-/** "/etc/nix/nix.conf: added line 7: build-hook = …", "would run: systemctl restart nix-daemon.service", … */
+/** "/etc/nix/nix.conf: added line 7: build-hook = …", "/etc/xdg/nix: created (a directory)", "would run: systemctl restart nix-daemon.service", … */
 export function eventText(event: InstallEvent, dryRun: boolean): string {
   const verb = (done: string, planned: string) => (dryRun ? `would ${planned}` : done);
-  const block = (text: string) => text.replace(/\n$/, "").replace(/^/gm, "    ");
   switch (event.kind) {
     case "added-line":
       return `${event.file}: ${verb("added", "add")} line ${event.line}: ${event.text}`;
     case "removed-line":
       return `${event.file}: ${verb("removed", "remove")} line ${event.line}: ${event.text}`;
     case "created":
-      return `${event.file}: ${verb("created", "create")}:\n${block(event.text)}`;
+      return `${event.file}: ${verb("created", "create")} ${event.text}`;
     case "deleted":
-      return `${event.file}: ${verb("deleted", "delete")}:\n${block(event.text)}`;
+      return `${event.file}: ${verb("deleted", "delete")} ${event.text}`;
     case "command":
       return `${verb("ran", "run")}: ${event.command}`;
     case "note":

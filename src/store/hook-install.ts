@@ -1,22 +1,24 @@
 // `offload install` / `offload uninstall`: make this machine's Nix run offload's hook, in the
-// place its version reads build-hook from (daemon-version.ts), and undo exactly that.
-//   nix.conf:    one line `build-hook = … # added by offload install` (Nix ≤ 2.24, ≥ 2.34)
-//   environment: Nix 2.25–2.33 ignore nix.conf's build-hook: a systemd drop-in setting the
-//                daemon's NIX_CONFIG; without systemd, the command line to start it with.
-// Lines and files offload wrote carry a marker; nothing else is ever changed or removed.
-// Success means the daemon (re)started runs offload's hook, checked after the restart.
-import { lstat, mkdir, readFile, rmdir, unlink } from "node:fs/promises";
-import { dirname, join } from "node:path";
+// config file its version takes build-hook from (daemon-version.ts), and undo exactly that.
+// Either way one marked line, `build-hook = … # added by offload install`, in
+//   nix.conf                Nix ≤ 2.24 and ≥ 2.34 (/etc/nix/nix.conf, or NIX_CONF_DIR's)
+//   /etc/xdg/nix/nix.conf   Nix 2.25–2.33, which reset build-hook after reading nix.conf but
+//                           not after the user config files: this one is read by every
+//                           process of that Nix whose XDG_CONFIG_DIRS is unset (or names
+//                           /etc/xdg) and whose NIX_USER_CONF_FILES is unset.
+// The line also records the file and directories install created, for uninstall to remove.
+// Lines offload did not write are never changed or removed. Success means the daemon
+// (re)started runs offload's hook, checked after the restart.
+import { chmod, lstat, mkdir, readFile, readdir, rmdir, unlink } from "node:fs/promises";
+import { join, posix } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { OffloadError } from "../errors.js";
 import { buildHookLocation, hookSupport } from "../nix/daemon-version.js";
-import { shellQuote } from "../remote/shell-quote.js";
 import { writeFileAtomic } from "./config-dir.js";
 import {
-  DEFAULT_UNIT,
   describeHook,
   describeNix,
-  dropInPath,
+  hookAssignments,
   hookVerdict,
   inspectLocalNix,
   OFFLOAD_HOOK,
@@ -28,11 +30,12 @@ import {
   type LocalNix,
   type LocalSystem,
 } from "./local-daemon.js";
-import { parseNixConf } from "./nix-conf.js";
+import { parseNixConf, type ConfSetting } from "./nix-conf.js";
 
 /** What install and uninstall did (or, with dryRun, would do), in order. */
 export type InstallEvent =
   | { kind: "added-line" | "removed-line"; file: string; line: number; text: string }
+  /** A whole file or directory; text: what it is or why, in parentheses. */
   | { kind: "created" | "deleted"; file: string; text: string }
   | { kind: "command"; command: string }
   | { kind: "note"; text: string };
@@ -47,32 +50,27 @@ export interface InstallOptions {
   restartWaitMs?: number;
 }
 
+/** The system-wide user config file (XDG_CONFIG_DIRS' default /etc/xdg), where install writes for Nix 2.25–2.33. */
+export const XDG_NIX_CONF = "/etc/xdg/nix/nix.conf";
+
 const MARK = "added by offload install";
-const MARK_NEW_FILE = `${MARK}, which created this file`;
-const DROP_IN_MARK = "# Written by offload install; offload uninstall deletes this file";
-const DROP_IN_NEW_DIR = "# and its directory, which offload install created.";
+const CREATED = ", which created this file";
 
-/** Our nix.conf line for `hook`; `created`: the file did not exist before. */
-export function nixConfLine(hook: string, created = false): string {
-  return `build-hook = ${hook} # ${created ? MARK_NEW_FILE : MARK}`;
+/** Our line for `hook`; `created`: the file did not exist, nor did these directories (deepest first). */
+export function nixConfLine(hook: string, created?: readonly string[]): string {
+  const what = created === undefined ? "" : `${CREATED}${created.map((dir) => ` and ${dir}`).join("")}`;
+  return `build-hook = ${hook} # ${MARK}${what}`;
 }
 
-/** NIX_CONFIG as the drop-in sets it. */
-function hookNixConfig(hook: string): string {
-  return `build-hook = ${hook}`;
+/** What one of our lines says install created: nothing (undefined), or the file and these directories. */
+function createdBy(line: ConfSetting): string[] | undefined {
+  const rest = line.comment!.slice(MARK.length);
+  return rest.startsWith(CREATED) ? rest.slice(CREATED.length).split(" and ").filter((dir) => dir !== "") : undefined;
 }
 
-export function dropInText(hook: string, createdDir: boolean): string {
-  // systemd unquotes C escapes in Environment= and expands % specifiers.
-  const value = `NIX_CONFIG=${hookNixConfig(hook)}`.replace(/[\\"]/g, "\\$&").replace(/%/g, "%%");
-  return [
-    DROP_IN_MARK,
-    ...(createdDir ? [DROP_IN_NEW_DIR] : []),
-    "# Nix 2.25-2.33 ignore build-hook in nix.conf but honour NIX_CONFIG in nix-daemon's environment.",
-    "[Service]",
-    `Environment="${value}"`,
-    "",
-  ].join("\n");
+/** The file this Nix takes offload's line from. */
+function placeFor(nix: LocalNix): string {
+  return buildHookLocation(nix.version) === "nix.conf" ? nix.nixConf : XDG_NIX_CONF;
 }
 
 export async function install(options: InstallOptions): Promise<void> {
@@ -82,22 +80,17 @@ export async function install(options: InstallOptions): Promise<void> {
   if (!support.supported) throw new OffloadError(`${describeNix(nix)}: ${support.why}`, { code: "nix-version-unsupported", fix: support.fix });
   requireRoot(options);
   let changed = false;
-  let dropInChanged = false;
   if (!runsHook(nix.effective.value, hook, nix.root)) {
-    if (buildHookLocation(nix.version) === "nix.conf") {
-      refuseOverride(nix, hook);
-      changed = await addNixConfLine(nix, hook, options);
-    } else {
-      changed = dropInChanged = await addDropIn(nix, hook, options);
-    }
+    const file = placeFor(nix);
+    refuseIneffective(nix, file, hook);
+    changed = await addLine(nix, file, hook, options);
   }
   const restart = nix.daemon !== undefined && (changed || restartReason(nix) !== undefined);
   if (!changed && !restart) {
     options.say({ kind: "note", text: `nothing to change: ${runningText(nix)}` });
     return;
   }
-  if (nix.unit && (restart || dropInChanged)) await restartUnit(nix.unit, dropInChanged, restart, options);
-  else if (restart) throw restartNeeded(nix, "read the change");
+  if (restart) await restartDaemon(nix, "read the change", options);
   if (options.dryRun) return;
   const after = await settled(nix, options);
   const verdict = hookVerdict(after, hook);
@@ -109,17 +102,15 @@ export async function uninstall(options: InstallOptions): Promise<void> {
   const hook = options.hook ?? OFFLOAD_HOOK;
   const nix = await inspectLocalNix(options.system);
   requireRoot(options);
-  const lines = await removeNixConfLines(nix, options);
-  // A drop-in of ours is removed even where systemd does not run (any more): it is ours.
-  const dropIn = await removeDropIn(nix, nix.unit ?? DEFAULT_UNIT, options);
-  if (!lines && !dropIn) {
+  // Both places whatever the version now: Nix may have been upgraded since install.
+  let removed = false;
+  for (const file of new Set([nix.nixConf, XDG_NIX_CONF])) removed = (await removeLines(nix, file, options)) || removed;
+  if (!removed) {
     options.say({ kind: "note", text: `nothing to remove: ${afterText(nix, hook)}` });
     return;
   }
   // Only a daemon that may run offload's hook now needs to restart for what was removed.
-  const restart = nix.daemon !== undefined && (usesOffloadHook(nix, hook) || restartReason(nix) !== undefined);
-  if (nix.unit && (restart || dropIn)) await restartUnit(nix.unit, dropIn, restart, options);
-  else if (restart) throw restartNeeded(nix, "stop running offload's hook");
+  if (nix.daemon !== undefined && (usesOffloadHook(nix, hook) || restartReason(nix) !== undefined)) await restartDaemon(nix, "stop running offload's hook", options);
   if (options.dryRun) return;
   options.say({ kind: "note", text: afterText(await settled(nix, options), hook) });
 }
@@ -132,187 +123,160 @@ function afterText(nix: LocalNix, hook: string): string {
 
 function requireRoot(options: InstallOptions): void {
   if (!options.dryRun && options.system.uid !== 0) {
-    throw new OffloadError("offload install and uninstall change /etc/nix or systemd units and restart nix-daemon", { code: "permission-denied", fix: "run it as root (or see what it would do with --dry-run)" });
+    throw new OffloadError(`offload install and uninstall change /etc/nix/nix.conf or ${XDG_NIX_CONF} and restart nix-daemon`, { code: "permission-denied", fix: "run it as root (or see what it would do with --dry-run)" });
   }
 }
 
-/** In the nix.conf versions, a later layer (user nix.conf, NIX_CONFIG) that sets another hook would win over our line. */
-function refuseOverride(nix: LocalNix, hook: string): void {
-  const from = nix.effective.from;
-  if (!from || from.layer === "nix.conf" || runsHook(from.value, hook, nix.root)) return;
-  const where = from.layer === "NIX_CONFIG" ? `NIX_CONFIG in the environment of ${describeNix(nix)}` : from.where;
-  throw new OffloadError(`${where} sets build-hook = ${from.value}, which overrides nix.conf`, {
+/** Refuses when a line in `file` would not decide the hook: this Nix does not read the file, or reads another build-hook after it. */
+function refuseIneffective(nix: LocalNix, file: string, hook: string): void {
+  const at = nix.layers.findLastIndex((layer) => samePath(layer.file, file));
+  if (at === -1) throw notRead(nix, file);
+  const later = nix.layers.slice(at + 1).flatMap(hookAssignments).at(-1);
+  if (!later || runsHook(later.value, hook, nix.root)) return;
+  const where = later.layer === "NIX_CONFIG" ? `NIX_CONFIG in the environment of ${describeNix(nix)}` : later.where;
+  throw new OffloadError(`${where} sets build-hook = ${later.value}, which overrides ${file}`, {
     code: "build-hook-overridden",
-    fix: `remove build-hook there${from.layer === "NIX_CONFIG" ? " (or set it to " + hook + ")" : ""}, then run offload install again`,
+    fix: `remove build-hook there${later.layer === "NIX_CONFIG" ? ` (or set it to ${hook})` : ""}, then run offload install again`,
+  });
+}
+
+/** Nix always reads nix.conf; a user config file it leaves out only when its environment names others. */
+function notRead(nix: LocalNix, file: string): OffloadError {
+  const whose = nix.daemon ? "nix-daemon's" : "root's";
+  const then = nix.daemon ? `restart nix-daemon, then run offload install again` : "then run offload install again";
+  const files = nix.env.NIX_USER_CONF_FILES;
+  const setting = files !== undefined ? `NIX_USER_CONF_FILES=${JSON.stringify(files)}` : `XDG_CONFIG_DIRS=${JSON.stringify(nix.env.XDG_CONFIG_DIRS)}`;
+  return new OffloadError(`${describeNix(nix)} does not read ${file}, where Nix 2.25–2.33 take build-hook from (they ignore it in nix.conf): ${setting} in ${whose} environment leaves it out`, {
+    code: "user-conf-not-read",
+    fix:
+      files !== undefined
+        ? `remove NIX_USER_CONF_FILES from ${whose} environment (or add ${file} to it), ${then}`
+        : `remove XDG_CONFIG_DIRS from ${whose} environment (or add /etc/xdg to it), ${then}`,
   });
 }
 
 // ---------------------------------------------------------------------------------------
-// nix.conf
+// The line
 
-async function addNixConfLine(nix: LocalNix, hook: string, options: InstallOptions): Promise<boolean> {
-  const file = join(nix.root, nix.nixConf);
-  const before = await readIfExists(file);
-  const foreign = nix.nixConfHooks.find((s) => !s.comment?.startsWith(MARK) && !runsHook(s.value, hook, nix.root));
+async function addLine(nix: LocalNix, name: string, hook: string, options: InstallOptions): Promise<boolean> {
+  const file = join(nix.root, name);
+  // As the Nix read it, includes too: a line of someone else's there would be overridden or win.
+  const foreign = nix.layers.find((layer) => samePath(layer.file, name))?.hooks.find((s) => !s.comment?.startsWith(MARK) && !runsHook(s.value, hook, nix.root));
   if (foreign) {
     throw new OffloadError(`${foreign.file}:${foreign.line} already sets build-hook = ${foreign.value}, a line offload install did not write: it leaves it alone`, {
       code: "build-hook-foreign",
       fix: `remove or comment out that line, then run offload install again`,
     });
   }
-  await refuseSymlink(file, nix.nixConf);
-  const text = before ?? "";
-  // Our own line with another hook (offload moved): replace it.
-  const lines = text.split("\n");
-  const ours = ourLines(text, nix.nixConf);
-  const created = before === undefined || ours.some((index) => lines[index]!.includes(MARK_NEW_FILE));
-  for (const index of [...ours].reverse()) {
-    options.say({ kind: "removed-line", file: nix.nixConf, line: index + 1, text: lines[index]! });
-    lines.splice(index, 1);
+  await refuseSymlink(file, name, `set build-hook = ${hook} where ${name} is generated`);
+  const before = await readIfExists(file);
+  const ours = ourLines(before ?? "", name);
+  const dirs = before === undefined ? await missingDirs(nix.root, name) : [];
+  // Our own line with another hook (offload moved) is replaced, keeping what it says was created.
+  const created = before === undefined ? dirs : ours.map(createdBy).find((dirs) => dirs !== undefined);
+  const lines = (before ?? "").split("\n");
+  for (const line of [...ours].reverse()) {
+    options.say({ kind: "removed-line", file: name, line: line.line, text: lines[line.line - 1]! });
+    lines.splice(line.line - 1, 1);
   }
   const line = nixConfLine(hook, created);
   const kept = lines.join("\n");
   // After a file without a final newline, the line goes on a new line and ends without one,
   // so that removing it with its line break restores the file exactly.
   const after = kept === "" || kept.endsWith("\n") ? `${kept}${line}\n` : `${kept}\n${line}`;
-  const number = after.split("\n").indexOf(line) + 1;
-  options.say({ kind: "added-line", file: nix.nixConf, line: number, text: line });
+  for (const dir of [...dirs].reverse()) {
+    options.say({ kind: "created", file: dir, text: "(a directory)" });
+    if (!options.dryRun) {
+      await mkdir(join(nix.root, dir));
+      await chmod(join(nix.root, dir), 0o755); // readable by every user's Nix, whatever the umask
+    }
+  }
+  options.say({ kind: "added-line", file: name, line: after.split("\n").indexOf(line) + 1, text: line });
   if (!options.dryRun) await writeFile(file, after, before === undefined ? 0o644 : undefined);
   return true;
 }
 
-async function removeNixConfLines(nix: LocalNix, options: InstallOptions): Promise<boolean> {
-  const file = join(nix.root, nix.nixConf);
+async function removeLines(nix: LocalNix, name: string, options: InstallOptions): Promise<boolean> {
+  const file = join(nix.root, name);
   const before = await readIfExists(file);
   if (before === undefined) return false;
-  const indexes = ourLines(before, nix.nixConf);
-  for (const foreign of nix.nixConfHooks.filter((s) => !s.comment?.startsWith(MARK))) {
-    options.say({ kind: "note", text: `left as it is: ${foreign.file}:${foreign.line} sets build-hook = ${foreign.value}, a line offload install did not write` });
+  for (const foreign of fileHooks(before, name).filter((s) => !s.comment?.startsWith(MARK))) {
+    options.say({ kind: "note", text: `left as it is: ${name}:${foreign.line} sets build-hook = ${foreign.value}, a line offload install did not write` });
   }
-  if (indexes.length === 0) return false;
-  await refuseSymlink(file, nix.nixConf);
+  const ours = ourLines(before, name);
+  if (ours.length === 0) return false;
+  await refuseSymlink(file, name, `remove offload's build-hook where ${name} is generated`);
   const lines = before.split("\n");
-  const created = indexes.some((index) => lines[index]!.includes(MARK_NEW_FILE));
-  for (const index of [...indexes].reverse()) {
-    options.say({ kind: "removed-line", file: nix.nixConf, line: index + 1, text: lines[index]! });
-    lines.splice(index, 1);
+  const created = ours.map(createdBy).find((dirs) => dirs !== undefined);
+  for (const line of [...ours].reverse()) {
+    options.say({ kind: "removed-line", file: name, line: line.line, text: lines[line.line - 1]! });
+    lines.splice(line.line - 1, 1);
   }
   const after = lines.join("\n");
-  if (after === "" && created) {
-    options.say({ kind: "deleted", file: nix.nixConf, text: "(empty: offload install had created it)" });
-    if (!options.dryRun) await unlink(file);
-  } else if (!options.dryRun) {
-    await writeFile(file, after);
+  if (after !== "" || !created) {
+    if (!options.dryRun) await writeFile(file, after);
+    return true;
+  }
+  options.say({ kind: "deleted", file: name, text: "(empty: offload install had created it)" });
+  if (!options.dryRun) await unlink(file);
+  // Its directories too, deepest first, while they hold nothing else; only ones above the file.
+  const gone = new Set([name]);
+  for (const dir of created.filter((dir) => name.startsWith(`${dir}/`))) {
+    const others = (await readdir(join(nix.root, dir)).catch(() => [])).filter((entry) => !gone.has(posix.join(dir, entry)));
+    if (others.length > 0) {
+      options.say({ kind: "note", text: `left as it is: ${dir}, which offload install had created and which holds other files now` });
+      break;
+    }
+    options.say({ kind: "deleted", file: dir, text: "(empty: offload install had created it)" });
+    if (!options.dryRun) await rmdir(join(nix.root, dir));
+    gone.add(dir);
   }
   return true;
 }
 
-/** Indexes (0-based) of the build-hook lines offload wrote in the main nix.conf (never in an include, read here as empty). */
-function ourLines(text: string, name: string): number[] {
-  const settings = parseNixConf(text, name, () => "").settings;
-  return settings.filter((s) => s.file === name && s.name === "build-hook" && s.comment?.startsWith(MARK)).map((s) => s.line - 1);
+/** The build-hook lines of the file itself (an include is read as empty: offload writes only in the file). */
+function fileHooks(text: string, name: string): ConfSetting[] {
+  return parseNixConf(text, name, () => "").settings.filter((s) => s.file === name && s.name === "build-hook");
+}
+
+function ourLines(text: string, name: string): ConfSetting[] {
+  return fileHooks(text, name).filter((s) => s.comment?.startsWith(MARK));
+}
+
+/** The directories above `name` that do not exist, deepest first. */
+async function missingDirs(root: string, name: string): Promise<string[]> {
+  const missing: string[] = [];
+  for (let dir = posix.dirname(name); dir !== "/" && !(await lstat(join(root, dir)).then(() => true, () => false)); dir = posix.dirname(dir)) missing.push(dir);
+  return missing;
 }
 
 // NixOS and home-manager link nix.conf into the Nix store: a rewrite would replace the link.
-async function refuseSymlink(file: string, name: string): Promise<void> {
+async function refuseSymlink(file: string, name: string, fix: string): Promise<void> {
   const info = await lstat(file).catch(() => undefined);
   if (info?.isSymbolicLink()) {
-    throw new OffloadError(`${name} is a symbolic link (generated by NixOS or home-manager?): offload install does not replace it`, {
-      code: "nix-conf-managed",
-      fix: `set nix.settings.build-hook = "${OFFLOAD_HOOK}" where ${name} is generated`,
-    });
+    throw new OffloadError(`${name} is a symbolic link (generated by NixOS or home-manager?): offload install does not replace it`, { code: "nix-conf-managed", fix });
   }
 }
 
-// ---------------------------------------------------------------------------------------
-// systemd drop-in (Nix 2.25–2.33)
-
-async function addDropIn(nix: LocalNix, hook: string, options: InstallOptions): Promise<boolean> {
-  if (!nix.unit) throw environmentOnly(nix, hook);
-  const name = dropInPath(nix.unit);
-  const file = join(nix.root, name);
-  const before = await readIfExists(file);
-  if (before !== undefined && !before.startsWith(DROP_IN_MARK)) {
-    throw new OffloadError(`${name} exists and offload install did not write it: it leaves it alone`, { code: "drop-in-foreign", fix: `move it away, or add Environment="NIX_CONFIG=${hookNixConfig(hook)}" to it yourself` });
-  }
-  const existing = nix.daemon?.env.NIX_CONFIG;
-  if (existing !== undefined && before === undefined) {
-    throw new OffloadError(`nix-daemon's environment already has NIX_CONFIG (${JSON.stringify(existing)}), which a drop-in of offload's would replace`, {
-      code: "daemon-nix-config-foreign",
-      fix: `add the line "${hookNixConfig(hook)}" to that NIX_CONFIG (systemctl edit ${nix.unit}), then systemctl restart ${nix.unit}`,
-    });
-  }
-  const dirExists = await lstat(dirname(file)).then(() => true, () => false);
-  const text = dropInText(hook, before === undefined ? !dirExists : before.includes(DROP_IN_NEW_DIR));
-  if (before === text) return false;
-  if (before !== undefined) options.say({ kind: "deleted", file: name, text: before });
-  options.say({ kind: "created", file: name, text });
-  if (!options.dryRun) {
-    if (!dirExists) await mkdir(dirname(file), { mode: 0o755 });
-    await writeFile(file, text, 0o644);
-  }
-  return true;
-}
-
-async function removeDropIn(nix: LocalNix, unit: string, options: InstallOptions): Promise<boolean> {
-  const name = dropInPath(unit);
-  const file = join(nix.root, name);
-  const before = await readIfExists(file);
-  if (before === undefined) return false;
-  if (!before.startsWith(DROP_IN_MARK)) {
-    options.say({ kind: "note", text: `left as it is: ${name}, which offload install did not write` });
-    return false;
-  }
-  options.say({ kind: "deleted", file: name, text: before });
-  if (options.dryRun) return true;
-  await unlink(file);
-  if (before.includes(DROP_IN_NEW_DIR)) {
-    await rmdir(dirname(file)).then(
-      () => options.say({ kind: "deleted", file: dirname(name), text: "(empty: offload install had created it)" }),
-      () => options.say({ kind: "note", text: `left as it is: ${dirname(name)}, which holds other files now` }),
-    );
-  }
-  return true;
-}
-
-/** Nix 2.25–2.33 without systemd: only whoever starts nix-daemon (or root's shell) can set its NIX_CONFIG. */
-function environmentOnly(nix: LocalNix, hook: string): OffloadError {
-  const assignment = `NIX_CONFIG=${hookNixConfig(hook)}`;
-  const why = `${describeNix(nix)} ignores build-hook in nix.conf (Nix 2.25–2.33 do) and reads it only from NIX_CONFIG in its environment`;
-  if (nix.daemon) {
-    const other = nix.daemon.env.NIX_CONFIG;
-    return new OffloadError(`${why}, and systemd did not start it: offload cannot change its environment`, {
-      code: "daemon-environment",
-      fix:
-        other === undefined
-          ? `restart it with NIX_CONFIG set: kill ${nix.daemon.pid}; env ${shellQuote(assignment)} ${nix.daemon.argv.map(shellQuote).join(" ")} &`
-          : `restart it (kill ${nix.daemon.pid}) with the line "${hookNixConfig(hook)}" added to its NIX_CONFIG (now ${JSON.stringify(other)})`,
-    });
-  }
-  return new OffloadError(`${why}; no nix-daemon runs, so root's builds read NIX_CONFIG from root's own environment`, {
-    code: "root-environment",
-    fix: `add to root's shell profile (e.g. /root/.profile): export ${shellQuote(assignment)}`,
-  });
+/** Paths as Nix builds them may hold "//" (XDG_CONFIG_DIRS=/etc/xdg/): the same file. */
+function samePath(a: string, b: string): boolean {
+  return posix.normalize(a) === posix.normalize(b);
 }
 
 // ---------------------------------------------------------------------------------------
 // Restarting the daemon
 
-/** daemon-reload after a unit file changed; restart when the daemon runs, or was to read the drop-in anyway. */
-async function restartUnit(unit: string, reload: boolean, restart: boolean, options: InstallOptions): Promise<void> {
-  const systemd = await options.system.systemd();
-  if (!systemd) throw new OffloadError(`systemd does not run here, yet ${unit} was found`, { code: "internal" });
-  for (const args of [...(reload ? [["daemon-reload"]] : []), ...(restart || reload ? [["restart", unit]] : [])]) {
-    options.say({ kind: "command", command: `systemctl ${args.join(" ")}` });
-    if (!options.dryRun) await systemd.systemctl(args);
+/** systemctl restart under systemd; a daemon started otherwise cannot be restarted from here: the command to do it. */
+async function restartDaemon(nix: LocalNix, what: string, options: InstallOptions): Promise<void> {
+  const systemd = nix.unit ? await options.system.systemd() : undefined;
+  if (!nix.unit || !systemd) {
+    throw new OffloadError(`${describeNix(nix)} must be restarted to ${what}, and systemd did not start it: offload cannot restart it`, {
+      code: "daemon-restart-needed",
+      fix: restartFix(nix),
+    });
   }
-}
-
-function restartNeeded(nix: LocalNix, what: string): OffloadError {
-  return new OffloadError(`${describeNix(nix)} must be restarted to ${what}, and systemd did not start it: offload cannot restart it`, {
-    code: "daemon-restart-needed",
-    fix: restartFix(nix),
-  });
+  options.say({ kind: "command", command: `systemctl restart ${nix.unit}` });
+  if (!options.dryRun) await systemd.systemctl(["restart", nix.unit]);
 }
 
 /** This machine's Nix once a restarted daemon runs (another pid, or none for a daemonless machine). */

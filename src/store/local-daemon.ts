@@ -63,8 +63,8 @@ export interface LocalNix {
   env: Env;
   /** Its nix.conf, as a path it sees. */
   nixConf: string;
-  /** Every build-hook line of nix.conf and its includes. */
-  nixConfHooks: ConfSetting[];
+  /** Where it reads build-hook, in the order Nix applies them: nix.conf, each user config file (also one that does not exist), NIX_CONFIG. */
+  layers: ConfLayer[];
   effective: EffectiveHook;
   /** A file it read changed after the daemon started: it may run something else than the files say. */
   changedAfterStart?: { file: string; mtime: Date };
@@ -74,12 +74,16 @@ export interface LocalNix {
   root: string;
 }
 
-export const DEFAULT_UNIT = "nix-daemon.service";
-
-/** The drop-in through which `offload install` gives a systemd-managed daemon its NIX_CONFIG. */
-export function dropInPath(unit: string): string {
-  return `/etc/systemd/system/${unit}.d/offload.conf`;
+/** One place Nix reads settings from (a file with its includes, or NIX_CONFIG) and its build-hook lines. */
+export interface ConfLayer {
+  layer: HookAssignment["layer"];
+  /** The file as the Nix sees it, or "NIX_CONFIG". */
+  file: string;
+  /** Its build-hook lines and its includes', in order; none for a file that does not exist. */
+  hooks: ConfSetting[];
 }
+
+const DEFAULT_UNIT = "nix-daemon.service";
 
 /** Finds this machine's Nix and works out the build hook it uses. */
 export async function inspectLocalNix(system: LocalSystem = thisSystem()): Promise<LocalNix> {
@@ -97,37 +101,42 @@ export async function inspectLocalNix(system: LocalSystem = thisSystem()): Promi
   const read = readUnder(root);
   const nixConf = `${env.NIX_CONF_DIR || "/etc/nix"}/nix.conf`;
   const main = readNixConf(nixConf, read);
-  const assignments: HookAssignment[] = hookAssignments(main.settings, "nix.conf");
+  const layers: ConfLayer[] = [{ layer: "nix.conf", file: nixConf, hooks: buildHooks(main.settings) }];
   const files = [...main.files];
-  // Nix applies the user files last to first (getConfigDirs puts the most personal first).
+  // Every user config file, also one that does not exist (yet): offload install may write it.
+  // Nix applies them last to first (getConfigDirs puts the most personal first).
   for (const file of userConfFiles(env, version, homeOf(daemon?.uid ?? system.uid, env, read)).reverse()) {
     const parsed = readNixConf(file, read);
-    assignments.push(...hookAssignments(parsed.settings, "user-conf"));
+    layers.push({ layer: "user-conf", file, hooks: buildHooks(parsed.settings) });
     files.push(...parsed.files);
   }
   if (env.NIX_CONFIG !== undefined) {
     // Nix names NIX_CONFIG's "file" so; an include there is relative to the daemon's directory, which offload ignores.
     const parsed = readNixConf("NIX_CONFIG", (file) => (file === "NIX_CONFIG" ? env.NIX_CONFIG : undefined));
-    assignments.push(...hookAssignments(parsed.settings, "NIX_CONFIG").map((a) => ({ ...a, where: "NIX_CONFIG" })));
+    layers.push({ layer: "NIX_CONFIG", file: "NIX_CONFIG", hooks: buildHooks(parsed.settings) });
   }
   const systemd = await system.systemd();
   const unit = systemd && (daemon ? daemon.unit : (await systemd.hasUnit(DEFAULT_UNIT)) ? DEFAULT_UNIT : undefined);
-  if (daemon && unit) files.push(dropInPath(unit));
   return {
     ...(daemon ? { daemon } : {}),
     version,
     env,
     nixConf,
-    nixConfHooks: main.settings.filter((s) => s.name === "build-hook"),
-    effective: effectiveBuildHook(version, assignments),
+    layers,
+    effective: effectiveBuildHook(version, layers.flatMap(hookAssignments)),
     ...(daemon ? changedAfter(daemon, files, root) : {}),
     ...(unit ? { unit } : {}),
     root: system.root,
   };
 }
 
-function hookAssignments(settings: readonly ConfSetting[], layer: HookAssignment["layer"]): HookAssignment[] {
-  return settings.filter((s) => s.name === "build-hook").map((s) => ({ layer, value: s.value, where: `${s.file}:${s.line}` }));
+function buildHooks(settings: readonly ConfSetting[]): ConfSetting[] {
+  return settings.filter((s) => s.name === "build-hook");
+}
+
+/** A layer's build-hook lines as effectiveBuildHook takes them. */
+export function hookAssignments({ layer, hooks }: ConfLayer): HookAssignment[] {
+  return hooks.map((s) => ({ layer, value: s.value, where: layer === "NIX_CONFIG" ? "NIX_CONFIG" : `${s.file}:${s.line}` }));
 }
 
 /** Nix's user config files (nixUserConfFiles), most personal first. */

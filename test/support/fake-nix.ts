@@ -1,9 +1,9 @@
 // A LocalSystem of fakes for install/uninstall and check's daemon step: files under a
 // temporary root, a nix-daemon that is only a record, and a systemd whose restart starts a
-// new record with the environment the drop-in gives (as systemd would).
+// new record (as does a restart by hand).
 import { mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { dropInPath, type DaemonProcess, type Env, type LocalSystem, type Systemd } from "../../src/store/local-daemon.js";
+import type { DaemonProcess, Env, LocalSystem, Systemd } from "../../src/store/local-daemon.js";
 
 export interface FakeSpec {
   /** e.g. "2.26.3"; Lix versions as "Lix 2.94.0". */
@@ -21,6 +21,8 @@ export interface Fake {
   /** systemctl commands run, in order. */
   systemctl: string[][];
   daemon(): DaemonProcess | undefined;
+  /** What the printed restart command does: the daemon again, with the same environment. */
+  restartByHand(): void;
 }
 
 export function fakeNix(root: string, spec: FakeSpec): Fake {
@@ -45,7 +47,7 @@ export function fakeNix(root: string, spec: FakeSpec): Fake {
     hasUnit: async (name) => name === unit,
     systemctl: async (args) => {
       systemctl.push(args);
-      if (args[0] === "restart") daemon = start({ ...baseEnv, ...dropInEnv(root, args[1]!) });
+      if (args[0] === "restart") daemon = start(baseEnv);
     },
   };
   return {
@@ -59,24 +61,10 @@ export function fakeNix(root: string, spec: FakeSpec): Fake {
     },
     systemctl,
     daemon: () => daemon,
+    restartByHand: () => {
+      daemon = start(baseEnv);
+    },
   };
-}
-
-/** The environment a unit's drop-ins set: Environment="NAME=value" lines, unquoted as systemd does. */
-function dropInEnv(root: string, unit: string): Env {
-  const env: Env = {};
-  let text: string;
-  try {
-    text = readFileSync(join(root, dropInPath(unit)), "utf8");
-  } catch {
-    return env;
-  }
-  for (const match of text.matchAll(/^Environment="((?:[^"\\]|\\.)*)"$/gm)) {
-    const assignment = match[1]!.replace(/\\(.)/g, "$1").replace(/%%/g, "%");
-    const at = assignment.indexOf("=");
-    env[assignment.slice(0, at)] = assignment.slice(at + 1);
-  }
-  return env;
 }
 
 /** Writes files (path → text) under root. */
