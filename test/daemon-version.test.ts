@@ -32,10 +32,10 @@ test("where build-hook takes effect, and whether exit statuses 100/101 keep thei
   const at = (text: string) => [buildHookLocation(version(`nix (Nix) ${text}`)), hookExitStatusesKept(version(`nix (Nix) ${text}`))];
   expect(at("2.8.0")).toEqual(["nix.conf", true]);
   expect(at("2.24.9")).toEqual(["nix.conf", true]);
-  expect(at("2.25.0")).toEqual(["environment", true]);
-  expect(at("2.26.3")).toEqual(["environment", true]);
-  expect(at("2.29.0")).toEqual(["environment", false]);
-  expect(at("2.33.1")).toEqual(["environment", false]);
+  expect(at("2.25.0")).toEqual(["user-conf", true]);
+  expect(at("2.26.3")).toEqual(["user-conf", true]);
+  expect(at("2.29.0")).toEqual(["user-conf", false]);
+  expect(at("2.33.1")).toEqual(["user-conf", false]);
   expect(at("2.34.8")).toEqual(["nix.conf", false]);
 });
 

@@ -1,6 +1,6 @@
 // `offload install` / `uninstall` / `check`'s daemon step against real nix-daemons of Nix 2.8
 // (this machine's), 2.26 (Debian trixie) and 2.34 (Debian sid), each in a lab host (its own
-// /nix and /etc/nix, and here its own /etc/xdg; src/lab/host.ts), with offload run inside
+// /nix and /etc/nix, and here root's home /root of its own; src/lab/host.ts), with offload run inside
 // that host as root would run it. Whether a daemon really runs offload's hook is shown by the
 // daemon itself: a build with --max-jobs 0 at debug level logs "starting build hook '…'" and
 // the hook's reply. The hook is the real bin/offload-hook.js, with a config dir without
@@ -8,18 +8,20 @@
 // machines: the build then fails for want of a machine either way), or for 2.26 after
 // install with a lab builder, which then really builds.
 import { afterAll, beforeAll, describe, expect, test } from "@jest/globals";
-import { mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { DaemonReport } from "../src/check/daemon.js";
 import type { Lab, LabBuilder } from "../src/lab/index.js";
 import { ensureUser, hostPaths, runInHost, startHost, startNixDaemon, stopHost, type Host, type HostResult, type NixRelease } from "../src/lab/host.js";
 import { PACKAGE_ROOT } from "../src/package-root.js";
-import { nixConfLine, XDG_NIX_CONF } from "../src/store/hook-install.js";
+import { nixConfLine } from "../src/store/hook-install.js";
 import { OFFLOAD_HOOK } from "../src/store/local-daemon.js";
 import { LAB_UP_TIMEOUT_MS, startTestLab, stopTestLab } from "./support/lab.js";
 import { makeSafeDir, removeDir } from "./support/safe-dir.js";
 
 const CLIENT = "offload-client";
+/** Root's own user config file, where install writes for Nix 2.25–2.33: the daemons here run with HOME=/root. */
+const USER_CONF = "/root/.config/nix/nix.conf";
 const OFFLOAD = join(PACKAGE_ROOT, "bin", "offload.js");
 
 interface Setup {
@@ -30,8 +32,8 @@ interface Setup {
   /** `offload check`'s config dir: a machines.ts without machines. */
   checkConfig: string;
   originalNixConf: Buffer;
-  /** Its /etc/xdg, as this machine sees it. */
-  xdg: string;
+  /** Its /root, as this machine sees it. */
+  rootHome: string;
 }
 
 /** The environment of the hosts' daemons: what the hook needs, nothing that sets build-hook. */
@@ -43,18 +45,23 @@ async function setUp(nix: NixRelease, shared: string[] = []): Promise<Setup> {
   const dir = makeSafeDir(`install-${nix.replace(".", "-")}`);
   const host = await startHost({ name: `install-${nix.replace(".", "-")}`, nix, dir, shared });
   await ensureUser(host, CLIENT);
-  // Every Nix reads /etc/xdg/nix/nix.conf, and a host's /etc/xdg is its root's (this
-  // machine's, or one every host of that Debian root shares): the host gets an empty one of
-  // its own, mounted in its mount namespace only, so that nothing leaks in or out.
-  const xdg = join(dir, "etc-xdg");
-  mkdirSync(xdg, { mode: 0o755 });
-  expect(await runInHost(host, ["mount", "--bind", xdg, "/etc/xdg"])).toMatchObject({ code: 0 });
+  // Root's Nix reads ~/.config/nix/nix.conf, and a host's /root is its root's (this machine's,
+  // or one every host of that Debian root shares): the host gets a /root of its own, mounted
+  // in its mount namespace only, so that nothing leaks in or out. The path stays /root, as
+  // on a real machine, where a daemon's home is /root whether from HOME (started by root by
+  // hand, as here) or from /etc/passwd (under systemd). It carries over /root/.cache, where
+  // the test directories are (support/safe-dir.ts), bind-mounted into the Debian roots too.
+  const rootHome = join(dir, "root-home");
+  mkdirSync(join(rootHome, ".cache"), { recursive: true });
+  chmodSync(rootHome, 0o700);
+  const mounted = await runInHost(host, ["sh", "-c", `mount --rbind /root/.cache ${rootHome}/.cache && mount --rbind ${rootHome} /root`]);
+  expect(mounted).toMatchObject({ code: 0 });
   const hookConfig = join(dir, "hook-config");
   const checkConfig = join(dir, "check-config");
   mkdirSync(hookConfig, { mode: 0o755 });
   mkdirSync(checkConfig, { mode: 0o755 });
   writeFileSync(join(checkConfig, "machines.ts"), 'import { buildMachine } from "offload";\nexport default [];\n', { mode: 0o644 });
-  const setup: Setup = { host, dir, hookConfig, checkConfig, originalNixConf: readFileSync(hostPaths(dir).nixConf), xdg };
+  const setup: Setup = { host, dir, hookConfig, checkConfig, originalNixConf: readFileSync(hostPaths(dir).nixConf), rootHome };
   await startNixDaemon(host, { env: daemonEnv(setup) });
   return setup;
 }
@@ -179,7 +186,7 @@ describe.each([
   }, 120_000);
 });
 
-describe("Nix 2.26: build-hook in a user config file, /etc/xdg/nix/nix.conf for install", () => {
+describe("Nix 2.26: build-hook in a user config file, root's ~/.config/nix/nix.conf for install", () => {
   let lab: Lab;
   let setup: Setup;
   beforeAll(async () => {
@@ -214,48 +221,61 @@ describe("Nix 2.26: build-hook in a user config file, /etc/xdg/nix/nix.conf for 
     await restartDaemon(setup, user.facts.pid!);
   }, 120_000);
 
-  test("install writes /etc/xdg/nix/nix.conf and says how to restart the daemon; restarted so, a plain nix-build goes through offload to a lab builder, as the client through the daemon and as root without it; uninstall restores the files", async () => {
+  test("install writes root's ~/.config/nix/nix.conf and says how to restart the daemon; restarted so, a plain nix-build goes through offload to a lab builder, as the client through the daemon (without a warning) and as root without it; uninstall restores the files", async () => {
     const before = await daemonStep(setup);
     expect(before).toMatchObject({ status: "fail", code: "daemon-hook-not-offload", facts: { version: "2.26.3" } });
-    expect(readdirSync(setup.xdg)).toEqual([]);
+    expect(readdirSync(setup.rootHome)).toEqual([".cache"]);
 
     const installed = await offload(setup, ["install"]);
-    const line = nixConfLine(OFFLOAD_HOOK, ["/etc/xdg/nix"]);
-    expect(installed).toMatchObject({ stdout: `/etc/xdg/nix: created (a directory)\n${XDG_NIX_CONF}: added line 1: ${line}\n`, code: 1 });
+    const line = nixConfLine(OFFLOAD_HOOK, ["/root/.config/nix", "/root/.config"]);
+    expect(installed).toMatchObject({ stdout: `/root/.config: created (a directory)\n/root/.config/nix: created (a directory)\n${USER_CONF}: added line 1: ${line}\n`, code: 1 });
     expect(installed.stderr).toContain(`offload: nix-daemon 2.26.3 (pid ${before.facts.pid}, not started by systemd) must be restarted to read the change`);
     expect(installed.stderr).toContain(`fix: restart nix-daemon as it was started: kill ${before.facts.pid}; nix-daemon &`);
-    expect(readFileSync(join(setup.xdg, "nix", "nix.conf"), "utf8")).toBe(`${line}\n`);
+    expect(readFileSync(join(setup.rootHome, ".config/nix/nix.conf"), "utf8")).toBe(`${line}\n`);
+    expect([".config", ".config/nix", ".config/nix/nix.conf"].map((file) => statSync(join(setup.rootHome, file)).mode & 0o777)).toEqual([0o755, 0o755, 0o644]);
     expect(nixConf(setup).equals(setup.originalNixConf)).toBe(true);
 
     const stale = await daemonStep(setup);
     expect(stale).toMatchObject({ status: "fail", code: "daemon-restart-needed" });
-    expect(stale.detail).toContain(`before ${XDG_NIX_CONF} changed`);
+    expect(stale.detail).toContain(`before ${USER_CONF} changed`);
 
     // What the fix says; the daemon's hook now has the lab's builder.
     await restartDaemon(setup, before.facts.pid!, { OFFLOAD_CONFIG_DIR: lab.configDir });
     const after = await daemonStep(setup);
-    expect(after).toMatchObject({ status: "ok", facts: { buildHook: OFFLOAD_HOOK, from: `${XDG_NIX_CONF}:1` } });
-    expect(after.detail).toBe(`nix-daemon 2.26.3 (pid ${after.facts.pid}, not started by systemd) runs offload's hook (${XDG_NIX_CONF}:1)`);
+    expect(after).toMatchObject({ status: "ok", facts: { buildHook: OFFLOAD_HOOK, from: `${USER_CONF}:1` } });
+    expect(after.detail).toBe(`nix-daemon 2.26.3 (pid ${after.facts.pid}, not started by systemd) runs offload's hook (${USER_CONF}:1)`);
 
-    // (a) The non-root client through the daemon. Its own Nix reads the file too and passes
-    // build-hook on, which the daemon ignores from a client it does not trust, with a warning.
+    // (a) The non-root client through the daemon. Its own Nix reads its own home's files, not
+    // root's: it passes no build-hook on, so the daemon has nothing to warn it about.
     const client = await remoteBuild(setup, lab.builders[0]!, "client", { user: CLIENT, env: { NIX_REMOTE: "daemon" } });
-    expect(client.stderr).toContain("warning: ignoring the client-specified setting 'build-hook', because it is a restricted setting and you are not a trusted user");
-    // (b) Root without the daemon: nix-build uses the store directly and runs the hook itself.
+    expect(client.stderr).not.toContain("ignoring the client-specified setting 'build-hook'");
+    // (b) Root without the daemon: nix-build uses the store directly, reads the same file and runs the hook itself.
     await remoteBuild(setup, lab.builders[0]!, "root", { env: hookEnv(setup, lab.configDir) });
 
     const again = await offload(setup, ["install"]);
     expect(again).toMatchObject({ code: 0, stdout: `nothing to change: ${after.detail}\n` });
 
+    // A HOME root does not own: Nix 2.26 takes root's home from /etc/passwd, and so does offload.
+    await restartDaemon(setup, after.facts.pid!, { HOME: `/home/${CLIENT}` });
+    const unowned = await daemonStep(setup);
+    expect(unowned).toMatchObject({ status: "ok", facts: { buildHook: OFFLOAD_HOOK, from: `${USER_CONF}:1` } });
+    expect(await hookRun(setup)).toMatchObject({ hook: OFFLOAD_HOOK, reply: "decline-permanently" });
+
     const removed = await offload(setup, ["uninstall"]);
     expect(removed).toMatchObject({
-      stdout: [`${XDG_NIX_CONF}: removed line 1: ${line}`, `${XDG_NIX_CONF}: deleted (empty: offload install had created it)`, "/etc/xdg/nix: deleted (empty: offload install had created it)", ""].join("\n"),
+      stdout: [
+        `${USER_CONF}: removed line 1: ${line}`,
+        `${USER_CONF}: deleted (empty: offload install had created it)`,
+        "/root/.config/nix: deleted (empty: offload install had created it)",
+        "/root/.config: deleted (empty: offload install had created it)",
+        "",
+      ].join("\n"),
       code: 1,
     });
     expect(removed.stderr).toContain("must be restarted to stop running offload's hook");
-    expect(readdirSync(setup.xdg)).toEqual([]);
+    expect(readdirSync(setup.rootHome)).toEqual([".cache"]);
     expect(nixConf(setup).equals(setup.originalNixConf)).toBe(true);
-    await restartDaemon(setup, after.facts.pid!);
+    await restartDaemon(setup, unowned.facts.pid!);
     expect(await daemonStep(setup)).toMatchObject({ status: "fail", code: "daemon-hook-not-offload" });
     expect((await hookRun(setup)).hook).toBe("/usr/bin/nix __build-remote");
     expect(await offload(setup, ["uninstall"])).toMatchObject({ code: 0, stdout: expect.stringMatching(/^nothing to remove: nix-daemon 2\.26\.3 .* runs Nix's own build-remote \(build-hook is not set\)\n$/) });

@@ -2,10 +2,10 @@
 // includes), the user config files and NIX_CONFIG; the daemon found and its verdict for
 // `offload check`, with fakes (the real daemons: install-e2e.test.ts).
 import { afterEach, beforeEach, describe, expect, test } from "@jest/globals";
-import { mkdirSync, symlinkSync, utimesSync } from "node:fs";
+import { chownSync, mkdirSync, symlinkSync, utimesSync } from "node:fs";
 import { checkDaemon, daemonLine } from "../src/check/daemon.js";
 import { effectiveBuildHook, parseNixVersion, type HookAssignment } from "../src/nix/daemon-version.js";
-import { hookVerdict, inspectLocalNix, isDaemonCommand, parseProcStat, userConfFiles } from "../src/store/local-daemon.js";
+import { hookVerdict, inspectLocalNix, isDaemonCommand, parseProcStat, personalConfFile, userConfFiles } from "../src/store/local-daemon.js";
 import { parseNixConf } from "../src/store/nix-conf.js";
 import { fakeNix, writeTree } from "./support/fake-nix.js";
 import { makeSafeDir, removeDir } from "./support/safe-dir.js";
@@ -24,8 +24,8 @@ describe("effective build-hook: versions × where it is set", () => {
     ["nix.conf", [conf], "/conf/hook"],
     ["NIX_CONFIG", [env], "/env/hook"],
     ["nix.conf and NIX_CONFIG", [conf, env], "/env/hook"],
-    ["a user config file (/etc/xdg/nix/nix.conf: offload install for 2.25–2.33)", [at("user-conf", "/user/hook", "/etc/xdg/nix/nix.conf:1")], "/user/hook"],
-    ["root's user nix.conf", [user], "/user/hook"],
+    ["a system-wide user config file (/etc/xdg/nix/nix.conf)", [at("user-conf", "/user/hook", "/etc/xdg/nix/nix.conf:1")], "/user/hook"],
+    ["root's user nix.conf (offload install for 2.25–2.33)", [user], "/user/hook"],
     ["nix.conf and user nix.conf", [conf, user], "/user/hook"],
   ];
   const honours = ["2.8.0", "2.24.15", "2.34.0", "2.34.8", "2.35.2"];
@@ -80,10 +80,13 @@ test("/proc details: the daemon's command line, stat with a command name of spac
   expect(isDaemonCommand(["/usr/bin/nix", "__build-remote", "3"])).toBe(false);
   const fields = Array.from({ length: 50 }, (_, i) => String(i + 3)).join(" "); // fields 3… after the name
   expect(parseProcStat(`42 (a (b) c) ${fields}`)).toEqual({ ppid: 4, startTicks: 22 });
-  expect(userConfFiles({}, v("2.26.3"), "/root")).toEqual(["/root/.config/nix/nix.conf", "/etc/xdg/nix/nix.conf"]);
-  expect(userConfFiles({ NIX_CONFIG_HOME: "/c", XDG_CONFIG_DIRS: "/a:/b" }, v("2.26.3"), "/root")).toEqual(["/c/nix.conf", "/a/nix/nix.conf", "/b/nix/nix.conf"]);
-  expect(userConfFiles({ NIX_CONFIG_HOME: "/c", XDG_CONFIG_HOME: "/x" }, v("2.8.0"), "/root")).toEqual(["/x/nix/nix.conf", "/etc/xdg/nix/nix.conf"]);
-  expect(userConfFiles({ NIX_USER_CONF_FILES: "/one:/two" }, v("2.8.0"), "/root")).toEqual(["/one", "/two"]);
+  expect(personalConfFile({}, v("2.26.3"), "/root")).toBe("/root/.config/nix/nix.conf");
+  expect(personalConfFile({ NIX_CONFIG_HOME: "/c", XDG_CONFIG_HOME: "/x" }, v("2.26.3"), "/root")).toBe("/c/nix.conf");
+  expect(personalConfFile({ NIX_CONFIG_HOME: "/c", XDG_CONFIG_HOME: "/x" }, v("2.8.0"), "/root")).toBe("/x/nix/nix.conf"); // no NIX_CONFIG_HOME before 2.25
+  expect(personalConfFile({ XDG_CONFIG_HOME: "" }, v("2.26.3"), "/root")).toBe("/nix/nix.conf"); // set but empty still counts (getEnv)
+  expect(userConfFiles({}, "/root/.config/nix/nix.conf")).toEqual(["/root/.config/nix/nix.conf", "/etc/xdg/nix/nix.conf"]);
+  expect(userConfFiles({ XDG_CONFIG_DIRS: "/a::/b" }, "/c/nix.conf")).toEqual(["/c/nix.conf", "/a/nix/nix.conf", "/b/nix/nix.conf"]);
+  expect(userConfFiles({ NIX_USER_CONF_FILES: "/one:/two" }, "/root/.config/nix/nix.conf")).toEqual(["/one", "/two"]);
 });
 
 describe("what the daemon runs, and check's verdict", () => {
@@ -107,31 +110,49 @@ describe("what the daemon runs, and check's verdict", () => {
     );
   });
 
-  test("2.26 with build-hook in /etc/xdg/nix/nix.conf (offload install's place): passes, naming the line; read after nix.conf, before root's own file", async () => {
+  test("2.26 with build-hook in root's ~/.config/nix/nix.conf (offload install's place): passes, naming the line; applied after nix.conf and /etc/xdg", async () => {
     nixConf(["sandbox = false", "build-hook = /ignored"]);
-    writeTree(root, { "/etc/xdg/nix/nix.conf": `build-hook = ${HOOK} # added by offload install\n` });
+    writeTree(root, { "/root/.config/nix/nix.conf": `build-hook = ${HOOK} # added by offload install\n` });
+    // A daemon under systemd has no HOME: root's home is its passwd entry's.
     const fake = fakeNix(root, { version: "2.26.3", systemd: true });
     const nix = await inspectLocalNix(fake.system);
+    expect(nix.userConf).toBe("/root/.config/nix/nix.conf");
     expect(nix.layers.map((layer) => [layer.layer, layer.file, layer.hooks.length])).toEqual([
       ["nix.conf", "/etc/nix/nix.conf", 1],
-      ["user-conf", "/etc/xdg/nix/nix.conf", 1],
-      ["user-conf", "/root/.config/nix/nix.conf", 0],
+      ["user-conf", "/etc/xdg/nix/nix.conf", 0],
+      ["user-conf", "/root/.config/nix/nix.conf", 1],
     ]);
     const report = await checkDaemon(fake.system, HOOK);
-    expect(report).toMatchObject({ status: "ok", facts: { version: "2.26.3", buildHook: HOOK, from: "/etc/xdg/nix/nix.conf:1" } });
-    expect(daemonLine(report)).toBe("✓ daemon: nix-daemon 2.26.3 (pid 100, nix-daemon.service) runs offload's hook (/etc/xdg/nix/nix.conf:1)");
+    expect(report).toMatchObject({ status: "ok", facts: { version: "2.26.3", buildHook: HOOK, from: "/root/.config/nix/nix.conf:1" } });
+    expect(daemonLine(report)).toBe("✓ daemon: nix-daemon 2.26.3 (pid 100, nix-daemon.service) runs offload's hook (/root/.config/nix/nix.conf:1)");
 
     // Written after the daemon started: it has not read it.
     const later = new Date(Date.now() + 5000);
-    utimesSync(`${root}/etc/xdg/nix/nix.conf`, later, later);
+    utimesSync(`${root}/root/.config/nix/nix.conf`, later, later);
     const stale = await checkDaemon(fake.system, HOOK);
     expect(stale).toMatchObject({ status: "fail", code: "daemon-restart-needed", fix: "systemctl restart nix-daemon.service (or `offload install`, which restarts it)" });
-    expect(stale.detail).toMatch(/before \/etc\/xdg\/nix\/nix\.conf changed/);
+    expect(stale.detail).toMatch(/before \/root\/\.config\/nix\/nix\.conf changed/);
 
-    // A daemon whose XDG_CONFIG_DIRS leaves /etc/xdg out does not read it.
-    const elsewhere = await checkDaemon(fakeNix(root, { version: "2.26.3", daemon: { env: { XDG_CONFIG_DIRS: "/opt/xdg" } } }).system, HOOK);
+    // A daemon whose NIX_USER_CONF_FILES leaves it out does not read it.
+    const elsewhere = await checkDaemon(fakeNix(root, { version: "2.26.3", daemon: { env: { NIX_USER_CONF_FILES: "/opt/nix.conf" } } }).system, HOOK);
     expect(elsewhere).toMatchObject({ status: "fail", code: "daemon-hook-not-offload", facts: { buildHook: null } });
     expect(elsewhere.detail).toContain("runs Nix's own build-remote: Nix 2.25–2.33 ignore build-hook in nix.conf (/etc/nix/nix.conf:2)");
+  });
+
+  test("root's home as the daemon's Nix works it out: XDG_CONFIG_HOME, HOME when root owns it or it does not exist (any HOME before 2.10), else /etc/passwd", async () => {
+    nixConf(["sandbox = false"]);
+    writeTree(root, { "/etc/passwd": "daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\nroot:x:0:0:root:/var/root:/bin/bash\n", "/home/alice/.profile": "" });
+    mkdirSync(`${root}/srv/root-home`, { recursive: true });
+    chownSync(`${root}/home/alice`, 1000, 1000);
+    const userConf = async (version: string, env: Record<string, string>) => (await inspectLocalNix(fakeNix(root, { version, daemon: { env } }).system)).userConf;
+    expect(await userConf("2.26.3", {})).toBe("/var/root/.config/nix/nix.conf");
+    expect(await userConf("2.26.3", { HOME: "/srv/root-home" })).toBe("/srv/root-home/.config/nix/nix.conf");
+    expect(await userConf("2.26.3", { HOME: "/nowhere" })).toBe("/nowhere/.config/nix/nix.conf");
+    expect(await userConf("2.26.3", { HOME: "/home/alice" })).toBe("/var/root/.config/nix/nix.conf");
+    expect(await userConf("2.8.0", { HOME: "/home/alice" })).toBe("/home/alice/.config/nix/nix.conf");
+    expect(await userConf("2.26.3", { HOME: "/home/alice", XDG_CONFIG_HOME: "/etc/root-config" })).toBe("/etc/root-config/nix/nix.conf");
+    // Without a daemon: root's own environment.
+    expect((await inspectLocalNix(fakeNix(root, { version: "2.26.3", daemon: false, env: { HOME: "/srv/root-home" } }).system)).userConf).toBe("/srv/root-home/.config/nix/nix.conf");
   });
 
   test("2.26 with NIX_CONFIG in its environment: passes, naming NIX_CONFIG", async () => {

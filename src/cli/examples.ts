@@ -8,7 +8,7 @@ import type { EventEmitter } from "node:events";
 const EXAMPLES: Record<string, string[]> = {
   "": ["offload init && $EDITOR /etc/offload/machines.ts && offload check --static", "offload import /etc/nix/machines --out /etc/offload/machines.ts"],
   init: ["offload init                      # /etc/offload/machines.ts and tsconfig.json", "offload init ~/offload-config      # elsewhere, then: offload check --static --config ~/offload-config/machines.ts"],
-  install: ["offload install --dry-run          # show the nix.conf (or systemd) change, change nothing"],
+  install: ["offload install --dry-run          # show the line and the file it goes in, change nothing"],
   uninstall: ["offload uninstall"],
   import: [
     "offload import /etc/nix/machines --out /etc/offload/machines.ts",

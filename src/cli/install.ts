@@ -12,7 +12,7 @@ interface Options {
 
 export function registerInstall(program: Command): void {
   for (const [name, action, description] of [
-    ["install", install, "make the local nix-daemon run offload's hook: a line in /etc/nix/nix.conf (for Nix 2.25-2.33, which ignore it there: /etc/xdg/nix/nix.conf); restarts it"],
+    ["install", install, "make the local nix-daemon run offload's hook: a line in /etc/nix/nix.conf (for Nix 2.25-2.33, which ignore it there: root's ~/.config/nix/nix.conf); restarts it"],
     ["uninstall", uninstall, "remove exactly what `offload install` added, and restart the nix-daemon"],
   ] as const) {
     program
@@ -39,7 +39,7 @@ async function run(action: (options: InstallOptions) => Promise<void>, options: 
   }
 }
 
-/** "/etc/nix/nix.conf: added line 7: build-hook = …", "/etc/xdg/nix: created (a directory)", "would run: systemctl restart nix-daemon.service", … */
+/** "/etc/nix/nix.conf: added line 7: build-hook = …", "/root/.config/nix: created (a directory)", "would run: systemctl restart nix-daemon.service", … */
 export function eventText(event: InstallEvent, dryRun: boolean): string {
   const verb = (done: string, planned: string) => (dryRun ? `would ${planned}` : done);
   switch (event.kind) {

@@ -63,11 +63,11 @@ export function hookSupport(version: NixVersion): Support {
 /**
  * Where `build-hook` must be set for this daemon to use it. Nix 2.25.0–2.33.x reset the
  * setting after reading nix.conf (src/nix/main.cc set its default after initNix(); fixed in
- * 2.34 by PR #15083), so there only NIX_CONFIG in the daemon's environment (or a trusted
- * client's --option) takes effect.
+ * 2.34 by PR #15083), so there only what is applied after nix.conf counts: a user config file
+ * (offload install: root's own ~/.config/nix/nix.conf), NIX_CONFIG, or a trusted client's --option.
  */
-export function buildHookLocation(version: NixVersion): "nix.conf" | "environment" {
-  return atLeast(version, 2, 25) && !atLeast(version, 2, 34) ? "environment" : "nix.conf";
+export function buildHookLocation(version: NixVersion): "nix.conf" | "user-conf" {
+  return atLeast(version, 2, 25) && !atLeast(version, 2, 34) ? "user-conf" : "nix.conf";
 }
 
 /** From 2.29 the daemon reports every non-zero hook exit as MiscFailure (100 and 101 lose their meaning). */
@@ -99,7 +99,7 @@ export interface EffectiveHook {
  * files and NIX_CONFIG, applied after that reset, survive.
  */
 export function effectiveBuildHook(version: NixVersion, assignments: readonly HookAssignment[]): EffectiveHook {
-  const resetsNixConf = buildHookLocation(version) === "environment";
+  const resetsNixConf = buildHookLocation(version) === "user-conf";
   const kept = assignments.filter((a) => !(resetsNixConf && a.layer === "nix.conf"));
   const from = kept.at(-1);
   if (from) return { value: from.value, from };

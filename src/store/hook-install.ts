@@ -1,11 +1,14 @@
 // `offload install` / `offload uninstall`: make this machine's Nix run offload's hook, in the
 // config file its version takes build-hook from (daemon-version.ts), and undo exactly that.
 // Either way one marked line, `build-hook = … # added by offload install`, in
-//   nix.conf                Nix ≤ 2.24 and ≥ 2.34 (/etc/nix/nix.conf, or NIX_CONF_DIR's)
-//   /etc/xdg/nix/nix.conf   Nix 2.25–2.33, which reset build-hook after reading nix.conf but
-//                           not after the user config files: this one is read by every
-//                           process of that Nix whose XDG_CONFIG_DIRS is unset (or names
-//                           /etc/xdg) and whose NIX_USER_CONF_FILES is unset.
+//   nix.conf                        Nix ≤ 2.24 and ≥ 2.34 (/etc/nix/nix.conf, or NIX_CONF_DIR's)
+//   root's ~/.config/nix/nix.conf   Nix 2.25–2.33, which reset build-hook after reading nix.conf
+//                                   but not after the user config files. Root's own file, as the
+//                                   daemon names it (LocalNix.userConf), is read by the daemon
+//                                   and by root's daemonless builds alone: a system-wide one
+//                                   (/etc/xdg/nix/nix.conf) would be read by every user's Nix,
+//                                   which passes build-hook on to the daemon, and the daemon
+//                                   warns each untrusted user about it on every command.
 // The line also records the file and directories install created, for uninstall to remove.
 // Lines offload did not write are never changed or removed. Success means the daemon
 // (re)started runs offload's hook, checked after the restart.
@@ -50,9 +53,6 @@ export interface InstallOptions {
   restartWaitMs?: number;
 }
 
-/** The system-wide user config file (XDG_CONFIG_DIRS' default /etc/xdg), where install writes for Nix 2.25–2.33. */
-export const XDG_NIX_CONF = "/etc/xdg/nix/nix.conf";
-
 const MARK = "added by offload install";
 const CREATED = ", which created this file";
 
@@ -68,9 +68,9 @@ function createdBy(line: ConfSetting): string[] | undefined {
   return rest.startsWith(CREATED) ? rest.slice(CREATED.length).split(" and ").filter((dir) => dir !== "") : undefined;
 }
 
-/** The file this Nix takes offload's line from. */
+/** The file this Nix takes offload's line from, as offload names it (no "//" of HOME=/root/). */
 function placeFor(nix: LocalNix): string {
-  return buildHookLocation(nix.version) === "nix.conf" ? nix.nixConf : XDG_NIX_CONF;
+  return posix.normalize(buildHookLocation(nix.version) === "nix.conf" ? nix.nixConf : nix.userConf);
 }
 
 export async function install(options: InstallOptions): Promise<void> {
@@ -102,9 +102,11 @@ export async function uninstall(options: InstallOptions): Promise<void> {
   const hook = options.hook ?? OFFLOAD_HOOK;
   const nix = await inspectLocalNix(options.system);
   requireRoot(options);
-  // Both places whatever the version now: Nix may have been upgraded since install.
+  // Both places whatever the version now (Nix may have been upgraded since install), and every
+  // other user config file it reads: offload's marked line counts wherever it is.
+  const files = [nix.nixConf, nix.userConf, ...nix.layers.filter((layer) => layer.layer === "user-conf").map((layer) => layer.file)];
   let removed = false;
-  for (const file of new Set([nix.nixConf, XDG_NIX_CONF])) removed = (await removeLines(nix, file, options)) || removed;
+  for (const file of new Set(files.map((file) => posix.normalize(file)))) removed = (await removeLines(nix, file, options)) || removed;
   if (!removed) {
     options.say({ kind: "note", text: `nothing to remove: ${afterText(nix, hook)}` });
     return;
@@ -123,7 +125,7 @@ function afterText(nix: LocalNix, hook: string): string {
 
 function requireRoot(options: InstallOptions): void {
   if (!options.dryRun && options.system.uid !== 0) {
-    throw new OffloadError(`offload install and uninstall change /etc/nix/nix.conf or ${XDG_NIX_CONF} and restart nix-daemon`, { code: "permission-denied", fix: "run it as root (or see what it would do with --dry-run)" });
+    throw new OffloadError(`offload install and uninstall change /etc/nix/nix.conf or root's ~/.config/nix/nix.conf and restart nix-daemon`, { code: "permission-denied", fix: "run it as root (or see what it would do with --dry-run)" });
   }
 }
 
@@ -140,18 +142,14 @@ function refuseIneffective(nix: LocalNix, file: string, hook: string): void {
   });
 }
 
-/** Nix always reads nix.conf; a user config file it leaves out only when its environment names others. */
+/** Nix always reads nix.conf and its user's own config file, unless NIX_USER_CONF_FILES in its environment names other files. */
 function notRead(nix: LocalNix, file: string): OffloadError {
   const whose = nix.daemon ? "nix-daemon's" : "root's";
   const then = nix.daemon ? `restart nix-daemon, then run offload install again` : "then run offload install again";
-  const files = nix.env.NIX_USER_CONF_FILES;
-  const setting = files !== undefined ? `NIX_USER_CONF_FILES=${JSON.stringify(files)}` : `XDG_CONFIG_DIRS=${JSON.stringify(nix.env.XDG_CONFIG_DIRS)}`;
+  const setting = `NIX_USER_CONF_FILES=${JSON.stringify(nix.env.NIX_USER_CONF_FILES)}`;
   return new OffloadError(`${describeNix(nix)} does not read ${file}, where Nix 2.25–2.33 take build-hook from (they ignore it in nix.conf): ${setting} in ${whose} environment leaves it out`, {
     code: "user-conf-not-read",
-    fix:
-      files !== undefined
-        ? `remove NIX_USER_CONF_FILES from ${whose} environment (or add ${file} to it), ${then}`
-        : `remove XDG_CONFIG_DIRS from ${whose} environment (or add /etc/xdg to it), ${then}`,
+    fix: `remove NIX_USER_CONF_FILES from ${whose} environment (or add ${file} to it), ${then}`,
   });
 }
 
@@ -160,8 +158,11 @@ function notRead(nix: LocalNix, file: string): OffloadError {
 
 async function addLine(nix: LocalNix, name: string, hook: string, options: InstallOptions): Promise<boolean> {
   const file = join(nix.root, name);
-  // As the Nix read it, includes too: a line of someone else's there would be overridden or win.
-  const foreign = nix.layers.find((layer) => samePath(layer.file, name))?.hooks.find((s) => !s.comment?.startsWith(MARK) && !runsHook(s.value, hook, nix.root));
+  // Someone else's hook that ours would override, as the Nix reads them: in the file with its
+  // includes and in the files applied before it (not nix.conf where this version ignores it).
+  const at = nix.layers.findLastIndex((layer) => samePath(layer.file, name));
+  const counted = nix.layers.slice(0, at + 1).filter((layer) => !(layer.layer === "nix.conf" && buildHookLocation(nix.version) === "user-conf"));
+  const foreign = counted.flatMap((layer) => layer.hooks).findLast((s) => !s.comment?.startsWith(MARK) && !runsHook(s.value, hook, nix.root));
   if (foreign) {
     throw new OffloadError(`${foreign.file}:${foreign.line} already sets build-hook = ${foreign.value}, a line offload install did not write: it leaves it alone`, {
       code: "build-hook-foreign",
@@ -258,7 +259,7 @@ async function refuseSymlink(file: string, name: string, fix: string): Promise<v
   }
 }
 
-/** Paths as Nix builds them may hold "//" (XDG_CONFIG_DIRS=/etc/xdg/): the same file. */
+/** Paths as Nix builds them may hold "//" (HOME=/root/): the same file. */
 function samePath(a: string, b: string): boolean {
   return posix.normalize(a) === posix.normalize(b);
 }
@@ -301,7 +302,8 @@ async function readIfExists(file: string): Promise<string | undefined> {
   try {
     return await readFile(file, "utf8");
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    // ENOTDIR: a user config file under a HOME or XDG directory that is a file is not read either.
+    if (["ENOENT", "ENOTDIR"].includes((error as NodeJS.ErrnoException).code ?? "")) return undefined;
     throw new OffloadError(`cannot read ${file}: ${(error as Error).message}`, { code: "read-failed", fix: "run this as root" });
   }
 }

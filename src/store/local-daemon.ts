@@ -63,6 +63,11 @@ export interface LocalNix {
   env: Env;
   /** Its nix.conf, as a path it sees. */
   nixConf: string;
+  /**
+   * Its user's own config file (root's ~/.config/nix/nix.conf), as it names it: where offload
+   * install writes for Nix 2.25–2.33. Read unless NIX_USER_CONF_FILES leaves it out.
+   */
+  userConf: string;
   /** Where it reads build-hook, in the order Nix applies them: nix.conf, each user config file (also one that does not exist), NIX_CONFIG. */
   layers: ConfLayer[];
   effective: EffectiveHook;
@@ -103,9 +108,10 @@ export async function inspectLocalNix(system: LocalSystem = thisSystem()): Promi
   const main = readNixConf(nixConf, read);
   const layers: ConfLayer[] = [{ layer: "nix.conf", file: nixConf, hooks: buildHooks(main.settings) }];
   const files = [...main.files];
+  const userConf = personalConfFile(env, version, homeOf(daemon?.uid ?? system.uid, env, version, root, read));
   // Every user config file, also one that does not exist (yet): offload install may write it.
   // Nix applies them last to first (getConfigDirs puts the most personal first).
-  for (const file of userConfFiles(env, version, homeOf(daemon?.uid ?? system.uid, env, read)).reverse()) {
+  for (const file of userConfFiles(env, userConf).reverse()) {
     const parsed = readNixConf(file, read);
     layers.push({ layer: "user-conf", file, hooks: buildHooks(parsed.settings) });
     files.push(...parsed.files);
@@ -122,6 +128,7 @@ export async function inspectLocalNix(system: LocalSystem = thisSystem()): Promi
     version,
     env,
     nixConf,
+    userConf,
     layers,
     effective: effectiveBuildHook(version, layers.flatMap(hookAssignments)),
     ...(daemon ? changedAfter(daemon, files, root) : {}),
@@ -139,18 +146,32 @@ export function hookAssignments({ layer, hooks }: ConfLayer): HookAssignment[] {
   return hooks.map((s) => ({ layer, value: s.value, where: layer === "NIX_CONFIG" ? "NIX_CONFIG" : `${s.file}:${s.line}` }));
 }
 
-/** Nix's user config files (nixUserConfFiles), most personal first. */
-export function userConfFiles(env: Env, version: NixVersion, home: string): string[] {
+/** Nix's user config files (nixUserConfFiles), most personal first; `personal` from personalConfFile. */
+export function userConfFiles(env: Env, personal: string): string[] {
   if (env.NIX_USER_CONF_FILES !== undefined) return env.NIX_USER_CONF_FILES.split(":").filter((file) => file !== "");
-  // NIX_CONFIG_HOME appeared in 2.25.
-  const personal = (atLeast(version, 2, 25) && env.NIX_CONFIG_HOME) || `${env.XDG_CONFIG_HOME || `${home}/.config`}/nix`;
-  const shared = (env.XDG_CONFIG_DIRS ?? "/etc/xdg").split(":").filter((dir) => dir !== "").map((dir) => `${dir}/nix`);
-  return [personal, ...shared].map((dir) => `${dir}/nix.conf`);
+  const shared = (env.XDG_CONFIG_DIRS ?? "/etc/xdg").split(":").filter((dir) => dir !== "").map((dir) => `${dir}/nix/nix.conf`);
+  return [personal, ...shared];
 }
 
-/** $HOME, else the passwd entry's (as Nix's getHome). */
-function homeOf(uid: number, env: Env, read: ReadConf): string {
-  if (env.HOME) return env.HOME;
+/** The user's own nix.conf (getConfigDir): set-but-empty variables count, as in Nix's getEnv. NIX_CONFIG_HOME appeared in 2.25. */
+export function personalConfFile(env: Env, version: NixVersion, home: string): string {
+  const dir = (atLeast(version, 2, 25) ? env.NIX_CONFIG_HOME : undefined) ?? `${env.XDG_CONFIG_HOME ?? `${home}/.config`}/nix`;
+  return `${dir}/nix.conf`;
+}
+
+/**
+ * Nix's getHome(): $HOME, else (a daemon under systemd has none) the passwd entry's, read from
+ * the Nix's /etc/passwd. From 2.10 a $HOME that exists counts only when the user owns it.
+ */
+function homeOf(uid: number, env: Env, version: NixVersion, root: string, read: ReadConf): string {
+  if (env.HOME !== undefined) {
+    if (!atLeast(version, 2, 10)) return env.HOME;
+    try {
+      if (statSync(join(root, env.HOME)).uid === uid) return env.HOME;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === "ENOENT") return env.HOME;
+    }
+  }
   const entry = (read("/etc/passwd") ?? "").split("\n").map((line) => line.split(":")).find((fields) => fields[2] === String(uid));
   return entry?.[5] || (uid === 0 ? "/root" : "/");
 }
