@@ -9,7 +9,7 @@
 // install with a lab builder, which then really builds.
 import { afterAll, beforeAll, describe, expect, test } from "@jest/globals";
 import { chmodSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { join, relative } from "node:path";
 import type { DaemonReport } from "../src/check/daemon.js";
 import type { Lab, LabBuilder } from "../src/lab/index.js";
 import { ensureUser, hostPaths, runInHost, startHost, startNixDaemon, stopHost, type Host, type HostResult, type NixRelease } from "../src/lab/host.js";
@@ -32,6 +32,8 @@ interface Setup {
   /** `offload check`'s config dir: a machines.ts without machines. */
   checkConfig: string;
   originalNixConf: Buffer;
+  /** What its /root holds of the real one (the test's directories, the package when under /root). */
+  carried: string[];
   /** Its /root, as this machine sees it. */
   rootHome: string;
 }
@@ -49,19 +51,22 @@ async function setUp(nix: NixRelease, shared: string[] = []): Promise<Setup> {
   // or one every host of that Debian root shares): the host gets a /root of its own, mounted
   // in its mount namespace only, so that nothing leaks in or out. The path stays /root, as
   // on a real machine, where a daemon's home is /root whether from HOME (started by root by
-  // hand, as here) or from /etc/passwd (under systemd). It carries over /root/.cache, where
-  // the test directories are (support/safe-dir.ts), bind-mounted into the Debian roots too.
+  // hand, as here) or from /etc/passwd (under systemd). It carries over what the test needs
+  // from the real /root: /root/.cache, where the test directories are (support/safe-dir.ts),
+  // and offload's own package when it lies under /root (a clone in root's home).
   const rootHome = join(dir, "root-home");
-  mkdirSync(join(rootHome, ".cache"), { recursive: true });
+  const carried = ["/root/.cache", PACKAGE_ROOT].filter((path) => path.startsWith("/root/"));
+  for (const path of carried) mkdirSync(join(rootHome, relative("/root", path)), { recursive: true });
   chmodSync(rootHome, 0o700);
-  const mounted = await runInHost(host, ["sh", "-c", `mount --rbind /root/.cache ${rootHome}/.cache && mount --rbind ${rootHome} /root`]);
+  const binds = carried.map((path) => `mount --rbind ${path} ${join(rootHome, relative("/root", path))} && `).join("");
+  const mounted = await runInHost(host, ["sh", "-c", `${binds}mount --rbind ${rootHome} /root`]);
   expect(mounted).toMatchObject({ code: 0 });
   const hookConfig = join(dir, "hook-config");
   const checkConfig = join(dir, "check-config");
   mkdirSync(hookConfig, { mode: 0o755 });
   mkdirSync(checkConfig, { mode: 0o755 });
   writeFileSync(join(checkConfig, "machines.ts"), 'import { buildMachine } from "offload";\nexport default [];\n', { mode: 0o644 });
-  const setup: Setup = { host, dir, hookConfig, checkConfig, originalNixConf: readFileSync(hostPaths(dir).nixConf), rootHome };
+  const setup: Setup = { host, dir, hookConfig, checkConfig, originalNixConf: readFileSync(hostPaths(dir).nixConf), rootHome, carried: readdirSync(rootHome).sort() };
   await startNixDaemon(host, { env: daemonEnv(setup) });
   return setup;
 }
@@ -224,7 +229,7 @@ describe("Nix 2.26: build-hook in a user config file, root's ~/.config/nix/nix.c
   test("install writes root's ~/.config/nix/nix.conf and says how to restart the daemon; restarted so, a plain nix-build goes through offload to a lab builder, as the client through the daemon (without a warning) and as root without it; uninstall restores the files", async () => {
     const before = await daemonStep(setup);
     expect(before).toMatchObject({ status: "fail", code: "daemon-hook-not-offload", facts: { version: "2.26.3" } });
-    expect(readdirSync(setup.rootHome)).toEqual([".cache"]);
+    expect(readdirSync(setup.rootHome).sort()).toEqual(setup.carried);
 
     const installed = await offload(setup, ["install"]);
     const line = nixConfLine(OFFLOAD_HOOK, ["/root/.config/nix", "/root/.config"]);
@@ -273,7 +278,7 @@ describe("Nix 2.26: build-hook in a user config file, root's ~/.config/nix/nix.c
       code: 1,
     });
     expect(removed.stderr).toContain("must be restarted to stop running offload's hook");
-    expect(readdirSync(setup.rootHome)).toEqual([".cache"]);
+    expect(readdirSync(setup.rootHome).sort()).toEqual(setup.carried);
     expect(nixConf(setup).equals(setup.originalNixConf)).toBe(true);
     await restartDaemon(setup, unowned.facts.pid!);
     expect(await daemonStep(setup)).toMatchObject({ status: "fail", code: "daemon-hook-not-offload" });
