@@ -6,6 +6,11 @@ import type { BuildMachine } from "../types/index.js";
 import { OffloadError } from "./errors.js";
 import type { MachineReason, ReasonCode } from "./select/select.js";
 
+/** Failures where the machine answered but the login was refused (either side): it is reachable, yet unusable. */
+export function isLoginRefusal(code: string | undefined): boolean {
+  return code === "host-key-mismatch" || code === "host-key-unknown" || code === "auth-refused";
+}
+
 export function overloaded(machine: BuildMachine, load: number, threshold: number): OffloadError {
   return new OffloadError(`${machine.name} is overloaded: load ${load.toFixed(2)} per CPU > overloadThreshold ${threshold}`, {
     code: "overloaded",
@@ -88,7 +93,7 @@ export function selectionFix(code: ReasonCode, machine: BuildMachine, request: {
     case "disk-low":
       return `free space on ${machine.name}: nix-collect-garbage -d (or nix-store --gc) there`;
     case "unreachable":
-      return `offload check ${machine.name}   (the hook retries it after a 30 s back-off)`;
+      return `offload check ${machine.name}: once it passes, or once its record in machines.ts changes, the hook tries it again (else after a 30 s back-off)`;
     case "local-better":
       return "lower speed in localMachine(), or set enabled: false there, to prefer remote machines";
     case "chosen":

@@ -1,5 +1,6 @@
 // `offload check` against real loopback builders: every step passes on healthy machines,
 // machines are checked in parallel and one failure never stops the others.
+import { readdirSync } from "node:fs";
 import type { BuildMachine } from "../types/index.js";
 import { compareCapabilities, remoteCapabilities, testSystem } from "../src/check/capabilities.js";
 import { isTrusted, throughDaemon } from "../src/check/trust.js";
@@ -7,6 +8,7 @@ import { parseNixConfig, storeFilesDir } from "../src/remote/probes.js";
 import type { Lab, LabBuilder } from "../src/lab/index.js";
 import { createProgress } from "../src/check/progress.js";
 import type { MachineReport } from "../src/check/machine-check.js";
+import { readFacts, recordFacts } from "../src/select/machine-facts.js";
 import { runCli } from "./support/cli.js";
 import { LAB_UP_TIMEOUT_MS, startTestLab, stopTestLab } from "./support/lab.js";
 import { configEnv, labRecord, writeLabConfig } from "./support/lab-config.js";
@@ -30,15 +32,22 @@ afterAll(async () => {
 
 const STEPS = ["connect", "nix-store", "store", "capabilities", "round-trip", "load", "disk", "clock"];
 
+/** The test derivations `offload check` made in the local store. */
+const checkDrvs = () => new Set(readdirSync("/nix/store").filter((name) => /-offload-check-.*\.drv$/.test(name)));
+
 test("healthy machines pass every step: one line per machine, the summary table, exit 0", async () => {
   const configDir = writeLabConfig(dir, "healthy", lab, [labRecord(lab, b0), labRecord(lab, b1)]);
+  const before = checkDrvs();
   const result = await runCli(["check"], configEnv(dir, configDir));
   expect(result.stderr).toBe("");
   expect(result.code).toBe(0);
+  // Each check's test derivation is deleted once sent: checks leave nothing in the local store.
+  expect([...checkDrvs()].filter((name) => !before.has(name))).toEqual([]);
   for (const builder of [b0, b1]) expect(result.stdout).toMatch(new RegExp(`^✓ ${builder.address.replace(/\./g, "\\.")}\\s+\\d+\\.\\d s$`, "m"));
   expect(result.stdout).toMatch(/^MACHINE\s+RESULT\s+STEPS\s+NIX\s+SIGNED BY\s+LOAD\s+FREE\s+CLOCK\s+TIME$/m);
   expect(result.stdout).toMatch(new RegExp(`^${b0.address.replace(/\./g, "\\.")}\\s+ok\\s+✓{8}\\s+2\\.8\\.0\\s+${b0.signingKey.split(":")[0]}`, "m"));
   expect(result.stdout).toContain("all 2 machine(s) passed");
+  expect(result.stdout).toContain("STEPS, in order: connect, nix-store, store, capabilities, round-trip, load, disk, clock (✓ passed, ! warning, ✗ failed, - skipped)");
 });
 
 test("--json: every step of every machine, with what the machine told", async () => {
@@ -52,6 +61,8 @@ test("--json: every step of every machine, with what the machine told", async ()
     expect(machine.ok).toBe(true);
     expect(machine.address).toBe(`root@${builder.address}:${builder.port}`);
     expect(machine.steps.map((s) => [s.step, s.status])).toEqual(STEPS.map((step) => [step, "ok"]));
+    // A root login takes uploads unsigned: the round trip passing proves nothing about trusted-public-keys, and says so.
+    expect(machine.steps.find((s) => s.step === "round-trip")!.detail).toMatch(/^our signed path accepted \(without needing our key: root is trusted there, and Nix takes a trusted user's paths unsigned\), /);
     expect(machine.facts).toMatchObject({ nixVersion: "2.8.0", signer: builder.signingKey.split(":")[0], systems: expect.arrayContaining([builder.system]) });
     expect(machine.facts.features!.sort()).toEqual([...builder.features, ...builder.mandatoryFeatures].sort());
     expect(machine.facts.freeBytes).toBeGreaterThan(0);
@@ -67,6 +78,15 @@ test("REGEX picks machines by name; a REGEX matching none says which names exist
   expect(none.code).toBe(1);
   expect(none.stderr).toContain("no machine name matches /^nomatch$/");
   expect(none.stderr).toContain(b0.address);
+});
+
+test("a passing check ends the hook's back-off from an earlier failure (say, a hostKey since fixed)", async () => {
+  const configDir = writeLabConfig(dir, "back-off", lab, [labRecord(lab, b0)]);
+  const env = configEnv(dir, configDir);
+  recordFacts(env.OFFLOAD_STATE_DIR!, b0.address, { failure: { message: "host key mismatch", at: Date.now(), code: "host-key-mismatch" } });
+  const result = await runCli(["check", "--json"], env);
+  expect(result.code).toBe(0);
+  expect(readFacts(env.OFFLOAD_STATE_DIR!, b0.address).failure).toBeUndefined();
 });
 
 test("a machine that is down fails alone: the others are still checked, exit 1", async () => {

@@ -106,7 +106,8 @@ describe("every reason a machine is passed over", () => {
     const lines = result.stdout.trim().split("\n");
     expect(lines[0]).toBe("decline: no configured machine can build x86_64-linux with features kvm, big-parallel");
     expect(lines[1]).toMatch(/^local: the local machine cannot build this: max-jobs is 0$/);
-    expect(lines).toContain("✗ 127.0.0.21: lacks required feature big-parallel (add to features if it has them) — fix: if 127.0.0.21 has them, add them to features of 127.0.0.21 in machines.ts (and to system-features in its nix.conf)");
+    // The cause, then the fix once.
+    expect(lines).toContain("✗ 127.0.0.21: lacks required feature big-parallel — fix: if 127.0.0.21 has them, add them to features of 127.0.0.21 in machines.ts (and to system-features in its nix.conf)");
     expect(lines).toHaveLength(2 + 8);
   });
 
@@ -162,4 +163,24 @@ test("usage errors are messages with a fix", async () => {
   const bad = await runCli(["explain", "--drv", join(dir, "not-a.drv")], env);
   expect(bad.code).toBe(1);
   expect(bad.stderr).toMatch(/^offload: drv: expected "Derive\(" but found "nonsense" at offset 0 of \S+not-a\.drv$/m);
+});
+
+test("a refused login (a wrong hostKey) is reported as such, with the way out of the back-off", async () => {
+  const env = setup("login-refused", [machine("127.0.0.51")]);
+  const message = "127.0.0.51 (root@127.0.0.51:1) presents host key SHA256:abc, not the hostKey pinned in machines.ts";
+  recordFacts(env.OFFLOAD_STATE_DIR!, "127.0.0.51", { failure: { message, at: Date.now(), code: "host-key-mismatch" } });
+  const explained = await explain(env, ["--system", SYSTEM, "--max-jobs", "0"]);
+  expect(explained.machines).toEqual([
+    expect.objectContaining({ code: "unreachable", detail: `login refused: ${message}`, fix: expect.stringMatching(/offload check 127\.0\.0\.51: once it passes, or once its record in machines\.ts changes/) }),
+  ]);
+});
+
+test("what the hook would take from the builders setting and OFFLOAD_ONLY: no remote builds, or an unknown name", async () => {
+  const env = setup("builders", [machine("127.0.0.61")]);
+  // Nix's "no remote builders", here from the local Nix's settings.
+  const empty = await explain({ ...env, NIX_CONFIG: "builders =" }, ["--system", SYSTEM]);
+  expect(empty).toMatchObject({ verdict: "decline-permanently", summary: expect.stringContaining("builders is empty"), machines: [] });
+  const unknown = await runCli(["explain", "--system", SYSTEM], { ...env, OFFLOAD_ONLY: "nc-b0" });
+  expect(unknown.code).toBe(1);
+  expect(unknown.stderr).toContain('no machine called "nc-b0" in machines.ts (named by OFFLOAD_ONLY); its machines are 127.0.0.61');
 });

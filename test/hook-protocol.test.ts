@@ -113,6 +113,16 @@ test("a machine that refuses connections is skipped with the reason and the fix,
   expect(second.replies).toEqual(["decline"]);
   expect(second.messages.join("\n")).not.toContain("cannot build on");
   expect(second.messages.join("\n")).toContain("127.0.0.6: unreachable: connection to root@127.0.0.6:9 refused");
+  // A changed record (the fix for a wrong port or hostKey) is tried again at once, back-off or not.
+  writeFileSync(join(env.OFFLOAD_CONFIG_DIR!, "machines.ts"), `import { buildMachine } from "offload";\nexport default [\n${machine("127.0.0.6", ", speed: 2")}\n];\n`);
+  const third = await runHookTries(env, [x86(false)]);
+  expect(third.messages.join("\n")).toMatch(/cannot build on 127\.0\.0\.6: connection to root@127\.0\.0\.6:9 refused/);
+});
+
+test("a machine has a name of its own apart from where it is (host)", async () => {
+  const env = setup("named", `buildMachine({ name: "nc-b0", host: "127.0.0.10", port: 9, user: "root", systems: ["x86_64-linux"], hostKey: "${HOST_KEY}", privateKey: "${clientKey}", connectTimeout: 2 }),`);
+  const run = await runHookTries(env, [x86(false)]);
+  expect(run.messages.join("\n")).toMatch(/cannot build on nc-b0: connection to nc-b0 \(root@127\.0\.0\.10:9\) refused/);
 });
 
 test("per-build choice through the builders setting", async () => {
@@ -125,6 +135,20 @@ test("per-build choice through the builders setting", async () => {
   expect(invalid.replies).toEqual(["accept offload"]);
   expect(invalid.code).toBe(1);
   expect(invalid.messages.join("\n")).toContain('unknown directive "olny=127.0.0.7"');
+  // A name machines.ts does not have is a mistake, not a list that rules out every machine.
+  const unknown = await runHookTries(env, [x86(false)], { ...BASE_SETTINGS, builders: "offload:only=nc-b0" });
+  expect(unknown.replies).toEqual(["accept offload"]);
+  expect(unknown.messages.join("\n")).toContain('no machine called "nc-b0" in machines.ts (named by builders = "offload:only=nc-b0"); its machines are 127.0.0.7');
+  expect(unknown.messages.join("\n")).not.toContain("not in this build's list");
+});
+
+test("builders = \"\" (--builders '', which Nix passes on from any user) means no remote builds, and says so", async () => {
+  // Even a broken machines.ts does not matter then.
+  const env = setup("no-builders", `buildMachine({ name: "x", systems: ["x86_64-linux"], speed: -1 }),`);
+  const run = await runHookTries(env, [x86(true), x86(true)], { ...BASE_SETTINGS, builders: "" });
+  expect(run.replies).toEqual(["decline-permanently"]);
+  expect(run.code).toBe(0);
+  expect(run.messages.join("\n")).toContain("offload: builders is empty (--builders '', or builders = in nix.conf), which in Nix means no remote builds");
 });
 
 test("a state directory others can write to is refused (it holds the agent's socket and the slot secret)", async () => {

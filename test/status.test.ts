@@ -85,3 +85,14 @@ test("--watch refreshes in place until interrupted", async () => {
     expect(frame).toContain(b1.address);
   }
 });
+
+test("a machine that answers but is refused at login (a wrong hostKey) is reachable, with the reason below", async () => {
+  const wrongKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMpzJlEoLTd2eUTr0Yx3ZzDvVm1k5sfAmRvUZX9gXy2c other";
+  const configDir = writeLabConfig(dir, "wrong-key", lab, [labRecord(lab, b0, { name: "b0", host: b0.address, hostKey: wrongKey })]);
+  const result = await runCli(["status"], configEnv(dir, configDir));
+  const lines = result.stdout.trim().split("\n");
+  expect(lines[1]).toMatch(/^b0\s+yes\s+-\s+0\/2\s+-/);
+  expect(lines[2]).toMatch(/^✗ b0: host key mismatch for b0: machines\.ts pins .* — fix: .*set hostKey: /);
+  const json = JSON.parse((await runCli(["status", "--json"], configEnv(dir, configDir))).stdout) as { machines: MachineStatus[] };
+  expect(json.machines[0]).toMatchObject({ machine: "b0", address: `root@${b0.address}:${b0.port}`, reachable: true, error: { code: "host-key-mismatch" } });
+});

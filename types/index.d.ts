@@ -38,11 +38,18 @@ export type SystemFeature =
 /** What you write for one remote build machine. Only `name` and `systems` are required. */
 export interface BuildMachineOptions {
   /**
-   * Host name, IP address, or a `Host` alias from root's `~/.ssh/config` (whose
-   * `HostName`, `Port`, `User` and `IdentityFile` are then honoured). Also the machine's
-   * name in logs, `offload status` and `offload explain`; must be unique.
+   * The machine's name: unique, shown in logs, `offload status`, `check` and `explain`,
+   * and what `--builders 'offload:only=NAME'` refers to. Without `host`, also where to
+   * connect.
    */
   name: string;
+  /**
+   * Where to connect: a host name, IP address, or a `Host` alias from root's
+   * `~/.ssh/config` (whose `HostName`, `Port`, `User` and `IdentityFile` are then
+   * honoured). Lets a machine have a short name apart from its address.
+   * @default the `name`
+   */
+  host?: string;
   /** SSH port. Default: the `Port` of an ~/.ssh/config alias, else 22. */
   port?: number;
   /** SSH user on the remote machine. Default: the alias's `User`, else `root`. */
@@ -123,6 +130,8 @@ export interface LocalMachineOptions {
 export interface BuildMachine {
   readonly kind: "build-machine";
   readonly name: string;
+  /** Where to connect (the name when not given). */
+  readonly host: string;
   readonly port?: number;
   readonly user?: string;
   readonly systems: readonly NixSystem[];

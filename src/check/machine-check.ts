@@ -42,6 +42,8 @@ export interface MachineReport {
     freeBytes?: number;
     clockSkew?: number;
     signer?: string;
+    /** The SSH login, when its Nix trusts it: it builds, and takes paths without checking their signatures. */
+    trustedUser?: string;
   };
 }
 
@@ -112,7 +114,7 @@ export async function checkMachine(machine: BuildMachine, context: CheckContext,
     if (await step("nix-store", () => nixStoreStep(machine, ssh, report))) {
       const storeOk = await step("store", async () => {
         session = await openServeSession(ssh, { remoteStore: machine.remoteStore, label: machine.name });
-        return await storeStep(machine, session, nixConfig);
+        return await storeStep(machine, session, nixConfig, report);
       });
       const capabilities = nixConfig ? remoteCapabilities(nixConfig.settings) : undefined;
       await step("capabilities", () => capabilitiesStep(machine, capabilities, report));
@@ -153,7 +155,7 @@ async function nixStoreStep(machine: BuildMachine, ssh: SshConnection, report: M
 /** A path nobody has: asking for it makes the server really open its store (a daemon connects only when used). */
 const ABSENT_PATH = `${DEFAULT_STORE_DIR}/${"0".repeat(32)}-offload-check-absent`;
 
-async function storeStep(machine: BuildMachine, session: ServeSession, nixConfig: Awaited<ReturnType<typeof readNixConfig>>): Promise<Passed> {
+async function storeStep(machine: BuildMachine, session: ServeSession, nixConfig: Awaited<ReturnType<typeof readNixConfig>>, report: MachineReport): Promise<Passed> {
   try {
     await session.client.queryValidPaths([ABSENT_PATH]);
   } catch (error) {
@@ -164,6 +166,7 @@ async function storeStep(machine: BuildMachine, session: ServeSession, nixConfig
   if (!nixConfig) return { detail: `serve protocol ${version} on store ${store}; trust unknown (no nix show-config)` };
   const trust = { user: nixConfig.user, groups: nixConfig.groups, storeSetting: nixConfig.settings.get("store"), remoteStore: machine.remoteStore, trustedUsers: nixConfig.settings.get("trusted-users") };
   if (!isTrusted(trust)) throw notTrusted(machine, nixConfig.user, trust.trustedUsers ?? "");
+  report.facts.trustedUser = nixConfig.user;
   return { detail: `serve protocol ${version} on store ${store}, user ${nixConfig.user} may build` };
 }
 
@@ -210,7 +213,11 @@ async function roundTripStep(
   const trustedKeys = machineTrustedKeys(machine, context.acl);
   const signer = await signedRoundTrip({ machine, remote: session.client, stderrTail: session.stderrTail, system, signingKey: context.signingKey, trustedKeys });
   report.facts.signer = signer;
-  return { detail: `our signed path accepted, ${system} test build fetched back signed by ${signer}` };
+  // A trusted login's uploads are not checked: passing here says nothing of trusted-public-keys.
+  const accepted = report.facts.trustedUser
+    ? `our signed path accepted (without needing our key: ${report.facts.trustedUser} is trusted there, and Nix takes a trusted user's paths unsigned)`
+    : "our signed path accepted";
+  return { detail: `${accepted}, ${system} test build fetched back signed by ${signer}` };
 }
 
 /** Starts the load, disk and clock probes; the returned function turns them into steps once the store dir is known. */

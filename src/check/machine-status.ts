@@ -3,6 +3,7 @@
 // builds, the last successful build). Never throws: an unreachable machine is a status.
 import type { BuildMachine } from "../../types/index.js";
 import { asOffloadError } from "../errors.js";
+import { isLoginRefusal } from "../failures.js";
 import { readLoad } from "../remote/machine-link.js";
 import { readClockSkew, readDiskSpace, readNixConfig, readUptime, storeFilesDir } from "../remote/probes.js";
 import { connectMachine } from "../remote/ssh.js";
@@ -11,7 +12,10 @@ import { slotHolders, type SlotHolder } from "../select/slots.js";
 
 export interface MachineStatus {
   machine: string;
+  /** Where it is: user@host:port as the record says (ssh_config may add to it). */
+  address: string;
   enabled: boolean;
+  /** It answered: a refused login (host key, our key) still counts, as the machine is there. */
   reachable: boolean;
   /** Why not, when unreachable. */
   error?: { code: string; message: string; fix?: string };
@@ -24,12 +28,18 @@ export interface MachineStatus {
   lastFailure?: MachineFacts["failure"];
 }
 
+/** `user@host:port`, each part only where the record gives it. */
+export function machineAddress(machine: BuildMachine): string {
+  return `${machine.user ? `${machine.user}@` : ""}${machine.host}${machine.port ? `:${machine.port}` : ""}`;
+}
+
 export async function machineStatus(machine: BuildMachine, stateDir: string): Promise<MachineStatus> {
   const holders = await slotHolders(stateDir, machine.name, machine.parallelBuilds);
   const held = holders.flatMap((holder, slot) => (holder ? [{ ...holder, slot }] : []));
   const facts = readFacts(stateDir, machine.name);
   const status: MachineStatus = {
     machine: machine.name,
+    address: machineAddress(machine),
     enabled: machine.enabled,
     reachable: false,
     slots: { total: machine.parallelBuilds, inUse: held.length, holders: held },
@@ -41,7 +51,7 @@ export async function machineStatus(machine: BuildMachine, stateDir: string): Pr
     connection = await connectMachine(machine);
   } catch (error) {
     const failure = asOffloadError(error);
-    return { ...status, error: { code: failure.code, message: failure.message, ...(failure.fix ? { fix: failure.fix } : {}) } };
+    return { ...status, reachable: isLoginRefusal(failure.code), error: { code: failure.code, message: failure.message, ...(failure.fix ? { fix: failure.fix } : {}) } };
   }
   try {
     const ssh = connection;

@@ -17,7 +17,7 @@ import { encodeNix32 } from "../nix/nix32.js";
 import type { PathInfo } from "../nix/path-info.js";
 import { verifyPathSignatures } from "../nix/signature.js";
 import { DEFAULT_STORE_DIR } from "../nix/store-path.js";
-import { outputFixes } from "../store/machine-trust.js";
+import { outputFixes, pinnedBy } from "../store/machine-trust.js";
 import type { ServeClient } from "../store/serve.js";
 import { queryWanted, spoolNar, uploadSigned } from "../store/transfer.js";
 
@@ -88,7 +88,14 @@ async function buildReading(trip: RoundTrip, input: string, nonce: string): Prom
       cause: error,
     });
   }
-  const drv = parseDerivation(await readFile(drvPath, "utf8"), drvPath);
+  let drv;
+  try {
+    drv = parseDerivation(await readFile(drvPath, "utf8"), drvPath);
+  } finally {
+    // Read once, sent whole: the .drv is of no further use here, so each check leaves none
+    // behind. It is garbage anyway (no root), so a failure to delete it is no failure.
+    await run("nix-store", ["--delete", drvPath], { timeout: 30_000 }).catch(() => undefined);
+  }
   const result = await trip.remote.buildDerivation(drvPath, drv, [input], { maxSilentTime: BUILD_TIMEOUT_S, buildTimeout: BUILD_TIMEOUT_S });
   if (!result.success) {
     const log = trip.stderrTail().trim().split("\n").slice(-2).join(" | ");
@@ -111,7 +118,7 @@ async function fetchVerified(trip: RoundTrip, output: string, nonce: string, wor
       fix: `do not trust ${name} until this is explained: it returned a different output than it built`,
     });
   }
-  const verdict = verifyPathSignatures(info, trip.trustedKeys);
+  const verdict = verifyPathSignatures(info, trip.trustedKeys, pinnedBy(trip.machine));
   if (verdict.valid) return verdict.key.name;
   const cause = verdict.code === "unsigned" ? `${name} does not sign what it builds (no secret-key-files)` : `${name}'s test output is refused`;
   throw new OffloadError(`${cause}: ${verdict.reason}`, { code: verdict.code, fix: outputFixes(trip.machine)[verdict.code] });

@@ -3,6 +3,8 @@
 import type { Command } from "commander";
 import { OffloadError } from "../errors.js";
 import { parsePublicKey, readPublicKeyFile } from "../nix/keys.js";
+import { parseGuixPublicKey, readGuixPublicKeyFile } from "../guix/keys.js";
+import { guixAuthorize } from "./guix.js";
 import { authorizeKey, deauthorizeKey, readAcl } from "../store/acl.js";
 import { aclPath } from "../store/config-dir.js";
 
@@ -12,13 +14,16 @@ async function readAll(stream: NodeJS.ReadableStream): Promise<string> {
   return Buffer.concat(chunks).toString("utf8");
 }
 
-async function authorize(file: string | undefined): Promise<void> {
+async function authorize(file: string | undefined, options: { guix?: boolean } = {}): Promise<void> {
   const fromStdin = file === undefined || file === "-";
   if (fromStdin && process.stdin.isTTY) {
     throw new OffloadError("no public key given (stdin is a terminal)", {
       code: "usage",
       fix: "offload authorize /path/to/signing-key.pub   (or: ssh host cat /etc/offload/signing-key.pub | offload authorize)",
     });
+  }
+  if (options.guix) {
+    return guixAuthorize(fromStdin ? parseGuixPublicKey(await readAll(process.stdin), "standard input") : await readGuixPublicKeyFile(file));
   }
   const key = fromStdin ? parsePublicKey(await readAll(process.stdin), "standard input") : await readPublicKeyFile(file);
   const aclFile = aclPath();
@@ -47,6 +52,7 @@ export function registerAcl(program: Command): void {
     .command("authorize")
     .description("trust signatures by a public key (NAME:BASE64, from FILE or standard input)")
     .argument("[file]", "public key file, or - for standard input")
+    .option("--guix", "a Guix public key (e.g. /etc/guix/signing-key.pub) into offload's ACL for Guix archives (guix-acl)")
     .action(authorize);
   program.command("deauthorize").description("stop trusting the key called NAME").argument("<name>").action(deauthorize);
   program.command("acl").description("list the public keys whose signatures are accepted on import").action(list);

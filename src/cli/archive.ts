@@ -10,11 +10,19 @@ import { exportArchive, pathsToExport, resolveStorePath } from "../store/archive
 import { importArchive } from "../store/archive-import.js";
 import { aclPath, secretKeyPath } from "../store/config-dir.js";
 import { openLocalStore } from "../store/local-store.js";
+import { guixArchiveExport, guixArchiveImport } from "./guix.js";
 
 interface ExportOptions {
   recursive?: boolean;
   store?: string;
   key?: string;
+  guix?: boolean;
+}
+
+function refuseStoreWithGuix(options: { store?: string; guix?: boolean }): void {
+  if (options.guix && options.store !== undefined) {
+    throw new OffloadError("--store names a Nix store; with --guix the store is guix-daemon's", { code: "usage", fix: "drop --store (GUIX_DAEMON_SOCKET selects another guix-daemon)" });
+  }
 }
 
 async function exportCommand(paths: string[], options: ExportOptions): Promise<void> {
@@ -24,6 +32,8 @@ async function exportCommand(paths: string[], options: ExportOptions): Promise<v
       fix: `offload archive export ${paths.join(" ")} > archive.nixexport`,
     });
   }
+  refuseStoreWithGuix(options);
+  if (options.guix) return guixArchiveExport(paths, options);
   const secretKey = await readSecretKeyFile(options.key ?? secretKeyPath());
   const storePaths = await Promise.all(paths.map((argument) => resolveStorePath(argument)));
   const store = await openLocalStore({ store: options.store });
@@ -36,13 +46,15 @@ async function exportCommand(paths: string[], options: ExportOptions): Promise<v
   }
 }
 
-async function importCommand(options: { store?: string }): Promise<void> {
+async function importCommand(options: { store?: string; guix?: boolean }): Promise<void> {
   if (process.stdin.isTTY) {
     throw new OffloadError("no archive on standard input (it is a terminal)", {
       code: "usage",
       fix: "offload archive import < archive.nixexport",
     });
   }
+  refuseStoreWithGuix(options);
+  if (options.guix) return guixArchiveImport();
   const acl = aclPath();
   const trustedKeys = await readAcl(acl);
   if (trustedKeys.length === 0) {
@@ -70,10 +82,12 @@ export function registerArchive(program: Command): void {
     .option("-r, --recursive", "include the whole closure of the paths")
     .option("--store <store>", "read from this Nix store (e.g. a chroot store directory) instead of the default")
     .option("--key <file>", "secret key to sign with (default: signing-key.sec in the config dir)")
+    .option("--guix", "from the Guix store, as a Guix archive signed with guix-signing-key.sec (`guix archive --import` reads it)")
     .action(exportCommand);
   archive
     .command("import")
     .description("verify a signed archive from standard input against the ACL, then import it (all or nothing)")
     .option("--store <store>", "import into this Nix store (e.g. a chroot store directory) instead of the default")
+    .option("--guix", "a Guix archive (`guix archive --export`), checked against guix-acl, into the Guix store through guix-daemon")
     .action(importCommand);
 }

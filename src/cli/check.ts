@@ -3,13 +3,17 @@
 import type { Command } from "commander";
 import type { BuildMachine } from "../../types/index.js";
 import { checkDaemon, daemonLine } from "../check/daemon.js";
-import { checkMachine, type CheckContext, type MachineReport } from "../check/machine-check.js";
+import { machineAddress } from "../check/machine-status.js";
+import { STEPS, checkMachine, type CheckContext, type MachineReport } from "../check/machine-check.js";
 import { createProgress } from "../check/progress.js";
 import { loadConfig, type LoadedConfig } from "../config/load.js";
 import { OffloadError, asOffloadError, formatLocation } from "../errors.js";
 import { readSecretKeyFile } from "../nix/keys.js";
 import { readAcl } from "../store/acl.js";
 import { checkPrivate, secretKeyPath } from "../store/config-dir.js";
+import { forgetFailure } from "../select/machine-facts.js";
+import { stateDir } from "../select/state-dir.js";
+import { assertHookUser } from "./hook-user.js";
 import { formatTable } from "./table.js";
 
 interface CheckOptions {
@@ -31,6 +35,7 @@ export function registerCheck(program: Command): void {
     .option("--min-free <MiB>", "fail a machine with less free space in its store", "1024")
     .option("--max-clock-skew <seconds>", "fail a machine whose clock differs more from ours", "30")
     .action(async (regex: string | undefined, options: CheckOptions) => {
+      if (!options.static) assertHookUser(stateDir());
       const loaded = await checkStatic(options);
       if (!loaded || options.static) return;
       await checkRemote(loaded, selectMachines(loaded.machines, regex), options);
@@ -92,6 +97,8 @@ async function checkRemote(loaded: LoadedConfig, machines: BuildMachine[], optio
   const reports = await Promise.all(
     machines.map(async (machine) => {
       const report = await checkMachine(machine, context, (step) => progress?.step(machine.name, step));
+      // Logged in: the hook's back-off from an earlier failure (say, a hostKey now fixed) ends.
+      if (report.steps[0]?.status === "ok") forgetFailure(stateDir(), machine.name);
       progress?.done(report);
       return report;
     }),
@@ -106,7 +113,7 @@ async function checkRemote(loaded: LoadedConfig, machines: BuildMachine[], optio
     report.steps.filter((s) => s.status === "fail" || s.status === "warn").map((s) => `${s.status === "fail" ? "✗" : "!"} ${report.machine} ${s.step}: ${s.detail}${s.fix ? ` — fix: ${s.fix}` : ""}`),
   );
   if (problems.length > 0) process.stdout.write(`\n${problems.join("\n")}\n`);
-  process.stdout.write(`\n${summaryTable(reports)}\n`);
+  process.stdout.write(`\n${summaryTable(reports)}\n${STEPS_LEGEND}\n`);
   const failed = reports.filter((report) => !report.ok).length;
   process.stdout.write(failed === 0 ? `all ${reports.length} machine(s) passed\n` : `${failed} of ${reports.length} machine(s) failed\n`);
   if (daemon.status === "fail") process.stdout.write(`${daemonLine(daemon)}\n`);
@@ -129,13 +136,16 @@ function numberOption(value: string, name: string): number {
   return number;
 }
 
+const STEP_MARKS = { ok: "✓", warn: "!", fail: "✗", skipped: "-" } as const;
+const STEPS_LEGEND = `STEPS, in order: ${STEPS.join(", ")} (✓ passed, ! warning, ✗ failed, - skipped)`;
+
 function summaryTable(reports: MachineReport[]): string {
   const rows = reports.map((report) => {
     const { facts } = report;
     return [
       report.machine,
       report.ok ? "ok" : "FAILED",
-      report.steps.map((s) => ({ ok: "✓", warn: "!", fail: "✗", skipped: "-" })[s.status]).join(""),
+      report.steps.map((s) => STEP_MARKS[s.status]).join(""),
       facts.nixVersion ?? "-",
       facts.signer ?? "-",
       facts.load === undefined ? "-" : facts.load.toFixed(2),
@@ -154,10 +164,6 @@ function problemJson(problem: OffloadError) {
     location: problem.location ? formatLocation(problem.location) : null,
     fix: problem.fix ?? null,
   };
-}
-
-export function machineAddress(machine: BuildMachine): string {
-  return `${machine.user ? `${machine.user}@` : ""}${machine.name}${machine.port ? `:${machine.port}` : ""}`;
 }
 
 function machineTable(machines: BuildMachine[]): string {

@@ -8,12 +8,13 @@ import type { Command } from "commander";
 import { loadConfig } from "../config/load.js";
 import { OffloadError } from "../errors.js";
 import { reasonLine, reasonsWithFixes } from "../failures.js";
-import { interpretSettings } from "../hook/settings.js";
+import { NO_REMOTE_BUILDS, checkRestrictionNames, interpretSettings } from "../hook/settings.js";
 import { parseDerivation } from "../nix/drv.js";
 import { parseNixConfig } from "../remote/probes.js";
 import { selectionInput } from "../select/current-state.js";
-import { selectMachine, type BuildRequest } from "../select/select.js";
+import { selectMachine, type BuildRequest, type Decision } from "../select/select.js";
 import { stateDir } from "../select/state-dir.js";
+import { assertHookUser } from "./hook-user.js";
 
 const run = promisify(execFile);
 
@@ -42,10 +43,16 @@ export function registerExplain(program: Command): void {
 }
 
 async function explain(options: ExplainOptions): Promise<void> {
+  const dir = stateDir();
+  assertHookUser(dir);
   const config = await loadConfig({ config: options.config });
   const settings = interpretSettings(await localNixSettings(options), process.env);
+  checkRestrictionNames(settings.restriction, config.machines);
   const request = await buildRequest(options, settings.localState.maxJobs);
-  const decision = selectMachine(await selectionInput(config, settings, request, stateDir()));
+  const decision: Decision =
+    settings.builders.kind === "none"
+      ? { verdict: "decline-permanently", candidates: [], reasons: [], local: "the local machine builds everything", summary: NO_REMOTE_BUILDS }
+      : selectMachine(await selectionInput(config, settings, request, dir));
   const machines = reasonsWithFixes(decision.reasons, config.machines, request);
   if (options.json) {
     const { verdict, summary, local } = decision;

@@ -14,15 +14,22 @@ const TEMPLATE = `// Build machines for offload. This file is TypeScript, run as
 // Fields are documented in your editor: hover over any of them.
 import { buildMachine, localMachine } from "offload";
 
+// For a fleet: each machine's host key, from its /etc/ssh/ssh_host_ed25519_key.pub.
+// const hostKeys: Record<string, string> = {
+//   ruby: "ssh-ed25519 AAAA...",
+//   kana: "ssh-ed25519 AAAA...",
+// };
+
 export default [
   // The local machine competes with the remote ones: with a higher speed it keeps builds
   // it has free slots for, instead of always sending them away.
   localMachine({ speed: 1 }),
 
   // buildMachine({
-  //   name: "builder1.example.org",   // host name, IP or ~/.ssh/config alias
+  //   name: "builder1",                 // unique: logs, offload status, --builders 'offload:only=builder1'
+  //   host: "builder1.example.org",     // where to connect: host name, IP or ~/.ssh/config alias (default: name)
   //   port: 22,
-  //   user: "nix",
+  //   user: "nix",                      // root, or in trusted-users of the builder's nix.conf
   //   systems: ["x86_64-linux", "i686-linux"],
   //   hostKey: "ssh-ed25519 AAAA...",  // the machine's /etc/ssh/ssh_host_ed25519_key.pub
   //   privateKey: "/root/.ssh/id_builders",
@@ -34,9 +41,9 @@ export default [
   //   signingKey: "builder1-1:...",     // its nix-store --generate-binary-cache-key public key
   // }),
 
-  // A fleet from a list:
-  // ...["ruby", "kana"].map((name) =>
-  //   buildMachine({ name, user: "nix", systems: ["x86_64-linux"], hostKey: hostKeys[name] })),
+  // A fleet from the list above:
+  // ...Object.entries(hostKeys).map(([name, hostKey]) =>
+  //   buildMachine({ name, user: "nix", systems: ["x86_64-linux"], hostKey })),
 ];
 `;
 

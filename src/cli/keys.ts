@@ -5,6 +5,7 @@ import type { Command } from "commander";
 import { hostname } from "node:os";
 import { OffloadError } from "../errors.js";
 import { generateKeyPair, validateKeyName } from "../nix/keys.js";
+import { guixKeygen } from "./guix.js";
 import {
   checkNotWritableByOthers,
   configDir,
@@ -17,6 +18,7 @@ import {
 interface KeygenOptions {
   name?: string;
   force?: boolean;
+  guix?: boolean;
 }
 
 /** Nix's convention for key names is "<host>-<generation>". */
@@ -25,6 +27,10 @@ export function defaultKeyName(): string {
 }
 
 async function keygen(options: KeygenOptions): Promise<void> {
+  if (options.guix) {
+    if (options.name !== undefined) throw new OffloadError("Guix keys have no name: --name and --guix do not go together", { code: "usage", fix: "offload keygen --guix" });
+    return guixKeygen(options);
+  }
   const name = options.name ?? defaultKeyName();
   validateKeyName(name);
   const dir = configDir();
@@ -42,10 +48,9 @@ async function keygen(options: KeygenOptions): Promise<void> {
   await writeFileAtomic(publicFile, key.publicKey.toString(), 0o644);
   process.stderr.write(
     `offload: wrote ${secretFile} (mode 0600) and ${publicFile}\n` +
-      `  next: copy signing-key.pub to the machines that import from this one and run \`offload authorize signing-key.pub\` there\n` +
-      `  on a builder, \`secret-key-files = ${secretFile}\` in nix.conf makes Nix sign what it builds with this key\n`,
+      `  next: on each build machine, add this public key to trusted-public-keys in /etc/nix/nix.conf (offload signs the inputs it sends with it)\n`,
   );
-  // Only the public key goes to stdout, so `offload keygen | ssh builder offload authorize` works.
+  // Only the public key goes to stdout, so that scripts can pass it on (to a builder's nix.conf).
   process.stdout.write(`${key.publicKey.toString()}\n`);
 }
 
@@ -55,5 +60,6 @@ export function registerKeys(program: Command): void {
     .description("create this machine's signing key pair (signing-key.sec / signing-key.pub in the config dir)")
     .option("--name <name>", `key name, default "<hostname>-1" (here "${defaultKeyName()}")`)
     .option("--force", "replace an existing key pair")
+    .option("--guix", "a Guix key pair instead (guix-signing-key.sec / .pub, Guix's format: ECDSA on Ed25519)")
     .action(keygen);
 }

@@ -4,6 +4,7 @@ import { machineStatus, type MachineStatus } from "../check/machine-status.js";
 import { loadConfig } from "../config/load.js";
 import { stateDir } from "../select/state-dir.js";
 import { selectMachines } from "./check.js";
+import { assertHookUser } from "./hook-user.js";
 import { formatTable } from "./table.js";
 
 const WATCH_INTERVAL_MS = 2000;
@@ -23,9 +24,10 @@ export function registerStatus(program: Command): void {
     .option("--watch", `refresh in place every ${WATCH_INTERVAL_MS / 1000} s until Ctrl-C (with --json: one document per line)`)
     .option("--config <file>", "machines.ts to use (default: $OFFLOAD_CONFIG or /etc/offload/machines.ts)")
     .action(async (regex: string | undefined, options: StatusOptions) => {
+      const dir = stateDir();
+      assertHookUser(dir);
       const config = await loadConfig({ config: options.config });
       const machines = selectMachines(config.machines, regex);
-      const dir = stateDir();
       const gather = () => Promise.all(machines.map((machine) => machineStatus(machine, dir)));
       if (!options.watch) {
         const statuses = await gather();

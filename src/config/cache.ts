@@ -53,11 +53,16 @@ export function readCompiledConfig(cacheDir: string, configPath: string): Compil
   return entry;
 }
 
+/** Keeps `compiled` for the next load; a cache that cannot be written (a user without a home) only costs time. */
 export function writeCompiledConfig(cacheDir: string, configPath: string, compiled: CompiledConfig): void {
-  mkdirSync(cacheDir, { recursive: true, mode: 0o700 });
-  if (!isPrivate(cacheDir)) return; // never publish root's code where others can tamper with it
-  const file = entryPath(cacheDir, configPath);
-  const temporary = `${file}.${process.pid}.tmp`;
-  writeFileSync(temporary, JSON.stringify(compiled), { mode: 0o600 });
-  renameSync(temporary, file);
+  try {
+    mkdirSync(cacheDir, { recursive: true, mode: 0o700 });
+    if (!isPrivate(cacheDir)) return; // never publish root's code where others can tamper with it
+    const file = entryPath(cacheDir, configPath);
+    const temporary = `${file}.${process.pid}.tmp`;
+    writeFileSync(temporary, JSON.stringify(compiled), { mode: 0o600 });
+    renameSync(temporary, file);
+  } catch (error) {
+    if (!["EACCES", "EPERM", "EROFS", "ENOENT", "ENOSPC"].includes((error as NodeJS.ErrnoException).code ?? "")) throw error;
+  }
 }

@@ -46,7 +46,7 @@ function toNix(machine: BuildMachine, options: ExportOptions, wholeSpeeds: boole
   const portSyntax = atLeast(options.nix, 2, 31);
   const port = machine.port !== undefined && machine.port !== 22 ? machine.port : undefined;
   if (port !== undefined && !portSyntax) {
-    notes.push(`port ${port}: Nix ${options.nix.text} has no port syntax (2.31 added ssh://host:port), so give root's ssh_config "Host ${machine.name}" with "Port ${port}"`);
+    notes.push(`port ${port}: Nix ${options.nix.text} has no port syntax (2.31 added ssh://host:port), so give root's ssh_config "Host ${machine.host}" with "Port ${port}"`);
   }
   let speedFactor = machine.speed;
   if (wholeSpeeds && !Number.isInteger(speedFactor)) {
@@ -61,7 +61,7 @@ function toNix(machine: BuildMachine, options: ExportOptions, wholeSpeeds: boole
   return {
     name: machine.name,
     user: machine.user,
-    host: portSyntax && machine.name.includes(":") ? `[${machine.name}]` : machine.name,
+    host: portSyntax && machine.host.includes(":") ? `[${machine.host}]` : machine.host,
     port: portSyntax ? port : undefined,
     remoteStore: machine.remoteStore,
     systems: machine.systems,

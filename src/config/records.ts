@@ -30,6 +30,7 @@ export function buildMachine(options: BuildMachineOptions): BuildMachine {
   const record: Branded<BuildMachine> = {
     kind: "build-machine",
     name: o.name as string,
+    host: o.host ?? (o.name as string),
     port: o.port,
     user: o.user,
     systems: o.systems as BuildMachine["systems"],

@@ -43,6 +43,7 @@ const throwsToText = (parse: (v: string) => unknown): Check => (v) => {
 /** Every field a record may have, with its check. Unlisted fields are rejected. */
 const BUILD_MACHINE_FIELDS: Record<keyof BuildMachineOptions, Check> = {
   name: (v) => string(v) ?? (/[\s/]/.test(v as string) ? "must not contain spaces or slashes" : undefined),
+  host: (v) => string(v) ?? (/\s/.test(v as string) ? "must not contain spaces" : undefined),
   port: (v) => (Number.isInteger(v) && (v as number) >= 1 && (v as number) <= 65535 ? undefined : "must be an integer from 1 to 65535"),
   user: string,
   systems: (v) => {

@@ -14,7 +14,7 @@ import { dependenciesFirst } from "../store/archive-export.js";
 import type { SpooledPath } from "../store/import-verified.js";
 import { landVerified } from "../store/land.js";
 import { openLocalStore } from "../store/local-store.js";
-import { outputFixes } from "../store/machine-trust.js";
+import { outputFixes, pinnedBy } from "../store/machine-trust.js";
 import { makeScratch, removeScratch } from "../store/scratch.js";
 import type { ServeClient } from "../store/serve.js";
 import type { BuildResult } from "../store/serve-build.js";
@@ -190,6 +190,7 @@ async function fetchOutputs(job: BuildJob, drv: Derivation, remote: ServeClient)
     await moving(download(), job, `fetching the outputs of ${job.drvPath} from ${name}`);
     const landed = await landVerified(items, {
       trustedKeys: job.trustedKeys,
+      pinnedBy: pinnedBy(job.link.machine),
       origin: `outputs of ${job.drvPath} from ${name}`,
       fixes: outputFixes(job.link.machine),
       workDir: spool,

@@ -8,7 +8,7 @@ import { clockSkew, diskLow, overloaded } from "../failures.js";
 import { storeFilesDir } from "../remote/probes.js";
 import { linkMachine, type MachineLink } from "../remote/machine-link.js";
 import { selectionInput } from "../select/current-state.js";
-import { recordFacts } from "../select/machine-facts.js";
+import { recordFacts, recordHash } from "../select/machine-facts.js";
 import { selectMachine, type BuildRequest, type Decision } from "../select/select.js";
 import { acquireSlot, type Slot } from "../select/slots.js";
 import type { Reply } from "./protocol.js";
@@ -60,7 +60,7 @@ async function tryLink(machine: BuildMachine, context: ClaimContext): Promise<Ma
     link = await linkMachine(machine, { agentStateDir: context.useAgent ? context.stateDir : undefined }, context.say);
   } catch (error) {
     const failure = asOffloadError(error);
-    recordFacts(context.stateDir, machine.name, { failure: { message: failure.message, at: Date.now() } });
+    recordFacts(context.stateDir, machine.name, { failure: { message: failure.message, at: Date.now(), code: failure.code, record: recordHash(machine) } });
     context.warn(`offload: cannot build on ${machine.name}: ${formatError(failure)}`);
     return undefined;
   }

@@ -19,7 +19,7 @@ import { machineTrustedKeys } from "../store/machine-trust.js";
 import { EXIT, buildOnMachine } from "./build.js";
 import { claimMachine } from "./claim.js";
 import { HookChannel, Level, type HookIo } from "./protocol.js";
-import { interpretSettings } from "./settings.js";
+import { NO_REMOTE_BUILDS, checkRestrictionNames, interpretSettings, machinesInEffect } from "./settings.js";
 
 /** Free space a machine's store must have to get a build, unless $OFFLOAD_MIN_FREE_MIB says otherwise. */
 const DEFAULT_MIN_FREE_MIB = 100;
@@ -37,8 +37,12 @@ export async function runHook(io: HookIo, env: NodeJS.ProcessEnv = process.env):
     sweepScratch(spoolDir);
     sweepScratch(landingDir());
     const settings = interpretSettings(await channel.readSettings(), env);
+    // Before machines.ts: a build that asked for no remote builds must not fail on it.
+    if (settings.builders.kind === "none") return declinePermanently(channel, `offload: ${NO_REMOTE_BUILDS}`);
     const config = await loadHookConfig(env);
-    if (!config || config.machines.length === 0) return declinePermanently(channel);
+    if (!config) return declinePermanently(channel);
+    checkRestrictionNames(settings.restriction, config.machines);
+    if (config.machines.length === 0) return declinePermanently(channel);
     const signingKey = await (async () => {
       await checkPrivate(secretKeyPath(), "offload signing key");
       return readSecretKeyFile(secretKeyPath());
@@ -69,6 +73,8 @@ export async function runHook(io: HookIo, env: NodeJS.ProcessEnv = process.env):
         const trustedKeys = machineTrustedKeys(link.machine, acl);
         channel.message(Level.Talkative, `offload: ${claim.decision.summary}`);
         const { inputs, wantedOutputs } = await channel.accept(link.machine.name);
+        // Said in every build's log: a choice Nix dropped (from a user it does not trust) is noticed there.
+        channel.buildLog(`${machinesInEffect(settings)}\n`);
         try {
           const seconds = await buildOnMachine({ link, drvPath: request.drvPath!, inputs, wantedOutputs, settings, signingKey, spoolDir, trustedKeys, say, buildLog: (b) => channel.buildLog(b) });
           try {
@@ -120,9 +126,12 @@ async function loadHookConfig(env: NodeJS.ProcessEnv): Promise<LoadedConfig | un
   }
 }
 
-/** No machines at all: tell the daemon not to ask again in this session (Nix's reply for an empty machines list). */
-async function declinePermanently(channel: HookChannel): Promise<number> {
-  if (await channel.nextRequest()) channel.reply("decline-permanently");
+/** Nix's reply for an empty machines list (the daemon asks no more in this session), after saying `why` if there is more to say. */
+async function declinePermanently(channel: HookChannel, why?: string): Promise<number> {
+  if (await channel.nextRequest()) {
+    if (why) channel.message(Level.Info, why);
+    channel.reply("decline-permanently");
+  }
   return EXIT.success;
 }
 

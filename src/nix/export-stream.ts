@@ -1,8 +1,10 @@
 // The `nix-store --export` / `--import` stream (export-import.cc): per path u64 1, the NAR,
 // u64 0x4558494e, path, references, deriver or "", a signature slot (0, or 1 + string);
 // u64 0 ends the stream. Nix 2.8 reads and ignores the slot's string; Guix puts its
-// signature there, and so do we.
-import { randomBytes } from "node:crypto";
+// signature there, and so do we. Guix's signature covers the SHA-256 of the item's bytes
+// from its NAR through its deriver (local-store.cc exportPath): read items carry that hash.
+import { createHash, randomBytes } from "node:crypto";
+import type { Hash } from "node:crypto";
 import { open, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { OffloadError } from "../errors.js";
@@ -22,6 +24,10 @@ const MAX_SIGNATURE_LENGTH = 64 * 1024;
 export interface ExportItem extends PathInfo {
   /** Temporary file holding the NAR exactly as received; the caller removes it. */
   narFile: string;
+  /** SHA-256 of the item as received, from its NAR through its deriver: what a Guix signature signs. */
+  itemHash: Buffer;
+  /** The signature slot's bytes as received (a Guix signature is binary, not UTF-8). */
+  signatureBytes?: Buffer;
 }
 
 export interface ReadExportOptions {
@@ -83,14 +89,31 @@ async function readItem(reader: WireReader, storeDir: string, narFile: string): 
   const file = await open(narFile, "wx", 0o600).catch((error: Error) => {
     throw new OffloadError(`export stream: creating ${narFile} failed: ${error.message}`, { code: "export-spool", cause: error });
   });
+  const itemHash = createHash("sha256");
   let nar: { narHash: Buffer; narSize: number };
   try {
     nar = await copyNar(reader, async (bytes) => {
+      itemHash.update(bytes);
       await file.write(bytes);
     });
   } finally {
     await file.close();
   }
+  reader.setTap((bytes) => itemHash.update(bytes));
+  try {
+    return await readTrailer(reader, storeDir, { narFile, narHash: nar.narHash, narSize: nar.narSize }, itemHash);
+  } finally {
+    reader.setTap(undefined);
+  }
+}
+
+/** What follows an item's NAR; `itemHash` sees the bytes up to the deriver, then stops. */
+async function readTrailer(
+  reader: WireReader,
+  storeDir: string,
+  nar: Pick<ExportItem, "narFile" | "narHash" | "narSize">,
+  itemHash: Hash,
+): Promise<ExportItem> {
   const magic = await reader.u64("the export magic");
   if (magic !== BigInt(EXPORT_MAGIC)) {
     throw bad(`expected the magic 0x4558494e after the NAR but found 0x${magic.toString(16)}`);
@@ -105,15 +128,17 @@ async function readItem(reader: WireReader, storeDir: string, narFile: string): 
   }
   const deriverText = await reader.string(MAX_PATH_LENGTH, "deriver");
   const deriver = deriverText === "" ? undefined : checkStorePath(deriverText, storeDir, `deriver of ${path}`);
+  reader.setTap(undefined);
   const slot = await reader.u64("the signature slot");
-  let signatures: string[] = [];
+  let signatureBytes: Buffer | undefined;
   if (slot === 1n) {
-    const signature = await reader.string(MAX_SIGNATURE_LENGTH, "the signature");
-    signatures = signature === "" ? [] : [signature]; // an empty string signs nothing
+    signatureBytes = Buffer.from(await reader.stringBytes(MAX_SIGNATURE_LENGTH, "the signature"));
   } else if (slot !== 0n) {
     throw bad(`signature slot of ${path} is ${slot}, expected 0 (none) or 1 (one signature)`);
   }
-  return { path, references, deriver, signatures, narHash: nar.narHash, narSize: nar.narSize, narFile };
+  // An empty string signs nothing.
+  const signatures = signatureBytes?.length ? [signatureBytes.toString("utf8")] : [];
+  return { path, references, deriver, signatures, ...nar, itemHash: itemHash.digest(), ...(signatureBytes?.length ? { signatureBytes } : {}) };
 }
 
 /** One path to write into an export stream. */
@@ -121,8 +146,11 @@ export interface ExportSource {
   path: string;
   references: Iterable<string>;
   deriver?: string;
-  /** Goes into the signature slot; Nix 2.8's import reads and ignores it. */
-  signature?: string;
+  /**
+   * Goes into the signature slot; Nix 2.8's import reads and ignores it. A Buffer goes as it
+   * is; a function is given the item's hash (ExportItem.itemHash) to sign, as Guix signs.
+   */
+  signature?: string | Buffer | ((itemHash: Buffer) => Buffer);
   /** The path's NAR, streamed through unchanged. */
   nar: AsyncIterable<Buffer>;
 }
@@ -138,10 +166,15 @@ export async function* writeExportStream(
     for (const reference of references) parseStorePath(reference, storeDir);
     if (item.deriver !== undefined) parseStorePath(item.deriver, storeDir);
     yield new WireWriter().u64(1).toBuffer();
-    yield* item.nar;
+    const itemHash = typeof item.signature === "function" ? createHash("sha256") : undefined;
+    for await (const chunk of item.nar) {
+      itemHash?.update(chunk);
+      yield chunk;
+    }
     const tail = new WireWriter().u64(EXPORT_MAGIC).string(item.path).strings(references).string(item.deriver ?? "");
-    if (item.signature === undefined) tail.u64(0);
-    else tail.u64(1).string(item.signature);
+    const signature = typeof item.signature === "function" ? item.signature(itemHash!.update(tail.toBuffer()).digest()) : item.signature;
+    if (signature === undefined) tail.u64(0);
+    else tail.u64(1).string(signature);
     yield tail.toBuffer();
   }
   yield new WireWriter().u64(0).toBuffer();

@@ -44,10 +44,12 @@ export function signatureKeyName(signature: string): string | undefined {
  * Finds a signature on `info` made by one of `trustedKeys` (looked up by name, as Nix does).
  * Otherwise says why not: no signature, only signatures by unknown keys, or a signature by
  * a trusted key that does not match (tampered NAR hash, size or references, or a forgery).
+ * `pinnedBy` names the machine whose pinned signingKey `trustedKeys` is, else they are the ACL.
  */
 export function verifyPathSignatures(
   info: SignedFields & Pick<PathInfo, "signatures">,
   trustedKeys: readonly PublicKey[],
+  pinnedBy?: string,
 ): SignatureVerdict {
   if (info.signatures.length === 0) {
     return { valid: false, code: "unsigned", reason: `${info.path} has no signature` };
@@ -79,7 +81,9 @@ export function verifyPathSignatures(
   return {
     valid: false,
     code: "unknown-key",
-    reason: `${info.path} is signed by unknown key ${quoteList(unknown)} (not in the ACL)`,
+    reason: pinnedBy
+      ? `${info.path} is signed by ${quoteList(unknown)}, which does not match the pinned signingKey ${quoteList(trustedKeys.map((key) => key.name))} of ${pinnedBy}`
+      : `${info.path} is signed by unknown key ${quoteList(unknown)} (not in the ACL)`,
   };
 }
 

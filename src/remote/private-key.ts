@@ -4,7 +4,7 @@
 import { readFileSync } from "node:fs";
 import ssh2 from "ssh2";
 import type { ParsedKey } from "ssh2";
-import { checkKeyFile, unreadable } from "./key-file.js";
+import { checkKeyFile, deniedToUser, unreadable } from "./key-file.js";
 
 export interface ClientKey {
   path: string;
@@ -20,7 +20,7 @@ export function loadClientKey(path: string): ClientKey {
   try {
     data = readFileSync(path);
   } catch (error) {
-    throw unreadable(path, `cannot be read: ${(error as Error).message}`, `ls -l ${path}   (it must be readable by the user running the nix daemon)`, error);
+    throw deniedToUser(path, error) ?? unreadable(path, `cannot be read: ${(error as Error).message}`, `ls -l ${path}   (it must be readable by the user running the nix daemon)`, error);
   }
   const parsed = ssh2.utils.parseKey(data);
   if (parsed instanceof Error) {

@@ -9,8 +9,10 @@ import { OffloadError } from "../errors.js";
 import { knownHostsName } from "./host-keys.js";
 
 export interface SshTargetSpec {
-  /** Host name, address or ~/.ssh/config alias. */
+  /** The machine's name, for messages; where to connect when `host` is absent. */
   name: string;
+  /** Host name, address or ~/.ssh/config alias to connect to. */
+  host?: string;
   port?: number;
   user?: string;
   /** Path of the private key; overrides the alias's IdentityFile. */
@@ -126,7 +128,8 @@ export function resolveSshTarget(spec: SshTargetSpec, options: SshConfigOptions 
   const systemPath = options.systemSshConfigPath === undefined ? "/etc/ssh/ssh_config" : options.systemSshConfigPath;
   const config = loadConfig(options.sshConfigPath ?? `${home}/.ssh/config`, systemPath, home);
   // Match exec would run shell commands from the config inside the build hook; ssh's other criteria suffice.
-  const computed = config?.compute(spec.name, { ignoreCase: true, matchExec: false }) ?? {};
+  const alias = spec.host ?? spec.name;
+  const computed = config?.compute(alias, { ignoreCase: true, matchExec: false }) ?? {};
   // offload connects directly; silently bypassing a jump host would reach the wrong network.
   for (const directive of ["proxyjump", "proxycommand"]) {
     const value = first(computed[directive]);
@@ -137,14 +140,14 @@ export function resolveSshTarget(spec: SshTargetSpec, options: SshConfigOptions 
       });
     }
   }
-  const host = first(computed.hostname)?.replace(/%h/g, spec.name) ?? spec.name;
+  const host = first(computed.hostname)?.replace(/%h/g, alias) ?? alias;
   const configPort = first(computed.port);
   const port = spec.port ?? (configPort === undefined ? 22 : Number(configPort));
   if (!Number.isInteger(port) || port < 1 || port > 65535) {
-    throw new OffloadError(`SSH port of ${spec.name} is not a valid port: ${configPort}`, { code: "ssh-config", fix: `fix the Port line of Host ${spec.name} in ${options.sshConfigPath ?? "~/.ssh/config"}` });
+    throw new OffloadError(`SSH port of ${spec.name} is not a valid port: ${configPort}`, { code: "ssh-config", fix: `fix the Port line of Host ${alias} in ${options.sshConfigPath ?? "~/.ssh/config"}` });
   }
   const user = spec.user ?? first(computed.user) ?? "root";
-  const tokens = { d: home, u: userInfo().username, h: host, r: user, p: String(port), n: spec.name };
+  const tokens = { d: home, u: userInfo().username, h: host, r: user, p: String(port), n: alias };
   const configured = ([] as string[])
     .concat(computed.identityfile ?? [])
     .filter((file) => file.toLowerCase() !== "none")

@@ -5,7 +5,7 @@
 import type { BuildMachine, LocalMachine } from "../../types/index.js";
 import type { HookSettings } from "../hook/settings.js";
 import { derivationName, readDurations, type Durations } from "./durations.js";
-import { machineState, readFacts } from "./machine-facts.js";
+import { machineState, readFacts, recordHash } from "./machine-facts.js";
 import type { BuildRequest, MachineState, SelectionInput } from "./select.js";
 import { heldSlots, slotHolders } from "./slots.js";
 
@@ -42,7 +42,7 @@ export async function currentStates(
   const entries = await Promise.all(
     relevant.map(async (machine) => {
       const inUse = await heldSlots(stateDir, machine.name, machine.parallelBuilds);
-      const state = machineState(readFacts(stateDir, machine.name), inUse, now);
+      const state = machineState(readFacts(stateDir, machine.name), inUse, now, recordHash(machine));
       if (durations && inUse >= machine.parallelBuilds) state.freeIn = await freeIn(stateDir, machine, durations, now);
       return [machine.name, state] as const;
     }),

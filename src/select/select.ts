@@ -28,7 +28,7 @@ export interface MachineState {
   slotsInUse: number;
   /** 1-minute load average divided by CPU count, when recently measured. */
   load?: number;
-  /** Why the machine could not be reached recently, if it could not. */
+  /** Why the machine could not be used recently (reached or logged in to), as one line, if it could not. */
   unreachable?: string;
   /** Its store's free space was found below the minimum recently: the message saying so. */
   diskLow?: string;
@@ -115,7 +115,7 @@ export function selectMachine(input: SelectionInput): Decision {
       continue;
     }
     eligible++;
-    if (state.unreachable) reject("unreachable", `unreachable: ${state.unreachable}`);
+    if (state.unreachable) reject("unreachable", state.unreachable);
     else if (state.slotsInUse >= machine.parallelBuilds) reject("slots-full", `all ${machine.parallelBuilds} slots busy`);
     else if (state.diskLow) reject("disk-low", `disk low: ${state.diskLow}`);
     else if (machine.overloadThreshold !== null && state.load !== undefined && state.load > machine.overloadThreshold) {
@@ -205,7 +205,7 @@ function eligibility(
   const supported = new Set([...machine.features, ...machine.mandatoryFeatures]);
   const missing = [...required].filter((f) => !supported.has(f));
   if (missing.length > 0) {
-    return { code: "missing-feature", detail: `lacks required feature${missing.length > 1 ? "s" : ""} ${missing.join(", ")} (add to features if it has them)` };
+    return { code: "missing-feature", detail: `lacks required feature${missing.length > 1 ? "s" : ""} ${missing.join(", ")}` };
   }
   // …and every mandatory feature of the machine required by the derivation.
   const unrequested = machine.mandatoryFeatures.filter((f) => !required.has(f));

@@ -25,6 +25,8 @@ export type { Refusal };
 export interface VerifyOptions {
   /** Keys whose signatures are accepted. */
   trustedKeys: readonly PublicKey[];
+  /** The machine whose pinned signingKey `trustedKeys` is (else they are the ACL), for messages. */
+  pinnedBy?: string;
   /** What is being imported, for messages: e.g. "archive" or "outputs from builder1". */
   origin: string;
   /** How to fix each kind of refusal, in the words of the caller's situation. */
@@ -86,16 +88,33 @@ export async function verifySpooled(items: readonly SpooledPath[], options: Veri
   const refuse = (message: string, code: Refusal) =>
     new OffloadError(`${options.origin} refused, nothing imported: ${message}`, { code, fix: options.fixes[code] });
   const signers = new Map<string, string>();
-  const position = new Map<string, number>();
   items.forEach((item, index) => {
     const where = `item ${index + 1} of ${items.length}`;
-    if (position.has(item.path)) throw refuse(`${item.path} appears twice (${where})`, "duplicate-path");
-    position.set(item.path, index);
-    const verdict = verifyPathSignatures(item, options.trustedKeys);
+    const verdict = verifyPathSignatures(item, options.trustedKeys, options.pinnedBy);
     if (!verdict.valid) throw refuse(`${verdict.reason} (${where})`, verdict.code);
     signers.set(item.path, verdict.key.name);
   });
+  await checkImportOrder(items, options.origin, refuse, (paths) => store.queryValidPaths(paths, { lock: true }));
+  return signers;
+}
 
+export type OrderRefusal = "duplicate-path" | "reference-order" | "missing-reference";
+
+/**
+ * Checks that `items` can be imported in their order: every path listed once, every
+ * reference earlier in the set or valid in the store (`queryValid`). Shared with Guix imports.
+ */
+export async function checkImportOrder(
+  items: readonly Pick<PathInfo, "path" | "references">[],
+  origin: string,
+  refuse: (message: string, code: OrderRefusal) => OffloadError,
+  queryValid: (paths: Set<string>) => Promise<Set<string>>,
+): Promise<void> {
+  const position = new Map<string, number>();
+  items.forEach((item, index) => {
+    if (position.has(item.path)) throw refuse(`${item.path} appears twice (item ${index + 1} of ${items.length})`, "duplicate-path");
+    position.set(item.path, index);
+  });
   const outside = new Set<string>();
   items.forEach((item, index) => {
     for (const reference of item.references) {
@@ -104,17 +123,16 @@ export async function verifySpooled(items: readonly SpooledPath[], options: Veri
       else if (at > index) throw refuse(`${item.path} refers to ${reference}, which comes later (dependencies must come first)`, "reference-order");
     }
   });
-  const valid = await store.queryValidPaths(outside, { lock: true });
+  const valid = await queryValid(outside);
   const missing = [...outside].filter((reference) => !valid.has(reference)).sort();
   if (missing.length > 0) {
     const referrer = items.find((item) => item.references.includes(missing[0]!))!;
     throw refuse(
-      `${referrer.path} refers to ${missing[0]}, which is neither in the ${options.origin} nor in the store` +
+      `${referrer.path} refers to ${missing[0]}, which is neither in the ${origin} nor in the store` +
         (missing.length > 1 ? ` (${missing.length} missing references in all)` : ""),
       "missing-reference",
     );
   }
-  return signers;
 }
 
 /** Deletes the paths this run added and says how that went. */

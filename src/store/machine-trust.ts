@@ -16,6 +16,11 @@ export function machineTrustedKeys(machine: BuildMachine, acl: readonly PublicKe
   });
 }
 
+/** The machine's name when its outputs must carry its pinned key (not any ACL key): messages say so. */
+export function pinnedBy(machine: BuildMachine): string | undefined {
+  return machine.signingKey ? machine.name : undefined;
+}
+
 /** The fix for each way a machine's output can fail verification. */
 export function outputFixes(machine: BuildMachine): VerifiedImportOptions["fixes"] {
   const keyFix = machine.signingKey

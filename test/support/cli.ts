@@ -10,9 +10,13 @@ export interface CliResult {
   stderr: string;
 }
 
-export function runCli(args: string[], env: NodeJS.ProcessEnv = {}, input?: string): Promise<CliResult> {
+/** With `uid`: as that user (and group), with nothing of this process's environment but PATH. */
+export function runCli(args: string[], env: NodeJS.ProcessEnv = {}, input?: string, uid?: number): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env } });
+    const child =
+      uid === undefined
+        ? spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env } })
+        : spawn("setpriv", ["--reuid", String(uid), "--regid", String(uid), "--clear-groups", "--", process.execPath, BIN, ...args], { env: { PATH: process.env.PATH, ...env } });
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));

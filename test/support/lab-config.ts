@@ -51,6 +51,6 @@ export function writeMachinesTs(configDir: string, records: Record<string, unkno
 }
 
 /** Environment for `offload` using that config dir, its own state dir and a shared compile cache. */
-export function configEnv(base: string, configDir: string): NodeJS.ProcessEnv {
+export function configEnv(base: string, configDir: string): Record<string, string> {
   return { OFFLOAD_CONFIG_DIR: configDir, OFFLOAD_STATE_DIR: join(configDir, "state"), OFFLOAD_CACHE_DIR: join(base, "cache") };
 }

@@ -12,7 +12,7 @@ export const FORMAT_NAMES: Record<Format, string> = {
 
 /** The order fields are written in: as types/index.d.ts documents them. */
 const FIELD_ORDER: Field[] = [
-  "name", "port", "user", "systems", "hostKey", "privateKey", "parallelBuilds", "speed", "features",
+  "name", "host", "port", "user", "systems", "hostKey", "privateKey", "parallelBuilds", "speed", "features",
   "mandatoryFeatures", "overloadThreshold", "remoteStore", "signingKey", "useSubstitutes", "connectTimeout", "enabled",
 ];
 

@@ -1,0 +1,218 @@
+// Client for guix-daemon's worker protocol (nix/nix-daemon/nix-daemon.cc and
+// nix/libstore/worker-protocol.hh in Guix's tree: Nix 1.x's protocol, version 0x164 in Guix
+// 1.5) over its Unix socket: the few operations offload needs to read and write a Guix store
+// through the daemon that owns it. Numbers and strings are Nix's wire encoding. While an
+// operation works, the daemon sends "stderr" messages: log lines, requests for input
+// (ImportPaths reads its archive that way), output (ExportPath writes its archive that way),
+// then "last" or "error".
+import { connect, type Socket } from "node:net";
+import { OffloadError } from "../errors.js";
+import { WireReader, WireWriter } from "../nix/wire.js";
+
+export const DEFAULT_GUIX_SOCKET = "/var/guix/daemon-socket/socket";
+export const GUIX_STORE_DIR = "/gnu/store";
+
+const WORKER_MAGIC_1 = 0x6e697863;
+const WORKER_MAGIC_2 = 0x6478696f;
+/** Guix 1.5 speaks 0x164; the daemon shapes its replies by the client's minor version, 0x63 needs nothing newer. */
+const CLIENT_VERSION = 0x163;
+
+const enum Op {
+  QueryValidPaths = 31,
+  QueryPathInfo = 26,
+  ExportPath = 16,
+  ImportPaths = 27,
+  CollectGarbage = 20,
+}
+
+const enum Stderr {
+  Next = 0x6f6c6d67,
+  Read = 0x64617461,
+  Write = 0x64617416,
+  Last = 0x616c7473,
+  Error = 0x63787470,
+}
+
+/** gcDeleteSpecific: delete the given paths if nothing refers to them. */
+const GC_DELETE_SPECIFIC = 3;
+const CONNECT_TIMEOUT_MS = 10_000;
+/** A daemon that sends nothing for this long is taken as hung (exports stream continuously). */
+const IDLE_TIMEOUT_MS = 300_000;
+
+export interface GuixPathInfo {
+  path: string;
+  deriver?: string;
+  /** SHA-256 of the NAR. */
+  narHash: Buffer;
+  narSize: number;
+  references: string[];
+}
+
+export interface GuixDaemonOptions {
+  /** Default $GUIX_DAEMON_SOCKET, else /var/guix/daemon-socket/socket. */
+  socket?: string;
+  /** The daemon's log lines for the client (e.g. "importing path …"). */
+  log?: (line: string) => void;
+}
+
+function protocolError(message: string, cause?: unknown): OffloadError {
+  return new OffloadError(`guix-daemon: ${message}`, { code: "guix-daemon-protocol", cause });
+}
+
+/** Hands out a byte stream in pieces of at most the size the daemon asks for. */
+class ChunkSource {
+  private readonly iterator: AsyncIterator<Buffer>;
+  private rest: Buffer = Buffer.alloc(0);
+
+  constructor(source: AsyncIterable<Buffer>) {
+    this.iterator = source[Symbol.asyncIterator]();
+  }
+
+  async take(max: number): Promise<Buffer> {
+    while (this.rest.length === 0) {
+      const next = await this.iterator.next();
+      if (next.done) return this.rest;
+      this.rest = next.value;
+    }
+    const piece = this.rest.subarray(0, max);
+    this.rest = this.rest.subarray(piece.length);
+    return piece;
+  }
+}
+
+export class GuixDaemon {
+  private readonly reader: WireReader;
+  private readonly log: (line: string) => void;
+
+  private constructor(
+    private readonly socket: Socket,
+    readonly path: string,
+    options: GuixDaemonOptions,
+  ) {
+    this.reader = new WireReader(socket);
+    this.log = options.log ?? (() => undefined);
+  }
+
+  /** Connects and exchanges the greeting; the connection acts as the calling user. */
+  static async connect(options: GuixDaemonOptions = {}): Promise<GuixDaemon> {
+    const path = options.socket ?? process.env.GUIX_DAEMON_SOCKET ?? DEFAULT_GUIX_SOCKET;
+    const socket = await new Promise<Socket>((resolve, reject) => {
+      const connection = connect({ path });
+      const timer = setTimeout(() => connection.destroy(new Error(`no connection within ${CONNECT_TIMEOUT_MS / 1000} s`)), CONNECT_TIMEOUT_MS);
+      connection.once("connect", () => (clearTimeout(timer), resolve(connection)));
+      connection.once("error", (error) => (clearTimeout(timer), reject(error)));
+    }).catch((error: Error) => {
+      throw new OffloadError(`cannot reach guix-daemon at ${path}: ${error.message}`, {
+        code: "guix-daemon-unreachable",
+        fix: "start guix-daemon (e.g. systemctl start guix-daemon), or point GUIX_DAEMON_SOCKET at its socket",
+        cause: error,
+      });
+    });
+    socket.setTimeout(IDLE_TIMEOUT_MS, () => socket.destroy(protocolError(`no answer within ${IDLE_TIMEOUT_MS / 1000} s`)));
+    const daemon = new GuixDaemon(socket, path, options);
+    try {
+      await daemon.send(new WireWriter().u64(WORKER_MAGIC_1));
+      if ((await daemon.reader.u64("the daemon's greeting")) !== BigInt(WORKER_MAGIC_2)) throw protocolError(`${path} does not speak guix-daemon's protocol`);
+      const version = await daemon.reader.num(0xffff, "the daemon's protocol version");
+      if (version >> 8 !== 1) throw protocolError(`unsupported protocol version 0x${version.toString(16)}`);
+      // No CPU affinity (minor ≥ 14), no reserved space (minor ≥ 11).
+      await daemon.send(new WireWriter().u64(CLIENT_VERSION).u64(0).u64(0));
+      await daemon.drain(daemon.work());
+    } catch (error) {
+      daemon.close();
+      throw error;
+    }
+    return daemon;
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+
+  private async send(message: WireWriter | Buffer): Promise<void> {
+    const bytes = Buffer.isBuffer(message) ? message : message.toBuffer();
+    await new Promise<void>((resolve, reject) => this.socket.write(bytes, (error) => (error ? reject(protocolError(`writing failed: ${error.message}`, error)) : resolve())));
+  }
+
+  /**
+   * The daemon's messages while it works: yields what it writes, answers its reads from
+   * `input`, passes log lines on; ends at "last", throws its error.
+   */
+  private async *work(input?: ChunkSource): AsyncGenerator<Buffer> {
+    for (;;) {
+      const code = Number(await this.reader.u64("a daemon message"));
+      if (code === Stderr.Last) return;
+      if (code === Stderr.Next) {
+        this.log((await this.reader.string(1 << 20, "a log line")).replace(/\n$/, ""));
+      } else if (code === Stderr.Write) {
+        yield await this.reader.stringBytes(1 << 26, "output data");
+      } else if (code === Stderr.Read) {
+        const max = await this.reader.num(1 << 26, "the size of a read");
+        if (input === undefined) throw protocolError("the daemon asked for input where none belongs");
+        await this.send(new WireWriter().string(await input.take(max)));
+      } else if (code === Stderr.Error) {
+        const message = (await this.reader.string(1 << 20, "an error message")).trim();
+        await this.reader.u64("the error status");
+        throw new OffloadError(`guix-daemon: ${message}`, { code: "guix-daemon-error" });
+      } else {
+        throw protocolError(`unknown message 0x${code.toString(16)}`);
+      }
+    }
+  }
+
+  private async drain(messages: AsyncGenerator<Buffer>): Promise<void> {
+    for await (const _ of messages) throw protocolError("unexpected output from the daemon");
+  }
+
+  async queryValidPaths(paths: Iterable<string>): Promise<Set<string>> {
+    await this.send(new WireWriter().u64(Op.QueryValidPaths).strings(paths));
+    await this.drain(this.work());
+    return new Set(await this.reader.strings(1 << 20, 4096, "valid paths"));
+  }
+
+  /** What the store registered for a valid `path`. */
+  async queryPathInfo(path: string): Promise<GuixPathInfo> {
+    await this.send(new WireWriter().u64(Op.QueryPathInfo).string(path));
+    await this.drain(this.work());
+    const deriver = await this.reader.string(4096, "deriver");
+    const hash = await this.reader.string(128, "NAR hash");
+    const references = await this.reader.strings(1 << 20, 4096, "references");
+    await this.reader.u64("registration time");
+    const narSize = Number(await this.reader.u64("NAR size"));
+    if (!/^[0-9a-f]{64}$/.test(hash)) throw protocolError(`NAR hash of ${path} is not base16 SHA-256: ${JSON.stringify(hash)}`);
+    return { path, deriver: deriver || undefined, narHash: Buffer.from(hash, "hex"), narSize, references: references.sort() };
+  }
+
+  /**
+   * `path` as one unsigned item of an export stream (NAR, magic, path, references, deriver,
+   * then 0 for "no signature"), streamed; the daemon refuses a path whose contents no
+   * longer match its registered hash. Read it to the end before the next operation.
+   */
+  async *exportPath(path: string): AsyncGenerator<Buffer> {
+    await this.send(new WireWriter().u64(Op.ExportPath).string(path).u64(0));
+    yield* this.work();
+    await this.reader.u64("the end of the export");
+  }
+
+  /**
+   * Imports an export stream (ending with 0). The daemon checks each item's signature
+   * against its own ACL (/etc/guix/acl) with `guix authenticate`, then registers it.
+   * Returns the imported paths.
+   */
+  async importPaths(stream: AsyncIterable<Buffer>): Promise<string[]> {
+    await this.send(new WireWriter().u64(Op.ImportPaths));
+    await this.drain(this.work(new ChunkSource(stream)));
+    return this.reader.strings(1 << 20, 4096, "imported paths");
+  }
+
+  /** Deletes `paths` if nothing refers to them and no root holds them; returns those deleted. */
+  async deletePaths(paths: Iterable<string>): Promise<string[]> {
+    // action, paths, ignoreLiveness, maxFreed, an obsolete field, two removed options (minor ≥ 5).
+    await this.send(new WireWriter().u64(Op.CollectGarbage).u64(GC_DELETE_SPECIFIC).strings(paths).u64(0).u64(0).u64(0).u64(0).u64(0));
+    await this.drain(this.work());
+    const deleted = await this.reader.strings(1 << 20, 4096, "deleted paths");
+    await this.reader.u64("bytes freed");
+    await this.reader.u64("an obsolete field");
+    return deleted;
+  }
+}
