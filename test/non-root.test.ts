@@ -6,7 +6,7 @@ import { chmodSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { generateKeyPair } from "../src/nix/keys.js";
 import { acquireSlot } from "../src/select/slots.js";
-import { runCli } from "./support/cli.js";
+import { readableCli, runCli } from "./support/cli.js";
 import { removeDir } from "./support/safe-dir.js";
 import { writeMachinesTs } from "./support/lab-config.js";
 
@@ -15,6 +15,7 @@ const HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFHI3/c8yvZiRIrPlNbVW/z785
 
 let dir: string;
 let env: NodeJS.ProcessEnv;
+let bin: string;
 
 beforeAll(async () => {
   // Not under root's home, which others cannot enter; laid out as an install would be, all root's.
@@ -31,13 +32,14 @@ beforeAll(async () => {
   mkdirSync(join(dir, "plain"), { mode: 0o755 });
   writeMachinesTs(join(dir, "plain"), [record]);
   env = { OFFLOAD_CONFIG_DIR: configDir, OFFLOAD_STATE_DIR: stateDir };
+  bin = readableCli(NOBODY, dir);
   // The hook has run: its state dir and slot secret exist.
   await (await acquireSlot(stateDir, "b0", 1))!.release();
 });
 
 afterAll(() => removeDir(dir));
 
-const asNobody = (args: string[]) => runCli(args, env, undefined, NOBODY);
+const asNobody = (args: string[]) => runCli(args, env, undefined, NOBODY, bin);
 
 test.each([
   ["status", ["status"]],
