@@ -9,6 +9,8 @@ import { generateKeyPair } from "../src/nix/keys.js";
 import { signPath } from "../src/nix/signature.js";
 import type { SpooledPath } from "../src/store/import-verified.js";
 import { landVerified, landingDir, narInfo, registration } from "../src/store/land.js";
+import { openLocalStore } from "../src/store/local-store.js";
+import type { ServeClient } from "../src/store/serve.js";
 import { makeSafeDir, removeDir } from "./support/safe-dir.js";
 import { buildTestClosure, deletePaths, isValidPath, nixPathInfo } from "./support/nix.js";
 
@@ -60,6 +62,16 @@ async function lockedWhile<T>(paths: string[], body: () => Promise<T>): Promise<
 /** This process's staging directories still in the store's landing area. */
 const leftovers = () => (existsSync(landingDir()) ? readdirSync(landingDir()).filter((name) => name.startsWith(`${process.pid}-`)) : []);
 
+/** A local store session for the landing's queries, closed afterwards. */
+async function withLocal<T>(body: (local: ServeClient) => Promise<T>): Promise<T> {
+  const local = await openLocalStore();
+  try {
+    return await body(local.client);
+  } finally {
+    await local.close();
+  }
+}
+
 const options = (warnings: string[] = []) => ({ trustedKeys: [key.publicKey], origin: "test outputs", fixes: FIXES, workDir: dir, warn: (line: string) => void warnings.push(line) });
 
 test("outputs whose locks another process holds land at once, registered as an import would register them", async () => {
@@ -68,7 +80,7 @@ test("outputs whose locks another process holds land at once, registered as an i
   const started = Date.now();
   const landed = await lockedWhile(
     items.map((item) => item.path),
-    () => landVerified(items, options(warnings)),
+    () => withLocal((local) => landVerified(items, local, options(warnings))),
   );
   expect(Date.now() - started).toBeLessThan(10_000);
   expect(warnings).toEqual([]);
@@ -84,7 +96,7 @@ test("outputs whose locks another process holds land at once, registered as an i
   expect(execFileSync("stat", ["-c", "%a %Y", join(lib, "data")], { encoding: "utf8" }).trim()).toBe("444 1");
   expect(leftovers()).toEqual([]);
   // A second landing of valid paths adds nothing.
-  const again = await landVerified(items, options());
+  const again = await withLocal((local) => landVerified(items, local, options()));
   expect(again.every((path) => !path.added)).toBe(true);
   deletePaths(items.map((item) => item.path).reverse());
 });
@@ -92,7 +104,7 @@ test("outputs whose locks another process holds land at once, registered as an i
 test("a refused signature writes nothing at all", async () => {
   const items = spooledClosure("land-refused");
   const forged = items.map((item, index) => (index === 1 ? { ...item, signatures: [signPath(item, generateKeyPair("intruder-1"))] } : item));
-  await expect(landVerified(forged, options())).rejects.toMatchObject({ code: "unknown-key" });
+  await expect(withLocal((local) => landVerified(forged, local, options()))).rejects.toMatchObject({ code: "unknown-key" });
   for (const item of items) {
     expect(isValidPath(item.path)).toBe(false);
     expect(existsSync(item.path)).toBe(false);
@@ -108,7 +120,7 @@ test("when registration fails, the written files are removed again", async () =>
   writeFileSync(join(bin, "nix-store"), `#!/bin/sh\nfor a; do [ "$a" = --register-validity ] && { echo "error: database is full" >&2; exit 1; }; done\nexec ${real} "$@"\n`);
   chmodSync(join(bin, "nix-store"), 0o755);
   const env = { ...process.env, PATH: `${bin}:${process.env.PATH}` };
-  await expect(landVerified(items, { ...options(), env })).rejects.toMatchObject({ code: "register-failed", message: expect.stringContaining("database is full") });
+  await expect(withLocal((local) => landVerified(items, local, { ...options(), env }))).rejects.toMatchObject({ code: "register-failed", message: expect.stringContaining("database is full") });
   for (const item of items) {
     expect(isValidPath(item.path)).toBe(false);
     expect(existsSync(item.path)).toBe(false);

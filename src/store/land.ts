@@ -23,8 +23,8 @@ import { restoreNar } from "../nix/nar.js";
 import { encodeNix32 } from "../nix/nix32.js";
 import { DEFAULT_STORE_DIR, hashPart } from "../nix/store-path.js";
 import { verifySpooled, type ImportedPath, type SpooledPath, type VerifyOptions } from "./import-verified.js";
-import { openLocalStore } from "./local-store.js";
 import { makeScratch, removeScratch } from "./scratch.js";
+import type { ServeClient } from "./serve.js";
 
 export interface LandOptions extends VerifyOptions {
   /** Where the files go; the store's real directory. Default /nix/store. */
@@ -37,27 +37,25 @@ export interface LandOptions extends VerifyOptions {
   env?: NodeJS.ProcessEnv;
 }
 
-/** Verifies `items` (dependencies first), then puts the ones not yet valid into the store; all or nothing. */
-export async function landVerified(items: readonly SpooledPath[], options: LandOptions): Promise<ImportedPath[]> {
+/**
+ * Verifies `items` (dependencies first), then puts the ones not yet valid into the store;
+ * all or nothing. `local` is a session of the local store used for queries only (it never
+ * writes, so it takes no path lock); its temporary GC roots keep the references alive until
+ * the new paths are registered.
+ */
+export async function landVerified(items: readonly SpooledPath[], local: ServeClient, options: LandOptions): Promise<ImportedPath[]> {
   const storeDir = options.storeDir ?? DEFAULT_STORE_DIR;
-  // Queries only: it never writes, so it takes no path lock. It also keeps temporary GC
-  // roots on the references until the new paths are registered.
-  const store = await openLocalStore({ env: options.env });
-  try {
-    const signers = await verifySpooled(items, options, store.client);
-    const present = await store.client.queryValidPaths(
-      items.map((item) => item.path),
-      { lock: true },
-    );
-    const fresh = items.filter((item) => !present.has(item.path));
-    if (fresh.length > 0) {
-      await writeAndRegister(fresh, storeDir, options);
-      await addSignatures(fresh, storeDir, options);
-    }
-    return items.map((item) => ({ path: item.path, signer: signers.get(item.path)!, added: !present.has(item.path) }));
-  } finally {
-    await store.close();
+  const signers = await verifySpooled(items, options, local);
+  const present = await local.queryValidPaths(
+    items.map((item) => item.path),
+    { lock: true },
+  );
+  const fresh = items.filter((item) => !present.has(item.path));
+  if (fresh.length > 0) {
+    await writeAndRegister(fresh, storeDir, options);
+    await addSignatures(fresh, storeDir, options);
   }
+  return items.map((item) => ({ path: item.path, signer: signers.get(item.path)!, added: !present.has(item.path) }));
 }
 
 async function writeAndRegister(items: readonly SpooledPath[], storeDir: string, options: LandOptions): Promise<void> {
