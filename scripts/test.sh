@@ -4,10 +4,10 @@
 # when missing, then runs them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v nix-store >/dev/null || [ ! -x /usr/sbin/sshd ] || ! command -v debootstrap >/dev/null; then
+if ! command -v nix-store >/dev/null || [ ! -x /usr/sbin/sshd ] || ! command -v debootstrap >/dev/null || ! command -v nft >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update
-  apt-get install -y nix-bin openssh-server debootstrap
+  apt-get install -y nix-bin openssh-server debootstrap nftables
 fi
 # Debian roots for lab hosts of Nix 2.26 and 2.34 (built once, then reused).
 bash scripts/roots.sh

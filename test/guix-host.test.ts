@@ -8,7 +8,7 @@ import { GuixDaemon } from "../src/guix/daemon.js";
 import { configureGuixOffload, guixHostPaths, startGuixHost, type GuixHost } from "../src/lab/guix-host.js";
 import { runInHost, runningHosts, stopHost } from "../src/lab/host.js";
 import { runningProcesses } from "../src/lab/processes.js";
-import { tcpReachable } from "../src/lab/tcp.js";
+import { tcpReachable } from "../src/remote/tcp.js";
 import { makeSafeDir, removeDir } from "./support/safe-dir.js";
 
 const SID = path.join(process.env.OFFLOAD_ROOTS_DIR ?? "/var/lib/offload-roots", "sid");

@@ -72,7 +72,7 @@ async function withLocal<T>(body: (local: ServeClient) => Promise<T>): Promise<T
   }
 }
 
-const options = (warnings: string[] = []) => ({ trustedKeys: [key.publicKey], origin: "test outputs", fixes: FIXES, workDir: dir, warn: (line: string) => void warnings.push(line) });
+const options = (warnings: string[] = []) => ({ trustedKeys: [key.publicKey], origin: "test outputs", fixes: FIXES, warn: (line: string) => void warnings.push(line) });
 
 test("outputs whose locks another process holds land at once, registered as an import would register them", async () => {
   const items = spooledClosure("land-ok");

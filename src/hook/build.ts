@@ -3,6 +3,7 @@
 // build-remote, over the shared store primitives.
 import { statSync, statfsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
+import type { BuildMachine } from "../../types/index.js";
 import { OffloadError } from "../errors.js";
 import { parseDerivation, type Derivation } from "../nix/drv.js";
 import type { PublicKey, SecretKey } from "../nix/keys.js";
@@ -10,6 +11,8 @@ import type { PathInfo } from "../nix/path-info.js";
 import { DEFAULT_STORE_DIR } from "../nix/store-path.js";
 import { dumpPath } from "../nix/nar.js";
 import type { MachineLink } from "../remote/machine-link.js";
+import { resolveSshTarget, type ResolvedSshTarget } from "../remote/ssh-config.js";
+import { tcpReachable } from "../remote/tcp.js";
 import { dependenciesFirst } from "../store/archive-export.js";
 import type { SpooledPath } from "../store/import-verified.js";
 import { landVerified } from "../store/land.js";
@@ -78,14 +81,19 @@ async function buildWith(job: BuildJob, local: Promise<LocalStore>): Promise<num
  * Runs `work` while checking once a second whether `expired` names a reason to give up;
  * then ends the session (which stops whatever the machine was doing) and fails with it.
  */
-function watched<T>(work: Promise<T>, job: BuildJob, expired: () => OffloadError | undefined): Promise<T> {
+function watched<T>(work: Promise<T>, job: BuildJob, expired: () => OffloadError | undefined | Promise<OffloadError | undefined>): Promise<T> {
   return new Promise<T>((resolve, reject) => {
+    let checking = false;
     const watch = setInterval(() => {
-      const failure = expired();
-      if (!failure) return;
-      clearInterval(watch);
-      job.link.close();
-      reject(failure);
+      if (checking) return;
+      checking = true;
+      void Promise.resolve(expired()).then((failure) => {
+        checking = false;
+        if (!failure) return;
+        clearInterval(watch);
+        job.link.close();
+        reject(failure);
+      });
     }, 1000);
     work.then(
       (value) => (clearInterval(watch), resolve(value)),
@@ -133,21 +141,41 @@ function enforceTimeouts<T>(build: Promise<T>, job: BuildJob): Promise<T> {
   const started = Date.now();
   let lastOutput = started;
   job.link.session.onStderr(() => (lastOutput = Date.now()));
-  return watched(build, job, () => {
+  return watched(build, job, async () => {
     const now = Date.now();
-    const why =
-      buildTimeout > 0 && now - started > (buildTimeout + TIMEOUT_GRACE_S) * 1000
-        ? `timed out after ${buildTimeout} seconds`
-        : maxSilentTime > 0 && now - lastOutput > (maxSilentTime + TIMEOUT_GRACE_S) * 1000
-          ? `timed out after ${maxSilentTime} seconds of silence`
-          : undefined;
-    return why
-      ? new OffloadError(`building ${job.drvPath} on ${job.link.machine.name} ${why}; the machine did not stop it, so offload did`, {
-          code: "build-TimedOut",
-          fix: "make the build finish sooner, or raise the daemon's timeout / max-silent-time",
-          exitCode: EXIT.timedOut,
-        })
-      : undefined;
+    if (buildTimeout > 0 && now - started > (buildTimeout + TIMEOUT_GRACE_S) * 1000) return timedOut(job, `timed out after ${buildTimeout} seconds`);
+    if (!(maxSilentTime > 0 && now - lastOutput > (maxSilentTime + TIMEOUT_GRACE_S) * 1000)) return undefined;
+    // Silence from here is a silent build, or a link that carries nothing any more: tell them apart.
+    const lost = await connectionLost(job.link.machine);
+    if (lost) return lost;
+    return timedOut(job, `timed out after ${maxSilentTime} seconds of silence`);
+  });
+}
+
+function timedOut(job: BuildJob, why: string): OffloadError {
+  return new OffloadError(`building ${job.drvPath} on ${job.link.machine.name} ${why}; the machine did not stop it, so offload did`, {
+    code: "build-TimedOut",
+    fix: "make the build finish sooner, or raise the daemon's timeout / max-silent-time",
+    exitCode: EXIT.timedOut,
+  });
+}
+
+/** How long the machine's SSH port may take to accept a connection before its link counts as lost. */
+const LINK_PROBE_MS = 3000;
+
+/** An error naming the lost connection when the machine's SSH port no longer accepts connections, else undefined. */
+async function connectionLost(machine: BuildMachine): Promise<OffloadError | undefined> {
+  let target: ResolvedSshTarget;
+  try {
+    target = resolveSshTarget(machine);
+  } catch {
+    return undefined; // it resolved when the session was made; nothing to learn here
+  }
+  if (await tcpReachable(target.host, target.port, LINK_PROBE_MS)) return undefined;
+  return new OffloadError(`lost the connection to ${machine.name}: nothing came for the build, and ${target.host}:${target.port} does not answer a new connection within ${LINK_PROBE_MS / 1000} s`, {
+    code: "connection-lost",
+    fix: `check the network to ${machine.name} (and that it is up); the build is retried elsewhere or later`,
+    exitCode: EXIT.transient,
   });
 }
 
@@ -199,7 +227,6 @@ async function fetchOutputs(job: BuildJob, drv: Derivation, remote: ServeClient,
       pinnedBy: pinnedBy(job.link.machine),
       origin: `outputs of ${job.drvPath} from ${name}`,
       fixes: outputFixes(job.link.machine),
-      workDir: spool,
       warn: (line) => job.buildLog(`${line}\n`),
     });
     const signers = [...new Set(landed.map((path) => path.signer))].join(", ");

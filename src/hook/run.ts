@@ -12,7 +12,7 @@ import { recordFacts } from "../select/machine-facts.js";
 import type { BuildRequest, Decision } from "../select/select.js";
 import { ensureStateDir, stateDir } from "../select/state-dir.js";
 import { readAcl } from "../store/acl.js";
-import { landingDir } from "../store/land.js";
+import { finishLandings } from "../store/land.js";
 import { sweepScratch } from "../store/scratch.js";
 import { checkPrivate, secretKeyPath } from "../store/config-dir.js";
 import { machineTrustedKeys } from "../store/machine-trust.js";
@@ -35,7 +35,7 @@ export async function runHook(io: HookIo, env: NodeJS.ProcessEnv = process.env):
     // What hooks killed mid-transfer left: spools, and outputs that never reached their place.
     const spoolDir = join(state, "spool");
     sweepScratch(spoolDir);
-    sweepScratch(landingDir());
+    await finishLandings({ warn: (line) => channel.message(Level.Warn, line) });
     const settings = interpretSettings(await channel.readSettings(), env);
     // Before machines.ts: a build that asked for no remote builds must not fail on it.
     if (settings.builders.kind === "none") return declinePermanently(channel, `offload: ${NO_REMOTE_BUILDS}`);

@@ -2,24 +2,31 @@
 // /nix and /etc/nix are the host's own directories, so that its store is at the real
 // /nix/store, and whose root is either this machine's (Nix 2.8, Debian 12's nix-bin) or a
 // Debian root made by scripts/roots.sh (trixie: Nix 2.26, sid: Nix 2.34), entered with
-// chroot; and a PID namespace with its own /proc. Network, users and the rest of the file
-// system are the machine's, or the root's: hosts of one root share it but /nix, /etc/nix
-// and /proc.
+// chroot; and a PID namespace with its own /proc. Users and the rest of the file system
+// are the machine's, or the root's: hosts of one root share it but /nix, /etc/nix and /proc.
+// The network is the machine's too, unless the host is started with `network: true`: then it
+// has a network namespace of its own, linked to this machine by a veth pair, with an address
+// of its own that faults can be injected into (network.ts). With `storeMiB` its /nix is a
+// tmpfs of that size (store and database together, so they always agree), to fill up.
 //
 //   const host = await startHost({ name: "b0", nix: "2.34", dir: "/var/lib/x/b0", shared: ["/var/lib/x"] });
 //   await runInHost(host, ["nix-store", "--version"]);   // { code: 0, stdout: "nix-store (Nix) 2.34.8\n", … }
 //   const { file, args } = inHost(host, ["/usr/sbin/sshd", "-f", …]);   // for spawn/execFile
 //   await ensureUser(host, "alice");                     // a non-root user who may use the nix-daemon
 //   await startNixDaemon(host);                          // then runInHost(host, […], { user: "alice" })
+//   const b = await startHost({ name: "b1", nix: "2.8", dir: "/var/lib/x/b1", network: true, storeMiB: 64 });
+//   b.network.address                                    // "10.213.37.6", reachable from this machine only
 //   await stopHost(host);                                // nothing of it runs, nothing stays mounted
 //
 // A host lives as long as its anchor, the init (pid 1) of its PID namespace: `unshare`
 // starts it, it makes the mounts, then becomes a loop that reaps orphans, renamed
-// "offload-host <name> <nix> <dir>" so that it can be found again by its command line (no
-// pid file to go stale). Every command enters its namespaces with nsenter, then the root
-// with chroot. When the anchor dies the kernel kills every process of the PID namespace,
-// daemons and processes in mount namespaces of their own included (Nix 2.34's nix-daemon
-// makes one); the mounts vanish with the last of them.
+// "offload-host <name> <nix> <dir>[ net=<address>][ store=<MiB>]" so that it can be found
+// again by its command line (no pid file to go stale). Every command enters its namespaces
+// with nsenter, then the root with chroot. When the anchor dies the kernel kills every
+// process of the PID namespace, daemons and processes in mount namespaces of their own
+// included (Nix 2.34's nix-daemon makes one); the mounts vanish with the last of them, and
+// so does a network namespace with its end of the veth pair. stopHost removes what lives on
+// this machine's side: the other end of the link, and the tmpfs of a sized store.
 //
 // Its directory holds nix/ (its /nix), etc-nix/ (its /etc/nix, nix.conf written here) and
 // nix-daemon.log. Inside a Debian root, some paths of the machine are bind-mounted at the
@@ -35,6 +42,8 @@ import { PACKAGE_ROOT } from "../package-root.js";
 import { shellQuote } from "../remote/shell-quote.js";
 import { writeFileAtomic } from "../store/config-dir.js";
 import { withFileLock } from "./file-lock.js";
+import { attachLink, hasLink, hostNetwork, prepareLink, releaseLink, type HostNetwork } from "./network.js";
+import { run } from "./run.js";
 import { namespaceOf, processesInNamespaces, runningProcesses, signal, terminate, waitGone } from "./processes.js";
 
 /** Which Nix a host runs: this machine's, or that of the Debian root holding it. */
@@ -59,6 +68,10 @@ export interface HostSpec {
   shared?: string[];
   /** Lines for its /etc/nix/nix.conf after the settings every host has. */
   nixConf?: string[];
+  /** A network namespace of its own, linked to this machine (network.ts). Default: this machine's network. */
+  network?: boolean;
+  /** Its /nix is a fresh tmpfs of this many MiB (lost when the host stops). Default: the directory's nix/. */
+  storeMiB?: number;
 }
 
 export interface Host {
@@ -68,6 +81,10 @@ export interface Host {
   root: string;
   dir: string;
   anchorPid: number;
+  /** Present when it has a network of its own: its address, and this machine's end of the link. */
+  network?: HostNetwork;
+  /** Present when its /nix is a tmpfs of this size. */
+  storeMiB?: number;
 }
 
 /** Where the files of a host with directory `dir` are, as seen from this machine. */
@@ -92,7 +109,7 @@ export function onMachine(host: Pick<Host, "dir">, file: string): string {
 
 // What `sudo -i` would give, with /usr/local/bin first for the shared node.
 const PATH = "/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-const ANCHOR = /^offload-host ([a-z][a-z0-9-]*) (\S+) (\/\S*) -c /;
+const ANCHOR = /^offload-host ([a-z][a-z0-9-]*) (\S+) (\/\S*)( net=[0-9.]+)?( store=\d+)? -c /;
 // The anchor: says it is ready once it has its name, then reaps whatever ends up its child.
 const ANCHOR_LOOP = "echo ready; while :; do sleep 86400 & wait $!; done";
 const SAFE_PATH = /^\/[A-Za-z0-9._/+-]*$/;
@@ -164,8 +181,14 @@ async function mountPoint(source: string, target: string): Promise<void> {
   }
 }
 
+/** What the anchor is called: everything runningHosts needs to know about the host. */
+function anchorName(spec: HostSpec, network: HostNetwork | undefined): string {
+  const options = [...(network ? [` net=${network.address}`] : []), ...(spec.storeMiB === undefined ? [] : [` store=${spec.storeMiB}`])];
+  return `offload-host ${spec.name} ${spec.nix} ${spec.dir}${options.join("")}`;
+}
+
 /** The shell script the anchor runs: the mounts, then the anchor's loop under its name. */
-async function anchorScript(spec: HostSpec, root: string): Promise<string> {
+async function anchorScript(spec: HostSpec, root: string, network: HostNetwork | undefined): Promise<string> {
   const files = hostPaths(spec.dir);
   const binds: [string, string][] = [
     [files.nix, inRoot(root, "/nix")],
@@ -182,7 +205,7 @@ async function anchorScript(spec: HostSpec, root: string): Promise<string> {
     await mountPoint(source, target);
     lines.push(`mount --bind ${shellQuote(source)} ${shellQuote(target)}`);
   }
-  lines.push(`exec -a ${shellQuote(`offload-host ${spec.name} ${spec.nix} ${spec.dir}`)} /bin/bash -c ${shellQuote(ANCHOR_LOOP)}`);
+  lines.push(`exec -a ${shellQuote(anchorName(spec, network))} /bin/bash -c ${shellQuote(ANCHOR_LOOP)}`);
   return lines.join("\n");
 }
 
@@ -197,7 +220,17 @@ export async function runningHosts(): Promise<Host[]> {
   const hosts: Host[] = [];
   for (const { pid, cmdline } of await runningProcesses()) {
     const match = ANCHOR.exec(cmdline);
-    if (match && isNixRelease(match[2]!)) hosts.push({ name: match[1]!, nix: match[2], root: rootOf(match[2]), dir: match[3]!, anchorPid: pid });
+    if (!match || !isNixRelease(match[2]!)) continue;
+    const [name, nix, dir, net, store] = [match[1]!, match[2], match[3]!, match[4], match[5]];
+    hosts.push({
+      name,
+      nix,
+      root: rootOf(nix),
+      dir,
+      anchorPid: pid,
+      ...(net === undefined ? {} : { network: hostNetwork(dir, net.slice(" net=".length)) }),
+      ...(store === undefined ? {} : { storeMiB: Number(store.slice(" store=".length)) }),
+    });
   }
   return hosts;
 }
@@ -215,15 +248,23 @@ export async function startHost(given: HostSpec): Promise<Host> {
       throw hostError(spec, `path ${JSON.stringify(file)} is not usable`, "host-invalid", "use absolute paths of letters, digits and . _ - + / only");
     }
   }
+  if (spec.storeMiB !== undefined && !(Number.isInteger(spec.storeMiB) && spec.storeMiB >= 16)) {
+    throw hostError(spec, `a store of ${spec.storeMiB} MiB is not usable`, "host-invalid", "use a whole number of MiB, at least 16");
+  }
   const root = rootOf(spec.nix);
   await assertRootReady(spec.nix, root);
   await stopHost(spec);
 
-  await mkdir(hostPaths(dir).nix, { recursive: true, mode: 0o755 });
+  const nixDir = hostPaths(dir).nix;
+  await mkdir(nixDir, { recursive: true, mode: 0o755 });
+  // Mounted here, on this machine, before the anchor binds it as /nix: seen at the same place from both sides.
+  if (spec.storeMiB !== undefined) await run("mount", ["-t", "tmpfs", "-o", `size=${spec.storeMiB}m,mode=0755`, "offload-store", nixDir], { code: "host-start-failed" });
   await writeNixConf(spec);
-  const script = await anchorScript(spec, root);
+  const network = spec.network ? await prepareLink(dir) : undefined;
+  const script = await anchorScript(spec, root, network);
 
-  const child = spawn("unshare", ["--mount", "--pid", "--fork", "--kill-child", "--propagation", "private", "--", "/bin/bash", "-c", script], {
+  const namespaces = ["--mount", "--pid", ...(network ? ["--net"] : [])];
+  const child = spawn("unshare", [...namespaces, "--fork", "--kill-child", "--propagation", "private", "--", "/bin/bash", "-c", script], {
     detached: true, // it outlives `offload lab up`
     stdio: ["ignore", "pipe", "pipe"],
   });
@@ -245,9 +286,18 @@ export async function startHost(given: HostSpec): Promise<Host> {
   const host = outcome === undefined ? (await runningHosts()).find((running) => running.dir === dir) : undefined;
   if (host === undefined) {
     if (child.exitCode === null) child.kill("SIGKILL"); // --kill-child: the anchor goes with it
+    await stopHost(spec); // the link and the tmpfs on this machine's side
     const why = `${outcome ?? "its anchor is not running"}${stderr.trim() ? `: ${stderr.trim()}` : ""}`;
-    const fix = "hosts need root, unshare and nsenter (util-linux), mount and PID namespaces (in a container: --privileged)";
+    const fix = "hosts need root, unshare and nsenter (util-linux), mount, PID and network namespaces (in a container: --privileged)";
     throw hostError(spec, `did not start: ${why}`, "host-start-failed", fix);
+  }
+  if (network) {
+    try {
+      await attachLink(dir, network, host.anchorPid);
+    } catch (error) {
+      await stopHost(host);
+      throw error;
+    }
   }
   return host;
 }
@@ -258,7 +308,9 @@ export async function startHost(given: HostSpec): Promise<Host> {
  */
 export async function ensureHost(spec: HostSpec): Promise<Host> {
   const dir = path.resolve(spec.dir);
-  const running = (await runningHosts()).find((host) => host.dir === dir && host.nix === spec.nix);
+  const running = (await runningHosts()).find(
+    (host) => host.dir === dir && host.nix === spec.nix && (host.network !== undefined) === (spec.network ?? false) && host.storeMiB === spec.storeMiB,
+  );
   if (running === undefined) return startHost(spec);
   await writeNixConf({ ...spec, dir });
   return running;
@@ -269,7 +321,9 @@ export async function ensureHost(spec: HostSpec): Promise<Host> {
  * not run. Found by directory, so a stale `anchorPid` does no harm.
  */
 export async function stopHost(host: Pick<Host, "name" | "dir">): Promise<void> {
+  let networked = false;
   for (const anchor of (await runningHosts()).filter((running) => running.dir === host.dir)) {
+    networked ||= anchor.network !== undefined;
     const [pids, mounts] = await Promise.all([namespaceOf(anchor.anchorPid, "pid"), namespaceOf(anchor.anchorPid, "mnt")]);
     if (pids === undefined || mounts === undefined) continue; // ended meanwhile
     // SIGTERM first, so that daemons end as they would on a shutdown; the anchor's death then
@@ -285,6 +339,17 @@ export async function stopHost(host: Pick<Host, "name" | "dir">): Promise<void> 
       throw hostError(host, `processes ${left.join(", ")} of it did not end`, "host-stop-failed", `kill -KILL ${left.join(" ")}, then stop it again`);
     }
   }
+  // This machine's side, also of a host whose start failed half-way or whose anchor was killed.
+  if (networked || (await hasLink(host.dir))) await releaseLink(host.dir);
+  await unmountStore(host.dir);
+}
+
+/** Unmounts the tmpfs a host with `storeMiB` had as /nix, if it is there. */
+async function unmountStore(dir: string): Promise<void> {
+  const nixDir = hostPaths(dir).nix;
+  const mounts = (await readFile("/proc/self/mountinfo", "utf8")).split("\n").map((line) => line.split(" ")[4]);
+  // Lazily: a process of this machine looking into it must not keep the host from stopping.
+  if (mounts.includes(nixDir)) await run("umount", ["--lazy", nixDir], { code: "host-stop-failed" });
 }
 
 export interface InHostOptions {
@@ -302,9 +367,10 @@ export function inHost(host: Host, argv: readonly string[], options: InHostOptio
   const setpriv = options.user === undefined ? [] : ["setpriv", `--reuid=${user}`, `--regid=${user}`, "--init-groups"];
   const env = Object.entries({ PATH, HOME: user === "root" ? "/root" : `/home/${user}`, USER: user, ...options.env }).map(([name, value]) => `${name}=${value}`);
   return {
-    // With -p nsenter forks: the command is its child, in the host's PID namespace.
+    // With -p nsenter forks: the command is its child, in the host's PID namespace. -n: its
+    // network namespace, which is this machine's unless it was started with a network.
     file: "nsenter",
-    args: ["-t", String(host.anchorPid), "-m", "-p", "--", ...chroot, ...setpriv, "env", "-i", ...env, ...argv],
+    args: ["-t", String(host.anchorPid), "-m", "-p", "-n", "--", ...chroot, ...setpriv, "env", "-i", ...env, ...argv],
   };
 }
 

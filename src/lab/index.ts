@@ -21,3 +21,16 @@ export {
   type NixRelease,
 } from "./host.js";
 export { CLIENT_USER, startMasterHost, type MasterHostOptions } from "./master.js";
+export {
+  clearFaults,
+  cutLink,
+  dropPackets,
+  LAB_NETWORK,
+  linkCounters,
+  networkLeftovers,
+  restoreLink,
+  shapeLink,
+  type HostNetwork,
+  type LinkCounters,
+  type Shape,
+} from "./network.js";

@@ -34,6 +34,12 @@ export interface LabOptions {
   nix?: NixRelease;
   /** Loopback address of builder 0; builder i listens on the address i further. Default 127.0.0.11. */
   firstAddress?: string;
+  /**
+   * Each builder in a network namespace of its own, linked to this machine by a veth pair
+   * (network.ts), so that tests can cut, shape or drop its traffic; its sshd then listens on
+   * the address its host gets in 10.213.0.0/16 (firstAddress does not apply). Default false.
+   */
+  network?: boolean;
   /** Port every builder's sshd listens on. Default 2222. */
   port?: number;
   /** Builder names are `<prefix>-b<i>` (ssh aliases, key names); distinct labs need distinct prefixes. Default "lab". */
@@ -66,6 +72,8 @@ export interface BuilderPlan {
 export interface LabPlan {
   dir: string;
   prefix: string;
+  /** Builders get hosts with networks of their own; their addresses are their hosts'. */
+  network: boolean;
   builders: BuilderPlan[];
 }
 
@@ -140,7 +148,7 @@ export function resolveLabPlan(options: LabOptions = {}): LabPlan {
       nix: spec.nix,
     };
   });
-  return { dir, prefix, builders };
+  return { dir, prefix, network: options.network ?? false, builders };
 }
 
 function definedOnly(spec: LabBuilderSpec): LabBuilderSpec {

@@ -10,7 +10,7 @@ import { OffloadError } from "../errors.js";
 import { inHost, runInHost, runningHosts, type Host } from "./host.js";
 import { SSHD } from "./install.js";
 import { pidInOwnNamespace, processesMatching, terminateTrees } from "./processes.js";
-import { tcpReachable } from "./tcp.js";
+import { tcpReachable } from "../remote/tcp.js";
 
 export interface SshdFiles {
   sshdConfig: string;

@@ -3,7 +3,7 @@ import path from "node:path";
 import { runningHosts, type NixRelease } from "./host.js";
 import { readLab } from "./lab.js";
 import { sshdPid } from "./sshd.js";
-import { tcpReachable } from "./tcp.js";
+import { tcpReachable } from "../remote/tcp.js";
 
 export interface LabBuilderStatus {
   name: string;

@@ -73,7 +73,9 @@ export async function labUp(options: LabOptions = {}): Promise<Lab> {
     prepared.map(async (builder): Promise<LabBuilder> => {
       // The lab directory holds what its sshd reads (authorized_keys, its own directory).
       const nixConf = builderNixConf({ dir: plan.dir, signingKey }, builder);
-      return { ...builder, host: await ensureHost({ name: builder.name, nix: builder.nix, dir: builder.dir, shared: [plan.dir], nixConf }) };
+      const host = await ensureHost({ name: builder.name, nix: builder.nix, dir: builder.dir, shared: [plan.dir], nixConf, network: plan.network });
+      // A networked builder is reached at its host's address (the loopback one of the plan is unused).
+      return { ...builder, address: host.network?.address ?? builder.address, host };
     }),
   );
   const rootSshConfig = options.rootSshConfig === false ? null : (options.rootSshConfig ?? defaultRootSshConfig());

@@ -16,21 +16,19 @@
 // half-written tree ever sits at a store path; if registration fails they are removed
 // again, leaving the store as it was.
 import { spawn } from "node:child_process";
-import { createReadStream, renameSync, rmSync, writeFileSync } from "node:fs";
+import { createReadStream, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { OffloadError } from "../errors.js";
 import { restoreNar } from "../nix/nar.js";
 import { encodeNix32 } from "../nix/nix32.js";
 import { DEFAULT_STORE_DIR, hashPart } from "../nix/store-path.js";
 import { verifySpooled, type ImportedPath, type SpooledPath, type VerifyOptions } from "./import-verified.js";
-import { makeScratch, removeScratch } from "./scratch.js";
+import { deadScratch, makeScratch, removeScratch } from "./scratch.js";
 import type { ServeClient } from "./serve.js";
 
 export interface LandOptions extends VerifyOptions {
   /** Where the files go; the store's real directory. Default /nix/store. */
   storeDir?: string;
-  /** A directory for the one-off binary cache of signatures (e.g. the spool). */
-  workDir: string;
   /** Problems that leave the outputs valid but not as complete as intended (a signature not recorded). */
   warn: (line: string) => void;
   /** Environment of the nix commands (default: this process's). */
@@ -51,17 +49,24 @@ export async function landVerified(items: readonly SpooledPath[], local: ServeCl
     { lock: true },
   );
   const fresh = items.filter((item) => !present.has(item.path));
-  if (fresh.length > 0) {
-    await writeAndRegister(fresh, storeDir, options);
-    await addSignatures(fresh, storeDir, options);
-  }
+  if (fresh.length > 0) await land(fresh, storeDir, options);
   return items.map((item) => ({ path: item.path, signer: signers.get(item.path)!, added: !present.has(item.path) }));
 }
 
-async function writeAndRegister(items: readonly SpooledPath[], storeDir: string, options: LandOptions): Promise<void> {
+/** A landing's record of the signatures still to add, inside its staging directory. */
+const SIGNATURES = "signatures";
+
+/**
+ * Writes, renames into place and registers `items`, then records their signatures. The
+ * signatures are written down first, in the staging directory: a hook killed between the
+ * registration and the recording leaves them there, and the next hook records them
+ * (finishLandings) — the paths are verified and valid meanwhile, only not yet signed.
+ */
+async function land(items: readonly SpooledPath[], storeDir: string, options: LandOptions): Promise<void> {
   const staging = makeScratch(landingDir(storeDir));
   const placed: string[] = [];
   try {
+    writeSignatureCache(items, join(staging, SIGNATURES), storeDir);
     for (const item of items) await restoreNar(createReadStream(item.narFile), join(staging, baseName(item.path)));
     for (const item of items) {
       const target = join(storeDir, baseName(item.path));
@@ -74,7 +79,14 @@ async function writeAndRegister(items: readonly SpooledPath[], storeDir: string,
     await nix(["nix-store", "--register-validity", "--hash-given"], registration(items), options, "register-failed");
   } catch (error) {
     for (const target of placed) rmSync(target, { recursive: true, force: true });
+    removeScratch(staging);
     throw error;
+  }
+  try {
+    await copySignatures(join(staging, SIGNATURES), items.filter((item) => item.signatures.length > 0).map((item) => item.path), options);
+  } catch (error) {
+    // The outputs are verified and valid; only the record of who signed them is missing.
+    options.warn(`offload: warning: ${items.length} output(s) are valid but their signatures were not recorded: ${(error as Error).message}`);
   } finally {
     removeScratch(staging);
   }
@@ -107,30 +119,64 @@ export function narInfo(item: SpooledPath): string {
   ].join("\n");
 }
 
-async function addSignatures(items: readonly SpooledPath[], storeDir: string, options: LandOptions): Promise<void> {
-  const signed = items.filter((item) => item.signatures.length > 0);
-  if (signed.length === 0) return;
-  const cache = makeScratch(join(options.workDir, "signatures"));
-  try {
-    writeFileSync(join(cache, "nix-cache-info"), `StoreDir: ${storeDir}\n`);
-    for (const item of signed) writeFileSync(join(cache, `${hashPart(item.path)}.narinfo`), narInfo(item));
-    const args = ["nix", "--extra-experimental-features", "nix-command", "store", "copy-sigs", "--substituter", `file://${cache}`, ...signed.map((item) => item.path)];
-    await nix(args, "", options, "signatures-not-recorded");
-  } catch (error) {
-    // The outputs are verified and valid; only the record of who signed them is missing.
-    options.warn(`offload: warning: ${signed.length} output(s) are valid but their signatures were not recorded: ${(error as Error).message}`);
-  } finally {
-    removeScratch(cache);
+/** A one-off binary cache holding just the .narinfo files of `items` (their signatures). */
+function writeSignatureCache(items: readonly SpooledPath[], dir: string, storeDir: string): void {
+  mkdirSync(dir);
+  writeFileSync(join(dir, "nix-cache-info"), `StoreDir: ${storeDir}\n`);
+  for (const item of items) if (item.signatures.length > 0) writeFileSync(join(dir, `${hashPart(item.path)}.narinfo`), narInfo(item));
+}
+
+/** Adds the signatures the cache in `dir` holds for `paths` to the local store. */
+async function copySignatures(dir: string, paths: readonly string[], options: Pick<LandOptions, "env">): Promise<void> {
+  if (paths.length === 0) return;
+  await nix(["nix", "--extra-experimental-features", "nix-command", "store", "copy-sigs", "--substituter", `file://${dir}`, ...paths], "", options, "signatures-not-recorded");
+}
+
+/**
+ * At a hook's start: finishes what hooks killed mid-landing left in the landing area.
+ * Signatures recorded for paths that got registered are added (the paths are valid and
+ * were verified); everything else there is removed. Returns how many paths it signed.
+ */
+export async function finishLandings(options: { storeDir?: string; env?: NodeJS.ProcessEnv; warn: (line: string) => void }): Promise<number> {
+  const area = landingDir(options.storeDir);
+  let signed = 0;
+  for (const dir of deadScratch(area)) {
+    const cache = join(dir, SIGNATURES);
+    const listed = existsSync(join(cache, "nix-cache-info"))
+      ? readdirSync(cache)
+          .filter((name) => name.endsWith(".narinfo"))
+          .map((name) => /^StorePath: (.*)$/m.exec(readFileSync(join(cache, name), "utf8"))?.[1])
+          .filter((path): path is string => path !== undefined)
+      : [];
+    try {
+      const valid = await validPaths(listed, options);
+      await copySignatures(cache, valid, options);
+      signed += valid.length;
+    } catch (error) {
+      options.warn(`offload: warning: could not record the signatures an interrupted landing left: ${(error as Error).message}`);
+    }
+    rmSync(dir, { recursive: true, force: true });
   }
+  return signed;
+}
+
+/** Which of `paths` are valid in the local store (`nix-store --check-validity --print-invalid`). */
+async function validPaths(paths: readonly string[], options: Pick<LandOptions, "env">): Promise<string[]> {
+  if (paths.length === 0) return [];
+  const invalid = new Set((await nix(["nix-store", "--check-validity", "--print-invalid", ...paths], "", options, "store-query-failed")).split("\n"));
+  return paths.filter((path) => !invalid.has(path));
 }
 
 const NIX_COMMAND_TIMEOUT_MS = 60_000;
 
 /** Runs a nix command to completion with `input` on stdin; its stderr is the error message. */
-function nix(argv: string[], input: string, options: LandOptions, code: string): Promise<void> {
+function nix(argv: string[], input: string, options: Pick<LandOptions, "env">, code: string): Promise<string> {
   return new Promise((resolve, reject) => {
-    const child = spawn(argv[0]!, argv.slice(1), { env: options.env ?? process.env, stdio: ["pipe", "ignore", "pipe"] });
+    const child = spawn(argv[0]!, argv.slice(1), { env: options.env ?? process.env, stdio: ["pipe", "pipe", "pipe"] });
+    let stdout = "";
     let stderr = "";
+    child.stdout.setEncoding("utf8");
+    child.stdout.on("data", (chunk: string) => (stdout += chunk));
     child.stderr.setEncoding("utf8");
     child.stderr.on("data", (chunk: string) => (stderr = (stderr + chunk).slice(-4096)));
     // Bounded: these take milliseconds; a minute means the store is stuck (e.g. its database locked).
@@ -138,7 +184,7 @@ function nix(argv: string[], input: string, options: LandOptions, code: string):
     child.once("error", (error) => (clearTimeout(timer), reject(new OffloadError(`cannot run ${argv[0]}: ${error.message}`, { code, cause: error }))));
     child.once("close", (status, signal) => {
       clearTimeout(timer);
-      if (status === 0) return resolve();
+      if (status === 0) return resolve(stdout);
       const why = lastLines(stderr) || (signal ? `killed by ${signal}` : `exit status ${status}`);
       reject(new OffloadError(`${argv.slice(0, 3).join(" ")} failed: ${why}`, { code, fix: "check the local store: nix-store --verify --check-contents" }));
     });

@@ -29,20 +29,25 @@ export function removeAllScratch(): void {
 
 /** Removes what dead processes left in `parent`; returns how many. */
 export function sweepScratch(parent: string): number {
+  const dead = deadScratch(parent);
+  for (const dir of dead) rmSync(dir, { recursive: true, force: true });
+  return dead.length;
+}
+
+/** The directories in `parent` whose process is gone. */
+export function deadScratch(parent: string): string[] {
   let names: string[];
   try {
     names = readdirSync(parent);
   } catch {
-    return 0; // never used yet
+    return []; // never used yet
   }
-  let swept = 0;
-  for (const name of names) {
-    const pid = Number(/^(\d+)-/.exec(name)?.[1]);
-    if (!pid || pid === process.pid || alive(pid)) continue;
-    rmSync(join(parent, name), { recursive: true, force: true });
-    swept++;
-  }
-  return swept;
+  return names
+    .filter((name) => {
+      const pid = Number(/^(\d+)-/.exec(name)?.[1]);
+      return pid && pid !== process.pid && !alive(pid);
+    })
+    .map((name) => join(parent, name));
 }
 
 function alive(pid: number): boolean {

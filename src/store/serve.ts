@@ -388,7 +388,10 @@ async function explainFailure(error: unknown, io: ServeIo, label: string, expect
       : undefined;
   clearTimeout(timer);
   const stderr = io.stderrTail?.().trim() ?? "";
-  const detail = stderr === "" ? "" : `: ${stderr}`;
+  // During a build stderr is the build's log: quote only Nix's own last error line then,
+  // never log lines; otherwise whatever the server said last.
+  const said = lastErrorLine(stderr) ?? (expected.includes("BuildDerivation") ? undefined : stderr.split("\n").at(-1)?.trim() || undefined);
+  const detail = said === undefined ? "" : `: ${said}`;
   const cause = error;
   if (status?.code === 127) {
     return new OffloadError(`${label}: nix-store was not found on the machine${detail}`, {
@@ -398,17 +401,24 @@ async function explainFailure(error: unknown, io: ServeIo, label: string, expect
     });
   }
   // A non-root login goes through the remote nix-daemon, which refuses these to untrusted users.
-  if (/lacks a valid signature/.test(stderr)) {
+  if (/lacks a valid signature/.test(said ?? "")) {
     return new OffloadError(`${label}: the remote Nix refused an unsigned path${detail}`, {
       code: "remote-not-trusted",
       fix: "add offload's public signing key to trusted-public-keys in the remote /etc/nix/nix.conf, or log in as root / a trusted-users member",
       cause,
     });
   }
-  if (/not privileged/.test(stderr)) {
+  if (/not privileged/.test(said ?? "")) {
     return new OffloadError(`${label}: the remote Nix does not trust this SSH user${detail}`, {
       code: "remote-not-trusted",
       fix: "log in as root, or add the SSH user to trusted-users in the remote /etc/nix/nix.conf (and restart nix-daemon)",
+      cause,
+    });
+  }
+  if (/No space left on device/.test(said ?? "")) {
+    return new OffloadError(`${label}: its store is full${detail}`, {
+      code: "remote-disk-full",
+      fix: `free space on ${label}: nix-collect-garbage -d there (and see offload check ${label}'s disk step)`,
       cause,
     });
   }
@@ -418,4 +428,11 @@ async function explainFailure(error: unknown, io: ServeIo, label: string, expect
     code: "protocol",
     cause,
   });
+}
+
+/** The last line in which Nix reports an error ("error: …", possibly indented under a trace), if any. */
+function lastErrorLine(stderr: string): string | undefined {
+  const lines = stderr.split("\n").map((line) => line.trim());
+  for (let i = lines.length - 1; i >= 0; i--) if (lines[i]!.startsWith("error:")) return lines[i];
+  return undefined;
 }

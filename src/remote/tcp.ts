@@ -1,4 +1,4 @@
-// Whether something accepts TCP connections on an address: the "reachable" of lab status.
+// Whether something accepts TCP connections on an address: a machine whose link is down does not.
 import { connect } from "node:net";
 
 export function tcpReachable(address: string, port: number, timeoutMs = 1000): Promise<boolean> {
