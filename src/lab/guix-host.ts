@@ -13,14 +13,11 @@
 //
 // The mounts are made inside the host's mount namespace after it started, so host.ts needs
 // to know nothing of Guix; they vanish with the host.
-import { spawn } from "node:child_process";
-import { mkdir, open, readFile, writeFile } from "node:fs/promises";
-import { connect } from "node:net";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
 import { OffloadError } from "../errors.js";
 import { writeFileAtomic } from "../store/config-dir.js";
-import { inHost, runInHost, startHost, stopHost, type Host } from "./host.js";
+import { runInHost, startDaemon, startHost, stopHost, type Host } from "./host.js";
 import { ensureSshKey } from "./keys.js";
 import { startSshd, type SshdListen } from "./sshd.js";
 
@@ -33,7 +30,6 @@ const OWN_DIRECTORIES: Array<[inside: string, own: string]> = [
   ["/var/log/guix", "var-log-guix"],
   ["/etc/guix", "etc-guix"],
 ];
-const START_TIMEOUT_MS = 30_000;
 
 export interface GuixSshSpec extends SshdListen {
   /** OpenSSH public key lines allowed to log in as root. */
@@ -98,29 +94,10 @@ async function mustRun(host: Host, argv: string[], input?: string): Promise<stri
   return result.stdout;
 }
 
-function socketAccepts(socket: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const connection = connect({ path: socket });
-    connection.once("connect", () => (connection.destroy(), resolve(true)));
-    connection.once("error", () => resolve(false));
-  });
-}
-
 async function startGuixDaemon(host: Host, spec: GuixHostSpec): Promise<void> {
   const files = guixHostPaths(spec.dir);
-  const log = await open(files.daemonLog, "w");
   const argv = ["guix-daemon", "--build-users-group=", "--disable-chroot", "--no-substitutes", ...(spec.daemonArgs ?? [])];
-  const { file, args } = inHost(host, argv, { env: spec.daemonEnv });
-  const daemon = spawn(file, args, { detached: true, stdio: ["ignore", log.fd, log.fd] });
-  await log.close();
-  daemon.unref();
-  const deadline = Date.now() + START_TIMEOUT_MS;
-  while (daemon.exitCode === null && Date.now() < deadline) {
-    if (await socketAccepts(files.daemonSocket)) return;
-    await sleep(25);
-  }
-  const tail = (await readFile(files.daemonLog, "utf8").catch(() => "")).trim().split("\n").slice(-5).join("\n");
-  throw guixHostError(spec.name, `guix-daemon did not accept connections within ${START_TIMEOUT_MS / 1000} s: ${tail || "no log"}`, "guix-host-daemon-failed", `see ${files.daemonLog}`);
+  await startDaemon(host, argv, { env: spec.daemonEnv, socket: files.daemonSocket, log: files.daemonLog });
 }
 
 function sshdConfig(spec: GuixHostSpec & { ssh: GuixSshSpec }): string {

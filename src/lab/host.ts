@@ -466,19 +466,26 @@ export async function startNixDaemon(host: Host, options: { env?: Record<string,
   await mkdir(socketDir, { recursive: true });
   await chown(socketDir, 0, await nixUsersGid(host));
   await chmod(socketDir, 0o770);
-  const log = await open(files.daemonLog, "w");
-  const { file, args } = inHost(host, ["nix-daemon"], { env: options.env });
+  await startDaemon(host, ["nix-daemon"], { env: options.env, socket: files.daemonSocket, log: files.daemonLog });
+}
+
+/**
+ * Starts `argv` (a daemon) in the host, its output into `log`, and returns once `socket`
+ * accepts connections (the socket file appears at bind(), before the daemon listens).
+ */
+export async function startDaemon(host: Host, argv: readonly string[], options: { env?: Record<string, string>; socket: string; log: string }): Promise<void> {
+  const log = await open(options.log, "w");
+  const { file, args } = inHost(host, argv, { env: options.env });
   const daemon = spawn(file, args, { detached: true, stdio: ["ignore", log.fd, log.fd] });
   await log.close();
   daemon.unref();
-  // The socket file appears at bind(), before the daemon listens: wait until it accepts.
   const deadline = Date.now() + START_TIMEOUT_MS;
   while (daemon.exitCode === null && Date.now() < deadline) {
-    if (await socketAccepts(files.daemonSocket)) return;
+    if (await socketAccepts(options.socket)) return;
     await sleep(25);
   }
-  const tail = (await readFile(files.daemonLog, "utf8").catch(() => "")).trim().split("\n").slice(-5).join("\n");
+  const tail = (await readFile(options.log, "utf8").catch(() => "")).trim().split("\n").slice(-5).join("\n");
   const status = daemon.exitCode === null ? "" : ` (exit status ${daemon.exitCode})`;
-  const message = `its nix-daemon did not accept connections within ${START_TIMEOUT_MS / 1000} s${status}: ${tail || "no log"}`;
-  throw hostError(host, message, "host-daemon-failed", `see ${files.daemonLog}`);
+  const message = `its ${argv[0]} did not accept connections within ${START_TIMEOUT_MS / 1000} s${status}: ${tail || "no log"}`;
+  throw hostError(host, message, "host-daemon-failed", `see ${options.log}`);
 }

@@ -192,7 +192,16 @@ export async function cutLink(host: NetworkedHost): Promise<void> {
 export async function restoreLink(host: NetworkedHost): Promise<void> {
   networkOf(host);
   await inNetwork(host, ["ip", "link", "set", HOST_LINK, "up"]);
+  // The carrier comes back a moment after "up": return once the link carries packets again.
+  const deadline = Date.now() + LINK_UP_TIMEOUT_MS;
+  while (!/state UP/.test((await inNetwork(host, ["ip", "-o", "link", "show", HOST_LINK])).stdout)) {
+    if (Date.now() > deadline) throw networkError(`${host.name}'s link did not come up within ${LINK_UP_TIMEOUT_MS / 1000} s`, "look at `ip link` in the host's network namespace");
+    await sleep(20);
+  }
 }
+
+/** How long a restored link may take to report its carrier. */
+const LINK_UP_TIMEOUT_MS = 5000;
 
 export interface Shape {
   /** Rate each way, kbit/s. */
