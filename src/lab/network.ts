@@ -190,8 +190,12 @@ export async function cutLink(host: NetworkedHost): Promise<void> {
 
 /** Brings the link back: what waited in TCP's retransmissions goes through. */
 export async function restoreLink(host: NetworkedHost): Promise<void> {
-  networkOf(host);
+  const { link } = networkOf(host);
   await inNetwork(host, ["ip", "link", "set", HOST_LINK, "up"]);
+  // Addresses probed while the link was down have FAILED neighbour entries on both ends, which
+  // the kernel retries only after a while: forget them, so the next packet asks afresh.
+  await ip(["neigh", "flush", "dev", link]);
+  await inNetwork(host, ["ip", "neigh", "flush", "dev", HOST_LINK]);
   // The carrier comes back a moment after "up": return once the link carries packets again.
   const deadline = Date.now() + LINK_UP_TIMEOUT_MS;
   while (!/state UP/.test((await inNetwork(host, ["ip", "-o", "link", "show", HOST_LINK])).stdout)) {
