@@ -4,7 +4,7 @@ import { expect, test } from "@jest/globals";
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync } from "node:fs";
 import { join } from "node:path";
-import { makeScratch, removeAllScratch, sweepScratch } from "../src/store/scratch.js";
+import { keepScratch, makeScratch, removeAllScratch, sweepScratch } from "../src/store/scratch.js";
 import { makeSafeDir, removeDir } from "./support/safe-dir.js";
 
 test("a dead process's scratch directories are swept; this process's and live ones are kept", () => {
@@ -25,4 +25,18 @@ test("a dead process's scratch directories are swept; this process's and live on
 
 test("sweeping a parent that does not exist yet is nothing", () => {
   expect(sweepScratch("/nonexistent/offload-spool")).toBe(0);
+});
+
+test("a kept scratch directory outlives removeAllScratch (for the next process to finish)", () => {
+  const parent = join(makeSafeDir("scratch-kept"), "landing");
+  try {
+    const kept = makeScratch(parent);
+    const other = makeScratch(parent);
+    keepScratch(kept);
+    removeAllScratch();
+    expect(existsSync(kept)).toBe(true);
+    expect(existsSync(other)).toBe(false);
+  } finally {
+    removeDir(join(parent, ".."));
+  }
 });

@@ -23,7 +23,7 @@ import { restoreNar } from "../nix/nar.js";
 import { encodeNix32 } from "../nix/nix32.js";
 import { DEFAULT_STORE_DIR, hashPart } from "../nix/store-path.js";
 import { verifySpooled, type ImportedPath, type SpooledPath, type VerifyOptions } from "./import-verified.js";
-import { deadScratch, makeScratch, removeScratch } from "./scratch.js";
+import { deadScratch, keepScratch, makeScratch, removeScratch } from "./scratch.js";
 import type { ServeClient } from "./serve.js";
 
 export interface LandOptions extends VerifyOptions {
@@ -76,6 +76,9 @@ async function land(items: readonly SpooledPath[], storeDir: string, options: La
       renameSync(join(staging, baseName(item.path)), target);
       placed.push(target);
     }
+    // Stopped from here on (SIGTERM), the paths may be registered: the signature record stays
+    // for the next hook, as after a SIGKILL.
+    keepScratch(staging);
     await nix(["nix-store", "--register-validity", "--hash-given"], registration(items), options, "register-failed");
   } catch (error) {
     for (const target of placed) rmSync(target, { recursive: true, force: true });

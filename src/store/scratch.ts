@@ -22,6 +22,14 @@ export function removeScratch(dir: string): void {
   live.delete(dir);
 }
 
+/**
+ * From now on `dir` outlives a termination of this process (removeAllScratch leaves it) and is
+ * the next process's to finish: for a landing whose registration may be under way.
+ */
+export function keepScratch(dir: string): void {
+  live.delete(dir);
+}
+
 /** For signal handlers: removes every scratch directory of this process still there. */
 export function removeAllScratch(): void {
   for (const dir of live) removeScratch(dir);
