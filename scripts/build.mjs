@@ -13,6 +13,7 @@ await build({
   entryPoints: {
     cli: "src/cli/main.ts",
     hook: "src/hook/main.ts",
+    "guix-hook": "src/hook/guix-main.ts",
     index: "src/index.ts",
   },
   outdir: "dist",

@@ -21,8 +21,12 @@ export function overloaded(machine: BuildMachine, load: number, threshold: numbe
 export function diskLow(machine: BuildMachine, dir: string, freeBytes: number, minimumBytes: number): OffloadError {
   return new OffloadError(`${machine.name} has only ${mebibytes(freeBytes)} free for ${dir} (minimum ${mebibytes(minimumBytes)})`, {
     code: "disk-low",
-    fix: `free space on ${machine.name}: nix-collect-garbage -d (or nix-store --gc) there`,
+    fix: freeSpaceFix(machine),
   });
+}
+
+function freeSpaceFix(machine: BuildMachine): string {
+  return machine.daemon === "guix" ? `free space on ${machine.name}: guix gc there` : `free space on ${machine.name}: nix-collect-garbage -d (or nix-store --gc) there`;
 }
 
 export function clockSkew(machine: BuildMachine, skew: number, maximum: number): OffloadError {
@@ -90,8 +94,10 @@ export function selectionFix(code: ReasonCode, machine: BuildMachine, request: {
       return `wait for a build to finish, or raise parallelBuilds of ${machine.name}`;
     case "overloaded":
       return `wait, or raise overloadThreshold for ${machine.name} in machines.ts (null ignores load)`;
+    case "daemon":
+      return `if ${machine.name} runs the other daemon, set daemon: "${machine.daemon === "guix" ? "nix" : "guix"}" for it in machines.ts (offload check tells which it runs)`;
     case "disk-low":
-      return `free space on ${machine.name}: nix-collect-garbage -d (or nix-store --gc) there`;
+      return freeSpaceFix(machine);
     case "unreachable":
       return `offload check ${machine.name}: once it passes, or once its record in machines.ts changes, the hook tries it again (else after a 30 s back-off)`;
     case "local-better":

@@ -52,6 +52,14 @@ export interface BuildMachineOptions {
   host?: string;
   /** SSH port. Default: the `Port` of an ~/.ssh/config alias, else 22. */
   port?: number;
+  /**
+   * The daemon the machine builds with: `"nix"` (offload talks to its `nix-store --serve`)
+   * or `"guix"` (its guix-daemon, reached through its socket over SSH, as `guix offload`
+   * does). A Nix daemon's hook offers builds only to `"nix"` machines, guix-daemon's only
+   * to `"guix"` ones; `offload check` says when a machine runs the other daemon.
+   * @default "nix"
+   */
+  daemon?: "nix" | "guix";
   /** SSH user on the remote machine. Default: the alias's `User`, else `root`. */
   user?: string;
   /**
@@ -97,13 +105,17 @@ export interface BuildMachineOptions {
   overloadThreshold?: number | null;
   /**
    * The Nix store to use on the remote machine, passed as `--store` to its
-   * `nix-store --serve` (e.g. a chroot store `"/srv/nix-chroot"`). Default: its normal store.
+   * `nix-store --serve` (e.g. a chroot store `"/srv/nix-chroot"`). For a Guix machine:
+   * its guix-daemon's socket (Guix's `daemon-socket`).
+   * Default: its normal store; for Guix `/var/guix/daemon-socket/socket`.
    */
   remoteStore?: string;
   /**
-   * Public key (`name:base64`, as written by `nix-store --generate-binary-cache-key`)
-   * that must have signed every output this machine sends back. Default: any key in
-   * /etc/offload/acl.
+   * Public key that must have signed every output this machine sends back. A Nix
+   * machine's is `name:base64`, as written by `nix-store --generate-binary-cache-key`; a
+   * Guix machine's is the text of its /etc/guix/signing-key.pub,
+   * `(public-key (ecc (curve Ed25519) (q #…#)))`.
+   * Default: any key in /etc/offload/acl (Nix) or /etc/offload/guix-acl (Guix).
    */
   signingKey?: string;
   /** Let the remote substitute missing inputs from its own caches (Nix's builders-use-substitutes). Default false. */
@@ -133,6 +145,7 @@ export interface BuildMachine {
   /** Where to connect (the name when not given). */
   readonly host: string;
   readonly port?: number;
+  readonly daemon: "nix" | "guix";
   readonly user?: string;
   readonly systems: readonly NixSystem[];
   readonly hostKey?: string;

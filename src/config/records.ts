@@ -32,6 +32,7 @@ export function buildMachine(options: BuildMachineOptions): BuildMachine {
     name: o.name as string,
     host: o.host ?? (o.name as string),
     port: o.port,
+    daemon: o.daemon ?? "nix",
     user: o.user,
     systems: o.systems as BuildMachine["systems"],
     hostKey: o.hostKey,

@@ -3,6 +3,7 @@
 // spreads and computed records, files on disk, and records not made by buildMachine().
 import type { BuildMachine, BuildMachineOptions, LocalMachine, LocalMachineOptions } from "../../types/index.js";
 import { OffloadError, type SourceLocation } from "../errors.js";
+import { parseGuixPublicKey } from "../guix/keys.js";
 import { parsePublicKey } from "../nix/keys.js";
 import { parseOpenSshPublicKey } from "../remote/host-keys.js";
 import { checkKeyFile } from "../remote/key-file.js";
@@ -45,6 +46,7 @@ const BUILD_MACHINE_FIELDS: Record<keyof BuildMachineOptions, Check> = {
   name: (v) => string(v) ?? (/[\s/]/.test(v as string) ? "must not contain spaces or slashes" : undefined),
   host: (v) => string(v) ?? (/\s/.test(v as string) ? "must not contain spaces" : undefined),
   port: (v) => (Number.isInteger(v) && (v as number) >= 1 && (v as number) <= 65535 ? undefined : "must be an integer from 1 to 65535"),
+  daemon: (v) => (v === "nix" || v === "guix" ? undefined : `must be "nix" or "guix"`),
   user: string,
   systems: (v) => {
     if (!Array.isArray(v) || v.length === 0) return "must be a non-empty array of system types such as \"x86_64-linux\"";
@@ -60,15 +62,25 @@ const BUILD_MACHINE_FIELDS: Record<keyof BuildMachineOptions, Check> = {
   overloadThreshold: (v) =>
     v === null || (typeof v === "number" && v > 0 && v <= 1) ? undefined : "must be a number in (0, 1], or null to ignore load",
   remoteStore: (v) => string(v),
-  signingKey: throwsToText((v) => parsePublicKey(v)),
+  // Which format is right depends on `daemon`: checked with the whole record (signingKeyProblem).
+  signingKey: (v) => string(v),
   useSubstitutes: boolean,
   connectTimeout: positive,
   enabled: boolean,
 };
 
+/** A Nix machine signs with a Nix key (`name:base64`), a Guix machine with a Guix key (an S-expression). */
+function signingKeyProblem(key: string, daemon: BuildMachine["daemon"]): string | undefined {
+  if (daemon !== "guix") {
+    if (key.trimStart().startsWith("(")) return `this is a Guix key, but the machine's daemon is "nix"; a Nix machine's key is "name:base64" (its nix-store --generate-binary-cache-key public key), or set daemon: "guix"`;
+    return throwsToText((v) => parsePublicKey(v))(key);
+  }
+  return throwsToText((v) => parseGuixPublicKey(v, "signingKey"))(key);
+}
+
 /** Why `value` cannot be `field` of a buildMachine() record, or undefined (e.g. for `offload import`). */
-export function buildMachineFieldProblem(field: keyof BuildMachineOptions, value: unknown): string | undefined {
-  return BUILD_MACHINE_FIELDS[field](value);
+export function buildMachineFieldProblem(field: keyof BuildMachineOptions, value: unknown, daemon: BuildMachine["daemon"] = "nix"): string | undefined {
+  return BUILD_MACHINE_FIELDS[field](value) ?? (field === "signingKey" ? signingKeyProblem(value as string, daemon) : undefined);
 }
 
 const LOCAL_MACHINE_FIELDS: Record<keyof LocalMachineOptions, Check> = {
@@ -127,6 +139,10 @@ export function validateMachines(
       if (local) problem("more than one localMachine() record", undefined, "keep a single localMachine({ ... })");
       local = machine;
       return;
+    }
+    if (typeof given.signingKey === "string") {
+      const error = signingKeyProblem(given.signingKey, machine.daemon);
+      if (error) problem(`${label}: signingKey: ${error}`, "signingKey");
     }
     for (const required of ["name", "systems"] as const) {
       if (given[required] === undefined) problem(`${label}: missing required field "${required}"`);

@@ -1,11 +1,13 @@
 // Client for guix-daemon's worker protocol (nix/nix-daemon/nix-daemon.cc and
 // nix/libstore/worker-protocol.hh in Guix's tree: Nix 1.x's protocol, version 0x164 in Guix
-// 1.5) over its Unix socket: the few operations offload needs to read and write a Guix store
+// 1.5) over its Unix socket, or a build machine's socket forwarded over SSH as `guix offload`
+// reaches it: the few operations offload needs to read, write and build in a Guix store
 // through the daemon that owns it. Numbers and strings are Nix's wire encoding. While an
 // operation works, the daemon sends "stderr" messages: log lines, requests for input
 // (ImportPaths reads its archive that way), output (ExportPath writes its archive that way),
 // then "last" or "error".
 import { connect, type Socket } from "node:net";
+import type { Duplex } from "node:stream";
 import { OffloadError } from "../errors.js";
 import { WireReader, WireWriter } from "../nix/wire.js";
 
@@ -18,6 +20,10 @@ const WORKER_MAGIC_2 = 0x6478696f;
 const CLIENT_VERSION = 0x163;
 
 const enum Op {
+  AddTextToStore = 8,
+  BuildPaths = 9,
+  AddTempRoot = 11,
+  SetOptions = 19,
   QueryValidPaths = 31,
   QueryPathInfo = 26,
   ExportPath = 16,
@@ -51,8 +57,17 @@ export interface GuixPathInfo {
 export interface GuixDaemonOptions {
   /** Default $GUIX_DAEMON_SOCKET, else /var/guix/daemon-socket/socket. */
   socket?: string;
-  /** The daemon's log lines for the client (e.g. "importing path …"). */
+  /** The daemon's log lines for the client (e.g. "importing path …", a build's output). */
   log?: (line: string) => void;
+}
+
+/** What a build on the daemon may take (guix/store.scm `set-build-options`); 0 = no limit. */
+export interface GuixBuildOptions {
+  maxSilentTime: number;
+  buildTimeout: number;
+  useSubstitutes: boolean;
+  /** Whether that daemon may hand the build on to its own build hook. */
+  offload: boolean;
 }
 
 function protocolError(message: string, cause?: unknown): OffloadError {
@@ -82,10 +97,12 @@ class ChunkSource {
 
 export class GuixDaemon {
   private readonly reader: WireReader;
-  private readonly log: (line: string) => void;
+  /** Where the daemon's log lines go (settable: a build's output goes to the build log). */
+  log: (line: string) => void;
 
   private constructor(
-    private readonly socket: Socket,
+    private readonly socket: Duplex,
+    /** Where the daemon is: its socket's path (and machine). */
     readonly path: string,
     options: GuixDaemonOptions,
   ) {
@@ -93,7 +110,7 @@ export class GuixDaemon {
     this.log = options.log ?? (() => undefined);
   }
 
-  /** Connects and exchanges the greeting; the connection acts as the calling user. */
+  /** Connects to a local daemon's socket and exchanges the greeting; the connection acts as the calling user. */
   static async connect(options: GuixDaemonOptions = {}): Promise<GuixDaemon> {
     const path = options.socket ?? process.env.GUIX_DAEMON_SOCKET ?? DEFAULT_GUIX_SOCKET;
     const socket = await new Promise<Socket>((resolve, reject) => {
@@ -109,12 +126,22 @@ export class GuixDaemon {
       });
     });
     socket.setTimeout(IDLE_TIMEOUT_MS, () => socket.destroy(protocolError(`no answer within ${IDLE_TIMEOUT_MS / 1000} s`)));
-    const daemon = new GuixDaemon(socket, path, options);
+    return GuixDaemon.over(socket, path, options);
+  }
+
+  /**
+   * Speaks to the daemon at the other end of `stream` (e.g. a machine's socket forwarded over
+   * SSH, named `where` in messages). No idle limit here: a remote build may be silent for as
+   * long as its max-silent-time allows, and that daemon enforces it.
+   */
+  static async over(stream: Duplex, where: string, options: GuixDaemonOptions = {}): Promise<GuixDaemon> {
+    const daemon = new GuixDaemon(stream, where, options);
     try {
       await daemon.send(new WireWriter().u64(WORKER_MAGIC_1));
-      if ((await daemon.reader.u64("the daemon's greeting")) !== BigInt(WORKER_MAGIC_2)) throw protocolError(`${path} does not speak guix-daemon's protocol`);
+      if ((await daemon.reader.u64("the daemon's greeting")) !== BigInt(WORKER_MAGIC_2)) throw protocolError(`${where} does not speak guix-daemon's protocol`);
       const version = await daemon.reader.num(0xffff, "the daemon's protocol version");
       if (version >> 8 !== 1) throw protocolError(`unsupported protocol version 0x${version.toString(16)}`);
+      daemon.version = version;
       // No CPU affinity (minor ≥ 14), no reserved space (minor ≥ 11).
       await daemon.send(new WireWriter().u64(CLIENT_VERSION).u64(0).u64(0));
       await daemon.drain(daemon.work());
@@ -124,6 +151,9 @@ export class GuixDaemon {
     }
     return daemon;
   }
+
+  /** The daemon's protocol version (0x164 for Guix 1.5). */
+  version = 0;
 
   close(): void {
     this.socket.destroy();
@@ -152,8 +182,10 @@ export class GuixDaemon {
         await this.send(new WireWriter().string(await input.take(max)));
       } else if (code === Stderr.Error) {
         const message = (await this.reader.string(1 << 20, "an error message")).trim();
-        await this.reader.u64("the error status");
-        throw new OffloadError(`guix-daemon: ${message}`, { code: "guix-daemon-error" });
+        // Worker::exitStatus: 101 timed out, 100 (or more) a permanent failure, else transient.
+        const status = Number(await this.reader.u64("the error status"));
+        const exitCode = status === 101 ? 101 : status >= 100 ? 100 : 1;
+        throw new OffloadError(`guix-daemon: ${message}`, { code: "guix-daemon-error", exitCode });
       } else {
         throw protocolError(`unknown message 0x${code.toString(16)}`);
       }
@@ -184,12 +216,12 @@ export class GuixDaemon {
   }
 
   /**
-   * `path` as one unsigned item of an export stream (NAR, magic, path, references, deriver,
-   * then 0 for "no signature"), streamed; the daemon refuses a path whose contents no
+   * `path` as one item of an export stream (NAR, magic, path, references, deriver, then 0 for
+   * "no signature", or with `sign` 1 and the daemon's signature by its own key), streamed; the daemon refuses a path whose contents no
    * longer match its registered hash. Read it to the end before the next operation.
    */
-  async *exportPath(path: string): AsyncGenerator<Buffer> {
-    await this.send(new WireWriter().u64(Op.ExportPath).string(path).u64(0));
+  async *exportPath(path: string, options: { sign?: boolean } = {}): AsyncGenerator<Buffer> {
+    await this.send(new WireWriter().u64(Op.ExportPath).string(path).u64(options.sign ? 1 : 0));
     yield* this.work();
     await this.reader.u64("the end of the export");
   }
@@ -214,5 +246,51 @@ export class GuixDaemon {
     await this.reader.u64("bytes freed");
     await this.reader.u64("an obsolete field");
     return deleted;
+  }
+
+  /**
+   * Sets the options of this connection's builds. Laid out for client version 0x163
+   * (nix-daemon.cc's wopSetOptions): the limits travel as name/value pairs.
+   */
+  async setOptions(options: GuixBuildOptions): Promise<void> {
+    const pairs: Array<[string, string]> = [["print-extended-build-trace", "0"]];
+    if (options.buildTimeout > 0) pairs.push(["build-timeout", String(options.buildTimeout)]);
+    if (options.maxSilentTime > 0) pairs.push(["build-max-silent-time", String(options.maxSilentTime)]);
+    const message = new WireWriter()
+      .u64(Op.SetOptions)
+      .bool(false) // keep failed
+      .bool(false) // keep going
+      .bool(false) // fallback
+      .u64(0) // verbosity
+      .bool(options.offload)
+      .u64(1) // build verbosity: the build's output comes as log lines
+      .u64(0) // log type
+      .bool(false) // print build trace
+      .bool(options.useSubstitutes)
+      .u64(pairs.length);
+    for (const [name, value] of pairs) message.string(name).string(value);
+    await this.send(message);
+    await this.drain(this.work());
+  }
+
+  /** Builds `paths` (derivations), passing their output to the log as it comes; throws the daemon's error when one fails. */
+  async buildPaths(paths: readonly string[]): Promise<void> {
+    await this.send(new WireWriter().u64(Op.BuildPaths).strings(paths).u64(0));
+    await this.drain(this.work());
+    await this.reader.u64("the build's result");
+  }
+
+  /** Keeps `path` from the garbage collector while this connection lasts. */
+  async addTempRoot(path: string): Promise<void> {
+    await this.send(new WireWriter().u64(Op.AddTempRoot).string(path));
+    await this.drain(this.work());
+    await this.reader.u64("the result");
+  }
+
+  /** Adds a text file to the store (as `add-text-to-store`); returns its store path. */
+  async addTextToStore(name: string, text: string | Buffer, references: readonly string[] = []): Promise<string> {
+    await this.send(new WireWriter().u64(Op.AddTextToStore).string(name).string(text).strings(references));
+    await this.drain(this.work());
+    return this.reader.string(4096, "the new path");
   }
 }

@@ -1,12 +1,13 @@
-// Deciding one "try": gather what is known about the machines, let the selection function
+// Deciding one request: gather what is known about the machines, let the selection function
 // decide, then take a slot on the best candidate and connect to it before accepting (as
 // Nix's build-remote does), falling over to the next candidate when a machine is down.
+// The same for every daemon; only how a machine is connected to differs (`connect`).
 import type { BuildMachine } from "../../types/index.js";
 import { asOffloadError, formatError } from "../errors.js";
 import type { LoadedConfig } from "../config/load.js";
 import { clockSkew, diskLow, overloaded } from "../failures.js";
-import { storeFilesDir } from "../remote/probes.js";
-import { linkMachine, type MachineLink } from "../remote/machine-link.js";
+import type { MachineHealth } from "../remote/machine-link.js";
+import { machineStoreDir } from "../remote/probes.js";
 import { selectionInput } from "../select/current-state.js";
 import { recordFacts, recordHash } from "../select/machine-facts.js";
 import { selectMachine, type BuildRequest, type Decision } from "../select/select.js";
@@ -14,9 +15,16 @@ import { acquireSlot, type Slot } from "../select/slots.js";
 import type { Reply } from "./protocol.js";
 import type { HookSettings } from "./settings.js";
 
-export type Claim = { verdict: Reply; decision: Decision } | { verdict: "accept"; link: MachineLink; slot: Slot; decision: Decision };
+/** A connection to a machine, ready for one build. */
+export interface Linked {
+  machine: BuildMachine;
+  health: MachineHealth;
+  close(): void;
+}
 
-export interface ClaimContext {
+export type Claim<L extends Linked> = { verdict: Reply; decision: Decision } | { verdict: "accept"; link: L; slot: Slot; decision: Decision };
+
+export interface ClaimContext<L extends Linked> {
   config: LoadedConfig;
   settings: HookSettings;
   stateDir: string;
@@ -24,8 +32,8 @@ export interface ClaimContext {
   say: (line: string) => void;
   /** Problems the user must see (a machine that cannot be used). */
   warn: (line: string) => void;
-  /** Borrow warm sessions from `offload agent` (off with OFFLOAD_AGENT=0). */
-  useAgent: boolean;
+  /** Connects to a machine for this daemon's kind of build. */
+  connect: (machine: BuildMachine) => Promise<L>;
   /** A machine whose store has less free space is skipped (like Guix, which wants 100 MiB). */
   minFreeBytes: number;
 }
@@ -36,7 +44,7 @@ const MAX_CLOCK_SKEW_S = 30;
 /** Each round re-decides with what the previous one learned (a machine down, or overloaded). */
 const ROUNDS = 3;
 
-export async function claimMachine(request: BuildRequest, context: ClaimContext): Promise<Claim> {
+export async function claimMachine<L extends Linked>(request: BuildRequest, context: ClaimContext<L>): Promise<Claim<L>> {
   let decision: Decision | undefined;
   for (let round = 0; round < ROUNDS; round++) {
     decision = selectMachine(await selectionInput(context.config, context.settings, request, context.stateDir));
@@ -54,10 +62,10 @@ export async function claimMachine(request: BuildRequest, context: ClaimContext)
 }
 
 /** Connects; records what was learned either way. Overloaded, nearly full or unreachable machines yield undefined. */
-async function tryLink(machine: BuildMachine, context: ClaimContext): Promise<MachineLink | undefined> {
-  let link: MachineLink;
+async function tryLink<L extends Linked>(machine: BuildMachine, context: ClaimContext<L>): Promise<L | undefined> {
+  let link: L;
   try {
-    link = await linkMachine(machine, { agentStateDir: context.useAgent ? context.stateDir : undefined }, context.say);
+    link = await context.connect(machine);
   } catch (error) {
     const failure = asOffloadError(error);
     recordFacts(context.stateDir, machine.name, { failure: { message: failure.message, at: Date.now(), code: failure.code, record: recordHash(machine) } });
@@ -66,7 +74,7 @@ async function tryLink(machine: BuildMachine, context: ClaimContext): Promise<Ma
   }
   const now = Date.now();
   const { load, freeBytes, clockSkew: skew } = link.health;
-  const full = freeBytes !== undefined && freeBytes < context.minFreeBytes ? diskLow(machine, storeFilesDir(machine.remoteStore), freeBytes, context.minFreeBytes) : undefined;
+  const full = freeBytes !== undefined && freeBytes < context.minFreeBytes ? diskLow(machine, machineStoreDir(machine), freeBytes, context.minFreeBytes) : undefined;
   recordFacts(context.stateDir, machine.name, {
     failure: undefined,
     diskLow: full && { message: full.message, at: now },

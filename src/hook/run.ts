@@ -16,6 +16,7 @@ import { finishLandings } from "../store/land.js";
 import { sweepScratch } from "../store/scratch.js";
 import { checkPrivate, secretKeyPath } from "../store/config-dir.js";
 import { machineTrustedKeys } from "../store/machine-trust.js";
+import { linkMachine } from "../remote/machine-link.js";
 import { EXIT, buildOnMachine } from "./build.js";
 import { claimMachine } from "./claim.js";
 import { HookChannel, Level, type HookIo } from "./protocol.js";
@@ -60,7 +61,8 @@ export async function runHook(io: HookIo, env: NodeJS.ProcessEnv = process.env):
         stateDir: state,
         say,
         warn,
-        useAgent: env.OFFLOAD_AGENT !== "0",
+        // Warm sessions from `offload agent` unless OFFLOAD_AGENT=0.
+        connect: (machine) => linkMachine(machine, { agentStateDir: env.OFFLOAD_AGENT === "0" ? undefined : state }, say),
         minFreeBytes: (Number(env.OFFLOAD_MIN_FREE_MIB) || DEFAULT_MIN_FREE_MIB) * 1024 * 1024,
       });
       if (claim.verdict !== "accept") {
@@ -117,7 +119,7 @@ function assertSupported(daemon: NixVersion): void {
 }
 
 /** The machines, or undefined when there is no machines.ts at all (as in Guix: no file, no machines). */
-async function loadHookConfig(env: NodeJS.ProcessEnv): Promise<LoadedConfig | undefined> {
+export async function loadHookConfig(env: NodeJS.ProcessEnv): Promise<LoadedConfig | undefined> {
   try {
     return await loadConfig({ env });
   } catch (error) {

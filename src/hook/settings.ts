@@ -13,7 +13,9 @@ export type Builders =
   /** A Nix machine list (`@/etc/nix/machines`, `ssh://…`): offload's machines come from machines.ts instead. */
   | { kind: "nix"; value: string }
   /** The daemon sent no `builders` (a hook run by hand). */
-  | { kind: "absent" };
+  | { kind: "absent" }
+  /** guix-daemon, which has no such setting: machines.ts (and $OFFLOAD_ONLY/EXCLUDE) decide. */
+  | { kind: "guix" };
 
 export interface HookSettings {
   localState: LocalState;

@@ -7,7 +7,7 @@ import { OffloadError } from "../errors.js";
 import { ServeClient } from "../store/serve.js";
 import { openServeSession, readStderr, type ServeSession } from "../store/serve-session.js";
 import { borrowSession } from "./agent-client.js";
-import { readClockSkew, readDiskSpace, storeFilesDir } from "./probes.js";
+import { machineStoreDir, readClockSkew, readDiskSpace } from "./probes.js";
 import { runRemote } from "./remote-command.js";
 import type { ConnectOptions, SshConnection } from "./ssh.js";
 
@@ -90,7 +90,7 @@ export async function readHealth(connection: SshConnection, machine: BuildMachin
   const [load, disk, clock] = await Promise.all([
     // The load matters only where a threshold applies.
     machine.overloadThreshold === null ? undefined : readLoad(connection).catch(absent),
-    readDiskSpace(connection, storeFilesDir(machine.remoteStore)).catch(absent),
+    readDiskSpace(connection, machineStoreDir(machine)).catch(absent),
     readClockSkew(connection).catch(absent),
   ]);
   return { load, freeBytes: disk?.freeBytes, clockSkew: clock?.skew };

@@ -1,5 +1,6 @@
 // Small facts read from a machine over an open connection, each by one short shell command:
 // what `offload check` verifies and `offload status` shows.
+import type { BuildMachine } from "../../types/index.js";
 import { runRemote, type RemoteResult } from "./remote-command.js";
 import { shellQuote } from "./shell-quote.js";
 import type { SshConnection } from "./ssh.js";
@@ -81,6 +82,11 @@ export function storeFilesDir(storeUri: string | undefined): string {
   const uri = storeUri ?? "";
   const root = uri.startsWith("/") ? uri.split("?")[0] : /[?&]root=([^&]+)/.exec(uri)?.[1];
   return `${root ? decodeURIComponent(root).replace(/\/+$/, "") : ""}/nix/store`;
+}
+
+/** Where a build machine keeps its store's files: /gnu/store for Guix, else its Nix store's. */
+export function machineStoreDir(machine: Pick<BuildMachine, "daemon" | "remoteStore">): string {
+  return machine.daemon === "guix" ? "/gnu/store" : storeFilesDir(machine.remoteStore);
 }
 
 export type NixStoreVersion = { found: true; version: string } | { found: false; code: number | null; stderr: string };

@@ -4,7 +4,7 @@
 import { Client } from "ssh2";
 import type { ClientChannel, ConnectConfig } from "ssh2";
 import { userInfo } from "node:os";
-import type { Readable, Writable } from "node:stream";
+import type { Duplex, Readable, Writable } from "node:stream";
 import { OffloadError } from "../errors.js";
 import { checkHostKey, expectedKeyTypes, hostKeyPolicy } from "./host-keys.js";
 import { loadClientKey } from "./private-key.js";
@@ -50,6 +50,8 @@ export interface RemoteProcess {
 export interface SshConnection {
   readonly target: ResolvedSshTarget;
   exec(command: string): Promise<RemoteProcess>;
+  /** A byte stream to the Unix socket `path` on the machine (OpenSSH's direct-streamlocal, as `ssh -L` to a socket). */
+  openSocket(path: string): Promise<Duplex>;
   close(): void;
 }
 
@@ -229,6 +231,20 @@ export async function connectMachine(spec: MachineTarget, options: ConnectOption
           } else {
             resolve(wrapChannel(channel));
           }
+        });
+      }),
+    openSocket: (path) =>
+      new Promise<Duplex>((resolve, reject) => {
+        client.openssh_forwardOutStreamLocal(path, (error, channel) => {
+          if (error) {
+            reject(
+              new OffloadError(`cannot open ${path} on ${describe(target)}: ${error.message}`, {
+                code: "socket-forwarding-refused",
+                fix: `check that ${path} exists on ${target.host} and that its sshd allows it (AllowStreamLocalForwarding yes, the default; no restrict/no-port-forwarding on the login's key)`,
+                cause: error,
+              }),
+            );
+          } else resolve(channel);
         });
       }),
     close: () => client.end(),

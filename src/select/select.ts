@@ -10,6 +10,8 @@ export interface BuildRequest {
   /** The daemon has a free local build slot (amWilling = 1). */
   amWilling: boolean;
   drvPath?: string;
+  /** The daemon asking: its builds go only to machines that run the same one. Default "nix". */
+  daemon?: BuildMachine["daemon"];
 }
 
 /** What the daemon says about the local machine (its settings). */
@@ -63,6 +65,7 @@ export type ReasonCode =
   | "local-better"
   | "disabled"
   | "excluded"
+  | "daemon"
   | "system"
   | "missing-feature"
   | "mandatory-feature"
@@ -189,6 +192,8 @@ function fasterAfterWaiting(input: SelectionInput, free: BuildMachine): string |
 /** Waiting must at least halve the expected finish: estimates are rough (chosen with the P6 simulator, checked on a second set of graphs). */
 const WAIT_MARGIN = 0.5;
 
+const DAEMONS = { nix: "Nix", guix: "guix-daemon" } as const;
+
 function eligibility(
   machine: BuildMachine,
   request: BuildRequest,
@@ -198,6 +203,10 @@ function eligibility(
   if (!machine.enabled) return { code: "disabled", detail: "disabled in machines.ts (enabled: false)" };
   if (restriction?.only && !restriction.only.includes(machine.name)) return { code: "excluded", detail: "not in this build's list of allowed machines" };
   if (restriction?.exclude?.includes(machine.name)) return { code: "excluded", detail: "excluded for this build" };
+  const daemon = request.daemon ?? "nix";
+  if (machine.daemon !== daemon) {
+    return { code: "daemon", detail: `builds with ${DAEMONS[machine.daemon]} (daemon: "${machine.daemon}"), and this build is ${DAEMONS[daemon]}'s` };
+  }
   if (request.system !== "builtin" && !machine.systems.includes(request.system as BuildMachine["systems"][number])) {
     return { code: "system", detail: `does not build ${request.system} (systems: ${machine.systems.join(", ")})` };
   }

@@ -1,0 +1,171 @@
+// offload as guix-daemon's build hook, end to end with the real guix 1.5.0: a master Guix
+// host whose guix-daemon (--max-jobs=0, GUIX=bin/offload-guix) cannot build anything itself,
+// and two Guix build machines with their own stores, daemons, signing keys and sshd. Builds
+// are started with `guix repl` scripts on the master, as any Guix client starts them.
+import { spawnSync } from "node:child_process";
+import { randomInt } from "node:crypto";
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { GuixDaemon } from "../src/guix/daemon.js";
+import { authorizeInGuixHost, guixHostPaths, startGuixHost, type GuixHost } from "../src/lab/guix-host.js";
+import { runInHost, stopHost } from "../src/lab/host.js";
+import { ensureSshKey } from "../src/lab/keys.js";
+import { PACKAGE_ROOT } from "../src/package-root.js";
+import { makeSafeDir, removeDir } from "./support/safe-dir.js";
+
+const SID = path.join(process.env.OFFLOAD_ROOTS_DIR ?? "/var/lib/offload-roots", "sid");
+const CLI = path.join(PACKAGE_ROOT, "bin", "offload.js");
+const GUIX_HOOK = path.join(PACKAGE_ROOT, "bin", "offload-guix");
+/** Builder addresses of this test file alone (other lab tests use others). */
+const ADDRESS = (n: number) => `127.0.31.${n}`;
+const PORT = 2431;
+
+interface Built {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  /** "name → output path" for each derivation the script printed. */
+  outputs: Map<string, string>;
+  drvs: Map<string, string>;
+}
+
+(existsSync(`${SID}.stamp`) ? describe : describe.skip)("offload as guix-daemon's build hook", () => {
+  let dir: string;
+  let etc: string;
+  let master: GuixHost;
+  let b1: GuixHost;
+  let b2: GuixHost;
+  let sshKey: string;
+  let nonce = 0;
+  const hosts: GuixHost[] = [];
+
+  function offloadCli(args: string[]): string {
+    const result = spawnSync(process.execPath, [CLI, ...args], { env: { ...process.env, OFFLOAD_CONFIG_DIR: etc }, encoding: "utf8" });
+    if (result.status !== 0) throw new Error(`offload ${args.join(" ")}: ${result.stderr}`);
+    return result.stdout;
+  }
+
+  function writeMachines(records: string[]): void {
+    writeFileSync(path.join(etc, "machines.ts"), `import { buildMachine } from "offload";\n\nexport default [\n${records.join(",\n")},\n];\n`, { mode: 0o644 });
+  }
+
+  function record(builder: GuixHost, fields: string): string {
+    return `  buildMachine({ name: ${JSON.stringify(builder.name)}, host: ${JSON.stringify(builder.ssh!.address)}, port: ${builder.ssh!.port}, daemon: "guix", systems: ["x86_64-linux"], hostKey: ${JSON.stringify(builder.ssh!.hostKey)}, privateKey: ${JSON.stringify(sshKey)}, overloadThreshold: null${fields} })`;
+  }
+
+  /**
+   * Builds, on the master, derivations made with busybox alone. `graph` is Scheme: a list of
+   * (name features script input-names) where script may read the inputs as $in0, $in1….
+   */
+  async function build(graph: Array<{ name: string; features?: string; script: string; inputs?: string[] }>, options = ""): Promise<Built> {
+    nonce++;
+    const tag = `${process.pid}-${nonce}-${randomInt(1e6)}`;
+    const file = path.join(dir, `build-${tag}.scm`);
+    const defs = graph
+      .map(({ name, features, script, inputs = [] }) => {
+        const env = [
+          ...(features ? [`("requiredSystemFeatures" . "${features}")`] : []),
+          ...inputs.map((input, index) => `("in${index}" . ,(derivation->output-path ${input}))`),
+        ];
+        return `(define ${name} (derivation s "${name}-${tag}" (string-append bb "/bin/sh") (list "-c" ${JSON.stringify(script)}) #:sources (list bb) #:inputs (list ${inputs.map((input) => `(derivation-input ${input})`).join(" ")}) #:env-vars \`(${env.join(" ")})))`;
+      })
+      .join("\n");
+    writeFileSync(
+      file,
+      `(use-modules (guix store) (guix derivations))
+(with-store s
+  (set-build-options s #:use-substitutes? #f #:offload? #t ${options})
+  (let ((bb (add-to-store s "busybox" #t "sha256" "${dir}/busybox")))
+${defs}
+${graph.map(({ name }) => `    (format #t "drv ${name} ~a~%" (derivation-file-name ${name}))`).join("\n")}
+    (build-derivations s (list ${graph.map(({ name }) => name).join(" ")}))
+${graph.map(({ name }) => `    (format #t "out ${name} ~a~%" (derivation->output-path ${name}))`).join("\n")}))
+`,
+    );
+    const result = await runInHost(master.host, ["guix", "repl", "--", file], { timeoutMs: 180_000 });
+    const pairs = (kind: string) => new Map([...result.stdout.matchAll(new RegExp(`^${kind} (\\S+) (\\S+)$`, "gm"))].map((m) => [m[1]!, m[2]!]));
+    return { ...result, outputs: pairs("out"), drvs: pairs("drv") };
+  }
+
+  async function validIn(host: GuixHost, paths: string[]): Promise<Set<string>> {
+    const daemon = await GuixDaemon.connect({ socket: guixHostPaths(host.dir).daemonSocket });
+    try {
+      return await daemon.queryValidPaths(paths);
+    } finally {
+      daemon.close();
+    }
+  }
+
+  /** What landings left in the master's store directory (nothing, once a hook is done). */
+  const leftInLanding = () => {
+    const landing = path.join(guixHostPaths(master.dir).gnu, "store", ".offload-landing");
+    return existsSync(landing) ? readdirSync(landing) : [];
+  };
+
+  const inStore = (host: GuixHost, storePath: string) => path.join(guixHostPaths(host.dir).gnu, storePath.slice("/gnu/".length));
+
+  beforeAll(async () => {
+    dir = makeSafeDir("guix-hook");
+    mkdirSync(path.join(dir, "busybox", "bin"), { recursive: true });
+    copyFileSync(path.join(SID, "bin", "busybox"), path.join(dir, "busybox", "bin", "busybox"));
+    symlinkSync("busybox", path.join(dir, "busybox", "bin", "sh"));
+    etc = path.join(dir, "etc");
+    mkdirSync(etc, { mode: 0o755 });
+    chmodSync(etc, 0o755);
+    offloadCli(["keygen", "--guix"]);
+    sshKey = path.join(dir, "id_master");
+    const sshPublic = await ensureSshKey(sshKey, "guix-hook-master");
+    [b1, b2] = await Promise.all(
+      [1, 2].map((n) => startGuixHost({ name: `ghb${n}`, dir: path.join(dir, `b${n}`), ssh: { address: ADDRESS(n), port: PORT, authorizedKeys: [sshPublic] } })),
+    ) as [GuixHost, GuixHost];
+    hosts.push(b1, b2);
+    const offloadKey = readFileSync(path.join(etc, "guix-signing-key.pub"), "utf8");
+    await Promise.all([b1, b2].map((builder) => authorizeInGuixHost(builder, offloadKey)));
+    // b1 signs through offload's Guix ACL; b2 is pinned in machines.ts.
+    writeFileSync(path.join(dir, "b1.pub"), b1.signingKey);
+    offloadCli(["authorize", "--guix", path.join(dir, "b1.pub")]);
+    master = await startGuixHost({
+      name: "ghm",
+      dir: path.join(dir, "m"),
+      shared: [dir],
+      daemonArgs: ["--max-jobs=0"],
+      daemonEnv: { GUIX: GUIX_HOOK, OFFLOAD_CONFIG_DIR: etc, OFFLOAD_STATE_DIR: path.join(dir, "state") },
+    });
+    hosts.push(master);
+  }, 120_000);
+
+  afterAll(async () => {
+    await Promise.all(hosts.map((host) => stopHost(host.host)));
+    removeDir(dir);
+  });
+
+  test("a graph of derivations is built on the two machines, routed by features; outputs valid and intact on the master", async () => {
+    writeMachines([record(b1, ""), record(b2, `, features: ["kvm"], signingKey: ${JSON.stringify(b2.signingKey)}`)]);
+    const result = await build([
+      { name: "left", script: "echo left > $out" },
+      { name: "right", features: "kvm", script: "echo right > $out" },
+      { name: "top", script: "cat $in0 $in1 > $out", inputs: ["left", "right"] },
+    ]);
+    expect(result.stderr).not.toMatch(/bad hook reply|unexpected EOF/);
+    expect(result.code).toBe(0);
+    const [left, right, top] = ["left", "right", "top"].map((name) => result.outputs.get(name)!);
+    expect(readFileSync(inStore(master, top!), "utf8")).toBe("left\nright\n");
+    // Routing: the kvm build only on b2; each machine kept what it built.
+    expect(await validIn(b2, [right!])).toEqual(new Set([right]));
+    // (b1 holds `right` too, sent as an input of `top`.)
+    expect(result.stderr).toMatch(new RegExp(`building x86_64-linux with features kvm on ghb2`));
+    expect(result.stderr).toMatch(/signature by .* verified/);
+    // Registered by the master's daemon with their references; the store verifies.
+    const daemon = await GuixDaemon.connect({ socket: guixHostPaths(master.dir).daemonSocket });
+    try {
+      expect((await daemon.queryPathInfo(top!)).deriver).toBe(result.drvs.get("top"));
+      expect(await daemon.queryValidPaths([left!, right!, top!])).toEqual(new Set([left, right, top]));
+    } finally {
+      daemon.close();
+    }
+    const verify = await runInHost(master.host, ["guix", "gc", "--verify=contents"], { timeoutMs: 120_000 });
+    expect(verify.code).toBe(0);
+    // Nothing of the landing is left in the store directory.
+    expect(leftInLanding()).toEqual([]);
+  }, 240_000);
+});
