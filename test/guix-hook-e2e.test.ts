@@ -168,4 +168,90 @@ ${graph.map(({ name }) => `    (format #t "out ${name} ~a~%" (derivation->output
     // Nothing of the landing is left in the store directory.
     expect(leftInLanding()).toEqual([]);
   }, 240_000);
+
+  /** The build failed with offload's reason for it, and none of its outputs is in the master's store, valid or not. */
+  async function refusedCleanly(result: Built, reason: RegExp): Promise<void> {
+    expect(result.code).not.toBe(0);
+    expect(result.stderr).toMatch(reason);
+    expect(result.stderr).not.toMatch(/bad hook reply|unexpected EOF|at .*\.js:\d+/);
+    const outputs = [...result.drvs.keys()].map((name) => result.stdout.match(new RegExp(`^out ${name} (\\S+)$`, "m"))?.[1]).filter((out): out is string => out !== undefined);
+    expect(outputs).toEqual([]); // build-derivations threw: the script printed no output path
+    const names = readdirSync(path.join(guixHostPaths(master.dir).gnu, "store")).filter((name) => name.includes(`-${nonceOf(result)}`) && !/\.(drv|lock)$/.test(name));
+    expect(names).toEqual([]);
+    expect(leftInLanding()).toEqual([]);
+  }
+
+  /** The tag in the names of a build's derivations. */
+  const nonceOf = (result: Built) => /-(\d+-\d+-\d+)\.drv$/.exec([...result.drvs.values()][0]!)![1]!;
+
+  test("a machine whose signature is not the pinned key: refused, nothing in the store", async () => {
+    writeMachines([record(b1, `, signingKey: ${JSON.stringify(b2.signingKey)}`)]);
+    const result = await build([{ name: "pinned", script: "echo pinned > $out" }]);
+    await refusedCleanly(result, /outputs of \S+ from ghb1 refused, nothing imported: \S+ is signed by key \S+, not by the signingKey of ghb1 in machines\.ts/);
+  }, 120_000);
+
+  test("a machine whose key is neither pinned nor in offload's Guix ACL: refused, with the fix", async () => {
+    writeMachines([record(b2, "")]);
+    const result = await build([{ name: "unknown", script: "echo unknown > $out" }]);
+    await refusedCleanly(result, /from ghb2 refused, nothing imported/);
+    expect(result.stderr).toContain("offload authorize --guix");
+  }, 120_000);
+
+  test("an output altered on its way is refused by its signature; nothing is written to the store", async () => {
+    writeMachines([record(b1, "")]);
+    const built = await build([{ name: "tampered", script: "echo original > $out" }]);
+    expect(built.code).toBe(0);
+    const output = built.outputs.get("tampered")!;
+    // Fetch it again from b1, one byte of its file's contents changed on the way, into a store directory of its own.
+    const store = path.join(dir, "altered-store");
+    mkdirSync(store, { recursive: true });
+    const remote = await GuixDaemon.connect({ socket: guixHostPaths(b1.dir).daemonSocket });
+    const local = await GuixDaemon.connect({ socket: guixHostPaths(master.dir).daemonSocket });
+    const altering = Object.create(remote) as GuixDaemon;
+    altering.exportPath = async function* (item, options) {
+      for await (const chunk of remote.exportPath(item, options)) {
+        const at = chunk.indexOf("original");
+        yield at < 0 ? chunk : Buffer.concat([chunk.subarray(0, at), Buffer.from("Original"), chunk.subarray(at + 8)]);
+      }
+    };
+    const { fetchGuixOutputs } = await import("../src/guix/land.js");
+    const { readGuixAcl, guixAclPath } = await import("../src/guix/acl.js");
+    try {
+      await expect(
+        fetchGuixOutputs(altering, { queryValidPaths: async () => new Set<string>() } as unknown as GuixDaemon, [output], {
+          trustedKeys: await readGuixAcl(guixAclPath(etc)),
+          origin: "the test's outputs",
+          fixes: { unsigned: "-", "corrupt-signature": "-", "unauthorized-key": "-", "hash-mismatch": "-", "invalid-signature": "-", "unexpected-path": "-" },
+          spoolDir: path.join(dir, "spool"),
+          storeDir: store,
+        }),
+      ).rejects.toMatchObject({ code: expect.stringMatching(/^output-(hash-mismatch|invalid-signature)$/) });
+    } finally {
+      remote.close();
+      local.close();
+    }
+    // Refused before a byte was written: not even a landing directory.
+    expect(readdirSync(store)).toEqual([]);
+  }, 120_000);
+
+  test("the daemon's timeout reaches the machine, which stops the build; the build fails as timed out", async () => {
+    writeMachines([record(b1, "")]);
+    const started = Date.now();
+    const result = await build([{ name: "slow", script: "sleep 60; echo late > $out" }], "#:timeout 3");
+    expect(Date.now() - started).toBeLessThan(30_000);
+    await refusedCleanly(result, /timed out/);
+  }, 120_000);
+
+  test("a machine that is down: the next one builds; with none left, the build fails with the reason", async () => {
+    const down = `  buildMachine({ name: "ghdown", host: "${ADDRESS(9)}", port: ${PORT}, daemon: "guix", systems: ["x86_64-linux"], privateKey: ${JSON.stringify(sshKey)}, hostKey: ${JSON.stringify(b1.ssh!.hostKey)}, speed: 10, connectTimeout: 2 })`;
+    writeMachines([down, record(b1, "")]);
+    const result = await build([{ name: "failover", script: "echo failover > $out" }]);
+    expect(result.code).toBe(0);
+    expect(result.stderr).toMatch(/cannot build on ghdown: .*127\.0\.31\.9/);
+    expect(readFileSync(inStore(master, result.outputs.get("failover")!), "utf8")).toBe("failover\n");
+
+    writeMachines([down]);
+    const alone = await build([{ name: "nowhere", script: "echo nowhere > $out" }]);
+    await refusedCleanly(alone, /ghdown/);
+  }, 180_000);
 });

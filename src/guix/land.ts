@@ -24,13 +24,15 @@ import { checkGuixSignature, type GuixRefusal } from "./signature.js";
 export interface GuixLandOptions {
   /** The keys whose signature is accepted: the machine's pinned key, else offload's Guix ACL. */
   trustedKeys: readonly GuixPublicKey[];
+  /** The machine whose pinned key (signingKey) must have signed, when it is not any ACL key. */
+  pinnedBy?: string;
   /** "outputs of X from M", for messages. */
   origin: string;
   /** The fix for each refusal. */
   fixes: Record<GuixRefusal | "unexpected-path", string>;
   /** Where items are spooled while they arrive (a scratch directory is made in it). */
   spoolDir: string;
-  /** The store's directory. Default /gnu/store. */
+  /** Where the store's files are on this machine. Default /gnu/store. */
   storeDir?: string;
 }
 
@@ -50,7 +52,7 @@ export async function fetchGuixOutputs(remote: GuixDaemon, local: GuixDaemon, ou
   const spool = makeScratch(options.spoolDir);
   try {
     const items: ExportItem[] = [];
-    for await (const item of readExportStream(signedExport(remote, outputs), { spoolDir: spool, storeDir })) items.push(item);
+    for await (const item of readExportStream(signedExport(remote, outputs), { spoolDir: spool, storeDir: GUIX_STORE_DIR })) items.push(item);
     const signers = verifyOutputs(items, outputs, options);
     const valid = await local.queryValidPaths(outputs);
     const fresh = items.filter((item) => !valid.has(item.path));
@@ -79,7 +81,10 @@ function verifyOutputs(items: readonly ExportItem[], outputs: readonly string[],
       throw refused(`${item.path} is not one of the outputs asked for (or came twice)`, "unexpected-path", options);
     }
     const verdict = checkGuixSignature(item.signatureBytes, item.itemHash, item.path, options.trustedKeys);
-    if (!verdict.valid) throw refused(verdict.reason, verdict.code, options);
+    if (!verdict.valid) {
+      const pinned = verdict.code === "unauthorized-key" && options.pinnedBy !== undefined;
+      throw refused(pinned ? verdict.reason.replace(/which is not in the ACL$/, `not by the signingKey of ${options.pinnedBy} in machines.ts`) : verdict.reason, verdict.code, options);
+    }
     signers.set(item.path, verdict.key.id);
   }
   const missing = outputs.filter((path) => !signers.has(path));
@@ -114,8 +119,9 @@ async function place(items: readonly ExportItem[], storeDir: string): Promise<vo
     for (const item of items) await restoreNar(createReadStream(item.narFile), join(staging, basename(item.path)));
     for (const item of items) {
       // Left by an earlier, killed attempt: complete but unregistered (valid ones were filtered out).
-      if (existsSync(item.path)) rmSync(item.path, { recursive: true, force: true });
-      renameSync(join(staging, basename(item.path)), item.path);
+      const target = join(storeDir, basename(item.path));
+      if (existsSync(target)) rmSync(target, { recursive: true, force: true });
+      renameSync(join(staging, basename(item.path)), target);
     }
   } finally {
     removeScratch(staging);

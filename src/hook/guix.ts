@@ -181,9 +181,10 @@ export async function runGuixHook(argv: readonly string[], io: GuixHookIo, env: 
         connect: (machine) => linkGuixMachine(machine),
       });
       if (claim.verdict !== "accept") {
-        // Every line reaches the person building (no verbosity levels): only what surprises.
+        // Every line reaches the person building (no verbosity levels): only a decline the
+        // daemon may not be able to build itself (it has no free slot, or max-jobs is 0) is worth one.
         const { decision } = claim;
-        if (claim.verdict === "decline" && decision.local.startsWith("the local machine cannot")) {
+        if (claim.verdict === "decline" && !request.amWilling) {
           const reasons = reasonsWithFixes(decision.reasons, config.machines, request).map((r) => `  ${reasonLine(r)}`);
           say([`offload: ${decision.summary}; ${decision.local}`, ...reasons].join("\n"));
         }
@@ -208,9 +209,8 @@ export async function runGuixHook(argv: readonly string[], io: GuixHookIo, env: 
           return GUIX_EXIT.success;
         } catch (error) {
           const failure = asOffloadError(error);
-          const text = `offload: ${formatError(failure)}`;
-          io.buildLog?.(`${text}\n`);
-          say(text);
+          // fd 4 reaches the person building too, and the build's log keeps it.
+          (io.buildLog ?? say)(`offload: ${formatError(failure)}\n`);
           return failure.code === "internal" ? GUIX_EXIT.transient : failure.exitCode;
         }
       } finally {
@@ -230,8 +230,8 @@ export async function runGuixHook(argv: readonly string[], io: GuixHookIo, env: 
         // the daemon hung up: the line below is all that can be said
       }
     }
-    if (exchange.stage === "accepted") io.buildLog?.(`${text}\n`);
-    say(text);
+    if (exchange.stage === "accepted" && io.buildLog) io.buildLog(`${text}\n`);
+    else say(text);
     return GUIX_EXIT.transient;
   }
 }
@@ -284,6 +284,7 @@ async function buildOnGuixMachine(job: GuixJob): Promise<number> {
     remote.log = () => undefined;
     const landed = await fetchGuixOutputs(remote, local, job.outputs, {
       trustedKeys: job.trustedKeys,
+      pinnedBy: machine.signingKey ? machine.name : undefined,
       origin: `outputs of ${job.drvPath} from ${machine.name}`,
       fixes: outputFixes(machine),
       spoolDir: job.spoolDir,
