@@ -7,10 +7,13 @@ import { clockSkew, diskLow, nixStoreMissing, notTrusted, overloaded } from "../
 import type { PublicKey, SecretKey } from "../nix/keys.js";
 import { DEFAULT_STORE_DIR } from "../nix/store-path.js";
 import { readLoad } from "../remote/machine-link.js";
-import { oneLine, readClockSkew, readDiskSpace, readNixConfig, readNixStoreVersion, storeFilesDir } from "../remote/probes.js";
+import type { GuixDaemon } from "../guix/daemon.js";
+import { guixDaemonSocket } from "../remote/guix-link.js";
+import { machineStoreDir, oneLine, readClockSkew, readDiskSpace, readNixConfig, readNixStoreVersion, storeFilesDir } from "../remote/probes.js";
 import { connectMachine, type SshConnection } from "../remote/ssh.js";
 import { machineTrustedKeys } from "../store/machine-trust.js";
 import { openServeSession, type ServeSession } from "../store/serve-session.js";
+import { connectGuixDaemon, guixRoundTrip, runsGuixDaemon, type GuixCheckKeys } from "./guix-steps.js";
 import { compareCapabilities, remoteCapabilities, testSystem, type RemoteCapabilities } from "./capabilities.js";
 import { signedRoundTrip } from "./round-trip.js";
 import { isTrusted } from "./trust.js";
@@ -47,7 +50,7 @@ export interface MachineReport {
   };
 }
 
-export interface CheckContext {
+export interface CheckContext extends GuixCheckKeys {
   /** Our signing key, or why it cannot be used (the round trip then fails with that). */
   signingKey: SecretKey | OffloadError;
   acl: readonly PublicKey[];
@@ -109,6 +112,11 @@ export async function checkMachine(machine: BuildMachine, context: CheckContext,
     const ssh = connection!;
     // The shell probes do not depend on Nix: run them meanwhile.
     const resources = resourceSteps(machine, context, ssh, report);
+    if (machine.daemon === "guix") {
+      await guixSteps(machine, context, ssh, report, step, skip);
+      for (const run of await resources(undefined)) await step(run.name, run.body);
+      return report;
+    }
     const nixConfig = await readNixConfig(ssh).catch(() => undefined);
     const storeSetting = nixConfig?.settings.get("store");
     if (await step("nix-store", () => nixStoreStep(machine, ssh, report))) {
@@ -134,6 +142,43 @@ export async function checkMachine(machine: BuildMachine, context: CheckContext,
   }
 }
 
+/** A Guix machine's steps: its guix-daemon in place of nix-store and the serve session; no build in the round trip. */
+async function guixSteps(
+  machine: BuildMachine,
+  context: CheckContext,
+  ssh: SshConnection,
+  report: MachineReport,
+  step: (name: StepName, body: () => Promise<Passed>) => Promise<boolean>,
+  skip: (names: StepName[], why: string) => void,
+): Promise<void> {
+  let daemon: GuixDaemon | undefined;
+  try {
+    const reached = await step("nix-store", async () => {
+      daemon = await connectGuixDaemon(machine, ssh);
+      report.facts.nixVersion = `guix-daemon ${daemon.version >> 8}.${daemon.version & 0xff}`;
+      return { detail: `guix-daemon (protocol ${daemon.version >> 8}.${daemon.version & 0xff}) at ${guixDaemonSocket(machine)}` };
+    });
+    if (!reached) {
+      skip(["store", "capabilities", "round-trip"], "needs guix-daemon on the machine");
+      return;
+    }
+    await step("store", async () => {
+      await daemon!.queryValidPaths([ABSENT_GUIX_PATH]);
+      return { detail: `/gnu/store answers ${ssh.target.user} (guix-daemon serves every user)` };
+    });
+    skip(["capabilities"], "guix-daemon does not tell its systems and features; machines.ts is taken at its word");
+    await step("round-trip", async () => {
+      const signer = await guixRoundTrip(machine, daemon!, context);
+      report.facts.signer = signer;
+      return { detail: `our signed item accepted by its guix-daemon, sent back signed by ${signer}${machine.signingKey ? " (the pinned key)" : ""}` };
+    });
+  } finally {
+    (daemon as GuixDaemon | undefined)?.close();
+  }
+}
+
+const ABSENT_GUIX_PATH = `/gnu/store/${"0".repeat(32)}-offload-check-absent`;
+
 function connected(connection: SshConnection): string {
   const { user, host, port } = connection.target;
   return `logged in as ${user}@${host}:${port}, host key verified`;
@@ -142,6 +187,12 @@ function connected(connection: SshConnection): string {
 async function nixStoreStep(machine: BuildMachine, ssh: SshConnection, report: MachineReport): Promise<Passed> {
   const version = await readNixStoreVersion(ssh, machine.remoteStore);
   if (!version.found) {
+    if (version.code === 127 && (await runsGuixDaemon(ssh))) {
+      throw new OffloadError(`${machine.name} has no nix-store but runs guix-daemon`, {
+        code: "daemon-mismatch",
+        fix: `set daemon: "guix" for ${machine.name} in machines.ts, so that guix-daemon's builds go there (and Nix's do not)`,
+      });
+    }
     if (version.code === 127) throw nixStoreMissing(machine, version.stderr);
     throw new OffloadError(`nix-store --version failed on ${machine.name} (exit ${version.code ?? "signal"}): ${version.stderr || "no message"}`, {
       code: "nix-store-broken",
@@ -225,7 +276,7 @@ function resourceSteps(machine: BuildMachine, context: CheckContext, ssh: SshCon
   const load = readLoad(ssh).catch(() => undefined);
   const clock = readClockSkew(ssh).catch(() => undefined);
   return async (storeSetting: string | undefined): Promise<{ name: StepName; body: () => Promise<Passed> }[]> => {
-    const dir = storeFilesDir(machine.remoteStore ?? storeSetting);
+    const dir = machine.daemon === "guix" ? machineStoreDir(machine) : storeFilesDir(machine.remoteStore ?? storeSetting);
     const disk = await readDiskSpace(ssh, dir).catch(() => undefined);
     return [
       {

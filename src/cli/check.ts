@@ -2,8 +2,11 @@
 // then (unless --static) diagnose every selected machine in parallel.
 import type { Command } from "commander";
 import type { BuildMachine } from "../../types/index.js";
-import { checkDaemon, daemonLine } from "../check/daemon.js";
+import { checkDaemon, checkGuixDaemon, daemonLine } from "../check/daemon.js";
 import { machineAddress } from "../check/machine-status.js";
+import type { GuixCheckKeys } from "../check/guix-steps.js";
+import { readGuixAcl } from "../guix/acl.js";
+import { guixSecretKeyPath, readGuixSecretKeyFile } from "../guix/keys.js";
 import { STEPS, checkMachine, type CheckContext, type MachineReport } from "../check/machine-check.js";
 import { createProgress } from "../check/progress.js";
 import { loadConfig, type LoadedConfig } from "../config/load.js";
@@ -83,11 +86,14 @@ async function checkRemote(loaded: LoadedConfig, machines: BuildMachine[], optio
   const context: CheckContext = {
     signingKey: await ourSigningKey(),
     acl: await readAcl(),
+    ...(await ourGuixKeys(machines)),
     minFreeBytes: numberOption(options.minFree, "--min-free") * 1024 * 1024,
     maxClockSkew: numberOption(options.maxClockSkew, "--max-clock-skew"),
   };
   // The local step first: machines are of no use if the daemon never asks offload's hook.
-  const daemon = await checkDaemon();
+  // Which daemon: the one whose machines machines.ts lists (Nix's when it lists none).
+  const guixOnly = loaded.machines.length > 0 && loaded.machines.every((machine) => machine.daemon === "guix");
+  const daemon = guixOnly ? checkGuixDaemon() : await checkDaemon();
   if (!options.json) process.stdout.write(`\n${daemonLine(daemon)}\n`);
   if (daemon.status === "fail") process.exitCode = 1;
   if (machines.length === 0 && !options.json) return; // nothing to contact: the static part said it all
@@ -130,6 +136,16 @@ async function ourSigningKey(): Promise<CheckContext["signingKey"]> {
   }
 }
 
+/** offload's Guix key and ACL, read only when a Guix machine is checked; a problem fails that machine's round trip. */
+async function ourGuixKeys(machines: readonly BuildMachine[]): Promise<GuixCheckKeys> {
+  if (!machines.some((machine) => machine.daemon === "guix")) return { guixKey: new OffloadError("no Guix machine", { code: "internal" }), guixAcl: [] };
+  const guixKey = await readGuixSecretKeyFile(guixSecretKeyPath()).catch((error: unknown) => {
+    const failure = asOffloadError(error);
+    return new OffloadError(`offload's Guix signing key is not usable: ${failure.message}`, { code: failure.code, fix: failure.fix ?? "offload keygen --guix" });
+  });
+  return { guixKey, guixAcl: await readGuixAcl() };
+}
+
 function numberOption(value: string, name: string): number {
   const number = Number(value);
   if (!Number.isFinite(number) || number < 0) throw new OffloadError(`${name} must be a non-negative number, not ${JSON.stringify(value)}`, { code: "usage" });
@@ -137,7 +153,7 @@ function numberOption(value: string, name: string): number {
 }
 
 const STEP_MARKS = { ok: "✓", warn: "!", fail: "✗", skipped: "-" } as const;
-const STEPS_LEGEND = `STEPS, in order: ${STEPS.join(", ")} (✓ passed, ! warning, ✗ failed, - skipped)`;
+const STEPS_LEGEND = `STEPS, in order: ${STEPS.join(", ")} (✓ passed, ! warning, ✗ failed, - skipped; on a Guix machine nix-store is its guix-daemon)`;
 
 function summaryTable(reports: MachineReport[]): string {
   const rows = reports.map((report) => {
