@@ -40,15 +40,15 @@ afterAll(async () => {
 
 const escape = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 
-test("the table: reachable, load, slots in use, free store space, uptime, clock, last build; holders and failures below", async () => {
+test("the table: address, reachable, load, slots in use, free store space, uptime, clock, last build; holders and failures below", async () => {
   const result = await runCli(["status"], env);
   expect(result.stderr).toBe("");
   expect(result.code).toBe(0);
   const lines = result.stdout.trim().split("\n");
-  expect(lines[0]).toMatch(/^MACHINE\s+REACHABLE\s+LOAD\s+SLOTS\s+FREE\s+UPTIME\s+CLOCK\s+LAST BUILD$/);
-  expect(lines[1]).toMatch(new RegExp(`^${escape(b0.address)}\\s+yes\\s+\\d+\\.\\d\\d\\s+1/2\\s+\\d+\\.\\dG\\s+\\S+\\s+[+-]0\\.0\\ds\\s+-$`));
-  expect(lines[2]).toMatch(new RegExp(`^${escape(b1.address)}\\s+yes\\s+\\d+\\.\\d\\d\\s+0/2\\s+\\d+\\.\\dG\\s+\\S+\\s+[+-]0\\.0\\ds\\s+1m ago$`));
-  expect(lines[3]).toMatch(/^\S+\s+NO\s+-\s+0\/2\s+-\s+-\s+-\s+-$/);
+  expect(lines[0]).toMatch(/^MACHINE\s+ADDRESS\s+REACHABLE\s+LOAD\s+SLOTS\s+FREE\s+UPTIME\s+CLOCK\s+LAST BUILD$/);
+  expect(lines[1]).toMatch(new RegExp(`^${escape(b0.address)}\\s+root@${escape(b0.address)}:${b0.port}\\s+yes\\s+\\d+\\.\\d\\d\\s+1/2\\s+\\d+\\.\\dG\\s+\\S+\\s+[+-]0\\.0\\ds\\s+-$`));
+  expect(lines[2]).toMatch(new RegExp(`^${escape(b1.address)}\\s+root@${escape(b1.address)}:${b1.port}\\s+yes\\s+\\d+\\.\\d\\d\\s+0/2\\s+\\d+\\.\\dG\\s+\\S+\\s+[+-]0\\.0\\ds\\s+1m ago$`));
+  expect(lines[3]).toMatch(/^\S+\s+root@\S+:1\s+NO\s+-\s+0\/2\s+-\s+-\s+-\s+-$/);
   expect(lines).toContainEqual(expect.stringMatching(/^✗ \S+: connection to \S+ refused: nothing listens on port 1 — fix: start sshd/));
   expect(lines).toContainEqual(expect.stringMatching(new RegExp(`^  ${escape(b0.address)} slot 0: pid ${process.pid} building ${escape(HELD)} for \\d+s$`)));
 });
@@ -81,7 +81,7 @@ test("--watch refreshes in place until interrupted", async () => {
   const frames = output.split("\x1b[H\x1b[2J").filter((frame) => frame !== "");
   expect(frames.length).toBeGreaterThanOrEqual(2);
   for (const frame of frames.slice(0, 2)) {
-    expect(frame).toMatch(/offload status \(every 2 s, Ctrl-C ends\)\nMACHINE\s+REACHABLE/);
+    expect(frame).toMatch(/offload status \(every 2 s, Ctrl-C ends\)\nMACHINE\s+ADDRESS\s+REACHABLE/);
     expect(frame).toContain(b1.address);
   }
 });
@@ -91,7 +91,7 @@ test("a machine that answers but is refused at login (a wrong hostKey) is reacha
   const configDir = writeLabConfig(dir, "wrong-key", lab, [labRecord(lab, b0, { name: "b0", host: b0.address, hostKey: wrongKey })]);
   const result = await runCli(["status"], configEnv(dir, configDir));
   const lines = result.stdout.trim().split("\n");
-  expect(lines[1]).toMatch(/^b0\s+yes\s+-\s+0\/2\s+-/);
+  expect(lines[1]).toMatch(new RegExp(`^b0\\s+root@${escape(b0.address)}:${b0.port}\\s+yes\\s+-\\s+0/2\\s+-`));
   expect(lines[2]).toMatch(/^✗ b0: host key mismatch for b0: machines\.ts pins .* — fix: .*set hostKey: /);
   const json = JSON.parse((await runCli(["status", "--json"], configEnv(dir, configDir))).stdout) as { machines: MachineStatus[] };
   expect(json.machines[0]).toMatchObject({ machine: "b0", address: `root@${b0.address}:${b0.port}`, reachable: true, error: { code: "host-key-mismatch" } });

@@ -1,20 +1,24 @@
 // `offload explain`: what the hook would decide for a build right now, and for every other
 // machine why not. It gathers the same state (slot locks, recent facts) and calls the same
 // selection function as the hook's claim, so the answer cannot drift from what the hook does.
+// It reads and connects nowhere a user other than the hook's cannot: such a user gets the
+// decision without the build slots, which only the hook's user can see, and is told so.
 import { execFile } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import { promisify } from "node:util";
 import type { Command } from "commander";
-import { loadConfig } from "../config/load.js";
+import { loadConfig, type LoadedConfig } from "../config/load.js";
 import { OffloadError } from "../errors.js";
 import { reasonLine, reasonsWithFixes } from "../failures.js";
-import { NO_REMOTE_BUILDS, checkRestrictionNames, interpretSettings } from "../hook/settings.js";
+import { NO_REMOTE_BUILDS, checkRestrictionNames, interpretSettings, type HookSettings } from "../hook/settings.js";
 import { parseDerivation } from "../nix/drv.js";
 import { parseNixConfig } from "../remote/probes.js";
 import { selectionInput } from "../select/current-state.js";
-import { selectMachine, type BuildRequest, type Decision } from "../select/select.js";
+import { derivationName, readDurations } from "../select/durations.js";
+import { machineState, readFacts, recordHash } from "../select/machine-facts.js";
+import { selectMachine, type BuildRequest, type Decision, type SelectionInput } from "../select/select.js";
 import { stateDir } from "../select/state-dir.js";
-import { assertHookUser } from "./hook-user.js";
+import { otherHookUser } from "./hook-user.js";
 
 const run = promisify(execFile);
 
@@ -44,20 +48,28 @@ export function registerExplain(program: Command): void {
 
 async function explain(options: ExplainOptions): Promise<void> {
   const dir = stateDir();
-  assertHookUser(dir);
+  const hookUser = otherHookUser(dir);
   const config = await loadConfig({ config: options.config });
   const settings = interpretSettings(await localNixSettings(options), process.env);
   checkRestrictionNames(settings.restriction, config.machines);
   const request = await buildRequest(options, settings.localState.maxJobs);
+  if (hookUser !== undefined) {
+    const who = hookUser === 0 ? "root" : `uid ${hookUser}`;
+    process.stderr.write(
+      `offload: build slots in use are not seen: only ${who} may read ${dir}/slot-secret, from which their names derive; ` +
+        `this decision takes every slot as free (run as ${who} to see them)\n`,
+    );
+  }
   const decision: Decision =
     settings.builders.kind === "none"
       ? { verdict: "decline-permanently", candidates: [], reasons: [], local: "the local machine builds everything", summary: NO_REMOTE_BUILDS }
-      : selectMachine(await selectionInput(config, settings, request, dir));
+      : selectMachine(hookUser === undefined ? await selectionInput(config, settings, request, dir) : inputWithoutSlots(config, settings, request, dir));
   const machines = reasonsWithFixes(decision.reasons, config.machines, request);
   if (options.json) {
     const { verdict, summary, local } = decision;
     const candidates = decision.candidates.map((m) => m.name);
-    process.stdout.write(`${JSON.stringify({ verdict, summary, local, request, localState: settings.localState, candidates, machines }, null, 2)}\n`);
+    const slotsSeen = hookUser === undefined;
+    process.stdout.write(`${JSON.stringify({ verdict, summary, local, request, localState: settings.localState, slotsSeen, candidates, machines }, null, 2)}\n`);
     return;
   }
   const lines = [`${decision.verdict}: ${decision.summary}`, `local: ${decision.local}`];
@@ -66,6 +78,18 @@ async function explain(options: ExplainOptions): Promise<void> {
     lines.push(`${mark} ${reasonLine(reason)}`);
   }
   process.stdout.write(`${lines.join("\n")}\n`);
+}
+
+/**
+ * The hook's state as another user may read it: recorded facts and durations, but no slot in
+ * use (slots.ts names them with a secret only the hook's user can read, and would create it).
+ */
+function inputWithoutSlots(config: LoadedConfig, settings: HookSettings, request: BuildRequest, dir: string): SelectionInput {
+  const now = Date.now();
+  const states = new Map(config.machines.map((machine) => [machine.name, machineState(readFacts(dir, machine.name), 0, now, recordHash(machine))]));
+  const estimate = request.drvPath === undefined ? undefined : readDurations(dir).get(derivationName(request.drvPath));
+  const { localState, restriction, pollInterval } = settings;
+  return { machines: config.machines, local: config.local, localState, request, states, restriction, estimate, pollInterval };
 }
 
 /** The request as the daemon would send it: from --drv, or from --system/--features. */

@@ -55,7 +55,7 @@ export function registerLab(program: Command): void {
   const lab = program.command("lab").description("local loopback builders (each its own host: /nix/store, Nix version, sshd, signing key) for tests and demos");
   lab
     .command("up")
-    .description("create or refresh the lab and start its builders (root)")
+    .description("create or refresh the lab and start its builders (root); writes in its directory (and an Include in root's ssh config), never in /etc/offload")
     .option("--dir <dir>", "lab directory; its parents must not be group/world-writable", DEFAULT_LAB_DIR)
     .option("--builders <n>", `number of builders (default ${DEFAULT_BUILDERS}, or as many as --builder names)`, integer)
     .option(
@@ -84,7 +84,16 @@ export function registerLab(program: Command): void {
         log: (line) => process.stderr.write(`offload: ${line}\n`),
       });
       process.stdout.write(`${formatStatus(await labStatus(up.dir))}\n`);
-      process.stdout.write(`use it: OFFLOAD_CONFIG_DIR=${up.configDir}; ssh -F ${up.sshConfig} ${up.builders[0]!.name}\n`);
+      process.stdout.write(
+        [
+          `use it from /etc/offload/machines.ts (${up.machinesFile} is rewritten by each lab up: do not edit it):`,
+          `  import lab from ${JSON.stringify(up.machinesFile)};`,
+          "  export default [...lab, /* your machines */];",
+          `or alone, with the lab's own key and ACL: OFFLOAD_CONFIG_DIR=${up.configDir}`,
+          `a builder's shell: ssh -F ${up.sshConfig} ${up.builders[0]!.name}`,
+          "",
+        ].join("\n"),
+      );
     });
   lab
     .command("down")

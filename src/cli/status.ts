@@ -47,6 +47,7 @@ export function registerStatus(program: Command): void {
 export function formatStatus(statuses: MachineStatus[], now = Date.now()): string {
   const rows = statuses.map((s) => [
     s.machine + (s.enabled ? "" : " (disabled)"),
+    s.address,
     s.reachable ? "yes" : "NO",
     s.load === undefined ? "-" : s.load.toFixed(2),
     `${s.slots.inUse}/${s.slots.total}`,
@@ -55,7 +56,7 @@ export function formatStatus(statuses: MachineStatus[], now = Date.now()): strin
     s.clockSkewSeconds === undefined ? "-" : `${s.clockSkewSeconds >= 0 ? "+" : ""}${s.clockSkewSeconds.toFixed(2)}s`,
     s.lastBuild ? `${duration((now - s.lastBuild.at) / 1000)} ago` : "-",
   ]);
-  const lines = [formatTable(["MACHINE", "REACHABLE", "LOAD", "SLOTS", "FREE", "UPTIME", "CLOCK", "LAST BUILD"], rows)];
+  const lines = [formatTable(["MACHINE", "ADDRESS", "REACHABLE", "LOAD", "SLOTS", "FREE", "UPTIME", "CLOCK", "LAST BUILD"], rows)];
   for (const s of statuses) {
     if (s.error) lines.push(`✗ ${s.machine}: ${s.error.message}${s.error.fix ? ` — fix: ${s.error.fix}` : ""}`);
     for (const holder of s.slots.holders) {

@@ -6,6 +6,7 @@ import type { Host } from "./host.js";
 import type { LabPaths } from "./layout.js";
 import { labPaths } from "./layout.js";
 import type { BuilderPlan } from "./options.js";
+import type { WrittenFiles } from "./owned-files.js";
 
 export interface LabBuilder extends BuilderPlan {
   /** The builder's directory: keys, sshd_config, pid file, log, and its host's /nix and /etc/nix. */
@@ -32,6 +33,8 @@ export interface Lab extends LabPaths {
   /** The ssh client config holding `Include <sshConfig>`, or null when none was edited. */
   rootSshConfig: string | null;
   builders: LabBuilder[];
+  /** The files `up` wrote and their hashes, to tell a person's edit (owned-files.ts). */
+  written: WrittenFiles;
 }
 
 /** The lab recorded in `dir`; throws when `lab up` never ran there. */

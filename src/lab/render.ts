@@ -99,7 +99,11 @@ export function machinesTs(lab: Lab): string {
     ].join("\n"),
   );
   return [
-    `// The builders of the offload lab in ${lab.dir} (written by offload lab up).`,
+    `// The builders of the offload lab in ${lab.dir}, written by \`offload lab up\`, which rewrites`,
+    "// it (and refuses to, once edited): change nothing here. To use them beside your own machines,",
+    "// in /etc/offload/machines.ts:",
+    `//   import lab from ${JSON.stringify(lab.machinesFile)};`,
+    "//   export default [...lab, /* your machines */];",
     'import { buildMachine } from "offload";',
     "",
     "export default [",

@@ -1,6 +1,7 @@
 // `lab up`: makes (or refreshes) a lab and leaves every builder's host and sshd running and
-// verified. Keys and hosts (unless their Nix changes) survive re-runs; configs are rewritten;
-// sshds are restarted so they read them.
+// verified. Keys and hosts (unless their Nix changes) survive re-runs; configs are rewritten
+// (unless a person edited one: then it stops first); sshds are restarted so they read them.
+// Nothing outside the lab directory is written but the Include line in root's ssh config.
 import { chmod, mkdir, rm } from "node:fs/promises";
 import { writeFileAtomic } from "../store/config-dir.js";
 import { stopBuilder, stopStrays } from "./down.js";
@@ -10,6 +11,7 @@ import { ensureSigningKey, ensureSshKey } from "./keys.js";
 import type { Lab, LabBuilder } from "./lab.js";
 import { readLab } from "./lab.js";
 import { builderPaths, labPaths } from "./layout.js";
+import { assertNotEdited, writeOwnedFiles } from "./owned-files.js";
 import type { LabOptions } from "./options.js";
 import { resolveLabPlan } from "./options.js";
 import { acl, builderNixConf, clientSshConfig, knownHosts, machinesTs, nixMachines, sshdConfig } from "./render.js";
@@ -29,10 +31,11 @@ export async function labUp(options: LabOptions = {}): Promise<Lab> {
   const log = options.log ?? (() => undefined);
   const plan = resolveLabPlan(options);
   await assertSafeLabDir(plan.dir);
-  if (options.install ?? true) await ensurePackages(log);
-
   const paths = labPaths(plan.dir);
   const previous = await readLab(plan.dir).catch(() => undefined);
+  await assertNotEdited(previous?.written, paths.machinesFile);
+  if (options.install ?? true) await ensurePackages(log);
+
   await makeDir(paths.dir);
   await makeDir(paths.configDir);
 
@@ -79,15 +82,19 @@ export async function labUp(options: LabOptions = {}): Promise<Lab> {
     }),
   );
   const rootSshConfig = options.rootSshConfig === false ? null : (options.rootSshConfig ?? defaultRootSshConfig());
-  const lab: Lab = { ...paths, prefix: plan.prefix, signingKey, rootSshConfig, builders };
+  const lab: Lab = { ...paths, prefix: plan.prefix, signingKey, rootSshConfig, builders, written: {} };
 
-  for (const builder of builders) await writeFileAtomic(builder.sshdConfig, sshdConfig(lab, builder), 0o644);
-  await writeFileAtomic(paths.authorizedKeys, `${clientPublicKey}\n`, 0o644);
-  await writeFileAtomic(paths.sshConfig, clientSshConfig(lab), 0o644);
-  await writeFileAtomic(paths.knownHosts, knownHosts(lab), 0o644);
-  await writeFileAtomic(paths.nixMachines, nixMachines(lab), 0o644);
-  await writeFileAtomic(paths.acl, acl(lab), 0o644);
-  await writeFileAtomic(paths.machinesFile, machinesTs(lab), 0o644);
+  lab.written = await writeOwnedFiles(
+    new Map([
+      ...builders.map((builder) => [builder.sshdConfig, sshdConfig(lab, builder)] as const),
+      [paths.authorizedKeys, `${clientPublicKey}\n`],
+      [paths.sshConfig, clientSshConfig(lab)],
+      [paths.knownHosts, knownHosts(lab)],
+      [paths.nixMachines, nixMachines(lab)],
+      [paths.acl, acl(lab)],
+      [paths.machinesFile, machinesTs(lab)],
+    ]),
+  );
   // Recorded before any sshd starts; `down` also finds hosts and sshds a failed `up` left unrecorded.
   await writeFileAtomic(paths.state, `${JSON.stringify(lab, null, 2)}\n`, 0o644);
 
