@@ -36,6 +36,7 @@ interface Built {
   let b1: GuixHost;
   let b2: GuixHost;
   let sshKey: string;
+  let sshPublic: string;
   let nonce = 0;
   const hosts: GuixHost[] = [];
 
@@ -49,8 +50,8 @@ interface Built {
     writeFileSync(path.join(etc, "machines.ts"), `import { buildMachine } from "offload";\n\nexport default [\n${records.join(",\n")},\n];\n`, { mode: 0o644 });
   }
 
-  function record(builder: GuixHost, fields: string): string {
-    return `  buildMachine({ name: ${JSON.stringify(builder.name)}, host: ${JSON.stringify(builder.ssh!.address)}, port: ${builder.ssh!.port}, daemon: "guix", systems: ["x86_64-linux"], hostKey: ${JSON.stringify(builder.ssh!.hostKey)}, privateKey: ${JSON.stringify(sshKey)}, overloadThreshold: null${fields} })`;
+  function record(builder: GuixHost, fields: string, name = builder.name): string {
+    return `  buildMachine({ name: ${JSON.stringify(name)}, host: ${JSON.stringify(builder.ssh!.address)}, port: ${builder.ssh!.port}, daemon: "guix", systems: ["x86_64-linux"], hostKey: ${JSON.stringify(builder.ssh!.hostKey)}, privateKey: ${JSON.stringify(sshKey)}, overloadThreshold: null${fields} })`;
   }
 
   /**
@@ -114,7 +115,7 @@ ${graph.map(({ name }) => `    (format #t "out ${name} ~a~%" (derivation->output
     chmodSync(etc, 0o755);
     offloadCli(["keygen", "--guix"]);
     sshKey = path.join(dir, "id_master");
-    const sshPublic = await ensureSshKey(sshKey, "guix-hook-master");
+    sshPublic = await ensureSshKey(sshKey, "guix-hook-master");
     [b1, b2] = await Promise.all(
       [1, 2].map((n) => startGuixHost({ name: `ghb${n}`, dir: path.join(dir, `b${n}`), ssh: { address: ADDRESS(n), port: PORT, authorizedKeys: [sshPublic] } })),
     ) as [GuixHost, GuixHost];
@@ -253,5 +254,29 @@ ${graph.map(({ name }) => `    (format #t "out ${name} ~a~%" (derivation->output
     writeMachines([down]);
     const alone = await build([{ name: "nowhere", script: "echo nowhere > $out" }]);
     await refusedCleanly(alone, /ghdown/);
+  }, 180_000);
+
+  test("offload check on the master: its guix-daemon uses offload; each Guix machine passes, or fails naming the Guix cause and its fix", async () => {
+    // b3 has not authorized offload's Guix key.
+    const b3 = await startGuixHost({ name: "ghb3", dir: path.join(dir, "b3"), ssh: { address: ADDRESS(3), port: PORT, authorizedKeys: [sshPublic] } });
+    hosts.push(b3);
+    writeMachines([
+      record(b1, ""),
+      record(b2, `, signingKey: ${JSON.stringify(b2.signingKey)}`),
+      record(b2, "", "ghb2-unpinned"),
+      record(b3, `, signingKey: ${JSON.stringify(b3.signingKey)}`),
+    ]);
+    const result = await runInHost(master.host, ["node", CLI, "check", "--json"], { env: { OFFLOAD_CONFIG_DIR: etc, OFFLOAD_STATE_DIR: path.join(dir, "state") }, timeoutMs: 120_000 });
+    expect(result.code).toBe(1);
+    const report = JSON.parse(result.stdout) as { daemon: { status: string; detail: string }; machines: Array<{ machine: string; ok: boolean; steps: Array<{ step: string; status: string; code?: string; detail: string; fix?: string }> }> };
+    expect(report.daemon).toMatchObject({ status: "ok", detail: expect.stringContaining("hands its builds to offload") });
+    const steps = (name: string) => Object.fromEntries(report.machines.find((m) => m.machine === name)!.steps.map((step) => [step.step, step]));
+    for (const name of ["ghb1", "ghb2"]) {
+      expect(steps(name)["nix-store"]).toMatchObject({ status: "ok", detail: expect.stringMatching(/^guix-daemon \(protocol 1\.\d+\) at \/var\/guix\/daemon-socket\/socket$/) });
+      expect(steps(name)["round-trip"]).toMatchObject({ status: "ok", detail: expect.stringContaining("sent back signed by") });
+      expect(steps(name)["disk"]).toMatchObject({ status: "ok", detail: expect.stringContaining("/gnu/store") });
+    }
+    expect(steps("ghb2-unpinned")["round-trip"]).toMatchObject({ status: "fail", code: "guix-unauthorized-key", fix: expect.stringContaining("offload authorize --guix") });
+    expect(steps("ghb3")["round-trip"]).toMatchObject({ status: "fail", code: "guix-key-not-authorized", fix: expect.stringContaining("guix archive --authorize") });
   }, 180_000);
 });

@@ -5,7 +5,7 @@ import type { BuildMachine } from "../../types/index.js";
 import { asOffloadError } from "../errors.js";
 import { isLoginRefusal } from "../failures.js";
 import { readLoad } from "../remote/machine-link.js";
-import { readClockSkew, readDiskSpace, readNixConfig, readUptime, storeFilesDir } from "../remote/probes.js";
+import { readClockSkew, readDiskSpace, readNixConfig, readUptime, machineStoreDir, storeFilesDir } from "../remote/probes.js";
 import { connectMachine } from "../remote/ssh.js";
 import { readFacts, type MachineFacts } from "../select/machine-facts.js";
 import { slotHolders, type SlotHolder } from "../select/slots.js";
@@ -59,10 +59,9 @@ export async function machineStatus(machine: BuildMachine, stateDir: string): Pr
       readLoad(ssh).catch(() => undefined),
       readUptime(ssh).catch(() => undefined),
       readClockSkew(ssh).catch(() => undefined),
-      // The store's files are where its `store` setting (or the record's remoteStore) puts them.
-      readNixConfig(ssh)
-        .catch(() => undefined)
-        .then((config) => readDiskSpace(ssh, storeFilesDir(machine.remoteStore ?? config?.settings.get("store"))))
+      // The store's files are where its `store` setting (or the record's remoteStore) puts them; Guix's in /gnu/store.
+      (machine.daemon === "guix" ? Promise.resolve(machineStoreDir(machine)) : readNixConfig(ssh).catch(() => undefined).then((config) => storeFilesDir(machine.remoteStore ?? config?.settings.get("store"))))
+        .then((dir) => readDiskSpace(ssh, dir))
         .catch(() => undefined),
     ]);
     return {

@@ -30,6 +30,7 @@ interface ExplainOptions {
   config?: string;
   amWilling?: string;
   maxJobs?: string;
+  guix?: boolean;
 }
 
 export function registerExplain(program: Command): void {
@@ -41,6 +42,7 @@ export function registerExplain(program: Command): void {
     .option("--drv <path>", "read system and requiredSystemFeatures from this .drv")
     .option("--am-willing <0|1>", "whether the daemon has a free local build slot (default: 1 unless max-jobs is 0)")
     .option("--max-jobs <n>", "the daemon's max-jobs (default: from nix show-config)")
+    .option("--guix", "a build guix-daemon offers (its machines are those with daemon: \"guix\")")
     .option("--config <file>", "machines.ts to use (default: $OFFLOAD_CONFIG or /etc/offload/machines.ts)")
     .option("--json", "print the decision as JSON")
     .action(explain);
@@ -50,9 +52,12 @@ async function explain(options: ExplainOptions): Promise<void> {
   const dir = stateDir();
   const hookUser = otherHookUser(dir);
   const config = await loadConfig({ config: options.config });
-  const settings = interpretSettings(await localNixSettings(options), process.env);
+  // guix-daemon tells its hook only the system; Nix's settings are what its daemon would send.
+  const settings: HookSettings = options.guix
+    ? { ...interpretSettings(new Map([["system", options.system ?? ""], ["max-jobs", options.maxJobs ?? "1"]]), process.env), builders: { kind: "guix" } }
+    : interpretSettings(await localNixSettings(options), process.env);
   checkRestrictionNames(settings.restriction, config.machines);
-  const request = await buildRequest(options, settings.localState.maxJobs);
+  const request = { ...(await buildRequest(options, settings.localState.maxJobs)), ...(options.guix ? { daemon: "guix" as const } : {}) };
   if (hookUser !== undefined) {
     const who = hookUser === 0 ? "root" : `uid ${hookUser}`;
     process.stderr.write(
