@@ -135,10 +135,11 @@ test("Guix: computed values are TODOs at their line:col, never guessed", () => {
   const { warnings, text } = runImport("guix-machines.scm");
   expect(warnings).toContainEqual("test/fixtures/import/guix-machines.scm:49:2: TODO 49:2: this list of machines is computed by Scheme code, which offload import does not run; write its records by hand");
   expect(warnings).toContainEqual('test/fixtures/import/guix-machines.scm:46:16: TODO 46:16: name is computed by (string-append "gpu" ".example.org"), which offload import does not run; write its value here');
-  expect(text).toContain('  // buildMachine({\n  //   systems: ["x86_64-linux"],\n  //   features: ["cuda"],\n  // }),');
+  expect(text).toContain('  // buildMachine({\n  //   daemon: "guix",\n  //   systems: ["x86_64-linux"],\n  //   features: ["cuda"],\n  // }),');
   expect(text).not.toContain("rack1");
-  expect(text).toContain("need offload's Guix support (issue 10)");
-  expect(text).not.toMatch(/daemon:/);
+  // A Guix machine is guix-daemon's, reached at its daemon-socket.
+  expect(text).toContain('    daemon: "guix",');
+  expect(text).toContain('    remoteStore: "/var/guix/daemon-socket/socket",');
 });
 
 test.each([

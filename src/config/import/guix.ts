@@ -22,7 +22,7 @@ const FIELDS: Record<string, { field: Field; type: "string" | "number" | "string
   "overload-threshold": { field: "overloadThreshold", type: "threshold" },
   compression: { note: "offload does not compress SSH (set Compression in root's ssh_config if wanted)" },
   "compression-level": { note: "offload does not compress SSH" },
-  "daemon-socket": { note: "offload reaches the remote store through `nix-store --serve`, not a daemon socket" },
+  "daemon-socket": { field: "remoteStore", type: "string" },
 };
 
 /** Top-level forms that configure the module system, not machines. */
@@ -122,6 +122,8 @@ class GuixReader {
 
   private record(datum: Datum & { kind: "list" }): ImportedMachine {
     const machine = newMachine(this.at(datum), this.source(datum));
+    // A Guix build machine builds with guix-daemon: offload serves it as guix-daemon's hook.
+    setField(machine, "daemon", "guix", machine.at, this.warn);
     const systems: string[] = [];
     const given = new Set<Field>();
     for (const clause of datum.items.slice(1)) {

@@ -49,9 +49,8 @@ export function importMachines(text: string, options: ImportOptions): ImportOutp
 }
 
 const GUIX_HEADER = [
-  "These machines come from Guix, whose machines serve guix-daemon. offload offloads the Nix",
-  "daemon's builds so far: to use them as Guix builders they need offload's Guix support (issue 10);",
-  "as Nix builders they need Nix (nix-store on the PATH of a non-interactive SSH login).",
+  "These machines come from Guix, so they are daemon: \"guix\": guix-daemon's builds go to them once",
+  "its GUIX is offload's bin/offload-guix (README, Guix); Nix's builds do not.",
 ];
 
 /**

@@ -12,7 +12,7 @@ export const FORMAT_NAMES: Record<Format, string> = {
 
 /** The order fields are written in: as types/index.d.ts documents them. */
 const FIELD_ORDER: Field[] = [
-  "name", "host", "port", "user", "systems", "hostKey", "privateKey", "parallelBuilds", "speed", "features",
+  "name", "host", "port", "daemon", "user", "systems", "hostKey", "privateKey", "parallelBuilds", "speed", "features",
   "mandatoryFeatures", "overloadThreshold", "remoteStore", "signingKey", "useSubstitutes", "connectTimeout", "enabled",
 ];
 
@@ -23,9 +23,17 @@ export function renderMachinesTs(imported: Imported, origin: string): string {
     `// Imported by \`offload import\` from ${comment(origin)}, ${FORMAT_NAMES[imported.format]}.`,
     "// Check it with `offload check --static` (and --config FILE when it is not /etc/offload/machines.ts);",
     "// an editor documents every field given the tsconfig.json that `offload init` writes beside it.",
-    "// Before offload uses these machines: let each one sign what it builds (secret-key-files in its",
-    "// nix.conf) and trust that key here (`offload authorize KEY.pub`, or signingKey per machine); a",
-    "// machine without hostKey must be in root's known_hosts (offload never trusts a host on first use).",
+    ...(imported.format === "guix"
+      ? [
+          "// Before offload uses these machines: trust the key each one signs with here (`offload authorize",
+          "// --guix` its /etc/guix/signing-key.pub, or signingKey per machine), and authorize offload's Guix key",
+          "// on each (guix archive --authorize); a machine without hostKey must be in root's known_hosts.",
+        ]
+      : [
+          "// Before offload uses these machines: let each one sign what it builds (secret-key-files in its",
+          "// nix.conf) and trust that key here (`offload authorize KEY.pub`, or signingKey per machine); a",
+          "// machine without hostKey must be in root's known_hosts (offload never trusts a host on first use).",
+        ]),
     ...imported.header.map((line) => `// ${comment(line)}`),
     'import { buildMachine } from "offload";',
     "",
