@@ -1,6 +1,6 @@
 // `offload-guix offload …`: guix-daemon's build hook (bin/offload-guix hands every other
 // subcommand to the real guix). One process per build the daemon offers.
-import { fstatSync, writeSync } from "node:fs";
+import { writeSync } from "node:fs";
 import { asOffloadError, formatError } from "../errors.js";
 import { removeAllScratch } from "../store/scratch.js";
 import { GUIX_EXIT, runGuixHook, type GuixHookIo } from "./guix.js";
@@ -10,13 +10,8 @@ function writeAll(fd: number, bytes: Buffer): void {
 }
 
 function processIo(): GuixHookIo {
-  let logFd: number | undefined;
-  try {
-    fstatSync(4);
-    logFd = 4;
-  } catch {
-    logFd = undefined; // run by hand
-  }
+  // Told by bin/offload-guix, which saw whether the daemon opened it (node's own descriptors may be 4 otherwise).
+  const logFd = process.env.OFFLOAD_BUILD_LOG_FD === "4" ? 4 : undefined;
   return {
     input: process.stdin,
     // Synchronous: a reply must reach the daemon before anything that follows it.
