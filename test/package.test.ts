@@ -48,6 +48,10 @@ test("npm pack, npm install -g, and the binaries run from /", () => {
   const hook = run(bin("offload-hook"), [], { cwd: "/" });
   expect(hook.stderr).toContain("offload: unexpected end of stream while reading the settings marker");
   expect(hook.status).toBe(1);
+  // guix-daemon's entry point resolves the installed package through npm's bin link.
+  const guixHook = run(bin("offload-guix"), ["offload"], { cwd: "/" });
+  expect(guixHook.stderr).toContain("expected SYSTEM MAX-SILENT-TIME PRINT-BUILD-TRACE BUILD-TIMEOUT");
+  expect(guixHook.status).toBe(1);
 
   // A config through the installed pipeline: esbuild, TypeScript and the shipped types resolve from the package.
   const example = join(prefix, "lib", "node_modules", "offload", "config-examples", "mixed-arch-features.ts");
