@@ -1,13 +1,8 @@
 // `offload-guix offload …`: guix-daemon's build hook (bin/offload-guix hands every other
 // subcommand to the real guix). One process per build the daemon offers.
-import { writeSync } from "node:fs";
-import { asOffloadError, formatError } from "../errors.js";
-import { removeAllScratch } from "../store/scratch.js";
+import { guardHookProcess } from "./guard.js";
 import { GUIX_EXIT, runGuixHook, type GuixHookIo } from "./guix.js";
-
-function writeAll(fd: number, bytes: Buffer): void {
-  for (let done = 0; done < bytes.length; ) done += writeSync(fd, bytes, done);
-}
+import { writeAll } from "./protocol.js";
 
 function processIo(): GuixHookIo {
   // Told by bin/offload-guix, which saw whether the daemon opened it (node's own descriptors may be 4 otherwise).
@@ -20,23 +15,8 @@ function processIo(): GuixHookIo {
   };
 }
 
-// The daemon SIGKILLs the hook when its build ends early; other stops leave nothing half-landed.
-for (const signal of ["SIGTERM", "SIGINT", "SIGHUP"] as const) {
-  process.on(signal, () => {
-    removeAllScratch();
-    process.exit(GUIX_EXIT.transient);
-  });
-}
-
-// Last resort: one line for the person building, never a stack trace, and a transient failure.
-function lastResort(error: unknown): never {
-  const failure = asOffloadError(error);
-  process.stderr.write(`offload: ${formatError(failure)}${failure.code === "internal" ? " (this is a bug in offload)" : ""}\n`);
-  removeAllScratch();
-  process.exit(GUIX_EXIT.transient);
-}
-process.on("uncaughtException", lastResort);
-process.on("unhandledRejection", lastResort);
+// The daemon shows stderr lines to the person building.
+guardHookProcess((text) => process.stderr.write(`${text}\n`), GUIX_EXIT.transient);
 
 const status = await runGuixHook(process.argv.slice(2), processIo());
 process.exit(status);

@@ -49,7 +49,8 @@ export function processIo(): HookIo {
   };
 }
 
-function writeAll(fd: number, bytes: Buffer): void {
+/** Writes all of `bytes` to `fd`, synchronously. */
+export function writeAll(fd: number, bytes: Buffer): void {
   for (let done = 0; done < bytes.length; ) done += writeSync(fd, bytes, done);
 }
 
