@@ -47,7 +47,7 @@ test("healthy machines pass every step: one line per machine, the summary table,
   expect(result.stdout).toMatch(/^MACHINE\s+RESULT\s+STEPS\s+NIX\s+SIGNED BY\s+LOAD\s+FREE\s+CLOCK\s+TIME$/m);
   expect(result.stdout).toMatch(new RegExp(`^${b0.address.replace(/\./g, "\\.")}\\s+ok\\s+✓{8}\\s+2\\.8\\.0\\s+${b0.signingKey.split(":")[0]}`, "m"));
   expect(result.stdout).toContain("all 2 machine(s) passed");
-  expect(result.stdout).toContain("STEPS, in order: connect, nix-store, store, capabilities, round-trip, load, disk, clock (✓ passed, ! warning, ✗ failed, - skipped)");
+  expect(result.stdout).toContain("STEPS, in order: connect, nix-store, store, capabilities, round-trip, load, disk, clock (✓ passed, ! warning, ✗ failed, - skipped; on a Guix machine nix-store is its guix-daemon)");
 });
 
 test("--json: every step of every machine, with what the machine told", async () => {
