@@ -279,4 +279,33 @@ ${graph.map(({ name }) => `    (format #t "out ${name} ~a~%" (derivation->output
     expect(steps("ghb2-unpinned")["round-trip"]).toMatchObject({ status: "fail", code: "guix-unauthorized-key", fix: expect.stringContaining("offload authorize --guix") });
     expect(steps("ghb3")["round-trip"]).toMatchObject({ status: "fail", code: "guix-key-not-authorized", fix: expect.stringContaining("guix archive --authorize") });
   }, 180_000);
+
+  test("a hook SIGKILLed while an output arrives leaves nothing at a store path; the next hook sweeps what it left", async () => {
+    writeMachines([record(b1, "")]);
+    const spool = path.join(dir, "state", "spool");
+    const hooks = () => readdirSync("/proc").filter((pid) => /^\d+$/.test(pid) && readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("dist/guix-hook.js"));
+    const killer = (async () => {
+      for (const deadline = Date.now() + 120_000; Date.now() < deadline; await new Promise((resolve) => setTimeout(resolve, 10))) {
+        // An output on its way: a spooled file that is growing.
+        const arriving = existsSync(spool) && readdirSync(spool).some((scratch) => readdirSync(path.join(spool, scratch)).length > 0);
+        if (!arriving) continue;
+        for (const pid of hooks()) process.kill(Number(pid), "SIGKILL");
+        return true;
+      }
+      return false;
+    })();
+    const result = await build([{ name: "big", script: "dd if=/dev/zero of=$out bs=1048576 count=100" }]);
+    expect(await killer).toBe(true);
+    expect(result.code).not.toBe(0);
+    const tag = nonceOf(result);
+    const store = path.join(guixHostPaths(master.dir).gnu, "store");
+    expect(readdirSync(store).filter((name) => name.includes(tag) && !/\.(drv|lock)$/.test(name))).toEqual([]);
+    const left = readdirSync(spool);
+    expect(left.length).toBeGreaterThan(0); // the killed hook could not clean up
+
+    const next = await build([{ name: "after", script: "echo after > $out" }]);
+    expect(next.code).toBe(0);
+    expect(readdirSync(spool).filter((scratch) => left.includes(scratch))).toEqual([]);
+    expect(leftInLanding()).toEqual([]);
+  }, 240_000);
 });
