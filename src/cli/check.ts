@@ -2,7 +2,8 @@
 // then (unless --static) diagnose every selected machine in parallel.
 import type { Command } from "commander";
 import type { BuildMachine } from "../../types/index.js";
-import { checkDaemon, checkGuixDaemon, daemonLine } from "../check/daemon.js";
+import { checkDaemon, daemonLine } from "../check/daemon.js";
+import { checkGuixDaemon } from "../store/local-guix-daemon.js";
 import { machineAddress } from "../check/machine-status.js";
 import type { GuixCheckKeys } from "../check/guix-steps.js";
 import { readGuixAcl } from "../guix/acl.js";

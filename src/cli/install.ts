@@ -3,24 +3,27 @@
 import type { Command } from "commander";
 import { asOffloadError } from "../errors.js";
 import { install, uninstall, type InstallEvent, type InstallOptions } from "../store/hook-install.js";
+import { installGuix, uninstallGuix } from "../store/guix-install.js";
 import { thisSystem } from "../store/local-daemon.js";
 
 interface Options {
   dryRun?: boolean;
   json?: boolean;
+  guix?: boolean;
 }
 
 export function registerInstall(program: Command): void {
-  for (const [name, action, description] of [
-    ["install", install, "make the local nix-daemon run offload's hook: a line in /etc/nix/nix.conf (for Nix 2.25-2.33, which ignore it there: root's ~/.config/nix/nix.conf); restarts it"],
-    ["uninstall", uninstall, "remove exactly what `offload install` added, and restart the nix-daemon"],
+  for (const [name, action, guixAction, description] of [
+    ["install", install, installGuix, "make the local nix-daemon run offload's hook: a line in /etc/nix/nix.conf (for Nix 2.25-2.33, which ignore it there: root's ~/.config/nix/nix.conf); restarts it. --guix: guix-daemon, by GUIX=offload-guix in a systemd drop-in"],
+    ["uninstall", uninstall, uninstallGuix, "remove exactly what `offload install` added, and restart the nix-daemon (--guix: guix-daemon)"],
   ] as const) {
     program
       .command(name)
       .description(description)
       .option("--dry-run", "show what would change, change nothing")
       .option("--json", "print what was changed as JSON")
-      .action((options: Options) => run(action, options));
+      .option("--guix", "for guix-daemon instead of nix-daemon")
+      .action((options: Options) => run(options.guix ? guixAction : action, options));
   }
 }
 
