@@ -283,7 +283,16 @@ ${graph.map(({ name }) => `    (format #t "out ${name} ~a~%" (derivation->output
   test("a hook SIGKILLed while an output arrives leaves nothing at a store path; the next hook sweeps what it left", async () => {
     writeMachines([record(b1, "")]);
     const spool = path.join(dir, "state", "spool");
-    const hooks = () => readdirSync("/proc").filter((pid) => /^\d+$/.test(pid) && readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("dist/guix-hook.js"));
+    // This master's hooks only (their state dir is this test's): other labs may run hooks too.
+    const ours = `OFFLOAD_STATE_DIR=${path.join(dir, "state")}`;
+    const read = (pid: string, file: string) => {
+      try {
+        return readFileSync(`/proc/${pid}/${file}`, "utf8");
+      } catch {
+        return ""; // ended meanwhile
+      }
+    };
+    const hooks = () => readdirSync("/proc").filter((pid) => /^\d+$/.test(pid) && read(pid, "cmdline").includes("dist/guix-hook.js") && read(pid, "environ").split("\0").includes(ours));
     const killer = (async () => {
       for (const deadline = Date.now() + 120_000; Date.now() < deadline; await new Promise((resolve) => setTimeout(resolve, 10))) {
         // An output on its way: a spooled file that is growing.
