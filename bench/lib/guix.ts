@@ -51,7 +51,11 @@ const WORKLOADS: Array<{ name: string; graph: Drv[] }> = [
 interface Master {
   label: string;
   host: GuixHost;
-  /** Lines of the build's stderr that mark where its time goes: the hook accepted; the outputs are back. */
+  /**
+   * Lines of the build's stderr that mark where its time goes: the hook chose a machine and
+   * reached it (both connect before they accept: offload says so after its accept, `guix
+   * offload` reports the machine's load just before its own); the outputs are back.
+   */
   marks: { accepted: RegExp; landed: RegExp };
 }
 
@@ -164,7 +168,7 @@ export async function measureGuix(options: GuixBenchOptions): Promise<Row[]> {
     await configureGuixOffload(viaGuix, builders, join(work, "id_guix"), { parallelBuilds: PARALLEL_BUILDS });
     const masters: Master[] = [
       { label: "offload", host: viaOffload, marks: { accepted: /^offload: building .* on /, landed: / built on .* verified$/ } },
-      { label: "guix offload", host: viaGuix, marks: { accepted: /acquired build slot/, landed: /done with offloaded/ } },
+      { label: "guix offload", host: viaGuix, marks: { accepted: /normalized load on machine/, landed: /done with offloaded/ } },
     ];
 
     const build = (master: Master, graph: readonly Drv[], tag: string) => timedGuixBuild(master, buildScript(work, graph, tag));
@@ -203,7 +207,7 @@ export async function measureGuix(options: GuixBenchOptions): Promise<Row[]> {
       };
     });
     const phaseText = (m: number) => [0, 1, 2].map((i) => seconds(median(phases[m]!.map((p) => p[i]!)))).join(" / ");
-    rows.push({ benchmark: "GUIX", measure: "trivial build: accepted / output back / script done, medians", offload: phaseText(0), other: `guix offload ${phaseText(1)}`, ratio: "", target: "" });
+    rows.push({ benchmark: "GUIX", measure: "trivial build: machine reached, accepting / output back / script done, medians", offload: phaseText(0), other: `guix offload ${phaseText(1)}`, ratio: "", target: "" });
     rows.push({ benchmark: "GUIX", measure: "floor: the trivial build's script again, all valid (guix repl, no build)", offload: "", other: seconds(median(floors)), ratio: "", target: "" });
     return rows;
   } finally {
