@@ -4,9 +4,11 @@ import type { Command } from "commander";
 import { InvalidArgumentError } from "commander";
 import { builderSpecsFrom } from "../lab/builder-spec.js";
 import { isNixRelease, NIX_RELEASES, type NixRelease } from "../lab/host.js";
+import { guixLabUp, type GuixLab } from "../lab/guix-lab.js";
 import { DEFAULT_LAB_DIR, labDown, labStatus, labUp } from "../lab/index.js";
 import type { LabStatus } from "../lab/index.js";
 import { DEFAULT_BUILDERS, DEFAULT_FIRST_ADDRESS, DEFAULT_PORT, DEFAULT_PREFIX } from "../lab/options.js";
+import { OffloadError } from "../errors.js";
 import { formatTable } from "./table.js";
 
 interface UpOptions {
@@ -19,6 +21,8 @@ interface UpOptions {
   rootSshConfig: boolean;
   install: boolean;
   nix?: NixRelease;
+  guix?: boolean;
+  jobs?: number;
 }
 
 function integer(value: string): number {
@@ -51,6 +55,24 @@ function formatStatus(status: LabStatus): string {
   ].join("\n");
 }
 
+/** What to do with a Guix lab: its records, and how to point offload-guix and `guix offload` at it. */
+function formatGuixLab(lab: GuixLab): string {
+  const rows = lab.builders.map((builder) => [builder.name, `${builder.ssh!.address}:${builder.ssh!.port}`, builder.dir]);
+  return [
+    `Guix lab ${lab.dir}:`,
+    formatTable(["BUILDER", "ADDRESS", "DIRECTORY"], rows),
+    `offload's records (${lab.machinesFile}; rewritten by each lab up --guix: do not edit it):`,
+    ...lab.records.map((record) => `  ${record},`),
+    "offload as guix-daemon's hook: start guix-daemon with",
+    `  GUIX=<offload>/bin/offload-guix OFFLOAD_CONFIG_DIR=${lab.configDir}`,
+    `  (or import ${JSON.stringify(lab.machinesFile)} from /etc/offload/machines.ts); each builder trusts ${lab.configDir}/guix-signing-key.pub`,
+    `Guix's own offload to the same builders: cp ${lab.machinesScm} /etc/guix/machines.scm on the Guix master, then there`,
+    ...lab.builders.map((builder) => `  guix archive --authorize < ${builder.dir}/etc-guix/signing-key.pub`),
+    "  and authorize its /etc/guix/signing-key.pub on each builder (done for this machine's, if it has one)",
+    "",
+  ].join("\n");
+}
+
 export function registerLab(program: Command): void {
   const lab = program.command("lab").description("local loopback builders (each its own host: /nix/store, Nix version, sshd, signing key) for tests and demos");
   lab
@@ -70,7 +92,26 @@ export function registerLab(program: Command): void {
     .option("--prefix <prefix>", "builder names are <prefix>-b0, <prefix>-b1, … (ssh aliases, key names)", DEFAULT_PREFIX)
     .option("--no-root-ssh-config", "do not add `Include <dir>/ssh_config` to root's ~/.ssh/config (Nix's build-remote needs it)")
     .option("--no-install", "do not apt-get install nix-bin/openssh-server when missing")
+    .option("--guix", "Guix build machines instead (guix 1.5.0 of the sid root: own /gnu/store, guix-daemon, signing key, sshd); writes offload's machines.ts and a machines.scm for `guix offload`")
+    .option("--jobs <n>", "with --guix: build slots of every builder (parallelBuilds, parallel-builds); default 1", integer)
     .action(async (options: UpOptions) => {
+      if (options.guix) {
+        if (options.nix !== undefined || options.builder !== undefined) {
+          throw new OffloadError("--nix and --builder describe Nix builders; a Guix lab takes --builders, --address, --port, --prefix and --jobs", { code: "usage", fix: "offload lab up --guix --builders 2" });
+        }
+        const lab = await guixLabUp({
+          dir: options.dir,
+          builders: options.builders,
+          firstAddress: options.address,
+          port: options.port,
+          prefix: options.prefix,
+          parallelBuilds: options.jobs,
+          log: (line) => process.stderr.write(`offload: ${line}\n`),
+        });
+        process.stdout.write(formatGuixLab(lab));
+        return;
+      }
+      if (options.jobs !== undefined) throw new OffloadError("--jobs goes with --guix; Nix builders take jobs=N in --builder", { code: "usage", fix: 'offload lab up --builder "b0 jobs=4"' });
       const up = await labUp({
         dir: options.dir,
         builders: options.builders,

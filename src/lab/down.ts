@@ -4,7 +4,7 @@ import { rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { OffloadError } from "../errors.js";
 import { runningHosts, stopHost } from "./host.js";
-import { readLab, type LabBuilder } from "./lab.js";
+import { readGuixLab, readLab, type LabBuilder } from "./lab.js";
 import { labPaths } from "./layout.js";
 import { processesMatching, terminateTrees } from "./processes.js";
 import { assertRoot } from "./root.js";
@@ -22,8 +22,8 @@ export async function labDown(dir: string, options: LabDownOptions = {}): Promis
   const lab = await readLab(paths.dir).catch(() => undefined);
   const exists = await stat(paths.dir).then(() => true, () => false);
   // Never delete a directory that is not a lab (a mistyped --dir /var/lib).
-  if (options.purge && exists && lab === undefined) {
-    throw new OffloadError(`not purging ${paths.dir}: it has no lab.json, so it is not a lab directory`, {
+  if (options.purge && exists && lab === undefined && (await readGuixLab(paths.dir)) === undefined) {
+    throw new OffloadError(`not purging ${paths.dir}: it has no lab.json or guix-lab.json, so it is not a lab directory`, {
       code: "lab-not-found",
       fix: `delete it by hand if it really is an old lab: rm -r ${paths.dir}`,
     });

@@ -173,16 +173,22 @@ export interface GuixOffloadOptions {
   overloadThreshold?: number;
 }
 
+/** Where a build machine's sshd listens; a host without one cannot be a build machine. */
+function builderSsh(builder: GuixHost): NonNullable<GuixHost["ssh"]> {
+  if (!builder.ssh) throw guixHostError(builder.name, "it has no sshd, so it cannot be a build machine", "guix-host-invalid", "start it with `ssh`");
+  return builder.ssh;
+}
+
 /** /etc/guix/machines.scm listing `builders` (each with an sshd), logging in as root with `privateKey`. */
 export function machinesScm(builders: readonly GuixHost[], privateKey: string, options: GuixOffloadOptions = {}): string {
   const records = builders.map((builder) => {
-    if (!builder.ssh) throw guixHostError(builder.name, "it has no sshd, so it cannot be a build machine", "guix-host-invalid", "start it with `ssh`");
+    const ssh = builderSsh(builder);
     return [
       "  (build-machine",
-      `    (name ${JSON.stringify(builder.ssh.address)})`,
-      `    (port ${builder.ssh.port})`,
+      `    (name ${JSON.stringify(ssh.address)})`,
+      `    (port ${ssh.port})`,
       `    (systems (list ${JSON.stringify(options.system ?? "x86_64-linux")}))`,
-      `    (host-key ${JSON.stringify(builder.ssh.hostKey)})`,
+      `    (host-key ${JSON.stringify(ssh.hostKey)})`,
       `    (user "root")`,
       `    (private-key ${JSON.stringify(privateKey)})`,
       `    (overload-threshold ${options.overloadThreshold ?? "#f"})`,
@@ -190,6 +196,29 @@ export function machinesScm(builders: readonly GuixHost[], privateKey: string, o
     ].join("\n");
   });
   return `;; written by offload's lab (src/lab/guix-host.ts)\n(list\n${records.join("\n")})\n`;
+}
+
+/**
+ * The machines.ts record (a `buildMachine({…})` expression) through which offload's hook
+ * builds on `builder` (which has an sshd), logging in as root with `privateKey`; its
+ * signingKey pinned, so offload's Guix ACL need not list it.
+ */
+export function guixMachineRecord(builder: GuixHost, privateKey: string, options: Omit<GuixOffloadOptions, "system"> & { systems?: string[] } = {}): string {
+  const ssh = builderSsh(builder);
+  const fields: Record<string, unknown> = {
+    name: builder.name,
+    host: ssh.address,
+    port: ssh.port,
+    daemon: "guix",
+    systems: options.systems ?? ["x86_64-linux"],
+    hostKey: ssh.hostKey,
+    privateKey,
+    signingKey: builder.signingKey.trim(),
+    parallelBuilds: options.parallelBuilds ?? 1,
+    // As machinesScm: lab hosts share this machine's load.
+    overloadThreshold: options.overloadThreshold ?? null,
+  };
+  return `buildMachine({ ${Object.entries(fields).map(([name, value]) => `${name}: ${JSON.stringify(value)}`).join(", ")} })`;
 }
 
 /**

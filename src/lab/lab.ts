@@ -1,6 +1,7 @@
 // A running lab as its callers see it: every path, address and key they need to point
 // offload, Nix or ssh at the builders. Stored as <dir>/lab.json by `up`.
 import { readFile } from "node:fs/promises";
+import path from "node:path";
 import { OffloadError } from "../errors.js";
 import type { Host } from "./host.js";
 import type { LabPaths } from "./layout.js";
@@ -51,4 +52,20 @@ export async function readLab(dir: string): Promise<Lab> {
     });
   }
   return JSON.parse(text) as Lab;
+}
+
+/** A Guix lab (guix-lab.ts) as <dir>/guix-lab.json records it: its builders, and what up wrote. */
+export interface GuixLabState {
+  builders: Array<{ name: string; dir: string }>;
+  written: WrittenFiles;
+}
+
+export function guixLabFile(dir: string): string {
+  return path.join(dir, "guix-lab.json");
+}
+
+/** The Guix lab recorded in `dir`, or undefined when `lab up --guix` never ran there. */
+export async function readGuixLab(dir: string): Promise<GuixLabState | undefined> {
+  const text = await readFile(guixLabFile(dir), "utf8").catch(() => undefined);
+  return text === undefined ? undefined : (JSON.parse(text) as GuixLabState);
 }
