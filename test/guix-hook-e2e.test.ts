@@ -265,6 +265,8 @@ ${graph.map(({ name }) => `    (format #t "out ${name} ~a~%" (derivation->output
       record(b2, `, signingKey: ${JSON.stringify(b2.signingKey)}`),
       record(b2, "", "ghb2-unpinned"),
       record(b3, `, signingKey: ${JSON.stringify(b3.signingKey)}`),
+      // A machine recorded as Guix without guix-daemon at that socket, which has Nix (the sid root does).
+      record(b1, `, remoteStore: "/var/guix/no-such-socket"`, "ghb1-nix"),
     ]);
     const result = await runInHost(master.host, ["node", CLI, "check", "--json"], { env: { OFFLOAD_CONFIG_DIR: etc, OFFLOAD_STATE_DIR: path.join(dir, "state") }, timeoutMs: 120_000 });
     expect(result.code).toBe(1);
@@ -278,6 +280,12 @@ ${graph.map(({ name }) => `    (format #t "out ${name} ~a~%" (derivation->output
     }
     expect(steps("ghb2-unpinned")["round-trip"]).toMatchObject({ status: "fail", code: "guix-unauthorized-key", fix: expect.stringContaining("offload authorize --guix") });
     expect(steps("ghb3")["round-trip"]).toMatchObject({ status: "fail", code: "guix-key-not-authorized", fix: expect.stringContaining("guix archive --authorize") });
+    expect(steps("ghb1-nix")["nix-store"]).toMatchObject({ status: "fail", code: "daemon-mismatch", fix: expect.stringContaining('daemon: "nix"') });
+
+    // status sees Guix machines too: their /gnu/store's free space.
+    const status = await runInHost(master.host, ["node", CLI, "status", "--json", "^ghb1$"], { env: { OFFLOAD_CONFIG_DIR: etc, OFFLOAD_STATE_DIR: path.join(dir, "state") }, timeoutMs: 60_000 });
+    const [ghb1] = (JSON.parse(status.stdout) as { machines: Array<{ machine: string; reachable: boolean; store?: { dir: string } }> }).machines;
+    expect(ghb1).toMatchObject({ machine: "ghb1", reachable: true, store: { dir: "/gnu/store" } });
   }, 180_000);
 
   test("a hook SIGKILLed while an output arrives leaves nothing at a store path; the next hook sweeps what it left", async () => {
