@@ -50,7 +50,10 @@ export interface BuildMachineOptions {
    * @default the `name`
    */
   host?: string;
-  /** SSH port. Default: the `Port` of an ~/.ssh/config alias, else 22. */
+  /**
+   * SSH port.
+   * @default the `Port` of an ~/.ssh/config alias, else 22
+   */
   port?: number;
   /**
    * The daemon the machine builds with: `"nix"` (offload talks to its `nix-store --serve`)
@@ -60,7 +63,10 @@ export interface BuildMachineOptions {
    * @default "nix"
    */
   daemon?: "nix" | "guix";
-  /** SSH user on the remote machine. Default: the alias's `User`, else `root`. */
+  /**
+   * SSH user on the remote machine.
+   * @default the alias's `User`, else "root"
+   */
   user?: string;
   /**
    * Nix system types this machine builds, e.g. `["x86_64-linux", "i686-linux"]`.
@@ -70,44 +76,51 @@ export interface BuildMachineOptions {
   /**
    * The machine's SSH host public key, one OpenSSH line as in its
    * `/etc/ssh/ssh_host_ed25519_key.pub`: `"ssh-ed25519 AAAA… comment"`. Connections
-   * presenting any other key are refused. When omitted, root's known_hosts files decide
-   * (an unknown host is refused, never trusted on first use).
+   * presenting any other key are refused.
+   * @default root's known_hosts files decide (an unknown host is refused, never trusted on first use)
    */
   hostKey?: string;
   /**
    * Path of the SSH private key used to log in (no passphrase; must not be readable
-   * by group or others). Default: the alias's `IdentityFile`, else ~/.ssh/id_ed25519
-   * or ~/.ssh/id_rsa of the user running the daemon.
+   * by group or others).
+   * @default the alias's `IdentityFile`, else ~/.ssh/id_ed25519 or ~/.ssh/id_rsa of the user running the daemon
    */
   privateKey?: string;
-  /** How many builds may run on this machine at once. Positive integer. Default 1. */
+  /**
+   * How many builds may run on this machine at once. Positive integer.
+   * @default 1
+   */
   parallelBuilds?: number;
   /**
    * Relative speed; among machines with free slots the fastest (after load) wins.
-   * Positive, may be fractional. Default 1.
+   * Positive, may be fractional.
+   * @default 1
    */
   speed?: number;
   /**
    * System features this machine supports, e.g. `["kvm", "big-parallel", "benchmark"]`.
    * A derivation with `requiredSystemFeatures` only goes to machines that have them all.
+   * @default []
    */
   features?: readonly SystemFeature[];
   /**
    * Features a derivation must require to be built here: the machine only takes
    * derivations whose `requiredSystemFeatures` include every one of these (Nix's rule).
    * They count as supported features too.
+   * @default []
    */
   mandatoryFeatures?: readonly SystemFeature[];
   /**
    * Normalized load (1-minute load average divided by CPU count) above which the
-   * machine is skipped. In (0, 1], default 0.8; `null` ignores load.
+   * machine is skipped. In (0, 1]; `null` ignores load.
+   * @default 0.8
    */
   overloadThreshold?: number | null;
   /**
    * The Nix store to use on the remote machine, passed as `--store` to its
    * `nix-store --serve` (e.g. a chroot store `"/srv/nix-chroot"`). For a Guix machine:
    * its guix-daemon's socket (Guix's `daemon-socket`).
-   * Default: its normal store; for Guix `/var/guix/daemon-socket/socket`.
+   * @default its normal store; for Guix "/var/guix/daemon-socket/socket"
    */
   remoteStore?: string;
   /**
@@ -115,26 +128,42 @@ export interface BuildMachineOptions {
    * machine's is `name:base64`, as written by `nix-store --generate-binary-cache-key`; a
    * Guix machine's is the text of its /etc/guix/signing-key.pub,
    * `(public-key (ecc (curve Ed25519) (q #…#)))`.
-   * Default: any key in /etc/offload/acl (Nix) or /etc/offload/guix-acl (Guix).
+   * @default any key in /etc/offload/acl (Nix) or /etc/offload/guix-acl (Guix)
    */
   signingKey?: string;
-  /** Let the remote substitute missing inputs from its own caches (Nix's builders-use-substitutes). Default false. */
+  /**
+   * Let the remote substitute missing inputs from its own caches (Nix's builders-use-substitutes).
+   * @default false
+   */
   useSubstitutes?: boolean;
-  /** Seconds to wait for TCP + SSH connection setup. Default 10. */
+  /**
+   * Seconds to wait for TCP + SSH connection setup.
+   * @default 10
+   */
   connectTimeout?: number;
-  /** `false` keeps the record but never offloads to it. Default true. */
+  /**
+   * `false` keeps the record but never offloads to it.
+   * @default true
+   */
   enabled?: boolean;
 }
 
 /** What you write for the local machine so it competes with remote machines in scheduling. */
 export interface LocalMachineOptions {
-  /** Relative speed of this machine, on the same scale as the remote machines' `speed`. Default 1. */
+  /**
+   * Relative speed of this machine, on the same scale as the remote machines' `speed`.
+   * @default 1
+   */
   speed?: number;
   /**
-   * System features of the local machine. Default: the daemon's `system-features`.
+   * System features of the local machine.
+   * @default the daemon's `system-features`
    */
   features?: readonly SystemFeature[];
-  /** `false`: never prefer building locally over offloading. Default true. */
+  /**
+   * `false`: never prefer building locally over offloading.
+   * @default true
+   */
   enabled?: boolean;
 }
 

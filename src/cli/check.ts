@@ -1,5 +1,6 @@
 // `offload check`: load machines.ts through the whole pipeline and show what it defines,
 // then (unless --static) diagnose every selected machine in parallel.
+import { DEFAULTS } from "../defaults.js";
 import type { Command } from "commander";
 import type { BuildMachine } from "../../types/index.js";
 import { checkDaemon, daemonLine } from "../check/daemon.js";
@@ -36,8 +37,8 @@ export function registerCheck(program: Command): void {
     .option("--static", "check the configuration only, without contacting the machines")
     .option("--config <file>", "machines.ts to use (default: $OFFLOAD_CONFIG or /etc/offload/machines.ts)")
     .option("--json", "print the result as JSON")
-    .option("--min-free <MiB>", "fail a machine with less free space in its store", "1024")
-    .option("--max-clock-skew <seconds>", "fail a machine whose clock differs more from ours", "30")
+    .option("--min-free <MiB>", "fail a machine with less free space in its store (the hook skips it then)", String(DEFAULTS.minFreeMiB))
+    .option("--max-clock-skew <seconds>", "fail a machine whose clock differs more from ours", String(DEFAULTS.maxClockSkewS))
     .action(async (regex: string | undefined, options: CheckOptions) => {
       if (!options.static) assertHookUser(stateDir());
       const loaded = await checkStatic(options);

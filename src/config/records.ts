@@ -1,6 +1,7 @@
 // buildMachine() and localMachine(): what a machines.ts calls. They run inside the
 // evaluated config, so they never throw: they apply defaults, keep the options exactly as
 // written (validate.ts checks those) and remember where in the config they were called.
+import { DEFAULTS } from "../defaults.js";
 import type {
   BuildMachine,
   BuildMachineOptions,
@@ -32,21 +33,21 @@ export function buildMachine(options: BuildMachineOptions): BuildMachine {
     name: o.name as string,
     host: o.host ?? (o.name as string),
     port: o.port,
-    daemon: o.daemon ?? "nix",
+    daemon: o.daemon ?? DEFAULTS.buildMachine.daemon,
     user: o.user,
     systems: o.systems as BuildMachine["systems"],
     hostKey: o.hostKey,
     privateKey: o.privateKey,
-    parallelBuilds: o.parallelBuilds ?? 1,
-    speed: o.speed ?? 1,
-    features: o.features ?? [],
-    mandatoryFeatures: o.mandatoryFeatures ?? [],
-    overloadThreshold: o.overloadThreshold === undefined ? 0.8 : o.overloadThreshold,
+    parallelBuilds: o.parallelBuilds ?? DEFAULTS.buildMachine.parallelBuilds,
+    speed: o.speed ?? DEFAULTS.buildMachine.speed,
+    features: o.features ?? DEFAULTS.buildMachine.features,
+    mandatoryFeatures: o.mandatoryFeatures ?? DEFAULTS.buildMachine.mandatoryFeatures,
+    overloadThreshold: o.overloadThreshold === undefined ? DEFAULTS.buildMachine.overloadThreshold : o.overloadThreshold,
     remoteStore: o.remoteStore,
     signingKey: o.signingKey,
-    useSubstitutes: o.useSubstitutes ?? false,
-    connectTimeout: o.connectTimeout ?? 10,
-    enabled: o.enabled ?? true,
+    useSubstitutes: o.useSubstitutes ?? DEFAULTS.buildMachine.useSubstitutes,
+    connectTimeout: o.connectTimeout ?? DEFAULTS.buildMachine.connectTimeout,
+    enabled: o.enabled ?? DEFAULTS.buildMachine.enabled,
     [RECORD]: { options, site: callerOf(buildMachine) },
   };
   return record;
@@ -56,9 +57,9 @@ export function localMachine(options: LocalMachineOptions = {}): LocalMachine {
   const o = (typeof options === "object" && options !== null ? options : {}) as Partial<LocalMachineOptions>;
   const record: Branded<LocalMachine> = {
     kind: "local-machine",
-    speed: o.speed ?? 1,
+    speed: o.speed ?? DEFAULTS.localMachine.speed,
     features: o.features,
-    enabled: o.enabled ?? true,
+    enabled: o.enabled ?? DEFAULTS.localMachine.enabled,
     [RECORD]: { options, site: callerOf(localMachine) },
   };
   return record;

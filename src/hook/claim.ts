@@ -2,6 +2,7 @@
 // decide, then take a slot on the best candidate and connect to it before accepting (as
 // Nix's build-remote does), falling over to the next candidate when a machine is down.
 // The same for every daemon; only how a machine is connected to differs (`connect`).
+import { DEFAULTS } from "../defaults.js";
 import type { BuildMachine } from "../../types/index.js";
 import { asOffloadError, formatError } from "../errors.js";
 import type { LoadedConfig } from "../config/load.js";
@@ -38,8 +39,6 @@ export interface ClaimContext<L extends Linked> {
   minFreeBytes: number;
 }
 
-/** Beyond this the hook warns that a machine's clock is off. */
-const MAX_CLOCK_SKEW_S = 30;
 
 /** Each round re-decides with what the previous one learned (a machine down, or overloaded). */
 const ROUNDS = 3;
@@ -81,7 +80,7 @@ async function tryLink<L extends Linked>(machine: BuildMachine, context: ClaimCo
     ...(load === undefined ? {} : { load: { value: load, at: now } }),
   });
   // A wrong clock does not stop a build, but it confuses timestamps and build tools: say so.
-  if (skew !== undefined && Math.abs(skew) > MAX_CLOCK_SKEW_S) context.warn(`offload: ${formatError(clockSkew(machine, skew, MAX_CLOCK_SKEW_S))}`);
+  if (skew !== undefined && Math.abs(skew) > DEFAULTS.maxClockSkewS) context.warn(`offload: ${formatError(clockSkew(machine, skew, DEFAULTS.maxClockSkewS))}`);
   const unusable = full ?? (machine.overloadThreshold !== null && load !== undefined && load > machine.overloadThreshold ? overloaded(machine, load, machine.overloadThreshold) : undefined);
   if (unusable) {
     context.say(`offload: ${formatError(unusable)}\n  (trying elsewhere)`);

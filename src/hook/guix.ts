@@ -11,6 +11,7 @@
 // slots, facts and failure messages. What differs lives here: the text protocol, the
 // machine's guix-daemon reached over SSH, Guix's keys, and outputs written for the daemon to
 // register (guix/land.ts).
+import { DEFAULTS } from "../defaults.js";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import type { BuildMachine } from "../../types/index.js";
@@ -50,8 +51,6 @@ export interface GuixHookArguments {
   buildTimeout: number;
 }
 
-/** Minimum free space in a machine's /gnu/store, as Guix's offload wants (%minimum-disk-space is 100 MiB). */
-const DEFAULT_MIN_FREE_MIB = 100;
 
 export function parseGuixHookArguments(argv: readonly string[]): GuixHookArguments {
   const [system, maxSilentTime, printBuildTrace, buildTimeout] = argv;
@@ -177,7 +176,7 @@ export async function runGuixHook(argv: readonly string[], io: GuixHookIo, env: 
         stateDir: state,
         say,
         warn: say,
-        minFreeBytes: (Number(env.OFFLOAD_MIN_FREE_MIB) || DEFAULT_MIN_FREE_MIB) * 1024 * 1024,
+        minFreeBytes: (Number(env.OFFLOAD_MIN_FREE_MIB) || DEFAULTS.minFreeMiB) * 1024 * 1024,
         connect: (machine) => linkGuixMachine(machine),
       });
       if (claim.verdict !== "accept") {

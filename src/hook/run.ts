@@ -1,5 +1,6 @@
 // The build hook, start to end: settings → machines.ts → for each "try": decide and reply;
 // after an accept: build on the machine, verify, import, exit with Nix's status codes.
+import { DEFAULTS } from "../defaults.js";
 import { join } from "node:path";
 import type { BuildMachine } from "../../types/index.js";
 import { loadConfig, type LoadedConfig } from "../config/load.js";
@@ -22,8 +23,6 @@ import { claimMachine } from "./claim.js";
 import { HookChannel, Level, type HookIo } from "./protocol.js";
 import { NO_REMOTE_BUILDS, checkRestrictionNames, interpretSettings, machinesInEffect } from "./settings.js";
 
-/** Free space a machine's store must have to get a build, unless $OFFLOAD_MIN_FREE_MIB says otherwise. */
-const DEFAULT_MIN_FREE_MIB = 100;
 
 export async function runHook(io: HookIo, env: NodeJS.ProcessEnv = process.env): Promise<number> {
   const channel = new HookChannel(io);
@@ -63,7 +62,7 @@ export async function runHook(io: HookIo, env: NodeJS.ProcessEnv = process.env):
         warn,
         // Warm sessions from `offload agent` unless OFFLOAD_AGENT=0.
         connect: (machine) => linkMachine(machine, { agentStateDir: env.OFFLOAD_AGENT === "0" ? undefined : state }, say),
-        minFreeBytes: (Number(env.OFFLOAD_MIN_FREE_MIB) || DEFAULT_MIN_FREE_MIB) * 1024 * 1024,
+        minFreeBytes: (Number(env.OFFLOAD_MIN_FREE_MIB) || DEFAULTS.minFreeMiB) * 1024 * 1024,
       });
       if (claim.verdict !== "accept") {
         explain(channel, claim.decision, claim.verdict, config.machines, request);

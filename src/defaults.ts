@@ -1,0 +1,24 @@
+// Every default offload applies, in one place: the machine records' (types/index.d.ts shows
+// each with its @default tag, and a test keeps the two equal) and the limits the hook and
+// `offload check` share, so that they cannot disagree.
+export const DEFAULTS = {
+  buildMachine: {
+    daemon: "nix",
+    parallelBuilds: 1,
+    speed: 1,
+    features: [] as readonly string[],
+    mandatoryFeatures: [] as readonly string[],
+    overloadThreshold: 0.8,
+    useSubstitutes: false,
+    connectTimeout: 10,
+    enabled: true,
+  },
+  localMachine: {
+    speed: 1,
+    enabled: true,
+  },
+  /** MiB a machine's store must have free to get a build (Guix's offload wants 100), unless $OFFLOAD_MIN_FREE_MIB says otherwise; `check` fails below it. */
+  minFreeMiB: 100,
+  /** Seconds a machine's clock may differ from ours before the hook warns and `check` fails. */
+  maxClockSkewS: 30,
+} as const;
