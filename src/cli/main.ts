@@ -17,6 +17,15 @@ function report(error: unknown): number {
   return failure.exitCode;
 }
 
+// Last resort: an error thrown where no command awaits it (a stream or timer callback) is
+// still one message, not a stack trace, and a failed exit.
+for (const event of ["uncaughtException", "unhandledRejection"] as const) {
+  process.on(event, (error: unknown) => {
+    process.exitCode = report(error);
+    process.exit();
+  });
+}
+
 try {
   await program.parseAsync(process.argv);
 } catch (error) {
