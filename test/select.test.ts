@@ -76,6 +76,21 @@ test("all busy: postpone unless the local machine can take it now", () => {
   expect(select({ machines: arm, request: request({ system: "aarch64-linux", amWilling: true }) }, { arm: { slotsInUse: 1 } }).verdict).toBe("postpone");
 });
 
+test("every machine with a free slot overloaded: build on the least loaded, never wait for other work to end", () => {
+  const machines = [x86("hot", { speed: 2 }), x86("warm"), x86("full")];
+  const states = { hot: { slotsInUse: 0, load: 1.5 }, warm: { slotsInUse: 0, load: 0.9 }, full: { slotsInUse: 1 } };
+  const decision = select({ machines }, states);
+  expect(decision.verdict).toBe("accept");
+  expect(decision.despiteLoad).toBe(true);
+  expect(decision.candidates.map((m) => m.name)).toEqual(["warm", "hot"]);
+  expect(decision.summary).toBe("every machine for x86_64-linux is busy or overloaded; building on warm, the least loaded (load 0.90 per CPU), rather than waiting for other work to end");
+  // A machine under its threshold still wins, and a free local slot comes before an overloaded machine.
+  expect(select({ machines: [...machines, x86("calm")] }, states).candidates.map((m) => m.name)).toEqual(["calm"]);
+  expect(select({ machines, request: request({ amWilling: true }) }, states).verdict).toBe("decline");
+  // Only full machines left: wait for a slot, as before.
+  expect(select({ machines: [x86("full")] }, states).verdict).toBe("postpone");
+});
+
 test("all eligible machines unreachable: decline at once instead of waiting forever", () => {
   const decision = select({ machines: [x86("a"), x86("b")] }, { a: { slotsInUse: 0, unreachable: "timeout" }, b: { slotsInUse: 0, unreachable: "refused" } });
   expect(decision.verdict).toBe("decline");

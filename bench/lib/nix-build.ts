@@ -8,8 +8,11 @@ import { snapshotHook } from "./snapshot.js";
 export type Builder =
   /** offload-hook as the daemon's build-hook; `maxJobs` undefined keeps nix.conf's max-jobs. */
   | { kind: "offload"; configDir?: string; maxJobs?: number }
-  /** Nix 2.8's build-remote with the lab's machines file, building nothing locally. */
-  | { kind: "nix" }
+  /**
+   * Nix 2.8's build-remote with the lab's machines file (or `machines`), building nothing
+   * locally; `env` adds to its environment (e.g. NIX_SSHOPTS).
+   */
+  | { kind: "nix"; machines?: string; env?: NodeJS.ProcessEnv }
   /**
    * Local only: the floor of what a build costs on this machine. Nix 2.8 cannot switch the hook
    * off (an empty build-hook is executed), so no builders: its hook declines for good at once.
@@ -35,7 +38,7 @@ function builderArgs(bench: BenchLab, builder: Builder): { args: string[]; env: 
         env: offloadEnv(bench, builder.configDir),
       };
     case "nix":
-      return { args: ["--option", "builders", `@${bench.lab.nixMachines}`, "--max-jobs", "0"], env: process.env };
+      return { args: ["--option", "builders", `@${builder.machines ?? bench.lab.nixMachines}`, "--max-jobs", "0"], env: { ...process.env, ...builder.env } };
     case "local":
       return { args: ["--option", "builders", "", "--max-jobs", "1"], env: process.env };
   }

@@ -51,7 +51,7 @@ export async function claimMachine<L extends Linked>(request: BuildRequest, cont
     for (const machine of decision.candidates) {
       const slot = await acquireSlot(context.stateDir, machine.name, machine.parallelBuilds, request.drvPath);
       if (!slot) continue; // another hook took the last slot meanwhile
-      const link = await tryLink(machine, context);
+      const link = await tryLink(machine, context, decision.despiteLoad === true);
       if (link) return { verdict: "accept", link, slot, decision };
       await slot.release();
     }
@@ -61,7 +61,7 @@ export async function claimMachine<L extends Linked>(request: BuildRequest, cont
 }
 
 /** Connects; records what was learned either way. Overloaded, nearly full or unreachable machines yield undefined. */
-async function tryLink<L extends Linked>(machine: BuildMachine, context: ClaimContext<L>): Promise<L | undefined> {
+async function tryLink<L extends Linked>(machine: BuildMachine, context: ClaimContext<L>, despiteLoad: boolean): Promise<L | undefined> {
   let link: L;
   try {
     link = await context.connect(machine);
@@ -81,7 +81,7 @@ async function tryLink<L extends Linked>(machine: BuildMachine, context: ClaimCo
   });
   // A wrong clock does not stop a build, but it confuses timestamps and build tools: say so.
   if (skew !== undefined && Math.abs(skew) > DEFAULTS.maxClockSkewS) context.warn(`offload: ${formatError(clockSkew(machine, skew, DEFAULTS.maxClockSkewS))}`);
-  const unusable = full ?? (machine.overloadThreshold !== null && load !== undefined && load > machine.overloadThreshold ? overloaded(machine, load, machine.overloadThreshold) : undefined);
+  const unusable = full ?? (!despiteLoad && machine.overloadThreshold !== null && load !== undefined && load > machine.overloadThreshold ? overloaded(machine, load, machine.overloadThreshold) : undefined);
   if (unusable) {
     context.say(`offload: ${formatError(unusable)}\n  (trying elsewhere)`);
     link.close();

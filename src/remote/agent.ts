@@ -4,17 +4,27 @@
 // every derivation (like OpenSSH's ControlPersist, plus the warm store). Hooks reach it on
 // <stateDir>/agent.sock (mode 0600 in a root-owned directory: it speaks for root's keys).
 // One agent per state dir; it exits when idle.
+//
+// Everything per build rides connections already open: up to parallelBuilds sessions per
+// machine are kept warm (a build never waits for a remote process to start, which costs a
+// whole login shell on machines with a slow ~/.bashrc), and health is read by one shell kept
+// running per connection (probes.ts HealthProbe: a round trip, no new channel). Health is
+// re-read in the background while connected and written to the machine facts, so the hook
+// decides on a load at most seconds old, with offload's own builds taken out (own-load.ts).
 import { appendFileSync, chmodSync, existsSync, unlinkSync } from "node:fs";
 import { createServer, type Socket } from "node:net";
 import { join } from "node:path";
 import { PassThrough } from "node:stream";
 import type { BuildMachine } from "../../types/index.js";
 import { asOffloadError } from "../errors.js";
+import { recordFacts } from "../select/machine-facts.js";
+import { externalLoad, OwnLoad } from "../select/own-load.js";
 import { acquireSlot } from "../select/slots.js";
 import { ServeClient } from "../store/serve.js";
 import { serveCommand } from "../store/serve-session.js";
 import { AGENT_SOCKET, Frame, FrameReader, frame, type AgentReady, type AgentRequest } from "./agent-frames.js";
-import { readHealth, type MachineHealth } from "./machine-link.js";
+import type { MachineHealth } from "./machine-link.js";
+import { HealthProbe, machineStoreDir } from "./probes.js";
 import { connectMachine, type RemoteProcess, type SshConnection } from "./ssh.js";
 
 /** Health older than this is not handed out; it is re-read in the background after half of it. */
@@ -32,8 +42,12 @@ interface WarmSession {
 
 interface Machine {
   connection: SshConnection;
-  warm?: Promise<WarmSession>;
+  /** Sessions warming up or warm, oldest first; up to the machine's parallelBuilds. */
+  warm: Promise<WarmSession>[];
+  probe: Promise<HealthProbe>;
+  /** Our builds running there (sessions lent out), and their moving average. */
   active: number;
+  own: OwnLoad;
   lastUsed: number;
   health?: { value: MachineHealth; at: number };
 }
@@ -92,9 +106,12 @@ export async function runAgent(options: AgentOptions): Promise<void> {
     if (!existsSync(socketPath)) return shutdown("socket removed, exiting");
     for (const [key, machine] of machines) {
       if (machine.active === 0 && now - machine.lastUsed > options.idleMs) {
-        void machine.warm?.then((warm) => warm.process.close(), () => undefined);
+        for (const warm of machine.warm) void warm.then((session) => session.process.close(), () => undefined);
         machine.connection.close();
         machines.delete(key);
+      } else if (!machine.health || now - machine.health.at > HEALTH_FRESH_MS / 2) {
+        // Fresh facts for machines the hook is not choosing too: a load read once must not keep one away for a minute.
+        void refreshHealth(machine, JSON.parse(key) as BuildMachine).catch(() => undefined);
       }
     }
     if (machines.size === 0 && clients === 0 && now - lastActivity > options.idleMs) shutdown("idle, exiting");
@@ -127,50 +144,84 @@ export async function runAgent(options: AgentOptions): Promise<void> {
       return;
     }
     machine.active++;
+    machine.own.set(machine.active);
     // Stale health would let a full or overloaded machine through: measure again first.
     if (!machine.health || Date.now() - machine.health.at >= HEALTH_FRESH_MS) await refreshHealth(machine, record);
     const ready: AgentReady = { remoteVersion: session.remoteVersion, health: machine.health!.value };
     socket.write(frame(Frame.Ready, JSON.stringify(ready)));
     onFrame = relay(socket, session, () => {
       machine.active--;
+      machine.own.set(machine.active);
       machine.lastUsed = Date.now();
     });
     for (const [type, payload] of early.splice(0)) onFrame(type, payload);
   }
 
-  /** A warm session on the machine, connecting first if needed; starts warming the next one. */
+  /** Connections being made, so that hooks asking for the same machine at once share one. */
+  const connecting = new Map<string, Promise<Machine>>();
+
+  async function machineFor(key: string, record: BuildMachine): Promise<Machine> {
+    const known = machines.get(key);
+    if (known) return known;
+    let pending = connecting.get(key);
+    if (!pending) {
+      pending = (async () => {
+        const started = Date.now();
+        const connection = await connectMachine(record);
+        const probe = HealthProbe.start(connection, machineStoreDir(record));
+        probe.catch(() => undefined); // surfaces when read
+        const machine: Machine = { connection, warm: [], probe, active: 0, own: new OwnLoad(), lastUsed: Date.now() };
+        machines.set(key, machine);
+        log(`connected to ${record.name} in ${Date.now() - started} ms`);
+        return machine;
+      })().finally(() => connecting.delete(key));
+      connecting.set(key, pending);
+    }
+    return pending;
+  }
+
+  /** Keeps parallelBuilds sessions warm or warming on the machine (no more: each is a remote process). */
+  function topUp(machine: Machine, record: BuildMachine): void {
+    while (machine.warm.length < record.parallelBuilds) {
+      const session = warmUp(machine.connection, record);
+      session.catch(() => undefined); // surfaces when borrowed
+      machine.warm.push(session);
+    }
+  }
+
+  /** A warm session on the machine, connecting first if needed; keeps the others warming. */
   async function borrow(key: string, record: BuildMachine): Promise<{ machine: Machine; session: WarmSession }> {
     for (let attempt = 0; ; attempt++) {
-      let machine = machines.get(key);
-      if (!machine) {
-        machine = { connection: await connectMachine(record), active: 0, lastUsed: Date.now() };
-        machines.set(key, machine);
-        log(`connected to ${record.name}`);
-      }
-      const pending = machine.warm ?? warmUp(machine.connection, record);
-      machine.warm = undefined;
+      const machine = await machineFor(key, record);
+      topUp(machine, record);
+      const pending = machine.warm.shift()!;
       try {
         // A new connection has no health yet: read it while the session warms up.
         const [session] = await Promise.all([pending, machine.health ? undefined : refreshHealth(machine, record)]);
         // A session that died while waiting (machine rebooted, sshd restarted) is no use.
         if (session.exited) throw new Error("the warm session had ended");
         machine.lastUsed = Date.now();
-        machine.warm = warmUp(machine.connection, record);
-        machine.warm.catch(() => undefined); // surfaces when borrowed
-        if (Date.now() - machine.health!.at > HEALTH_FRESH_MS / 2) void refreshHealth(machine, record);
+        topUp(machine, record);
+        if (Date.now() - machine.health!.at > HEALTH_FRESH_MS / 2) void refreshHealth(machine, record).catch(() => undefined);
         return { machine, session };
       } catch (error) {
         // The connection may have died: drop it and try once more with a fresh one.
         machine.connection.close();
-        machines.delete(key);
+        if (machines.get(key) === machine) machines.delete(key);
         if (attempt > 0) throw error;
       }
     }
   }
 
+  /** One reading of the machine's health, our own builds taken out of its load; written to its facts for the hook's decisions. */
   async function refreshHealth(machine: Machine, record: BuildMachine): Promise<void> {
-    const value = await readHealth(machine.connection, record);
-    machine.health = { value, at: Date.now() };
+    // A probe that could not start leaves health unknown (as a failed reading does), not the build failed.
+    const reading = await machine.probe.then((probe) => probe.read(), () => ({}) as Awaited<ReturnType<HealthProbe["read"]>>);
+    const now = Date.now();
+    const { loadAverage, cpus } = reading;
+    const load = loadAverage === undefined || cpus === undefined ? undefined : externalLoad(loadAverage, cpus, machine.own.value(now));
+    machine.health = { value: { load, freeBytes: reading.freeBytes, clockSkew: reading.clockSkew }, at: now };
+    if (load !== undefined && record.overloadThreshold !== null) recordFacts(options.stateDir, record.name, { load: { value: load, at: now } });
   }
 }
 

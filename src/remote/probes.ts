@@ -3,7 +3,7 @@
 import type { BuildMachine } from "../../types/index.js";
 import { runRemote, type RemoteResult } from "./remote-command.js";
 import { shellQuote } from "./shell-quote.js";
-import type { SshConnection } from "./ssh.js";
+import type { RemoteProcess, SshConnection } from "./ssh.js";
 
 const PROBE_TIMEOUT_MS = 10_000;
 
@@ -120,4 +120,112 @@ export function parseNixConfig(lines: readonly string[]): Map<string, string> {
     if (at > 0) settings.set(line.slice(0, at), line.slice(at + 3).trim());
   }
   return settings;
+}
+
+/** What one reading of a HealthProbe says; each field is absent when the machine does not have it. */
+export interface HealthReading {
+  /** 1-minute load average (not divided by CPUs). */
+  loadAverage?: number;
+  cpus?: number;
+  /** Share of the last 10 s in which some runnable task waited for a CPU (/proc/pressure/cpu "some avg10"), 0–1. */
+  cpuPressure?: number;
+  freeBytes?: number;
+  /** Seconds the machine's clock is ahead of ours (negative: behind). */
+  clockSkew?: number;
+}
+
+/** How long one reading may take: a machine that does not answer within it counts as unreadable this time. */
+const READING_TIMEOUT_MS = 5000;
+const END = "offload-health-end";
+
+/**
+ * A shell kept running on an open connection that answers each newline on its stdin with
+ * the machine's load, CPU pressure, free store space and clock. Each reading is one round
+ * trip: no new channel and no login shell per reading (a slow ~/.bashrc is paid once).
+ */
+export class HealthProbe {
+  private text = "";
+  private waiting: ((lines: string[] | undefined) => void)[] = [];
+  private pending: Promise<HealthReading> | undefined;
+
+  private constructor(private readonly process: RemoteProcess) {
+    process.stderr.resume();
+    process.stdout.on("data", (chunk: Buffer) => {
+      this.text += chunk.toString();
+      for (let end = this.text.indexOf(`${END}\n`); end >= 0; end = this.text.indexOf(`${END}\n`)) {
+        const lines = this.text.slice(0, end).split("\n");
+        this.text = this.text.slice(end + END.length + 1);
+        this.waiting.shift()?.(lines);
+      }
+    });
+    void process.exit.then(() => {
+      for (const waiter of this.waiting.splice(0)) waiter(undefined);
+    });
+  }
+
+  /** Starts the shell on `connection` for the store files in `storeDir`. */
+  static async start(connection: SshConnection, storeDir: string): Promise<HealthProbe> {
+    // POSIX sh (whatever the login shell runs it with); builtins where they do (read), so a reading forks only df and date.
+    const script = [
+      "n=$(nproc 2>/dev/null || echo 0)",
+      "while read -r _; do",
+      "  read -r l _ < /proc/loadavg; echo \"load $l $n\"",
+      "  if [ -r /proc/pressure/cpu ]; then read -r p < /proc/pressure/cpu; echo \"pressure $p\"; fi",
+      `  echo "df $(df -Pk ${shellQuote(storeDir)} 2>/dev/null | tail -n 1)"`,
+      "  echo \"clock $(date +%s.%N)\"",
+      `  echo ${END}`,
+      "done",
+    ].join("\n");
+    return new HealthProbe(await connection.exec(script));
+  }
+
+  /** One reading; concurrent callers share it. undefined fields: not readable (or no answer within READING_TIMEOUT_MS). */
+  read(): Promise<HealthReading> {
+    this.pending ??= this.readOnce().finally(() => (this.pending = undefined));
+    return this.pending;
+  }
+
+  private async readOnce(): Promise<HealthReading> {
+    const sent = Date.now();
+    let timer: NodeJS.Timeout | undefined;
+    const lines = await new Promise<string[] | undefined>((resolve) => {
+      this.waiting.push(resolve);
+      timer = setTimeout(() => {
+        this.waiting = this.waiting.filter((waiter) => waiter !== resolve);
+        resolve(undefined);
+      }, READING_TIMEOUT_MS);
+      this.process.stdin.write("\n");
+    });
+    clearTimeout(timer);
+    const received = Date.now();
+    return lines === undefined ? {} : parseHealthLines(lines, (sent + received) / 2000);
+  }
+
+  close(): void {
+    this.process.close();
+  }
+}
+
+/** The lines of one HealthProbe answer; `midpoint`: our clock (s) halfway through the round trip. */
+export function parseHealthLines(lines: readonly string[], midpoint: number): HealthReading {
+  const reading: HealthReading = {};
+  for (const line of lines) {
+    const [kind, ...fields] = line.trim().split(/\s+/);
+    if (kind === "load") {
+      const [load, cpus] = fields.map(Number);
+      if (Number.isFinite(load)) reading.loadAverage = load;
+      if (cpus! > 0) reading.cpus = cpus;
+    } else if (kind === "pressure") {
+      const avg10 = Number(/avg10=([\d.]+)/.exec(line)?.[1]);
+      if (Number.isFinite(avg10)) reading.cpuPressure = avg10 / 100;
+    } else if (kind === "df") {
+      // Filesystem 1024-blocks Used Available Capacity Mounted-on
+      const available = Number(fields[3]);
+      if (Number.isFinite(available)) reading.freeBytes = available * 1024;
+    } else if (kind === "clock") {
+      const remote = Number(fields[0]);
+      if (Number.isFinite(remote)) reading.clockSkew = remote - midpoint;
+    }
+  }
+  return reading;
 }

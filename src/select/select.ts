@@ -93,6 +93,11 @@ export interface Decision {
   local: string;
   /** One line summing up the verdict. */
   summary: string;
+  /**
+   * The candidates are over their overloadThreshold, chosen because nothing else can take the
+   * build now: a load measured above the threshold when connecting is no reason to try elsewhere.
+   */
+  despiteLoad?: boolean;
 }
 
 /** A free slot runs a build at the machine's full speed; among equals the less loaded wins. */
@@ -107,6 +112,8 @@ export function selectMachine(input: SelectionInput): Decision {
   const required = new Set(request.requiredFeatures);
   const reasons: MachineReason[] = [];
   const available: { machine: BuildMachine; score: number }[] = [];
+  // Over their threshold but with a free slot: the last resort, least loaded first.
+  const overloaded: { machine: BuildMachine; load: number }[] = [];
   let eligible = 0;
 
   for (const machine of machines) {
@@ -123,6 +130,7 @@ export function selectMachine(input: SelectionInput): Decision {
     else if (state.diskLow) reject("disk-low", `disk low: ${state.diskLow}`);
     else if (machine.overloadThreshold !== null && state.load !== undefined && state.load > machine.overloadThreshold) {
       reject("overloaded", `overloaded: load ${state.load.toFixed(2)} per CPU > threshold ${machine.overloadThreshold}`);
+      overloaded.push({ machine, load: state.load });
     } else {
       const value = score(machine, state);
       available.push({ machine, score: value });
@@ -144,9 +152,9 @@ export function selectMachine(input: SelectionInput): Decision {
   }
 
   const what = `${request.system}${required.size > 0 ? ` with features ${[...required].join(", ")}` : ""}`;
-  const decide = (verdict: Verdict, summary: string): Decision => ({
+  const decide = (verdict: Verdict, summary: string, candidates = available.map((a) => a.machine)): Decision => ({
     verdict,
-    candidates: verdict === "accept" ? available.map((a) => a.machine) : [],
+    candidates: verdict === "accept" ? candidates : [],
     reasons,
     local: localTakes.why,
     summary,
@@ -158,9 +166,17 @@ export function selectMachine(input: SelectionInput): Decision {
   if (best) return decide("accept", `building ${what} on ${best.machine.name}`);
   if (eligible === 0) return decide("decline", `no configured machine can build ${what}`);
   if (localTakes.canNow) return decide("decline", `every machine for ${what} is busy, overloaded or unreachable; building locally`);
+  // Waiting for other work to end could take any time (a postpone costs a poll interval and
+  // then finds the same load): a loaded machine builds slower, but it builds, as with Nix.
+  if (overloaded.length > 0) {
+    overloaded.sort((a, b) => a.load - b.load);
+    const [least] = overloaded;
+    const summary = `every machine for ${what} is busy or overloaded; building on ${least!.machine.name}, the least loaded (load ${least!.load.toFixed(2)} per CPU), rather than waiting for other work to end`;
+    return { ...decide("accept", summary, overloaded.map((o) => o.machine)), despiteLoad: true };
+  }
   // Waiting only helps when a machine will free up; down machines fail the build now, with the reason.
-  if (reasons.some((r) => r.code === "slots-full" || r.code === "overloaded" || r.code === "disk-low")) {
-    return decide("postpone", `every machine for ${what} is busy, overloaded or short of disk; waiting`);
+  if (reasons.some((r) => r.code === "slots-full" || r.code === "disk-low")) {
+    return decide("postpone", `every machine for ${what} is busy or short of disk; waiting`);
   }
   return decide("decline", `every machine that can build ${what} is unreachable`);
 }
