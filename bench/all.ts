@@ -1,8 +1,9 @@
-// Every benchmark of issue 6 (and GUIX, issue 10's offload vs guix offload) in one run, one table at the end (see docs/benchmarks.md).
+// Every benchmark of issue 6 (and GUIX, issue 10's offload vs guix offload; P7, issue 12's conditions users meet) in one run, one table at the end (see docs/benchmarks.md).
 // Each brings up its own private lab and tears it down. --quick: fewer repetitions and a
 // 64 MiB P3 input (not the target's 256 MiB). --only P1,P4: a subset.
 // Usage: npm run bench [-- --quick] [-- --only P1,P3]
 import { measureBatch } from "./lib/batch.js";
+import { measureConditions } from "./lib/conditions.js";
 import { hasFlag, progress } from "./lib/cli.js";
 import { measureDecisionLatency } from "./lib/decision-latency.js";
 import { measureGuix } from "./lib/guix.js";
@@ -25,6 +26,11 @@ const benchmarks: [string, () => Promise<Row[]>][] = [
   ["P4", () => measureDecisionLatency({ tries: quick ? 100 : 500, starts: quick ? 10 : 30, accepts: quick ? 3 : 10, log: progress })],
   ["GUIX", () => measureGuix({ repetitions: quick ? 1 : 3, log: progress })],
   ["P6", async () => [...runScheduling({ seed: 1, graphs: 8, chart: join(PACKAGE_ROOT, "docs", "p6-makespans.svg") }).rows, ...(await checkNixPolicy())]],
+  [
+    "P7",
+    async () =>
+      (await measureConditions({ trivialRepetitions: quick ? 3 : 5, batchRepetitions: quick ? 1 : 3, chart: join(PACKAGE_ROOT, "docs", "p7-conditions.svg"), log: progress })).rows,
+  ],
 ];
 
 const started = Date.now();

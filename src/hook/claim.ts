@@ -56,8 +56,9 @@ export async function claimMachine<L extends Linked>(request: BuildRequest, cont
       await slot.release();
     }
   }
-  // Every candidate failed or filled up while we tried: ask again later.
-  return { verdict: "postpone", decision: decision! };
+  // Every candidate failed or filled up while we tried: ask again later, and say so (not the last round's "building on …").
+  const tried = decision!.candidates.map((machine) => machine.name).join(", ");
+  return { verdict: "postpone", decision: { ...decision!, summary: `${tried} could not take the build after all (a slot taken meanwhile, or the connection failed: see above); asking again after the daemon's poll interval` } };
 }
 
 /** Connects; records what was learned either way. Overloaded, nearly full or unreachable machines yield undefined. */

@@ -5,8 +5,8 @@
 // <stateDir>/agent.sock (mode 0600 in a root-owned directory: it speaks for root's keys).
 // One agent per state dir; it exits when idle.
 //
-// Everything per build rides connections already open: up to parallelBuilds sessions per
-// machine are kept warm (a build never waits for a remote process to start, which costs a
+// Everything per build rides connections already open: up to parallelBuilds (at most 4)
+// sessions per machine are kept warm (a build never waits for a remote process to start, which costs a
 // whole login shell on machines with a slow ~/.bashrc), and health is read by one shell kept
 // running per connection (probes.ts HealthProbe: a round trip, no new channel). Health is
 // re-read in the background while connected and written to the machine facts, so the hook
@@ -29,6 +29,13 @@ import { connectMachine, type RemoteProcess, type SshConnection } from "./ssh.js
 
 /** Health older than this is not handed out; it is re-read in the background after half of it. */
 const HEALTH_FRESH_MS = 10_000;
+
+/**
+ * The daemon hands out builds one hook at a time (a Node start apart, 0.1–0.3 s), and a
+ * session takes a login to start (up to a second on a slow shell): a few warm ones cover
+ * that; each is an idle remote process, and a big machine's 32 logins at once would be a burst.
+ */
+const MAX_WARM = 4;
 
 /** A remote nix-store that has been greeted and has opened its store: ready for commands. */
 interface WarmSession {
@@ -180,9 +187,9 @@ export async function runAgent(options: AgentOptions): Promise<void> {
     return pending;
   }
 
-  /** Keeps parallelBuilds sessions warm or warming on the machine (no more: each is a remote process). */
+  /** Keeps up to parallelBuilds (at most MAX_WARM) sessions warm or warming on the machine. */
   function topUp(machine: Machine, record: BuildMachine): void {
-    while (machine.warm.length < record.parallelBuilds) {
+    while (machine.warm.length < Math.min(record.parallelBuilds, MAX_WARM)) {
       const session = warmUp(machine.connection, record);
       session.catch(() => undefined); // surfaces when borrowed
       machine.warm.push(session);
