@@ -59,6 +59,7 @@ const LEAVES = 10;
 const SLOW_LOGIN_S = 0.5;
 const RTT_MS = 20;
 const RATE_KBIT = 100_000;
+const HOG_HEAD_START_S = 25;
 const PATH = "/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 // Measured inside the master host: its nsenter and chroot are not Nix's time.
 const TIMER = 's=$(date +%s%N); "$@"; r=$?; e=$(date +%s%N); echo "offload-bench-elapsed $(( (e - s) / 1000 ))" >&2; exit $r';
@@ -190,6 +191,7 @@ export async function measureConditions(options: ConditionsOptions): Promise<{ r
       const times = { trivial: emptyTimes(), batch: emptyTimes() };
       for (let i = 0; i < options.trivialRepetitions; i++) {
         for (const tool of rotated(i)) times.trivial[tool].push(await trivialRun(tool, "trivial"));
+        options.log(`P7 ${key} trivial ${i + 1}/${options.trivialRepetitions}: ${TOOLS.map((tool) => `${tool} ${ms(times.trivial[tool].at(-1)!)}`).join(", ")}`);
       }
       for (let i = 0; i < options.batchRepetitions; i++) {
         for (const tool of rotated(i)) {
@@ -238,8 +240,9 @@ export async function measureConditions(options: ConditionsOptions): Promise<{ r
       const { file, args } = inHost(host, ["sh", "-c", `echo $$ > ${pidFile}; exec timeout 1800 sh -c 'while :; do :; done'`]);
       const hog = spawn(file, args, { stdio: "ignore" });
       try {
-        await new Promise((resolve) => setTimeout(resolve, 5000)); // the load average to notice it
-        return await measure("d-hog", "(d) CPU hog on builder 0, default overloadThreshold", direct, "defaultLoad", [`hog started 5 s before: ${loadNow()}`]);
+        // The 1-minute load average takes this long to show a third of it: a builder already busy.
+        await new Promise((resolve) => setTimeout(resolve, HOG_HEAD_START_S * 1000));
+        return await measure("d-hog", "(d) CPU hog on builder 0, default overloadThreshold", direct, "defaultLoad", [`hog started ${HOG_HEAD_START_S} s before: ${loadNow()}`]);
       } finally {
         const pid = readFileSync(pidFile, "utf8").trim();
         await runInHost(host, ["kill", pid]);

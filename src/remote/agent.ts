@@ -5,8 +5,7 @@
 // <stateDir>/agent.sock (mode 0600 in a root-owned directory: it speaks for root's keys).
 // One agent per state dir; it exits when idle.
 //
-// Everything per build rides connections already open: up to parallelBuilds (at most 4)
-// sessions per machine are kept warm (a build never waits for a remote process to start, which costs a
+// Everything per build rides connections already open: 4 sessions per machine are kept warm (a build never waits for a remote process to start, which costs a
 // whole login shell on machines with a slow ~/.bashrc), and health is read by one shell kept
 // running per connection (probes.ts HealthProbe: a round trip, no new channel). Health is
 // re-read in the background while connected and written to the machine facts, so the hook
@@ -31,11 +30,12 @@ import { connectMachine, type RemoteProcess, type SshConnection } from "./ssh.js
 const HEALTH_FRESH_MS = 10_000;
 
 /**
- * The daemon hands out builds one hook at a time (a Node start apart, 0.1–0.3 s), and a
- * session takes a login to start (up to a second on a slow shell): a few warm ones cover
- * that; each is an idle remote process, and a big machine's 32 logins at once would be a burst.
+ * Sessions kept warm per machine, whatever its parallelBuilds: each build uses one up, the
+ * daemon hands out builds a hook start apart (0.1–0.3 s), and a new session takes a login
+ * (up to a second on a slow shell). Four cover that; each is an idle remote process, and
+ * a big machine's 32 logins at once would be a burst.
  */
-const MAX_WARM = 4;
+const WARM_SESSIONS = 4;
 
 /** A remote nix-store that has been greeted and has opened its store: ready for commands. */
 interface WarmSession {
@@ -187,9 +187,9 @@ export async function runAgent(options: AgentOptions): Promise<void> {
     return pending;
   }
 
-  /** Keeps up to parallelBuilds (at most MAX_WARM) sessions warm or warming on the machine. */
+  /** Keeps WARM_SESSIONS sessions warm or warming on the machine. */
   function topUp(machine: Machine, record: BuildMachine): void {
-    while (machine.warm.length < Math.min(record.parallelBuilds, MAX_WARM)) {
+    while (machine.warm.length < WARM_SESSIONS) {
       const session = warmUp(machine.connection, record);
       session.catch(() => undefined); // surfaces when borrowed
       machine.warm.push(session);
