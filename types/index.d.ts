@@ -111,8 +111,9 @@ export interface BuildMachineOptions {
    */
   mandatoryFeatures?: readonly SystemFeature[];
   /**
-   * Normalized load (1-minute load average divided by CPU count) above which the
-   * machine is skipped. In (0, 1]; `null` ignores load.
+   * Normalized load (1-minute load average divided by CPU count, less the share of
+   * offload's own builds there) above which the machine is used only when no other
+   * machine and not the local one can take the build now. In (0, 1]; `null` ignores load.
    * @default 0.8
    */
   overloadThreshold?: number | null;
