@@ -6,7 +6,7 @@ import { createServer } from "node:net";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { startSshd, stopSshd } from "../src/lab/sshd.js";
-import { Frame, FrameReader, frame } from "../src/remote/agent-frames.js";
+import { Frame, FrameReader, frame } from "../src/agent/agent-frames.js";
 import type { Lab } from "../src/lab/index.js";
 import { HOOK } from "./support/hook.js";
 import { LAB_UP_TIMEOUT_MS, startTestLab, stopTestLab } from "./support/lab.js";

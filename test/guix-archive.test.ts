@@ -5,7 +5,7 @@ import { createHash } from "node:crypto";
 import { copyFileSync, existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { Readable } from "node:stream";
-import { GuixDaemon, GUIX_STORE_DIR } from "../src/guix/daemon.js";
+import { GuixDaemon, GUIX_STORE_DIR } from "../src/store/guix-daemon.js";
 import { parseGuixSecretKey } from "../src/guix/keys.js";
 import { checkGuixSignature, signHash } from "../src/guix/signature.js";
 import { guixHostPaths, startGuixHost, type GuixHost } from "../src/lab/guix-host.js";

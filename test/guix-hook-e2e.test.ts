@@ -6,7 +6,7 @@ import { spawnSync } from "node:child_process";
 import { randomInt } from "node:crypto";
 import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { GuixDaemon } from "../src/guix/daemon.js";
+import { GuixDaemon } from "../src/store/guix-daemon.js";
 import { authorizeInGuixHost, guixHostPaths, startGuixHost, type GuixHost } from "../src/lab/guix-host.js";
 import { runInHost, stopHost } from "../src/lab/host.js";
 import { ensureSshKey } from "../src/lab/keys.js";
@@ -215,7 +215,7 @@ ${graph.map(({ name }) => `    (format #t "out ${name} ~a~%" (derivation->output
         yield at < 0 ? chunk : Buffer.concat([chunk.subarray(0, at), Buffer.from("Original"), chunk.subarray(at + 8)]);
       }
     };
-    const { fetchGuixOutputs } = await import("../src/guix/land.js");
+    const { fetchGuixOutputs } = await import("../src/store/guix-land.js");
     const { readGuixAcl, guixAclPath } = await import("../src/guix/acl.js");
     try {
       await expect(

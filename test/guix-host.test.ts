@@ -4,7 +4,7 @@
 import { copyFileSync, existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { randomInt } from "node:crypto";
 import path from "node:path";
-import { GuixDaemon } from "../src/guix/daemon.js";
+import { GuixDaemon } from "../src/store/guix-daemon.js";
 import { configureGuixOffload, guixHostPaths, startGuixHost, type GuixHost } from "../src/lab/guix-host.js";
 import { runInHost, runningHosts, stopHost } from "../src/lab/host.js";
 import { runningProcesses } from "../src/lab/processes.js";

@@ -4,7 +4,7 @@ import { expect, test } from "@jest/globals";
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync } from "node:fs";
 import { join } from "node:path";
-import { keepScratch, makeScratch, removeAllScratch, sweepScratch } from "../src/store/scratch.js";
+import { keepScratch, makeScratch, removeAllScratch, sweepScratch } from "../src/files/scratch.js";
 import { makeSafeDir, removeDir } from "./support/safe-dir.js";
 
 test("a dead process's scratch directories are swept; this process's and live ones are kept", () => {

@@ -2,7 +2,7 @@
 // machine lacks make builds fail there; ones it has but the record omits leave it idle.
 import type { BuildMachine } from "../../types/index.js";
 import type { OffloadError } from "../errors.js";
-import { featuresMissing, systemsMissing, unusedCapabilities } from "../failures.js";
+import { featuresMissing, systemsMissing, unusedCapabilities } from "../select/failures.js";
 
 const words = (value: string | undefined) => (value ?? "").split(/\s+/).filter((word) => word !== "");
 

@@ -3,13 +3,12 @@
 // fix. A failure skips only the steps that need what failed; nothing is thrown out of here.
 import type { BuildMachine } from "../../types/index.js";
 import { asOffloadError, OffloadError } from "../errors.js";
-import { clockSkew, diskLow, nixStoreMissing, notTrusted, overloaded } from "../failures.js";
+import { clockSkew, diskLow, nixStoreMissing, notTrusted, overloaded } from "../select/failures.js";
 import type { PublicKey, SecretKey } from "../nix/keys.js";
 import { DEFAULT_STORE_DIR } from "../nix/store-path.js";
-import { readLoad } from "../remote/machine-link.js";
-import type { GuixDaemon } from "../guix/daemon.js";
-import { guixDaemonSocket } from "../remote/guix-link.js";
-import { machineStoreDir, oneLine, readClockSkew, readDiskSpace, readNixConfig, readNixStoreVersion, storeFilesDir } from "../remote/probes.js";
+import type { GuixDaemon } from "../store/guix-daemon.js";
+import { guixDaemonSocket } from "../agent/guix-link.js";
+import { machineStoreDir, oneLine, readClockSkew, readDiskSpace, readNixConfig, readNixStoreVersion, storeFilesDir, readLoad } from "../remote/probes.js";
 import { connectMachine, type SshConnection } from "../remote/ssh.js";
 import { machineTrustedKeys } from "../store/machine-trust.js";
 import { openServeSession, type ServeSession } from "../store/serve-session.js";

@@ -3,9 +3,8 @@
 // builds, the last successful build). Never throws: an unreachable machine is a status.
 import type { BuildMachine } from "../../types/index.js";
 import { asOffloadError } from "../errors.js";
-import { isLoginRefusal } from "../failures.js";
-import { readLoad } from "../remote/machine-link.js";
-import { readClockSkew, readDiskSpace, readNixConfig, readUptime, machineStoreDir, storeFilesDir } from "../remote/probes.js";
+import { isLoginRefusal } from "../select/failures.js";
+import { readClockSkew, readDiskSpace, readNixConfig, readUptime, machineStoreDir, storeFilesDir, readLoad } from "../remote/probes.js";
 import { connectMachine } from "../remote/ssh.js";
 import { readFacts, type MachineFacts } from "../select/machine-facts.js";
 import { slotHolders, type SlotHolder } from "../select/slots.js";

@@ -6,7 +6,7 @@ import { parsePublicKey, readPublicKeyFile } from "../nix/keys.js";
 import { parseGuixPublicKey, readGuixPublicKeyFile } from "../guix/keys.js";
 import { guixAuthorize } from "./guix.js";
 import { authorizeKey, deauthorizeKey, readAcl } from "../store/acl.js";
-import { aclPath } from "../store/config-dir.js";
+import { aclPath } from "../files/config-dir.js";
 
 async function readAll(stream: NodeJS.ReadableStream): Promise<string> {
   const chunks: Buffer[] = [];

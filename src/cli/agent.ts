@@ -1,6 +1,6 @@
 // `offload agent`: the connection keeper the hook starts on demand (see src/remote/agent.ts).
 import type { Command } from "commander";
-import { runAgent } from "../remote/agent.js";
+import { runAgent } from "../agent/agent.js";
 import { ensureStateDir, stateDir } from "../select/state-dir.js";
 
 export function registerAgent(program: Command): void {

@@ -8,7 +8,7 @@ import { readSecretKeyFile } from "../nix/keys.js";
 import { readAcl } from "../store/acl.js";
 import { exportArchive, pathsToExport, resolveStorePath } from "../store/archive-export.js";
 import { importArchive } from "../store/archive-import.js";
-import { aclPath, secretKeyPath } from "../store/config-dir.js";
+import { aclPath, secretKeyPath } from "../files/config-dir.js";
 import { openLocalStore } from "../store/local-store.js";
 import { guixArchiveExport, guixArchiveImport } from "./guix.js";
 

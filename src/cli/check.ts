@@ -15,7 +15,7 @@ import { loadConfig, type LoadedConfig } from "../config/load.js";
 import { OffloadError, asOffloadError, formatLocation } from "../errors.js";
 import { readSecretKeyFile } from "../nix/keys.js";
 import { readAcl } from "../store/acl.js";
-import { checkPrivate, secretKeyPath } from "../store/config-dir.js";
+import { checkPrivate, secretKeyPath } from "../files/config-dir.js";
 import { forgetFailure } from "../select/machine-facts.js";
 import { stateDir } from "../select/state-dir.js";
 import { assertHookUser } from "./hook-user.js";

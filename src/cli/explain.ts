@@ -9,7 +9,7 @@ import { promisify } from "node:util";
 import type { Command } from "commander";
 import { loadConfig, type LoadedConfig } from "../config/load.js";
 import { OffloadError } from "../errors.js";
-import { reasonLine, reasonsWithFixes } from "../failures.js";
+import { reasonLine, reasonsWithFixes } from "../select/failures.js";
 import { NO_REMOTE_BUILDS, checkRestrictionNames, interpretSettings, type HookSettings } from "../hook/settings.js";
 import { parseDerivation } from "../nix/drv.js";
 import { parseNixConfig } from "../remote/probes.js";

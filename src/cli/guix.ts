@@ -6,11 +6,11 @@ import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { OffloadError } from "../errors.js";
 import { authorizeGuixKey, guixAclPath, readGuixAcl } from "../guix/acl.js";
-import { exportGuixArchive, guixPathsToExport, importGuixArchive } from "../guix/archive.js";
-import { GUIX_STORE_DIR, GuixDaemon } from "../guix/daemon.js";
+import { exportGuixArchive, guixPathsToExport, importGuixArchive } from "../store/guix-archive.js";
+import { GUIX_STORE_DIR, GuixDaemon } from "../store/guix-daemon.js";
 import { generateGuixKeyPair, guixPublicKeyPath, guixSecretKeyPath, readGuixSecretKeyFile, type GuixPublicKey } from "../guix/keys.js";
 import { resolveStorePath } from "../store/archive-export.js";
-import { checkNotWritableByOthers, configDir, ensureConfigDir, writeFileAtomic } from "../store/config-dir.js";
+import { checkNotWritableByOthers, configDir, ensureConfigDir, writeFileAtomic } from "../files/config-dir.js";
 
 export async function guixKeygen(options: { force?: boolean }): Promise<void> {
   const dir = configDir();

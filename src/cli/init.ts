@@ -6,7 +6,7 @@ import { createRequire } from "node:module";
 import { dirname, join, resolve } from "node:path";
 import { OffloadError } from "../errors.js";
 import { TYPES_ENTRY } from "../package-root.js";
-import { configDir } from "../store/config-dir.js";
+import { configDir } from "../files/config-dir.js";
 
 const TEMPLATE = `// Build machines for offload. This file is TypeScript, run as root by the Nix daemon's
 // build hook, so keep it (and its directory) writable by root only.

@@ -13,7 +13,7 @@ import {
   publicKeyPath,
   secretKeyPath,
   writeFileAtomic,
-} from "../store/config-dir.js";
+} from "../files/config-dir.js";
 
 interface KeygenOptions {
   name?: string;

@@ -3,7 +3,7 @@
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { OffloadError } from "../errors.js";
-import { configDir } from "../store/config-dir.js";
+import { configDir } from "../files/config-dir.js";
 
 export interface ResolvedConfig {
   path: string;

@@ -3,7 +3,7 @@
 // registered stays, complete), and whatever escapes still becomes one line the person
 // building sees — never a stack trace in the daemon's log — and a transient failure.
 import { asOffloadError, formatError } from "../errors.js";
-import { removeAllScratch } from "../store/scratch.js";
+import { removeAllScratch } from "../files/scratch.js";
 
 /** `say` writes one line where the daemon shows it; `status` is the daemon's "transient failure". */
 export function guardHookProcess(say: (text: string) => void, status: number): void {

@@ -1,7 +1,7 @@
 // Where every file of a lab lives. The etc/ half uses offload's own config-dir names, so
 // OFFLOAD_CONFIG_DIR=<dir>/etc points offload at the lab without further settings.
 import path from "node:path";
-import { aclPath, publicKeyPath, secretKeyPath } from "../store/config-dir.js";
+import { aclPath, publicKeyPath, secretKeyPath } from "../files/config-dir.js";
 import { hostPaths } from "./host.js";
 
 export interface LabPaths {

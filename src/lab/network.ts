@@ -19,7 +19,6 @@ import { readFile, readdir } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { OffloadError } from "../errors.js";
 import { withFileLock } from "./file-lock.js";
-import type { Host } from "./host.js";
 import { run } from "./run.js";
 
 /** Every lab link's addresses are in here; nothing of it leaves this machine. */
@@ -83,7 +82,7 @@ async function ip(args: string[]): Promise<string> {
 }
 
 /** Runs `argv` (a program of this machine) in the host's network namespace only. */
-function inNetwork(host: Pick<Host, "anchorPid">, argv: string[], fix = "lab networks need root, util-linux's nsenter and iproute2"): Promise<{ stdout: string }> {
+function inNetwork(host: { anchorPid: number }, argv: string[], fix = "lab networks need root, util-linux's nsenter and iproute2"): Promise<{ stdout: string }> {
   return run("nsenter", ["-t", String(host.anchorPid), "-n", "--", ...argv], { code: "lab-network-failed", fix });
 }
 
@@ -173,7 +172,8 @@ export async function networkLeftovers(): Promise<string[]> {
   return [...links.map((name) => `link ${name}`), ...((await guardRoute()) ? [`route unreachable ${LAB_NETWORK}`] : [])];
 }
 
-type NetworkedHost = Pick<Host, "name" | "anchorPid"> & { network?: HostNetwork };
+/** A lab host (host.ts) as far as its network goes. */
+type NetworkedHost = { name: string; anchorPid: number; network?: HostNetwork };
 
 function networkOf(host: NetworkedHost): HostNetwork {
   if (host.network === undefined) {

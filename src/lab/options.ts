@@ -2,7 +2,7 @@
 // every builder's name, loopback address and features are fixed here, before any file exists.
 import path from "node:path";
 import { OffloadError } from "../errors.js";
-import { DEFAULT_CONFIG_DIR } from "../store/config-dir.js";
+import { DEFAULT_CONFIG_DIR } from "../files/config-dir.js";
 import { isNixRelease, NIX_RELEASES, type NixRelease } from "./host.js";
 
 export const DEFAULT_LAB_DIR = "/var/lib/offload-lab";

@@ -6,6 +6,8 @@ import { shellQuote } from "./shell-quote.js";
 import type { RemoteProcess, SshConnection } from "./ssh.js";
 
 const PROBE_TIMEOUT_MS = 10_000;
+/** The load is read while a build waits to be accepted: a short bound. */
+const LOAD_TIMEOUT_MS = 3000;
 
 async function probe(connection: SshConnection, command: string): Promise<RemoteResult> {
   return runRemote(connection, command, PROBE_TIMEOUT_MS);
@@ -228,4 +230,36 @@ export function parseHealthLines(lines: readonly string[], midpoint: number): He
     }
   }
   return reading;
+}
+
+/** What the hook checks before building on a machine; each is absent when it could not be read. */
+export interface MachineHealth {
+  /** 1-minute load average per CPU (only read where an overloadThreshold applies). */
+  load?: number;
+  /** Free bytes on the file system of its store. */
+  freeBytes?: number;
+  /** Seconds its clock is ahead of ours (negative: behind). */
+  clockSkew?: number;
+}
+
+/** Load, free store space and clock skew, read in parallel on extra channels (a probe that fails is just absent). */
+export async function readHealth(connection: SshConnection, machine: BuildMachine): Promise<MachineHealth> {
+  const absent = () => undefined;
+  const [load, disk, clock] = await Promise.all([
+    // The load matters only where a threshold applies.
+    machine.overloadThreshold === null ? undefined : readLoad(connection).catch(absent),
+    readDiskSpace(connection, machineStoreDir(machine)).catch(absent),
+    readClockSkew(connection).catch(absent),
+  ]);
+  return { load, freeBytes: disk?.freeBytes, clockSkew: clock?.skew };
+}
+
+/** Normalized load: the 1-minute load average divided by the CPU count (Guix's measure). */
+export async function readLoad(connection: SshConnection): Promise<number | undefined> {
+  const result = await runRemote(connection, "cat /proc/loadavg; nproc", LOAD_TIMEOUT_MS);
+  if (result.timedOut) return undefined;
+  const [loadavg, cpus] = result.stdout.trim().split("\n");
+  const load = Number(loadavg?.split(" ")[0]);
+  const count = Number(cpus);
+  return Number.isFinite(load) && count > 0 ? load / count : undefined;
 }

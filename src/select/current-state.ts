@@ -3,7 +3,6 @@
 // builds. The hook decides on it and `offload explain` shows it: both build it here, so
 // they cannot see different worlds.
 import type { BuildMachine, LocalMachine } from "../../types/index.js";
-import type { HookSettings } from "../hook/settings.js";
 import { derivationName, readDurations, type Durations } from "./durations.js";
 import { machineState, readFacts, recordHash } from "./machine-facts.js";
 import type { BuildRequest, MachineState, SelectionInput } from "./select.js";
@@ -11,7 +10,7 @@ import { heldSlots, slotHolders } from "./slots.js";
 
 export async function selectionInput(
   config: { machines: readonly BuildMachine[]; local?: LocalMachine },
-  settings: HookSettings,
+  settings: Pick<SelectionInput, "localState" | "restriction" | "pollInterval">,
   request: BuildRequest,
   stateDir: string,
 ): Promise<SelectionInput> {

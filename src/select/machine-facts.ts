@@ -5,7 +5,7 @@ import { createHash } from "node:crypto";
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { BuildMachine } from "../../types/index.js";
-import { isLoginRefusal } from "../failures.js";
+import { isLoginRefusal } from "./failures.js";
 import type { MachineState } from "./select.js";
 
 export interface MachineFacts {

@@ -23,7 +23,7 @@ import { restoreNar } from "../nix/nar.js";
 import { encodeNix32 } from "../nix/nix32.js";
 import { DEFAULT_STORE_DIR, hashPart } from "../nix/store-path.js";
 import { verifySpooled, type ImportedPath, type SpooledPath, type VerifyOptions } from "./import-verified.js";
-import { deadScratch, keepScratch, makeScratch, removeScratch } from "./scratch.js";
+import { deadScratch, keepScratch, makeScratch, removeScratch } from "../files/scratch.js";
 import type { ServeClient } from "./serve.js";
 
 export interface LandOptions extends VerifyOptions {

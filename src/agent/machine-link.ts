@@ -7,19 +7,8 @@ import { OffloadError } from "../errors.js";
 import { ServeClient } from "../store/serve.js";
 import { openServeSession, readStderr, type ServeSession } from "../store/serve-session.js";
 import { borrowSession } from "./agent-client.js";
-import { machineStoreDir, readClockSkew, readDiskSpace } from "./probes.js";
-import { runRemote } from "./remote-command.js";
-import type { ConnectOptions, SshConnection } from "./ssh.js";
-
-/** What the hook checks before building on a machine; each is absent when it could not be read. */
-export interface MachineHealth {
-  /** 1-minute load average per CPU (only read where an overloadThreshold applies). */
-  load?: number;
-  /** Free bytes on the file system of its store. */
-  freeBytes?: number;
-  /** Seconds its clock is ahead of ours (negative: behind). */
-  clockSkew?: number;
-}
+import { readHealth, type MachineHealth } from "../remote/probes.js";
+import type { ConnectOptions } from "../remote/ssh.js";
 
 export interface MachineLink {
   machine: BuildMachine;
@@ -33,8 +22,6 @@ export interface LinkOptions extends ConnectOptions {
   /** Borrow a warm session from the `offload agent` of this state dir (started on first use). */
   agentStateDir?: string;
 }
-
-const LOAD_TIMEOUT_MS = 3000;
 
 /**
  * How long a borrowed session may take to answer one empty query. A warm session can have
@@ -65,7 +52,7 @@ export async function linkMachine(machine: BuildMachine, options: LinkOptions = 
     }
   }
   // ssh2 loads only here: a hook served by the agent never needs it.
-  const { connectMachine } = await import("./ssh.js");
+  const { connectMachine } = await import("../remote/ssh.js");
   const connection = await connectMachine(machine, options);
   try {
     const [session, health] = await Promise.all([openServeSession(connection, { remoteStore: machine.remoteStore, label: machine.name }), readHealth(connection, machine)]);
@@ -82,26 +69,4 @@ export async function linkMachine(machine: BuildMachine, options: LinkOptions = 
     connection.close();
     throw error;
   }
-}
-
-/** Load, free store space and clock skew, read in parallel on extra channels (a probe that fails is just absent). */
-export async function readHealth(connection: SshConnection, machine: BuildMachine): Promise<MachineHealth> {
-  const absent = () => undefined;
-  const [load, disk, clock] = await Promise.all([
-    // The load matters only where a threshold applies.
-    machine.overloadThreshold === null ? undefined : readLoad(connection).catch(absent),
-    readDiskSpace(connection, machineStoreDir(machine)).catch(absent),
-    readClockSkew(connection).catch(absent),
-  ]);
-  return { load, freeBytes: disk?.freeBytes, clockSkew: clock?.skew };
-}
-
-/** Normalized load: the 1-minute load average divided by the CPU count (Guix's measure). */
-export async function readLoad(connection: SshConnection): Promise<number | undefined> {
-  const result = await runRemote(connection, "cat /proc/loadavg; nproc", LOAD_TIMEOUT_MS);
-  if (result.timedOut) return undefined;
-  const [loadavg, cpus] = result.stdout.trim().split("\n");
-  const load = Number(loadavg?.split(" ")[0]);
-  const count = Number(cpus);
-  return Number.isFinite(load) && count > 0 ? load / count : undefined;
 }

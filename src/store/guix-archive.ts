@@ -18,11 +18,11 @@ import path from "node:path";
 import { OffloadError } from "../errors.js";
 import { readExportStream, writeExportStream, type ExportItem } from "../nix/export-stream.js";
 import { WireWriter, type WireSource } from "../nix/wire.js";
-import { checkImportOrder, type OrderRefusal } from "../store/import-verified.js";
-import { guixAclHas, guixConfigDir } from "./acl.js";
-import { GUIX_STORE_DIR, GuixDaemon, type GuixPathInfo } from "./daemon.js";
-import { guixPublicKeyPath, type GuixPublicKey, type GuixSecretKey } from "./keys.js";
-import { checkGuixSignature, signHash, type GuixRefusal } from "./signature.js";
+import { checkImportOrder, type OrderRefusal } from "./import-verified.js";
+import { guixAclHas, guixConfigDir } from "../guix/acl.js";
+import { GUIX_STORE_DIR, GuixDaemon, type GuixPathInfo } from "./guix-daemon.js";
+import { guixPublicKeyPath, type GuixPublicKey, type GuixSecretKey } from "../guix/keys.js";
+import { checkGuixSignature, signHash, type GuixRefusal } from "../guix/signature.js";
 
 /**
  * Path infos of `paths` (their closure when recursive), dependencies first, in exactly

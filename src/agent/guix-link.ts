@@ -4,9 +4,9 @@
 import type { BuildMachine } from "../../types/index.js";
 import { withDeadline } from "../deadline.js";
 import { OffloadError } from "../errors.js";
-import { DEFAULT_GUIX_SOCKET, GuixDaemon } from "../guix/daemon.js";
-import { readHealth, type MachineHealth } from "./machine-link.js";
-import type { ConnectOptions } from "./ssh.js";
+import { DEFAULT_GUIX_SOCKET, GuixDaemon } from "../store/guix-daemon.js";
+import { readHealth, type MachineHealth } from "../remote/probes.js";
+import type { ConnectOptions } from "../remote/ssh.js";
 
 export interface GuixLink {
   machine: BuildMachine;
@@ -25,7 +25,7 @@ export function guixDaemonSocket(machine: BuildMachine): string {
 }
 
 export async function linkGuixMachine(machine: BuildMachine, options: ConnectOptions = {}): Promise<GuixLink> {
-  const { connectMachine } = await import("./ssh.js");
+  const { connectMachine } = await import("../remote/ssh.js");
   const connection = await connectMachine(machine, options);
   try {
     const socket = guixDaemonSocket(machine);

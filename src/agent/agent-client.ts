@@ -9,7 +9,7 @@ import type { BuildMachine } from "../../types/index.js";
 import { OffloadError } from "../errors.js";
 import { PACKAGE_ROOT } from "../package-root.js";
 import { AGENT_SOCKET, Frame, FrameReader, frame, type AgentReady } from "./agent-frames.js";
-import type { ExitStatus, RemoteProcess } from "./ssh.js";
+import type { ExitStatus, RemoteProcess } from "../remote/ssh.js";
 
 export interface BorrowedSession {
   process: RemoteProcess;

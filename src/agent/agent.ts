@@ -22,9 +22,9 @@ import { acquireSlot } from "../select/slots.js";
 import { ServeClient } from "../store/serve.js";
 import { serveCommand } from "../store/serve-session.js";
 import { AGENT_SOCKET, Frame, FrameReader, frame, type AgentReady, type AgentRequest } from "./agent-frames.js";
-import type { MachineHealth } from "./machine-link.js";
-import { HealthProbe, machineStoreDir } from "./probes.js";
-import { connectMachine, type RemoteProcess, type SshConnection } from "./ssh.js";
+import type { MachineHealth } from "../remote/probes.js";
+import { HealthProbe, machineStoreDir } from "../remote/probes.js";
+import { connectMachine, type RemoteProcess, type SshConnection } from "../remote/ssh.js";
 
 /** Health older than this is not handed out; it is re-read in the background after half of it. */
 const HEALTH_FRESH_MS = 10_000;

@@ -16,10 +16,10 @@ import { OffloadError } from "../errors.js";
 import { readExportStream, type ExportItem } from "../nix/export-stream.js";
 import { restoreNar } from "../nix/nar.js";
 import { WireWriter } from "../nix/wire.js";
-import { makeScratch, removeScratch } from "../store/scratch.js";
-import { GUIX_STORE_DIR, type GuixDaemon } from "./daemon.js";
-import type { GuixPublicKey } from "./keys.js";
-import { checkGuixSignature, type GuixRefusal } from "./signature.js";
+import { makeScratch, removeScratch } from "../files/scratch.js";
+import { GUIX_STORE_DIR, type GuixDaemon } from "./guix-daemon.js";
+import type { GuixPublicKey } from "../guix/keys.js";
+import { checkGuixSignature, type GuixRefusal } from "../guix/signature.js";
 
 export interface GuixLandOptions {
   /** The keys whose signature is accepted: the machine's pinned key, else offload's Guix ACL. */

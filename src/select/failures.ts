@@ -2,9 +2,9 @@
 // in one line. (Connection, key and serve-protocol failures come from src/remote and
 // src/store with their own fixes; signature failures from store/machine-trust.ts.) `offload
 // check`, `offload explain` and the hook's log all word them the same way through here.
-import type { BuildMachine } from "../types/index.js";
-import { OffloadError } from "./errors.js";
-import type { MachineReason, ReasonCode } from "./select/select.js";
+import type { BuildMachine } from "../../types/index.js";
+import { OffloadError } from "../errors.js";
+import type { MachineReason, ReasonCode } from "./select.js";
 
 /** Failures where the machine answered but the login was refused (either side): it is reachable, yet unusable. */
 export function isLoginRefusal(code: string | undefined): boolean {

@@ -1,7 +1,7 @@
 // The agent's wire format between a hook and `offload agent`: one Unix socket carries a
 // remote process's three streams and its fate as frames of [u8 type][u32 length][payload].
 import type { BuildMachine } from "../../types/index.js";
-import type { MachineHealth } from "./machine-link.js";
+import type { MachineHealth } from "../remote/probes.js";
 
 /** The agent's socket, in the state dir. */
 export const AGENT_SOCKET = "agent.sock";
