@@ -10,7 +10,8 @@ import { exportGuixArchive, guixPathsToExport, importGuixArchive } from "../stor
 import { GUIX_STORE_DIR, GuixDaemon } from "../store/guix-daemon.js";
 import { generateGuixKeyPair, guixPublicKeyPath, guixSecretKeyPath, readGuixSecretKeyFile, type GuixPublicKey } from "../guix/keys.js";
 import { resolveStorePath } from "../store/archive-export.js";
-import { checkNotWritableByOthers, configDir, ensureConfigDir, writeFileAtomic } from "../files/config-dir.js";
+import { configDir } from "../files/config-dir.js";
+import { checkNotWritableByOthers, ensureConfigDir, writeFileAtomic } from "../files/safety.js";
 
 export async function guixKeygen(options: { force?: boolean }): Promise<void> {
   const dir = configDir();

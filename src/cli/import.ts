@@ -6,7 +6,7 @@ import { dirname, resolve } from "node:path";
 import { OffloadError, formatLocation } from "../errors.js";
 import { importMachines } from "../config/import/index.js";
 import { FORMATS, type Format } from "../config/import/model.js";
-import { writeFileAtomic } from "../files/config-dir.js";
+import { writeFileAtomic } from "../files/safety.js";
 
 interface ImportCliOptions {
   from?: Format;

@@ -6,14 +6,8 @@ import { hostname } from "node:os";
 import { OffloadError } from "../errors.js";
 import { generateKeyPair, validateKeyName } from "../nix/keys.js";
 import { guixKeygen } from "./guix.js";
-import {
-  checkNotWritableByOthers,
-  configDir,
-  ensureConfigDir,
-  publicKeyPath,
-  secretKeyPath,
-  writeFileAtomic,
-} from "../files/config-dir.js";
+import { configDir, publicKeyPath, secretKeyPath } from "../files/config-dir.js";
+import { checkNotWritableByOthers, ensureConfigDir, writeFileAtomic } from "../files/safety.js";
 
 interface KeygenOptions {
   name?: string;

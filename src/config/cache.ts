@@ -3,9 +3,10 @@
 // (TypeScript is not even loaded). The cache holds code that root will run, so it lives in
 // a private directory and is ignored if anyone else could have written it.
 import { createHash } from "node:crypto";
-import { mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, statSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
+import { writeFileAtomicSync } from "../files/safety.js";
 import { VERSION } from "../version.js";
 import type { RecordLocations } from "./typecheck.js";
 
@@ -59,10 +60,10 @@ export function writeCompiledConfig(cacheDir: string, configPath: string, compil
     mkdirSync(cacheDir, { recursive: true, mode: 0o700 });
     if (!isPrivate(cacheDir)) return; // never publish root's code where others can tamper with it
     const file = entryPath(cacheDir, configPath);
-    const temporary = `${file}.${process.pid}.tmp`;
-    writeFileSync(temporary, JSON.stringify(compiled), { mode: 0o600 });
-    renameSync(temporary, file);
+    writeFileAtomicSync(file, JSON.stringify(compiled), 0o600, { durable: false });
   } catch (error) {
-    if (!["EACCES", "EPERM", "EROFS", "ENOENT", "ENOSPC"].includes((error as NodeJS.ErrnoException).code ?? "")) throw error;
+    // writeFileAtomicSync names the errno in its error's cause.
+    const errno = ((error as { cause?: NodeJS.ErrnoException }).cause ?? (error as NodeJS.ErrnoException)).code;
+    if (!["EACCES", "EPERM", "EROFS", "ENOENT", "ENOSPC"].includes(errno ?? "")) throw error;
   }
 }

@@ -5,7 +5,8 @@
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { OffloadError } from "../errors.js";
-import { checkNotWritableByOthers, configDir, ensureConfigDir, fileError, writeFileAtomic } from "../files/config-dir.js";
+import { configDir } from "../files/config-dir.js";
+import { checkNotWritableByOthers, ensureConfigDir, fileError, writeFileAtomic } from "../files/safety.js";
 import { publicKeyFromSexp, type GuixPublicKey } from "./keys.js";
 import { advancedSexp, atom, isAtom, parseSexp, sexpEquals, type Sexp } from "./sexp.js";
 

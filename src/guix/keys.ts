@@ -9,7 +9,8 @@ import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { inspect } from "node:util";
 import { OffloadError } from "../errors.js";
-import { checkPrivate, configDir, fileError } from "../files/config-dir.js";
+import { configDir } from "../files/config-dir.js";
+import { checkPrivate, fileError } from "../files/safety.js";
 import { bigIntToBytes, bytesToBigInt, N, publicPoint, sign, verify } from "./ed25519-ecdsa.js";
 import { advancedSexp, atom, findToken, isAtom, parseSexp, tokenValue, type Sexp } from "./sexp.js";
 

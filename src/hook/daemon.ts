@@ -6,7 +6,7 @@ import { execFile } from "node:child_process";
 import { readFileSync, readlinkSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { parseNixVersion, type NixVersion } from "../nix/daemon-version.js";
-import { writeFileAtomic } from "../files/config-dir.js";
+import { writeFileAtomic } from "../files/safety.js";
 
 interface Remembered {
   exe: string;

@@ -16,7 +16,7 @@
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { OffloadError } from "../errors.js";
-import { writeFileAtomic } from "../files/config-dir.js";
+import { writeFileAtomic } from "../files/safety.js";
 import { runInHost, startDaemon, startHost, stopHost, type Host } from "./host.js";
 import { ensureSshKey } from "./keys.js";
 import { startSshd, type SshdListen } from "./sshd.js";

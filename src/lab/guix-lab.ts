@@ -13,7 +13,7 @@ import { mkdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import { OffloadError } from "../errors.js";
 import { generateGuixKeyPair, guixPublicKeyPath, guixSecretKeyPath } from "../guix/keys.js";
-import { writeFileAtomic } from "../files/config-dir.js";
+import { writeFileAtomic } from "../files/safety.js";
 import { stopStrays } from "./down.js";
 import { authorizeInGuixHost, guixMachineRecord, machinesScm, startGuixHost, type GuixHost } from "./guix-host.js";
 import { ensureSshKey } from "./keys.js";

@@ -40,7 +40,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { OffloadError } from "../errors.js";
 import { PACKAGE_ROOT } from "../package-root.js";
 import { shellQuote } from "../remote/shell-quote.js";
-import { writeFileAtomic } from "../files/config-dir.js";
+import { writeFileAtomic } from "../files/safety.js";
 import { withFileLock } from "./file-lock.js";
 import { attachLink, hasLink, hostNetwork, prepareLink, releaseLink, type HostNetwork } from "./network.js";
 import { run } from "./run.js";

@@ -4,7 +4,7 @@
 import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { OffloadError } from "../errors.js";
-import { writeFileAtomic } from "../files/config-dir.js";
+import { writeFileAtomic } from "../files/safety.js";
 
 /** Path → SHA-256 (hex) of the text `up` wrote there. */
 export type WrittenFiles = Record<string, string>;

@@ -4,7 +4,7 @@
 import { mkdir, readFile, stat } from "node:fs/promises";
 import { userInfo } from "node:os";
 import path from "node:path";
-import { writeFileAtomic } from "../files/config-dir.js";
+import { writeFileAtomic } from "../files/safety.js";
 import { withFileLock } from "./file-lock.js";
 
 /** ssh reads the config of the user's passwd home, not $HOME. */

@@ -3,7 +3,7 @@
 // (unless a person edited one: then it stops first); sshds are restarted so they read them.
 // Nothing outside the lab directory is written but the Include line in root's ssh config.
 import { chmod, mkdir, rm } from "node:fs/promises";
-import { writeFileAtomic } from "../files/config-dir.js";
+import { writeFileAtomic } from "../files/safety.js";
 import { stopBuilder, stopStrays } from "./down.js";
 import { ensureHost } from "./host.js";
 import { ensurePackages } from "./install.js";

@@ -11,7 +11,7 @@ import {
 } from "node:crypto";
 import { inspect } from "node:util";
 import { OffloadError } from "../errors.js";
-import { checkPrivate, readTextFile } from "../files/config-dir.js";
+import { checkPrivate, readTextFile } from "../files/safety.js";
 
 // DER wrappers that turn raw Ed25519 bytes into keys Node's crypto accepts (RFC 8410).
 const PRIVATE_DER_PREFIX = Buffer.from("302e020100300506032b657004220420", "hex");

@@ -2,7 +2,8 @@
 // selection see that a long build should wait for a fast machine rather than start on a
 // slow one. Recorded by the hook after each build it ran; names (not store paths) are the
 // key, so a rebuild of the same package with other inputs finds its predecessor.
-import { readFileSync, renameSync, writeFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
+import { writeFileAtomicSync } from "../files/safety.js";
 import { basename, join } from "node:path";
 
 export type Durations = ReadonlyMap<string, number>;
@@ -35,7 +36,5 @@ export function recordDuration(stateDir: string, name: string, seconds: number):
   }
   const previous = records[name]?.seconds;
   records[name] = { seconds: previous === undefined ? seconds : (previous + seconds) / 2, at: Date.now() };
-  const temporary = `${file(stateDir)}.${process.pid}.tmp`;
-  writeFileSync(temporary, JSON.stringify(records));
-  renameSync(temporary, file(stateDir));
+  writeFileAtomicSync(file(stateDir), JSON.stringify(records), 0o644, { durable: false });
 }

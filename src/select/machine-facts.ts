@@ -2,7 +2,8 @@
 // through small files in the state dir. Deciding must take milliseconds, so the hook never
 // connects just to ask; it uses what the last connection to the machine found, while fresh.
 import { createHash } from "node:crypto";
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
+import { writeFileAtomicSync } from "../files/safety.js";
 import { join } from "node:path";
 import type { BuildMachine } from "../../types/index.js";
 import { isLoginRefusal } from "./failures.js";
@@ -44,9 +45,7 @@ export function recordFacts(stateDir: string, machine: string, update: Partial<M
   const file = factsFile(stateDir, machine);
   mkdirSync(join(stateDir, "machines"), { recursive: true, mode: 0o755 });
   const merged = { ...readFacts(stateDir, machine), ...update };
-  const temporary = `${file}.${process.pid}.tmp`;
-  writeFileSync(temporary, JSON.stringify(merged));
-  renameSync(temporary, file);
+  writeFileAtomicSync(file, JSON.stringify(merged), 0o644, { durable: false });
 }
 
 /** A machine just reached again (by `offload check`) is no longer skipped for its last failure. */

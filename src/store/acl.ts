@@ -5,7 +5,8 @@
 import path from "node:path";
 import { OffloadError } from "../errors.js";
 import { parsePublicKey, type PublicKey } from "../nix/keys.js";
-import { aclPath, checkNotWritableByOthers, ensureConfigDir, readTextFile, writeFileAtomic } from "../files/config-dir.js";
+import { aclPath } from "../files/config-dir.js";
+import { checkNotWritableByOthers, ensureConfigDir, readTextFile, writeFileAtomic } from "../files/safety.js";
 
 const HEADER =
   "# Public keys whose signatures `offload` accepts on import, one NAME:BASE64 per line.\n" +

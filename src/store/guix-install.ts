@@ -9,7 +9,7 @@ import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { checkGuixDaemon, OFFLOAD_GUIX } from "./local-guix-daemon.js";
 import { OffloadError } from "../errors.js";
-import { writeFileAtomic } from "../files/config-dir.js";
+import { writeFileAtomic } from "../files/safety.js";
 import type { InstallEvent } from "./hook-install.js";
 import type { LocalSystem } from "./local-daemon.js";
 

@@ -17,7 +17,7 @@ import { join, posix } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { OffloadError } from "../errors.js";
 import { buildHookLocation, hookSupport } from "../nix/daemon-version.js";
-import { writeFileAtomic } from "../files/config-dir.js";
+import { writeFileAtomic } from "../files/safety.js";
 import {
   describeHook,
   describeNix,
