@@ -8,13 +8,216 @@ export interface SourceLocation {
   column: number; // 1-based
 }
 
+/**
+ * How a build hook ends, as both daemon families read its exit status: 0 the outputs are
+ * there; 100 a permanent failure; 101 timed out; 1 (any other) transient, try again. Nix
+ * ≤ 2.28 and guix-daemon tell 100 and 101 apart; Nix 2.29 and later take every non-zero
+ * status as MiscFailure (derivation-building-goal.cc), so there the message carries the cause.
+ * OffloadError.exitCode holds one of these when a failure ends a hook.
+ */
+export const EXIT = { success: 0, transient: 1, permanent: 100, timedOut: 101 } as const;
+
+/**
+ * Every failure's stable code: what --json output and tests match, and the catalogue a
+ * message is found in. A new failure adds its code here (the type checker insists).
+ * Families: `build-<status>` for a build that failed on a machine (Nix's BuildResult status),
+ * `output-<refusal>` and `guix-<refusal>` for an output or a signature refused.
+ */
+export const FAILURE_CODES = [
+  "acl-name-conflict",
+  "agent-protocol",
+  "auth-refused",
+  "bad-store-path",
+  "build-hook-foreign",
+  "build-hook-overridden",
+  "builders-invalid",
+  "capability-unused",
+  "clock-skew",
+  "clock-unknown",
+  "config-invalid",
+  "config-missing",
+  "config-threw",
+  "config-timeout",
+  "config-unsafe",
+  "connection-lost",
+  "corrupt-signature",
+  "daemon-hook-not-offload",
+  "daemon-mismatch",
+  "daemon-restart-failed",
+  "daemon-restart-needed",
+  "daemon-unsupported",
+  "disk-low",
+  "disk-unknown",
+  "download-sink",
+  "drv-invalid",
+  "duplicate-path",
+  "empty-acl",
+  "error",
+  "exists",
+  "export-invalid",
+  "export-spool",
+  "guix-daemon-error",
+  "guix-daemon-no-offload",
+  "guix-daemon-not-running",
+  "guix-daemon-not-using-offload",
+  "guix-daemon-protocol",
+  "guix-daemon-unreachable",
+  "guix-daemon-untrusted",
+  "guix-drop-in-foreign",
+  "guix-hook-arguments",
+  "guix-key-not-authorized",
+  "hash-mismatch",
+  "host-command-failed",
+  "host-command-timeout",
+  "host-daemon-failed",
+  "host-invalid",
+  "host-key-invalid",
+  "host-key-mismatch",
+  "host-key-unknown",
+  "host-root-missing",
+  "host-start-failed",
+  "host-stop-failed",
+  "import-invalid",
+  "import-unreadable",
+  "input-missing",
+  "internal",
+  "invalid-acl",
+  "invalid-key",
+  "invalid-key-name",
+  "invalid-path",
+  "invalid-path-info",
+  "invalid-signature",
+  "key-exists",
+  "key-file-too-open",
+  "key-file-unreadable",
+  "lab-builder-failed",
+  "lab-builder-misconfigured",
+  "lab-command-failed",
+  "lab-file-edited",
+  "lab-install-failed",
+  "lab-invalid-option",
+  "lab-locked",
+  "lab-needs-root",
+  "lab-network-failed",
+  "lab-not-found",
+  "lab-sshd-failed",
+  "lab-unsafe-dir",
+  "load-unknown",
+  "local-disk-full",
+  "missing-feature",
+  "missing-reference",
+  "missing-secret-key",
+  "nar-dump",
+  "nar-invalid",
+  "nar-restore",
+  "needs-root",
+  "nix-conf-managed",
+  "nix-conf-syntax",
+  "nix-config-unreadable",
+  "nix-instantiate-failed",
+  "nix-store-broken",
+  "nix-store-not-found",
+  "nix-version-unknown",
+  "nix-version-unsupported",
+  "nix32-invalid",
+  "no-machine",
+  "no-trusted-keys",
+  "not-a-store-path",
+  "not-authorized",
+  "not-found",
+  "output-corrupt",
+  "output-missing",
+  "output-size-lie",
+  "output-unasked",
+  "output-unknown",
+  "overloaded",
+  "permission-denied",
+  "protocol",
+  "read-failed",
+  "read-only",
+  "reference-cycle",
+  "reference-order",
+  "register-failed",
+  "remote-daemon-down",
+  "remote-disk-full",
+  "remote-not-trusted",
+  "round-trip-lost",
+  "round-trip-mismatch",
+  "sexp-invalid",
+  "signatures-not-recorded",
+  "socket-forwarding-refused",
+  "ssh-config",
+  "state-unsafe",
+  "step-timeout",
+  "store-corrupt",
+  "store-query-failed",
+  "system-mismatch",
+  "systemctl-failed",
+  "tcp-refused",
+  "test-build-failed",
+  "transfer-stalled",
+  "unauthorized-key",
+  "unknown-key",
+  "unreachable",
+  "unsafe-permissions",
+  "unsigned",
+  "upload-source",
+  "usage",
+  "user-conf-not-read",
+  "wire-eof",
+  "wire-guix-request",
+  "wire-invalid",
+  "wire-io",
+  "wire-write",
+] as const;
+
+export type FailureCode = (typeof FAILURE_CODES)[number] | `build-${string}` | `output-${string}` | `guix-${string}`;
+
+/**
+ * The codes that may be raised without a fix: a codec's or protocol client's "what is wrong
+ * with these bytes", which its caller wraps in a message of its own with the fix (an upload,
+ * a download, an import, a config load), an aggregate whose problems carry the fixes, a usage
+ * error (the command's help follows), or a bug. Every other code says what to do
+ * (test/failure-codes.test.ts holds every raise site to this).
+ */
+export const WITHOUT_FIX: ReadonlySet<FailureCode> = new Set<FailureCode>([
+  "bad-store-path",
+  "config-invalid",
+  "download-sink",
+  "drv-invalid",
+  "error",
+  "export-invalid",
+  "export-spool",
+  "guix-daemon-error",
+  "guix-daemon-protocol",
+  "import-invalid",
+  "internal",
+  "invalid-key",
+  "invalid-path-info",
+  "lab-file-edited",
+  "nar-dump",
+  "nar-invalid",
+  "nar-restore",
+  "nix32-invalid",
+  "not-found",
+  "protocol",
+  "sexp-invalid",
+  "upload-source",
+  "usage",
+  "wire-eof",
+  "wire-guix-request",
+  "wire-invalid",
+  "wire-io",
+  "wire-write",
+]);
+
 export interface OffloadErrorOptions {
   /** The command or config change that resolves the problem. */
   fix?: string;
   /** Stable identifier, e.g. "host-key-mismatch"; used by --json output and tests. */
-  code?: string;
+  code?: FailureCode;
   location?: SourceLocation;
-  /** Process exit status when this error ends a command (hook: 1 transient, 100 permanent, 101 timeout). */
+  /** Process exit status when this error ends a command (a hook's: EXIT). */
   exitCode?: number;
   /** The underlying error, shown only with --debug. */
   cause?: unknown;
@@ -24,7 +227,7 @@ export interface OffloadErrorOptions {
 
 export class OffloadError extends Error {
   readonly fix?: string;
-  readonly code: string;
+  readonly code: FailureCode;
   readonly location?: SourceLocation;
   readonly exitCode: number;
   readonly problems: OffloadError[];

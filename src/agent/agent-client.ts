@@ -6,7 +6,7 @@ import { createConnection, type Socket } from "node:net";
 import { join } from "node:path";
 import { PassThrough, Writable } from "node:stream";
 import type { BuildMachine } from "../../types/index.js";
-import { OffloadError } from "../errors.js";
+import { OffloadError, type FailureCode } from "../errors.js";
 import { PACKAGE_ROOT } from "../package-root.js";
 import { AGENT_SOCKET, Frame, FrameReader, frame, type AgentReady } from "./agent-frames.js";
 import type { ExitStatus, RemoteProcess } from "../remote/ssh.js";
@@ -45,7 +45,7 @@ export async function borrowSession(machine: BuildMachine, stateDir: string): Pr
         socket.destroy();
       } else if (type === Frame.Ready) settle({ ready: value as AgentReady });
       else if (type === Frame.Error) {
-        const error = value as { message: string; code: string; fix?: string };
+        const error = value as { message: string; code: FailureCode; fix?: string };
         settle({ error: new OffloadError(error.message, { code: error.code, fix: error.fix }) });
       } else resolveExit(value as ExitStatus);
     }
@@ -53,7 +53,7 @@ export async function borrowSession(machine: BuildMachine, stateDir: string): Pr
   socket.on("data", (chunk: Buffer) => reader.push(chunk));
   socket.on("error", () => undefined);
   socket.once("close", () => {
-    settle({ error: new OffloadError(`offload agent closed the connection to ${machine.name}`, { code: "unreachable" }) });
+    settle({ error: new OffloadError(`offload agent closed the connection to ${machine.name}`, { code: "unreachable", fix: `offload check ${machine.name}; the agent restarts on the next build (OFFLOAD_AGENT=0 connects without it)` }) });
     resolveExit({ code: null }); // no Exit frame came: the agent or its connection died
     stdout.end();
     stderr.end();

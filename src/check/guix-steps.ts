@@ -25,8 +25,8 @@ import type { SshConnection } from "../remote/ssh.js";
 
 /** What the Guix steps need of `offload check`'s context. */
 export interface GuixCheckKeys {
-  /** offload's Guix key, or why it cannot be used. */
-  guixKey: GuixSecretKey | OffloadError;
+  /** offload's Guix key, or why it cannot be used; undefined when no Guix machine is checked. */
+  guixKey: GuixSecretKey | OffloadError | undefined;
   /** offload's Guix ACL. */
   guixAcl: readonly GuixPublicKey[];
 }
@@ -42,7 +42,7 @@ export async function connectGuixDaemon(machine: BuildMachine, ssh: SshConnectio
   try {
     const stream = await ssh.openSocket(socket);
     return await withDeadline(GuixDaemon.over(stream, `${machine.name}:${socket}`), GREETING_TIMEOUT_MS, () =>
-      new OffloadError(`${machine.name}'s guix-daemon at ${socket} did not greet within ${GREETING_TIMEOUT_MS / 1000} s`, { code: "guix-daemon-unreachable" }),
+      new OffloadError(`${machine.name}'s guix-daemon at ${socket} did not greet within ${GREETING_TIMEOUT_MS / 1000} s`, { code: "guix-daemon-unreachable", fix: `check guix-daemon on ${machine.name}` }),
     );
   } catch (error) {
     const failure = asOffloadError(error);
@@ -72,6 +72,7 @@ export async function runsGuixDaemon(ssh: SshConnection): Promise<boolean> {
 export async function guixRoundTrip(machine: BuildMachine, daemon: GuixDaemon, keys: GuixCheckKeys): Promise<string> {
   if (keys.guixKey instanceof OffloadError) throw keys.guixKey;
   const key = keys.guixKey;
+  if (!key) throw new OffloadError("offload's Guix key was not read", { code: "internal" });
   const trusted = machine.signingKey ? [parseGuixPublicKey(machine.signingKey, `signingKey of ${machine.name}`)] : keys.guixAcl;
   if (trusted.length === 0) {
     throw new OffloadError(`no key is trusted to sign what ${machine.name} sends: offload's Guix ACL is empty and machines.ts pins no signingKey`, {

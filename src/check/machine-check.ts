@@ -2,7 +2,7 @@
 // either passes with a detail line, warns, or fails with one OffloadError naming cause and
 // fix. A failure skips only the steps that need what failed; nothing is thrown out of here.
 import type { BuildMachine } from "../../types/index.js";
-import { asOffloadError, OffloadError } from "../errors.js";
+import { asOffloadError, OffloadError, type FailureCode } from "../errors.js";
 import { clockSkew, diskLow, nixStoreMissing, notTrusted, overloaded } from "../select/failures.js";
 import type { PublicKey, SecretKey } from "../nix/keys.js";
 import { DEFAULT_STORE_DIR } from "../nix/store-path.js";
@@ -223,7 +223,7 @@ async function storeStep(machine: BuildMachine, session: ServeSession, nixConfig
 /** What the remote Nix said when its daemon would not serve this login, as cause and fix; other failures unchanged. */
 function daemonRefusal(machine: BuildMachine, user: string, failure: OffloadError): OffloadError {
   const socket = /remote store '([^']+)'|socket at '([^']+)'/.exec(failure.message)?.slice(1).find((s) => s) ?? "its socket";
-  const refusal = (message: string, code: string, fix: string) => new OffloadError(message, { code, fix, cause: failure });
+  const refusal = (message: string, code: FailureCode, fix: string) => new OffloadError(message, { code, fix, cause: failure });
   // Nix 2.8's daemon hangs up on users outside allowed-users before saying anything.
   if (/not allowed to connect|cannot open connection to remote store.*(Broken pipe|Connection reset)/.test(failure.message)) {
     return refusal(`the nix-daemon on ${machine.name} does not let ${user} connect (allowed-users)`, "remote-not-trusted", `add ${user} to allowed-users (and to trusted-users, to build) in ${machine.name}'s /etc/nix/nix.conf, then restart its nix-daemon`);

@@ -141,7 +141,7 @@ async function ourSigningKey(): Promise<CheckContext["signingKey"]> {
 
 /** offload's Guix key and ACL, read only when a Guix machine is checked; a problem fails that machine's round trip. */
 async function ourGuixKeys(machines: readonly BuildMachine[]): Promise<GuixCheckKeys> {
-  if (!machines.some((machine) => machine.daemon === "guix")) return { guixKey: new OffloadError("no Guix machine", { code: "internal" }), guixAcl: [] };
+  if (!machines.some((machine) => machine.daemon === "guix")) return { guixKey: undefined, guixAcl: [] };
   const guixKey = await readGuixSecretKeyFile(guixSecretKeyPath()).catch((error: unknown) => {
     const failure = asOffloadError(error);
     return new OffloadError(`offload's Guix signing key is not usable: ${failure.message}`, { code: failure.code, fix: failure.fix ?? "offload keygen --guix" });

@@ -96,6 +96,7 @@ function evaluationFailure(
   const message = isError ? `${error.name}: ${error.message}` : `a non-error value was thrown: ${String(error)}`;
   return new OffloadError(`evaluating ${configPath} threw ${message}`, {
     code: "config-threw",
+    fix: "fix the code of machines.ts at the place shown (it runs once per build: it must not throw)",
     location: isError ? userFrame(error, locate) : undefined,
   });
 }

@@ -7,7 +7,7 @@ import { randomBytes } from "node:crypto";
 import { closeSync, fsyncSync, mkdirSync, openSync, realpathSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
 import { mkdir, open, readFile, rename, stat, unlink } from "node:fs/promises";
 import path from "node:path";
-import { OffloadError } from "../errors.js";
+import { OffloadError, type FailureCode } from "../errors.js";
 
 /**
  * Turns a failed file operation on offload's files into an OffloadError that says what to
@@ -249,7 +249,7 @@ export function pathProblem(file: string, owners: ReadonlySet<number> = trustedO
 }
 
 /** Creates `dir` (0755) if needed and refuses it when it is someone else's or others can write it. */
-export function ensureSafeDir(dir: string, what: string, code: string): void {
+export function ensureSafeDir(dir: string, what: string, code: FailureCode): void {
   try {
     mkdirSync(dir, { recursive: true, mode: 0o755 });
   } catch (error) {

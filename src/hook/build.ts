@@ -4,7 +4,7 @@
 import { statSync, statfsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import type { BuildMachine } from "../../types/index.js";
-import { OffloadError } from "../errors.js";
+import { EXIT, OffloadError } from "../errors.js";
 import { parseDerivation, type Derivation } from "../nix/drv.js";
 import type { PublicKey, SecretKey } from "../nix/keys.js";
 import type { PathInfo } from "../nix/path-info.js";
@@ -24,8 +24,6 @@ import type { BuildResult } from "../store/serve-build.js";
 import { queryWanted, spoolNar, uploadSigned } from "../store/transfer.js";
 import type { HookSettings } from "./settings.js";
 
-/** Exit statuses the daemon understands (derivation-goal.cc). */
-export const EXIT = { success: 0, transient: 1, permanent: 100, timedOut: 101 } as const;
 
 export interface BuildJob {
   link: MachineLink;
@@ -195,7 +193,7 @@ async function uploadMissing(job: BuildJob, local: ServeClient, remote: ServeCli
   const infos = await local.queryPathInfos(missing);
   const absent = missing.filter((path) => !infos.has(path));
   if (absent.length > 0) {
-    throw new OffloadError(`input ${absent[0]} is not valid in the local store`, { code: "input-missing", exitCode: EXIT.transient });
+    throw new OffloadError(`input ${absent[0]} is not valid in the local store`, { code: "input-missing", fix: "the store changed under the build (a garbage collection?): build again", exitCode: EXIT.transient });
   }
   let bytes = 0;
   for (const info of dependenciesFirst(infos.values())) {
@@ -210,7 +208,7 @@ async function fetchOutputs(job: BuildJob, drv: Derivation, remote: ServeClient,
   const name = job.link.machine.name;
   const wanted = job.wantedOutputs.map((output) => {
     const path = drv.outputs.get(output)?.path;
-    if (!path) throw new OffloadError(`${job.drvPath} has no output "${output}" with a known path`, { code: "output-unknown", exitCode: EXIT.permanent });
+    if (!path) throw new OffloadError(`${job.drvPath} has no output "${output}" with a known path`, { code: "output-unknown", fix: "offload builds input-addressed derivations whose output paths the .drv names; build this one locally (--max-jobs 1)", exitCode: EXIT.permanent });
     return path;
   });
   const infos = await moving(queryWanted(remote, wanted, name, `an output of ${job.drvPath}`), job, `asking ${name} about the outputs`);
@@ -262,7 +260,14 @@ function buildFailure(result: BuildResult, drvPath: string, machine: string): Of
         ? EXIT.transient
         : EXIT.permanent;
   const message = result.errorMsg.trim() || `build of ${drvPath} failed with status ${result.status}`;
-  return new OffloadError(`build on ${machine} failed (${result.status}): ${message}`, { code: `build-${result.status}`, exitCode });
+  return new OffloadError(`build on ${machine} failed (${result.status}): ${message}`, { code: `build-${result.status}`, fix: buildFix(result.status, machine), exitCode });
+}
+
+/** What to do about a build that failed on a machine: its own log says why it failed. */
+export function buildFix(status: string, machine: string): string {
+  return status === "TimedOut"
+    ? "make the build finish sooner, or raise the daemon's timeout / max-silent-time"
+    : `the build's log above says why; if it builds elsewhere, look at ${machine} (offload check ${machine})`;
 }
 
 function mebibytes(bytes: number): string {

@@ -1,7 +1,8 @@
 // `offload-guix offload …`: guix-daemon's build hook (bin/offload-guix hands every other
 // subcommand to the real guix). One process per build the daemon offers.
 import { guardHookProcess } from "./guard.js";
-import { GUIX_EXIT, runGuixHook, type GuixHookIo } from "./guix.js";
+import { EXIT } from "../errors.js";
+import { runGuixHook, type GuixHookIo } from "./guix.js";
 import { writeAll } from "./protocol.js";
 
 function processIo(): GuixHookIo {
@@ -16,7 +17,7 @@ function processIo(): GuixHookIo {
 }
 
 // The daemon shows stderr lines to the person building.
-guardHookProcess((text) => process.stderr.write(`${text}\n`), GUIX_EXIT.transient);
+guardHookProcess((text) => process.stderr.write(`${text}\n`), EXIT.transient);
 
 const status = await runGuixHook(process.argv.slice(2), processIo());
 process.exit(status);

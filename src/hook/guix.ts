@@ -15,7 +15,7 @@ import { DEFAULTS } from "../defaults.js";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import type { BuildMachine } from "../../types/index.js";
-import { OffloadError, asOffloadError, formatError } from "../errors.js";
+import { EXIT, OffloadError, asOffloadError, formatError } from "../errors.js";
 import { reasonLine, reasonsWithFixes } from "../select/failures.js";
 import { readGuixAcl } from "../guix/acl.js";
 import { exportGuixArchive, guixPathsToExport } from "../store/guix-archive.js";
@@ -28,12 +28,11 @@ import { recordFacts } from "../select/machine-facts.js";
 import type { BuildRequest } from "../select/select.js";
 import { ensureStateDir, stateDir } from "../select/state-dir.js";
 import { sweepScratch } from "../files/scratch.js";
+import { buildFix } from "./build.js";
 import { claimMachine } from "./claim.js";
 import { loadHookConfig } from "./run.js";
 import { checkRestrictionNames, interpretSettings, machinesInEffect, type HookSettings } from "./settings.js";
 
-/** Exit statuses guix-daemon understands (as Guix's offload uses them). */
-export const GUIX_EXIT = { success: 0, transient: 1, permanent: 100, timedOut: 101 } as const;
 
 export interface GuixHookIo {
   input: Readable;
@@ -161,7 +160,7 @@ export async function runGuixHook(argv: readonly string[], io: GuixHookIo, env: 
     if (!config || machines.length === 0) {
       // Guix's "no machines": decline every build (it has no decline-permanently).
       while (await nextRequest()) reply("decline");
-      return GUIX_EXIT.success;
+      return EXIT.success;
     }
     checkRestrictionNames(settings.restriction, config.machines);
     const key = await readGuixSecretKeyFile(guixSecretKeyPath());
@@ -169,7 +168,7 @@ export async function runGuixHook(argv: readonly string[], io: GuixHookIo, env: 
 
     for (;;) {
       const request = await nextRequest();
-      if (!request) return GUIX_EXIT.success;
+      if (!request) return EXIT.success;
       const claim = await claimMachine<GuixLink>(request, {
         config,
         settings,
@@ -205,12 +204,12 @@ export async function runGuixHook(argv: readonly string[], io: GuixHookIo, env: 
           } catch (error) {
             say(`offload: could not record the build in ${state}: ${asOffloadError(error).message}`);
           }
-          return GUIX_EXIT.success;
+          return EXIT.success;
         } catch (error) {
           const failure = asOffloadError(error);
           // fd 4 reaches the person building too, and the build's log keeps it.
           (io.buildLog ?? say)(`offload: ${formatError(failure)}\n`);
-          return failure.code === "internal" ? GUIX_EXIT.transient : failure.exitCode;
+          return failure.code === "internal" ? EXIT.transient : failure.exitCode;
         }
       } finally {
         link.close();
@@ -231,7 +230,7 @@ export async function runGuixHook(argv: readonly string[], io: GuixHookIo, env: 
     }
     if (exchange.stage === "accepted" && io.buildLog) io.buildLog(`${text}\n`);
     else say(text);
-    return GUIX_EXIT.transient;
+    return EXIT.transient;
   }
 }
 
@@ -275,6 +274,7 @@ async function buildOnGuixMachine(job: GuixJob): Promise<number> {
       const failure = asOffloadError(error);
       throw new OffloadError(`build of ${job.drvPath} on ${machine.name} failed: ${failure.message.replace(/^guix-daemon: /, "")}`, {
         code: failure.code === "guix-daemon-error" ? "build-failed" : failure.code,
+        fix: failure.exitCode === EXIT.timedOut ? buildFix("TimedOut", machine.name) : failure.fix ?? buildFix("Failed", machine.name),
         exitCode: failure.exitCode,
         cause: error,
       });
@@ -311,7 +311,7 @@ async function sendInputs(job: GuixJob, local: GuixDaemon): Promise<void> {
     throw new OffloadError(`${machine.name} did not take the inputs: ${failure.message.replace(/^guix-daemon: /, "")}`, {
       code: refused ? "guix-key-not-authorized" : failure.code,
       fix: refused ? `on ${machine.name}: guix archive --authorize < (the contents of ${guixPublicKeyPath()} here)` : failure.fix,
-      exitCode: GUIX_EXIT.transient,
+      exitCode: EXIT.transient,
       cause: error,
     });
   });

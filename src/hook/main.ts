@@ -1,5 +1,5 @@
 // `offload-hook`: the executable Nix's `build-hook` setting points at (2.8 takes one path, no arguments).
-import { EXIT } from "./build.js";
+import { EXIT } from "../errors.js";
 import { guardHookProcess } from "./guard.js";
 import { processIo } from "./protocol.js";
 import { runHook } from "./run.js";

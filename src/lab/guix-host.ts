@@ -15,7 +15,7 @@
 // to know nothing of Guix; they vanish with the host.
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { OffloadError } from "../errors.js";
+import { OffloadError, type FailureCode } from "../errors.js";
 import { writeFileAtomic } from "../files/safety.js";
 import { runInHost, startDaemon, startHost, stopHost, type Host } from "./host.js";
 import { ensureSshKey } from "./keys.js";
@@ -81,7 +81,7 @@ export function guixHostPaths(dir: string) {
   };
 }
 
-function guixHostError(name: string, message: string, code: string, fix: string): OffloadError {
+function guixHostError(name: string, message: string, code: FailureCode, fix: string): OffloadError {
   return new OffloadError(`Guix host ${name}: ${message}`, { code, fix });
 }
 

@@ -37,7 +37,7 @@ import { appendFile, chmod, chown, mkdir, open, readFile, stat } from "node:fs/p
 import { connect } from "node:net";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { OffloadError } from "../errors.js";
+import { OffloadError, type FailureCode } from "../errors.js";
 import { PACKAGE_ROOT } from "../package-root.js";
 import { shellQuote } from "../remote/shell-quote.js";
 import { writeFileAtomic } from "../files/safety.js";
@@ -133,7 +133,7 @@ function inRoot(root: string, file: string): string {
   return root === "/" ? file : path.join(root, file);
 }
 
-function hostError(host: { name: string }, message: string, code: string, fix: string): OffloadError {
+function hostError(host: { name: string }, message: string, code: FailureCode, fix: string): OffloadError {
   return new OffloadError(`host ${host.name}: ${message}`, { code, fix });
 }
 

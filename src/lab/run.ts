@@ -1,14 +1,14 @@
 // Runs a program with an argument vector (never a shell) and turns failure into an
 // OffloadError that carries the program's own words.
 import { execFile } from "node:child_process";
-import { OffloadError } from "../errors.js";
+import { OffloadError, type FailureCode } from "../errors.js";
 
 export interface RunOptions {
   env?: NodeJS.ProcessEnv;
   timeoutMs?: number;
   /** What to tell the user when the program fails. */
   fix?: string;
-  code?: string;
+  code?: FailureCode;
 }
 
 export interface RunResult {

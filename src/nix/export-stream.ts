@@ -79,7 +79,7 @@ export async function* readExportStream(source: WireReader | WireSource, options
     }
   } catch (error) {
     if (error instanceof OffloadError && !error.message.startsWith("export stream: ")) {
-      throw new OffloadError(`export stream: ${error.message}`, { code: error.code, cause: error });
+      throw new OffloadError(`export stream: ${error.message}`, { code: error.code, fix: error.fix, cause: error });
     }
     throw error;
   }

@@ -118,7 +118,7 @@ export async function* parseNar(reader: WireReader): AsyncGenerator<NarEvent> {
     }
   } catch (error) {
     if (error instanceof OffloadError && !error.message.startsWith("NAR: ")) {
-      throw new OffloadError(`NAR: ${error.message}`, { code: error.code, cause: error });
+      throw new OffloadError(`NAR: ${error.message}`, { code: error.code, fix: error.fix, cause: error });
     }
     throw error;
   }

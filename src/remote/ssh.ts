@@ -117,7 +117,7 @@ function networkError(error: NodeJS.ErrnoException & { level?: string }, target:
   }
   if (error.level === "client-timeout") return timedOut(target, timeout);
   if (error.level === "client-authentication") {
-    return new OffloadError(`${where} refused our key for user ${target.user}`, { code: "auth-refused", cause: error });
+    return new OffloadError(`${where} refused our key for user ${target.user}`, { code: "auth-refused", fix: `add our public key to ~${target.user}/.ssh/authorized_keys on ${target.host}`, cause: error });
   }
   return new OffloadError(`SSH connection to ${where} failed: ${error.message}`, { code: "unreachable", fix: `ssh -v -p ${target.port} ${target.user}@${target.host} true`, cause: error });
 }
@@ -227,7 +227,7 @@ export async function connectMachine(spec: MachineTarget, options: ConnectOption
       new Promise<RemoteProcess>((resolve, reject) => {
         client.exec(command, (error, channel) => {
           if (error) {
-            reject(new OffloadError(`cannot run \`${command}\` on ${describe(target)}: ${error.message}`, { code: "unreachable", cause: error }));
+            reject(new OffloadError(`cannot run \`${command}\` on ${describe(target)}: ${error.message}`, { code: "unreachable", fix: `check ${target.host}'s sshd (MaxSessions, or a login shell that exits at once)`, cause: error }));
           } else {
             resolve(wrapChannel(channel));
           }

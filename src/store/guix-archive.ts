@@ -15,7 +15,7 @@ import { createReadStream } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { OffloadError } from "../errors.js";
+import { OffloadError, asOffloadError } from "../errors.js";
 import { readExportStream, writeExportStream, type ExportItem } from "../nix/export-stream.js";
 import { WireWriter, type WireSource } from "../nix/wire.js";
 import { checkImportOrder, type OrderRefusal } from "./import-verified.js";
@@ -186,7 +186,7 @@ async function importResigned(items: readonly ExportItem[], options: GuixImportO
     importer.close();
   } catch (error) {
     importer.close();
-    const failure = error instanceof OffloadError ? error : new OffloadError(String(error), { cause: error });
+    const failure = asOffloadError(error);
     const paths = items.map((item) => item.path);
     const rollback = async () => {
       const added = [...(await options.daemon.queryValidPaths(paths))];

@@ -6,7 +6,7 @@
 // part-way removes what this run added.
 import { spawnSync } from "node:child_process";
 import { createReadStream } from "node:fs";
-import { OffloadError } from "../errors.js";
+import { OffloadError, asOffloadError } from "../errors.js";
 import type { PublicKey } from "../nix/keys.js";
 import type { PathInfo } from "../nix/path-info.js";
 import { verifyPathSignatures, type SignatureVerdict } from "../nix/signature.js";
@@ -137,7 +137,7 @@ export async function checkImportOrder(
 
 /** Deletes the paths this run added and says how that went. */
 function rolledBack(error: unknown, added: string[], options: VerifiedImportOptions): OffloadError {
-  const failure = error instanceof OffloadError ? error : new OffloadError(String(error), { cause: error });
+  const failure = asOffloadError(error);
   const storeArgs = options.store === undefined ? [] : ["--store", options.store];
   const result = spawnSync(options.nixStore ?? "nix-store", [...storeArgs, "--delete", ...[...added].reverse()], {
     env: options.env ?? process.env,

@@ -18,7 +18,7 @@
 import { spawn } from "node:child_process";
 import { createReadStream, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { OffloadError } from "../errors.js";
+import { OffloadError, type FailureCode } from "../errors.js";
 import { restoreNar } from "../nix/nar.js";
 import { encodeNix32 } from "../nix/nix32.js";
 import { DEFAULT_STORE_DIR, hashPart } from "../nix/store-path.js";
@@ -173,7 +173,7 @@ async function validPaths(paths: readonly string[], options: Pick<LandOptions, "
 const NIX_COMMAND_TIMEOUT_MS = 60_000;
 
 /** Runs a nix command to completion with `input` on stdin; its stderr is the error message. */
-function nix(argv: string[], input: string, options: Pick<LandOptions, "env">, code: string): Promise<string> {
+function nix(argv: string[], input: string, options: Pick<LandOptions, "env">, code: FailureCode): Promise<string> {
   return new Promise((resolve, reject) => {
     const child = spawn(argv[0]!, argv.slice(1), { env: options.env ?? process.env, stdio: ["pipe", "pipe", "pipe"] });
     let stdout = "";
@@ -184,7 +184,7 @@ function nix(argv: string[], input: string, options: Pick<LandOptions, "env">, c
     child.stderr.on("data", (chunk: string) => (stderr = (stderr + chunk).slice(-4096)));
     // Bounded: these take milliseconds; a minute means the store is stuck (e.g. its database locked).
     const timer = setTimeout(() => child.kill("SIGKILL"), NIX_COMMAND_TIMEOUT_MS);
-    child.once("error", (error) => (clearTimeout(timer), reject(new OffloadError(`cannot run ${argv[0]}: ${error.message}`, { code, cause: error }))));
+    child.once("error", (error) => (clearTimeout(timer), reject(new OffloadError(`cannot run ${argv[0]}: ${error.message}`, { code, fix: `put Nix's ${argv[0]} on the PATH of the daemon that runs the hook`, cause: error }))));
     child.once("close", (status, signal) => {
       clearTimeout(timer);
       if (status === 0) return resolve(stdout);

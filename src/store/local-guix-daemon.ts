@@ -1,6 +1,7 @@
 // Which program this machine's guix-daemon runs for the builds it may hand off: it runs
 // `$GUIX offload …` (unless started with --no-offload), GUIX taken from its environment, read
 // here from /proc. `offload check` reports it; `offload install --guix` waits for it.
+import type { FailureCode } from "../errors.js";
 import { readdirSync, readFileSync, realpathSync } from "node:fs";
 import { join } from "node:path";
 import { PACKAGE_ROOT } from "../package-root.js";
@@ -9,7 +10,7 @@ import { PACKAGE_ROOT } from "../package-root.js";
 export interface GuixDaemonReport {
   status: "ok" | "fail";
   detail: string;
-  code?: string;
+  code?: FailureCode;
   fix?: string;
   facts: { nix?: string; pid?: number; buildHook?: string | null };
 }

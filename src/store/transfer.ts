@@ -4,7 +4,7 @@
 import { createWriteStream } from "node:fs";
 import { join } from "node:path";
 import { finished } from "node:stream/promises";
-import { OffloadError } from "../errors.js";
+import { EXIT, OffloadError } from "../errors.js";
 import type { SecretKey } from "../nix/keys.js";
 import { encodeNix32 } from "../nix/nix32.js";
 import type { PathInfo } from "../nix/path-info.js";
@@ -13,7 +13,6 @@ import type { SpooledPath } from "./import-verified.js";
 import type { ServeClient } from "./serve.js";
 
 /** Transient failure, in the daemon's exit codes: the same build may succeed when retried. */
-const TRANSIENT = 1;
 
 /** Adds `info` to the remote store with our signature on it, so a remote Nix that checks signatures accepts it. */
 export async function uploadSigned(remote: ServeClient, info: PathInfo, nar: AsyncIterable<Buffer>, key: SecretKey): Promise<void> {
@@ -34,7 +33,7 @@ export async function queryWanted(remote: ServeClient, wanted: readonly string[]
     throw new OffloadError(`${machine} offered ${offered}, which is not ${what} that was asked for; nothing imported`, {
       code: "output-unasked",
       fix: `${machine}'s nix-store is not the real one or is compromised: check what \`nix-store\` runs there, and its store (nix-store --verify --check-contents)`,
-      exitCode: TRANSIENT,
+      exitCode: EXIT.transient,
     });
   }
   const absent = wanted.find((path) => !infos.has(path));
@@ -42,7 +41,7 @@ export async function queryWanted(remote: ServeClient, wanted: readonly string[]
     throw new OffloadError(`${machine} reports success but ${absent} is not valid there`, {
       code: "output-missing",
       fix: `look at ${machine}'s nix-daemon log: its store may be read-only, full or garbage-collected meanwhile`,
-      exitCode: TRANSIENT,
+      exitCode: EXIT.transient,
     });
   }
   return infos;
@@ -61,7 +60,7 @@ export async function spoolNar(remote: ServeClient, info: PathInfo, dir: string,
         throw new OffloadError(`${machine} sent more than the ${info.narSize} bytes it declared for ${info.path}; nothing imported`, {
           code: "output-size-lie",
           fix: `${machine}'s nix-store is not the real one or its store is corrupt: check it (nix-store --verify --check-contents there)`,
-          exitCode: TRANSIENT,
+          exitCode: EXIT.transient,
         });
       }
       return file.write(bytes) ? undefined : new Promise<void>((resolve) => file.once("drain", resolve));
@@ -79,7 +78,7 @@ function checkDigest(digest: { narSize: number; narHash: Buffer }, info: PathInf
     throw new OffloadError(
       `${info.path} from ${machine} changed in transit: received ${digest.narSize} bytes with hash sha256:${encodeNix32(digest.narHash)}, ` +
         `but ${machine} describes ${info.narSize} bytes with hash sha256:${encodeNix32(info.narHash)}; nothing imported`,
-      { code: "output-corrupt", fix: `run the build again; if it persists, check ${machine}'s store (nix-store --verify --check-contents)`, exitCode: TRANSIENT },
+      { code: "output-corrupt", fix: `run the build again; if it persists, check ${machine}'s store (nix-store --verify --check-contents)`, exitCode: EXIT.transient },
     );
   }
 }
