@@ -1,14 +1,12 @@
 // The corpus of broken configs: each must fail `offload check --static` with exit 1 and
 // one clear message (at the right file:line:col when there is one), never a stack trace.
-// In-process: the loader `check --static` calls, and the line the CLI prints for its error
-// (src/cli/main.ts); config-bad-cli.test.ts runs the real CLI on some of them for the wiring.
+// In-process: the `check` command with what src/cli/main.ts makes of its error (no CLI that
+// loads TypeScript per config); config-bad-cli.test.ts runs the real executable for the wiring.
 import { chmodSync, chownSync, copyFileSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { registerCheck } from "../src/cli/check.js";
-import { loadConfig } from "../src/config/load.js";
-import { OffloadError, asOffloadError, formatError } from "../src/errors.js";
-import { runCommand } from "./support/run-command.js";
+import { runCommandAsCli, type CommandResult } from "./support/run-command.js";
 import { makeSafeDir, removeDir } from "./support/safe-dir.js";
 
 const CORPUS = fileURLToPath(new URL("./fixtures/bad-configs", import.meta.url));
@@ -20,26 +18,11 @@ beforeAll(() => {
 });
 afterAll(() => removeDir(dir));
 
-interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
+function check(config: string): Promise<CommandResult> {
+  return runCommandAsCli(registerCheck, ["check", "--static", "--config", config], { OFFLOAD_CACHE_DIR: join(dir, "cache"), OFFLOAD_EVAL_TIMEOUT: "1" });
 }
 
-/** What `offload check --static --config <config>` ends with when loading fails: main.ts's exit status and stderr for the error. */
-async function check(config: string): Promise<CliResult> {
-  const env = { ...process.env, OFFLOAD_CACHE_DIR: join(dir, "cache"), OFFLOAD_EVAL_TIMEOUT: "1" };
-  try {
-    const loaded = await loadConfig({ config, env });
-    return { code: 0, stdout: `${loaded.path}: ${loaded.machines.length} machine(s)\n`, stderr: "" };
-  } catch (error) {
-    const failure = asOffloadError(error);
-    const bug = failure.code === "internal" && !(error instanceof OffloadError) ? "  (this is a bug in offload; run again with --debug for the stack trace)\n" : "";
-    return { code: failure.exitCode, stdout: "", stderr: `offload: ${formatError(failure)}\n${bug}` };
-  }
-}
-
-function expectOneCleanFailure(result: CliResult): void {
+function expectOneCleanFailure(result: CommandResult): void {
   expect(result.code).toBe(1);
   expect(result.stdout).toBe("");
   expect(result.stderr).toMatch(/^offload: /);
@@ -130,19 +113,8 @@ describe("configs broken on disk", () => {
   test("--json reports problems with locations", async () => {
     const config = join(dir, "json-negative-speed.ts");
     writeFileSync(config, GOOD.replace("systems:", "speed: -2, systems:"));
-    const previous = { cache: process.env.OFFLOAD_CACHE_DIR, exitCode: process.exitCode };
-    process.env.OFFLOAD_CACHE_DIR = join(dir, "cache");
-    let result: { stdout: string; stderr: string };
-    let code: typeof process.exitCode;
-    try {
-      result = await runCommand(registerCheck, join(dir, "no-config-dir"), ["check", "--static", "--json", "--config", config]);
-    } finally {
-      code = process.exitCode;
-      process.exitCode = previous.exitCode; // the command's status, not this test run's
-      if (previous.cache === undefined) delete process.env.OFFLOAD_CACHE_DIR;
-      else process.env.OFFLOAD_CACHE_DIR = previous.cache;
-    }
-    expect(code).toBe(1);
+    const result = await runCommandAsCli(registerCheck, ["check", "--static", "--json", "--config", config], { OFFLOAD_CACHE_DIR: join(dir, "cache") });
+    expect(result.code).toBe(1);
     expect(result.stderr).toBe("");
     const report = JSON.parse(result.stdout);
     expect(report.ok).toBe(false);
