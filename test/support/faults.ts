@@ -363,7 +363,20 @@ export async function faultLabLeftovers(fl: FaultLab, namespaces: readonly strin
     .filter((point) => point.startsWith(fl.lab.dir) || point.startsWith(fl.dir))
     .map((point) => `mount ${point}`);
   const dirs = [fl.lab.dir, fl.dir].filter((dir) => existsSync(dir)).map((dir) => `directory ${dir}`);
-  return [...hosts, ...processes, ...mounts, ...(await networkLeftovers()), ...dirs];
+  return [...hosts, ...processes, ...mounts, ...(await ownNetworkLeftovers(fl)), ...dirs];
+}
+
+/**
+ * The lab's links left on this machine (its end, or a peer end never moved into its host),
+ * and the guard route unless another lab's link is still there: labs of other test runs on
+ * this machine share the route, and their links are not this lab's leftovers.
+ */
+async function ownNetworkLeftovers(fl: FaultLab): Promise<string[]> {
+  const digests = [fl.master, ...fl.lab.builders.map((builder) => builder.host)].flatMap((host) => (host.network ? [host.network.link.replace(/^ofl-/, "")] : []));
+  const left = await networkLeftovers();
+  const links = left.filter((item) => item.startsWith("link "));
+  const ours = links.filter((item) => digests.some((digest) => item === `link ofl-${digest}` || item === `link ofp-${digest}`));
+  return [...ours, ...(links.length === ours.length ? left.filter((item) => !item.startsWith("link ")) : [])];
 }
 
 /** The PID, mount and network namespaces of the lab's hosts: processes left in them would be leftovers. */
