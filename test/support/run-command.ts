@@ -5,6 +5,9 @@ import { Command, CommanderError } from "commander";
 import type { RegisterCommand } from "../../src/cli/commands.js";
 import { OffloadError, asOffloadError, formatError } from "../../src/errors.js";
 
+/** Node's own warnings (jest's VM modules are experimental), printed once to whatever stderr is then: not the command's. */
+const NODE_WARNING = /^(\(node:\d+\) \w*Warning: .*|\(Use `node --trace-warnings \.\.\.` to show where the warning was created\))\n/gm;
+
 interface Captured {
   stdout: string;
   stderr: string;
@@ -12,13 +15,18 @@ interface Captured {
   error?: { thrown: unknown };
 }
 
-/** Runs the command with `env` set in process.env meanwhile (then as it was); never throws. */
-async function capture(register: RegisterCommand, args: string[], env: NodeJS.ProcessEnv): Promise<Captured> {
+/** A program of just this command, as the executable's (errors thrown, not exiting). */
+function programOf(register: RegisterCommand): Command {
   const program = new Command("offload").exitOverride();
   register(program);
+  return program;
+}
+
+/** Runs the program with `env` set in process.env meanwhile (then as it was); never throws. */
+async function capture(program: Command, args: string[], env: NodeJS.ProcessEnv): Promise<Captured> {
   const captured: Captured = { stdout: "", stderr: "" };
   const out = jest.spyOn(process.stdout, "write").mockImplementation((chunk) => ((captured.stdout += String(chunk)), true));
-  const err = jest.spyOn(process.stderr, "write").mockImplementation((chunk) => ((captured.stderr += String(chunk)), true));
+  const err = jest.spyOn(process.stderr, "write").mockImplementation((chunk) => ((captured.stderr += String(chunk).replace(NODE_WARNING, "")), true));
   const saved = Object.keys(env).map((name) => [name, process.env[name]] as const);
   Object.assign(process.env, env);
   try {
@@ -41,7 +49,7 @@ export async function runCommand(
   configDir: string,
   args: string[],
 ): Promise<{ stdout: string; stderr: string }> {
-  const { stdout, stderr, error } = await capture(register, args, { OFFLOAD_CONFIG_DIR: configDir });
+  const { stdout, stderr, error } = await capture(programOf(register), args, { OFFLOAD_CONFIG_DIR: configDir });
   if (error) throw error.thrown;
   return { stdout, stderr };
 }
@@ -60,10 +68,15 @@ export interface CommandResult {
  * in process.env while it runs. The executable itself: support/cli.ts (keep a test or two
  * of it per command, for the wiring).
  */
-export async function runCommandAsCli(register: RegisterCommand, args: string[], env: NodeJS.ProcessEnv = {}): Promise<CommandResult> {
+export function runCommandAsCli(register: RegisterCommand, args: string[], env: NodeJS.ProcessEnv = {}): Promise<CommandResult> {
+  return runProgramAsCli(programOf(register), args, env);
+}
+
+/** runCommandAsCli for a whole program (buildProgram() of src/cli/program.ts: every command). */
+export async function runProgramAsCli(program: Command, args: string[], env: NodeJS.ProcessEnv = {}): Promise<CommandResult> {
   const savedExitCode = process.exitCode;
   process.exitCode = undefined;
-  const captured = await capture(register, args, env);
+  const captured = await capture(program, args, env);
   const exitCode = Number(process.exitCode ?? 0);
   process.exitCode = savedExitCode;
   const { stdout, stderr, error } = captured;
