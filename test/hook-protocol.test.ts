@@ -2,9 +2,9 @@
 // no machines, no eligible machine, a better local machine, full slots and machines that
 // are down, and a per-build restriction through the `builders` setting. In-process (runHook
 // with injected I/O); hook-process.test.ts runs the real executable, alone and under nix-build.
-import { execFileSync } from "node:child_process";
 import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import ssh2 from "ssh2";
 import { generateKeyPair } from "../src/nix/keys.js";
 import { acquireSlot, type Slot } from "../src/select/slots.js";
 import { BASE_SETTINGS, runHookInProcess as runHookTries, type Try } from "./support/hook.js";
@@ -19,7 +19,7 @@ let clientKey: string;
 beforeAll(() => {
   dir = makeSafeDir("hook-protocol");
   clientKey = join(dir, "client_ed25519");
-  execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", clientKey]);
+  writeFileSync(clientKey, ssh2.utils.generateKeyPairSync("ed25519").private, { mode: 0o600 }); // as ssh-keygen writes it
 });
 afterAll(() => removeDir(dir));
 
