@@ -36,6 +36,8 @@ export default {
   // Two files at a time, whatever the machine: on 2 cores the e2e tier took 4:54 with 2
   // workers against 7:35 with jest's default of 1 (cores - 1); most of its time is waiting.
   maxWorkers: 2,
+  // Longest first, by test/tiers.json's estimates where jest has no times yet.
+  testSequencer: "<rootDir>/test/support/sequencer.cjs",
   testTimeout: 60000,
   reporters: ["default", "<rootDir>/test/support/summary-reporter.cjs"],
   projects: TIERS.filter((project) => !tier || project.displayName === tier),
