@@ -1,9 +1,12 @@
 // The corpus of broken configs: each must fail `offload check --static` with exit 1 and
 // one clear message (at the right file:line:col when there is one), never a stack trace.
+// In-process: the `check` command with what src/cli/main.ts makes of its error (no CLI that
+// loads TypeScript per config); config-bad-cli.test.ts runs the real executable for the wiring.
 import { chmodSync, chownSync, copyFileSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { runCli, type CliResult } from "./support/cli.js";
+import { registerCheck } from "../src/cli/check.js";
+import { runCommandAsCli, type CommandResult } from "./support/run-command.js";
 import { makeSafeDir, removeDir } from "./support/safe-dir.js";
 
 const CORPUS = fileURLToPath(new URL("./fixtures/bad-configs", import.meta.url));
@@ -15,11 +18,11 @@ beforeAll(() => {
 });
 afterAll(() => removeDir(dir));
 
-function check(config: string): Promise<CliResult> {
-  return runCli(["check", "--static", "--config", config], { OFFLOAD_CACHE_DIR: join(dir, "cache"), OFFLOAD_EVAL_TIMEOUT: "1" });
+function check(config: string): Promise<CommandResult> {
+  return runCommandAsCli(registerCheck, ["check", "--static", "--config", config], { OFFLOAD_CACHE_DIR: join(dir, "cache"), OFFLOAD_EVAL_TIMEOUT: "1" });
 }
 
-function expectOneCleanFailure(result: CliResult): void {
+function expectOneCleanFailure(result: CommandResult): void {
   expect(result.code).toBe(1);
   expect(result.stdout).toBe("");
   expect(result.stderr).toMatch(/^offload: /);
@@ -30,10 +33,8 @@ function expectOneCleanFailure(result: CliResult): void {
 }
 
 const corpus = readdirSync(CORPUS).filter((name) => name.endsWith(".ts"));
-
-test("the corpus is large enough", () => {
-  expect(corpus.length).toBeGreaterThanOrEqual(30);
-});
+/** Each corpus file's failure as printed, by file. */
+const failures = new Map<string, string>();
 
 describe.each(corpus)("%s", (name) => {
   test("fails with its message at its location", async () => {
@@ -47,7 +48,14 @@ describe.each(corpus)("%s", (name) => {
     expectOneCleanFailure(result);
     expect(result.stderr).toMatch(expected);
     if (at) expect(result.stderr).toContain(`${config}:${at}: `);
+    failures.set(name, result.stderr.replaceAll(config, "<config>"));
   });
+});
+
+test("the corpus fails in at least 30 different ways", () => {
+  // Run after the corpus (jest runs a file's tests in order): what failed, and how differently.
+  expect([...failures.keys()].sort()).toEqual([...corpus].sort());
+  expect(new Set(failures.values()).size).toBeGreaterThanOrEqual(30);
 });
 
 describe("configs broken on disk", () => {
@@ -105,8 +113,9 @@ describe("configs broken on disk", () => {
   test("--json reports problems with locations", async () => {
     const config = join(dir, "json-negative-speed.ts");
     writeFileSync(config, GOOD.replace("systems:", "speed: -2, systems:"));
-    const result = await runCli(["check", "--static", "--json", "--config", config], { OFFLOAD_CACHE_DIR: join(dir, "cache") });
+    const result = await runCommandAsCli(registerCheck, ["check", "--static", "--json", "--config", config], { OFFLOAD_CACHE_DIR: join(dir, "cache") });
     expect(result.code).toBe(1);
+    expect(result.stderr).toBe("");
     const report = JSON.parse(result.stdout);
     expect(report.ok).toBe(false);
     expect(report.problems).toEqual([

@@ -306,16 +306,19 @@ describe("resources", () => {
   });
 
   test("overloaded (above overloadThreshold)", async () => {
-    // The 1-minute load average of an idle machine can be 0.00: make sure there is some.
-    const spinner = spawn("sh", ["-c", "while :; do :; done"], { stdio: "ignore" });
-    try {
-      for (let i = 0; i < 80 && Number(readFileSync("/proc/loadavg", "utf8").split(" ")[0]) < 0.02; i++) await new Promise((resolve) => setTimeout(resolve, 250));
-      const checked = await check(labRecord(lab, b0, { overloadThreshold: 0.0001 }));
-      expectFailure(checked, "load", "overloaded", /is overloaded: load \d+\.\d\d per CPU > overloadThreshold 0.0001/, /raise overloadThreshold for \S+ in machines.ts \(null ignores load\)/);
+    // A fake load, as the clock skew below fakes the date: the machine's `cat /proc/loadavg`
+    // says 64 (a CPU spun here instead would disturb everything running beside this test).
+    const bin = join(dir, "loaded-bin");
+    mkdirSync(bin, { mode: 0o755 });
+    writeFileSync(join(bin, "cat"), `#!/bin/sh\nif [ "$*" = /proc/loadavg ]; then echo "64.00 32.00 16.00 2/300 4242"; else exec /usr/bin/cat "$@"; fi\n`, { mode: 0o755 });
+    await withSessionPath(b0, `${bin}:/usr/bin:/bin`, async () => {
+      const checked = await check(labRecord(lab, b0, { overloadThreshold: 0.5 }));
+      expectFailure(checked, "load", "overloaded", /is overloaded: load \d+\.\d\d per CPU > overloadThreshold 0.5/, /raise overloadThreshold for \S+ in machines.ts \(null ignores load\)/);
+      // 64 divided by the machine's CPUs, whatever their number.
+      const perCpu = Number(/load (\d+\.\d\d) per CPU/.exec(checked.line("load")!)![1]);
+      expect(64 / perCpu).toBeCloseTo(Math.round(64 / perCpu), 1);
       expect(await hookLog(checked.env)).toMatch(/is overloaded: load [^]*fix: wait for its builds to finish[^]*trying elsewhere/);
-    } finally {
-      spinner.kill();
-    }
+    });
   });
 
   test("clock skew (the machine's date an hour ahead)", async () => {

@@ -165,15 +165,15 @@ type Phase = "upload" | "build" | "download";
  * One build on builder a, and `strike` in the middle of its `phase`: the upload of a 40 MiB
  * input or the download of a 20 MiB output over a slowed link (10 to 20 s), or its remote
  * build (which talks every second for `sleep` s). `strike` gets the build's config dir. The
- * link's faults are cleared afterwards.
+ * link's faults are cleared afterwards. `env` is added to the hook's environment.
  */
-async function struck(name: string, phase: Phase, strike: (configDir: string) => Promise<unknown>, options: string[] = [], sleep = 20): Promise<Struck> {
+async function struck(name: string, phase: Phase, strike: (configDir: string) => Promise<unknown>, options: string[] = [], sleep = 20, env: Record<string, string> = {}): Promise<Struck> {
   const configDir = lab().config(name, [a]);
   const build: FaultBuild = { salt: salt(name), ...(phase === "upload" ? { blob: await addBlob(lab(), 40) } : phase === "download" ? { mib: 20 } : { sleep }) };
   if (phase !== "build") await shapeLink(a.host, SLOW);
   try {
     const sent = (await linkCounters(a.host)).toHost;
-    const building = lab().nixBuild(configDir, build, { options });
+    const building = lab().nixBuild(configDir, build, { options, env });
     const under: Record<Phase, () => Promise<boolean> | boolean> = {
       upload: async () => (await linkCounters(a.host)).toHost - sent > 4 * MiB,
       build: () => building.log().includes("building fault: 2 s"),
@@ -227,12 +227,14 @@ describe("links cut", () => {
     expectOneLineFailure(result, new RegExp(`${a.address}.*(connection|unreachable|no answer)`));
   });
 
-  test("mid-build with the daemon's defaults (no timeouts): SSH keepalives end it within 90 s, in one line", async () => {
-    const { configDir, build, result, seconds } = await struck("cut-build", "build", () => cutLink(a.host), [], 6);
-    expect(seconds).toBeLessThan(90);
+  test("mid-build with the daemon's defaults (no timeouts): 4 unanswered SSH keepalives end it, in one line", async () => {
+    // Keepalives 2 s apart, not 15 (4 × 15 s = 75 s with the default, the same code path).
+    const { configDir, build, result, seconds } = await struck("cut-build", "build", () => cutLink(a.host), [], 6, { OFFLOAD_SSH_KEEPALIVE: "2" });
+    expect(seconds).toBeGreaterThanOrEqual(4 * 2 - 1);
+    expect(seconds).toBeLessThan(30);
     await expectNothingLeft(configDir, build);
     expectOneLineFailure(result, new RegExp(`${a.address}: .*connection ended`));
-  }, 150_000);
+  }, 90_000);
 });
 
 describe("a builder's processes", () => {

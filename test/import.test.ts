@@ -1,7 +1,8 @@
 // offload import: the founding documents' configurations (Nix 1.x remote-systems.conf, the
 // Nix manual's machines, a NixOS user's nix.buildMachines, Guix's machines.scm) and realistic
 // variants, against golden machines.ts files that must pass the real config pipeline; and
-// malformed inputs, which fail with one line naming file:line, writing nothing.
+// malformed inputs, which fail with one line naming file:line, writing nothing. The command
+// runs in-process; cli-executable.test.ts runs the executable (standard input).
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -10,7 +11,9 @@ import { detectFormat, importMachines, type ImportOptions } from "../src/config/
 import { localSystemType, parseStoreUri } from "../src/config/import/nix-entry.js";
 import { readSexps } from "../src/config/import/sexp.js";
 import { OffloadError, formatLocation } from "../src/errors.js";
-import { runCli } from "./support/cli.js";
+import { registerCheck } from "../src/cli/check.js";
+import { registerImport } from "../src/cli/import.js";
+import { runCommandAsCli } from "./support/run-command.js";
 import { makeSafeDir, removeDir } from "./support/safe-dir.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -233,7 +236,7 @@ describe("s-expression reader", () => {
 });
 
 describe("the command", () => {
-  const cli = (args: string[], input?: string) => runCli(["import", ...args], { OFFLOAD_CACHE_DIR: join(dir, "cache") }, input);
+  const cli = (args: string[]) => runCommandAsCli(registerImport, ["import", ...args], { OFFLOAD_CACHE_DIR: join(dir, "cache") });
 
   test("prints to standard output; --out writes a file check --static accepts and refuses to overwrite it without --force", async () => {
     const input = join(FIXTURES, "nix-builders-value");
@@ -248,7 +251,7 @@ describe("the command", () => {
     expect(written.stdout).toBe("");
     expect(written.stderr).toContain(`offload: wrote ${out} (2 machines, from nix)`);
     expect(readFileSync(out, "utf8")).toBe(printed.stdout);
-    const check = await runCli(["check", "--static", "--config", out], { OFFLOAD_CACHE_DIR: join(dir, "cache") });
+    const check = await runCommandAsCli(registerCheck, ["check", "--static", "--config", out], { OFFLOAD_CACHE_DIR: join(dir, "cache") });
     expect(check.stderr).toBe("");
     expect(check.stdout).toMatch(/2 machines/);
 
@@ -257,13 +260,6 @@ describe("the command", () => {
     expect(again.stderr).toBe(`offload: ${out} already exists\n  fix: choose another --out, or add --force to replace it\n`);
     expect((await cli([join(FIXTURES, "guix-machines-2014.scm"), "--out", out, "--force"])).code).toBe(0);
     expect(readFileSync(out, "utf8")).toContain("eightysix.example.org");
-  });
-
-  test("reads standard input with -", async () => {
-    const result = await cli(["-", "--from", "nixos-json"], '[{"hostName": "kana", "systems": ["x86_64-linux"], "maxJobs": 2}]');
-    expect(result.code).toBe(0);
-    expect(result.stdout).toContain("// <stdin>:1:2: hostName \"kana\"");
-    expect(result.stdout).toContain("parallelBuilds: 2,");
   });
 
   // Malformed inputs: exit 1, one line "offload: FILE:LINE:COL: what is wrong", no file written.
@@ -311,11 +307,13 @@ describe("the command", () => {
 
     const sshConfig = join(dir, "jump_config");
     writeFileSync(sshConfig, "Host kana\n  HostName 10.0.0.3\n  ProxyJump bastion\n");
-    const jumped = await cli(["-", "--ssh-config", sshConfig], '[{"hostName": "kana", "systems": ["x86_64-linux"]}]');
+    const input = join(dir, "jump.json");
+    writeFileSync(input, '[{"hostName": "kana", "systems": ["x86_64-linux"]}]');
+    const jumped = await cli([input, "--ssh-config", sshConfig]);
     expect(jumped.code).toBe(0);
     expect(jumped.stdout).toContain('name: "kana",');
     expect(jumped.stdout).toMatch(/\/\/ .*jump_config: kana: the SSH config sets ProxyJump bastion, which offload does not support; not applied/);
-    expect(jumped.stderr).toMatch(/^offload: warning: <stdin>:1:2: .*ProxyJump bastion/m);
+    expect(jumped.stderr).toMatch(new RegExp(`^offload: warning: ${input.replace(/[.]/g, "\\.")}:1:2: .*ProxyJump bastion`, "m"));
   });
 
   test("an unreadable input is one clean error", async () => {

@@ -24,14 +24,19 @@ afterAll(() => removeDir(dir));
 const load = (name: string) => loadConfig({ config: join(dir, name), cacheDir: false });
 
 const configs = readdirSync(NATURAL).filter((name) => name.endsWith(".ts"));
-
-test("there are a dozen of them", () => {
-  expect(configs.length).toBeGreaterThanOrEqual(12);
-});
+/** The machines each config loaded to, by file. */
+const loadedMachines = new Map<string, string>();
 
 test.each(configs)("%s type-checks, evaluates and validates", async (name) => {
   const loaded = await load(name);
   expect(loaded.machines.length).toBeGreaterThan(0);
+  loadedMachines.set(name, JSON.stringify(loaded.machines));
+});
+
+test("a dozen of them loaded, to a dozen different fleets", () => {
+  // Run after the loads above (jest runs a file's tests in order).
+  expect([...loadedMachines.keys()].sort()).toEqual([...configs].sort());
+  expect(new Set(loadedMachines.values()).size).toBeGreaterThanOrEqual(12);
 });
 
 test("what they evaluate to", async () => {

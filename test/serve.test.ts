@@ -3,7 +3,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "@jest/globals";
 import { execFileSync, spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -302,8 +302,12 @@ describe("ServeClient writing into a chroot store", () => {
       const blocked = await openLocalStore({ store: dir, env });
       let done = false;
       const adding = blocked.client.addToStoreNar(info, chunked(nar)).then(() => (done = true));
-      await new Promise((resolve) => setTimeout(resolve, 1500));
-      expect(done).toBe(false); // waiting for the lock
+      // Waiting for the lock, as the kernel says (a "->" line of /proc/locks for its inode), within 10 s.
+      const waiter = new RegExp(`^\\d+: -> .*:${statSync(lockFile).ino} `, "m");
+      const waiting = () => waiter.test(readFileSync("/proc/locks", "utf8"));
+      for (let i = 0; i < 200 && !waiting(); i++) await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(waiting()).toBe(true);
+      expect(done).toBe(false);
       const held = await openLocalStore({ store: dir, env: { ...env, NIX_HELD_LOCKS: fileA } });
       await held.client.addToStoreNar(info, chunked(nar));
       expect(await held.client.queryValidPaths([fileA])).toEqual(new Set([fileA]));

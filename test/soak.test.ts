@@ -232,8 +232,9 @@ test(
       // Unexplained failures keep all that nix-build printed, to see what happened.
       const unexplained = kind === "no reason given" || kind.startsWith("other: ");
       failures.push({ n: record.n, kind: record.kind, as: record.as, code: record.outcome.code, reason: reason?.line ?? "", ...(unexplained ? { stderr: record.outcome.stderr } : {}) });
-      // offload's reason may go on with indented lines (its fix, each machine's reason); Nix's own lines are Nix's business.
-      if (reason?.line.startsWith("offload: ") && reason.next !== undefined && !/^( {2}|error: |$)/.test(reason.next)) notOneLine.push(`${reason.line} ⏎ ${reason.next}`);
+      // offload's reason may go on with indented lines (its fix, each machine's reason); Nix's own lines are Nix's business,
+      // and so is a message of offload's about another derivation of the graph, built meanwhile.
+      if (reason?.line.startsWith("offload: ") && reason.next !== undefined && !/^( {2}|error: |offload: |$)/.test(reason.next)) notOneLine.push(`${reason.line} ⏎ ${reason.next}`);
     }
 
     // Every valid soak output (of failed graphs too) is complete and signed by a builder, says Nix itself.

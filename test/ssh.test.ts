@@ -291,10 +291,10 @@ describe("connectMachine against a real sshd", () => {
 
   test("a connection that dies under a running command settles its exit (code null) instead of hanging", async () => {
     const connection = await connectMachine(machine({ hostKey: sshd.hostKeyLine }), isolated());
-    const sleeper = await connection.exec("sleep 60");
-    sleeper.stdout.resume();
+    const sleeper = await connection.exec("echo running; exec sleep 60");
     sleeper.stderr.resume();
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    await new Promise((resolve) => sleeper.stdout.once("data", resolve)); // the command runs
+    sleeper.stdout.resume();
     // The per-connection sshd processes are children of the sshd this test started.
     execFileSync("pkill", ["-KILL", "-P", String(sshd.pid)]);
     const started = Date.now();

@@ -143,6 +143,15 @@ function wrapChannel(channel: ClientChannel): RemoteProcess {
   return { stdin: channel, stdout: channel, stderr: channel.stderr, exit, close: () => channel.close() };
 }
 
+/** Unanswered keepalives after which a connection counts as dead. */
+const KEEPALIVE_COUNT_MAX = 4;
+
+/** Seconds between keepalives: $OFFLOAD_SSH_KEEPALIVE, else 15 (a dead connection is noticed after 4 × 15 s). */
+export function keepaliveSeconds(env: NodeJS.ProcessEnv = process.env): number {
+  const seconds = Number(env.OFFLOAD_SSH_KEEPALIVE);
+  return seconds > 0 ? seconds : 15;
+}
+
 export async function connectMachine(spec: MachineTarget, options: ConnectOptions = {}): Promise<SshConnection> {
   const home = options.homeDir ?? userInfo().homedir;
   const target = resolveSshTarget(spec, { sshConfigPath: options.sshConfigPath, systemSshConfigPath: options.systemSshConfigPath, homeDir: home });
@@ -162,8 +171,8 @@ export async function connectMachine(spec: MachineTarget, options: ConnectOption
     authHandler: keys.map((key) => ({ type: "publickey" as const, username: target.user, key: key.data })),
     readyTimeout: timeout * 1000,
     // Detects a dead machine during long, silent builds.
-    keepaliveInterval: 15_000,
-    keepaliveCountMax: 4,
+    keepaliveInterval: keepaliveSeconds() * 1000,
+    keepaliveCountMax: KEEPALIVE_COUNT_MAX,
     hostVerifier: (presented: Buffer) => {
       hostKeyError = checkHostKey(presented, policy);
       return hostKeyError === undefined;

@@ -13,7 +13,7 @@
 //   fl.clientBuild({ salt });                // as the non-root client, through the daemon's hook
 //   const namespaces = await faultLabNamespaces(fl);
 //   await stopFaultLab(fl);  expect(await faultLabLeftovers(fl, namespaces)).toEqual([]);
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -353,26 +353,63 @@ export async function stopFaultLab(fl: FaultLab | undefined): Promise<void> {
 }
 
 /** Whatever of the fault lab is still there: hosts, processes in its namespaces, mounts, links. Empty after stopFaultLab. */
-export async function faultLabLeftovers(fl: FaultLab, namespaces: readonly string[]): Promise<string[]> {
+export async function faultLabLeftovers(fl: FaultLab, namespaces: LabNamespaces): Promise<string[]> {
   const hosts = (await runningHosts()).filter((host) => host.dir.startsWith(`${fl.lab.dir}/`)).map((host) => `host ${host.name} (anchor ${host.anchorPid})`);
   const inLab = new Set([...(await processesInNamespaces(namespaces.filter((ns) => !ns.startsWith("net:")))), ...inNetNamespaces(namespaces)]);
-  const processes = [...inLab].map((pid) => `process ${pid}: ${commandLine(pid)}`);
+  // A namespace's number is freed with it and given to the next namespace made on this machine
+  // (the lowest free one): once the lab is stopped, a host of another test run can have its
+  // numbers. Its processes started after they were taken; a leftover of this lab's did not.
+  const processes = [...inLab].filter((pid) => !((startTicks(pid) ?? 0) > namespaces.takenAt)).map((pid) => `process ${pid}: ${commandLine(pid)}`);
   const mounts = readFileSync("/proc/self/mountinfo", "utf8")
     .split("\n")
     .map((line) => line.split(" ")[4] ?? "")
     .filter((point) => point.startsWith(fl.lab.dir) || point.startsWith(fl.dir))
     .map((point) => `mount ${point}`);
   const dirs = [fl.lab.dir, fl.dir].filter((dir) => existsSync(dir)).map((dir) => `directory ${dir}`);
-  return [...hosts, ...processes, ...mounts, ...(await networkLeftovers()), ...dirs];
+  return [...hosts, ...processes, ...mounts, ...(await ownNetworkLeftovers(fl)), ...dirs];
 }
 
+/**
+ * The lab's links left on this machine (its end, or a peer end never moved into its host),
+ * and the guard route unless another lab's link is still there: labs of other test runs on
+ * this machine share the route, and their links are not this lab's leftovers.
+ */
+async function ownNetworkLeftovers(fl: FaultLab): Promise<string[]> {
+  const digests = [fl.master, ...fl.lab.builders.map((builder) => builder.host)].flatMap((host) => (host.network ? [host.network.link.replace(/^ofl-/, "")] : []));
+  const left = await networkLeftovers();
+  const links = left.filter((item) => item.startsWith("link "));
+  const ours = links.filter((item) => digests.some((digest) => item === `link ofl-${digest}` || item === `link ofp-${digest}`));
+  return [...ours, ...(links.length === ours.length ? left.filter((item) => !item.startsWith("link ")) : [])];
+}
+
+/** Namespaces (as "pid:[n]", "net:[n]", …) and when they were taken, in clock ticks since boot (/proc/<pid>/stat's unit). */
+export type LabNamespaces = string[] & { takenAt: number };
+
 /** The PID, mount and network namespaces of the lab's hosts: processes left in them would be leftovers. */
-export async function faultLabNamespaces(fl: FaultLab): Promise<string[]> {
+export async function faultLabNamespaces(fl: FaultLab): Promise<LabNamespaces> {
   const hosts = [fl.master, ...fl.lab.builders.map((builder) => builder.host)];
   const found = await Promise.all(hosts.flatMap((host) => (["pid", "mnt"] as const).map((kind) => namespaceOf(host.anchorPid, kind))));
   const own = netNamespace("self");
   const networks = fl.lab.builders.map((builder) => netNamespace(String(builder.host.anchorPid))).filter((ns) => ns !== own);
-  return [...found, ...networks].filter((namespace): namespace is string => namespace !== undefined);
+  const list = [...found, ...networks].filter((namespace): namespace is string => namespace !== undefined);
+  return Object.assign(list, { takenAt: ticksSinceBoot() });
+}
+
+const CLOCK_TICKS = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }));
+
+function ticksSinceBoot(): number {
+  return Number(readFileSync("/proc/uptime", "utf8").split(" ")[0]) * CLOCK_TICKS;
+}
+
+/** When `pid` started, in clock ticks since boot; undefined when it is gone. */
+function startTicks(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // After "pid (comm) ": state is field 3, starttime field 22.
+    return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19]);
+  } catch {
+    return undefined;
+  }
 }
 
 function commandLine(pid: number): string {
