@@ -26,11 +26,17 @@ const common = {
 
 const TIERS = [
   { ...common, displayName: "unit", testMatch: UNIT.map((name) => `<rootDir>/test/${name}.test.ts`) },
-  { ...common, displayName: "e2e", testMatch: ["**/*.test.ts"], testPathIgnorePatterns: ["/node_modules/", ...UNIT.map((name) => `/test/${name}\\.test\\.ts$`)] },
+  {
+    ...common,
+    displayName: "e2e",
+    testMatch: ["**/*.test.ts"],
+    testPathIgnorePatterns: ["/node_modules/", ...UNIT.map((name) => `/test/${name}\\.test\\.ts$`)],
+  },
 ];
 
 const tier = process.env.OFFLOAD_TEST_TIER;
-if (tier && !TIERS.some((project) => project.displayName === tier)) throw new Error(`OFFLOAD_TEST_TIER=${tier}: not one of ${TIERS.map((project) => project.displayName).join(", ")}`);
+if (tier && !TIERS.some((project) => project.displayName === tier))
+  throw new Error(`OFFLOAD_TEST_TIER=${tier}: not one of ${TIERS.map((project) => project.displayName).join(", ")}`);
 
 export default {
   // Two files at a time, whatever the machine: on 2 cores the e2e tier took 4:54 with 2

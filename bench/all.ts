@@ -29,7 +29,14 @@ const benchmarks: [string, () => Promise<Row[]>][] = [
   [
     "P7",
     async () =>
-      (await measureConditions({ trivialRepetitions: quick ? 3 : 5, batchRepetitions: quick ? 1 : 3, chart: join(PACKAGE_ROOT, "docs", "p7-conditions.svg"), log: progress })).rows,
+      (
+        await measureConditions({
+          trivialRepetitions: quick ? 3 : 5,
+          batchRepetitions: quick ? 1 : 3,
+          chart: join(PACKAGE_ROOT, "docs", "p7-conditions.svg"),
+          log: progress,
+        })
+      ).rows,
   ],
 ];
 

@@ -15,6 +15,11 @@ await runAlone("P7 conditions", async () => {
     log: progress,
   });
   for (const result of results) for (const note of result.notes) console.log(`${result.key}: ${note}`);
-  for (const result of results) console.log(`${result.key}: first build in this condition: ${Object.entries(result.first).map(([tool, value]) => `${tool} ${Math.round(value)} ms`).join(", ")}`);
+  for (const result of results)
+    console.log(
+      `${result.key}: first build in this condition: ${Object.entries(result.first)
+        .map(([tool, value]) => `${tool} ${Math.round(value)} ms`)
+        .join(", ")}`,
+    );
   return rows;
 });

@@ -44,7 +44,11 @@ try {
   // `guix authenticate` signatures by A over SHA-256("1") … SHA-256("5000"): the first 32, 16
   // more whose r or s is shorter than 32 bytes, and every one with an atom printed as a quoted
   // string (about 1 in 1000: all of its bytes printable or above 0xA0).
-  const hashes = Array.from({ length: 5000 }, (_, i) => createHash("sha256").update(String(i + 1)).digest("hex"));
+  const hashes = Array.from({ length: 5000 }, (_, i) =>
+    createHash("sha256")
+      .update(String(i + 1))
+      .digest("hex"),
+  );
   const keyFile = "/etc/guix/signing-key.sec";
   const requests = hashes.map((hash) => `sign ${keyFile.length}:${keyFile} ${hash.length}:${hash}\n`).join("");
   const replies = Buffer.from(await must(host, ["sh", "-c", "guix authenticate | od -An -v -tx1"], requests).then((hex) => hex.replace(/\s+/g, "")), "hex");

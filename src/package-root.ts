@@ -23,6 +23,4 @@ export const TYPES_ENTRY = join(PACKAGE_ROOT, "types", "index.d.ts");
 export const LIGHT_GLOBALS = join(PACKAGE_ROOT, "types", "config-globals.d.ts");
 
 /** The module `import ... from "offload"` resolves to when a config is bundled. */
-export const RUNTIME_ENTRY = existsSync(join(PACKAGE_ROOT, "src", "index.ts"))
-  ? join(PACKAGE_ROOT, "src", "index.ts")
-  : join(PACKAGE_ROOT, "dist", "index.js");
+export const RUNTIME_ENTRY = existsSync(join(PACKAGE_ROOT, "src", "index.ts")) ? join(PACKAGE_ROOT, "src", "index.ts") : join(PACKAGE_ROOT, "dist", "index.js");

@@ -38,7 +38,10 @@ describe("with a lab", () => {
   beforeAll(async () => {
     lab = await startTestLab({ builders: 1 });
     dir = makeSafeDir("agent");
-    writeFileSync(join(dir, "one.nix"), `{ salt }: derivation { name = "one"; inherit salt; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo $salt > $out" ]; }\n`);
+    writeFileSync(
+      join(dir, "one.nix"),
+      `{ salt }: derivation { name = "one"; inherit salt; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo $salt > $out" ]; }\n`,
+    );
   }, LAB_UP_TIMEOUT_MS);
   afterAll(async () => {
     await stopTestLab(lab);
@@ -58,7 +61,10 @@ describe("with a lab", () => {
     return run(
       "nix-build",
       [join(dir, "one.nix"), "--argstr", "salt", salt, "--option", "build-hook", HOOK, "--max-jobs", "0", "--option", "substituters", "", "--no-out-link"],
-      { env: { ...process.env, OFFLOAD_CONFIG_DIR: config, OFFLOAD_STATE_DIR: join(config, "state"), OFFLOAD_CACHE_DIR: join(dir, "cache"), ...env }, timeout: 60_000 },
+      {
+        env: { ...process.env, OFFLOAD_CONFIG_DIR: config, OFFLOAD_STATE_DIR: join(config, "state"), OFFLOAD_CACHE_DIR: join(dir, "cache"), ...env },
+        timeout: 60_000,
+      },
     );
   }
 
@@ -145,11 +151,17 @@ describe("with a lab", () => {
     await waitFor(() => agentLog(config).includes("listening on"));
     const pid = Number(/\(pid (\d+)\)/.exec(agentLog(config))![1]);
     const big = join(dir, "big.nix");
-    writeFileSync(big, `{ salt }: derivation { name = "big"; inherit salt; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "/usr/bin/head -c 536870912 /dev/zero > $out" ]; }\n`);
+    writeFileSync(
+      big,
+      `{ salt }: derivation { name = "big"; inherit salt; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "/usr/bin/head -c 536870912 /dev/zero > $out" ]; }\n`,
+    );
     const { stdout } = await run(
       "nix-build",
       [big, "--argstr", "salt", `big-${Date.now()}`, "--option", "build-hook", HOOK, "--max-jobs", "0", "--option", "substituters", "", "--no-out-link"],
-      { env: { ...process.env, OFFLOAD_CONFIG_DIR: config, OFFLOAD_STATE_DIR: join(config, "state"), OFFLOAD_CACHE_DIR: join(dir, "cache") }, timeout: 300_000 },
+      {
+        env: { ...process.env, OFFLOAD_CONFIG_DIR: config, OFFLOAD_STATE_DIR: join(config, "state"), OFFLOAD_CACHE_DIR: join(dir, "cache") },
+        timeout: 300_000,
+      },
     );
     expect(statSync(stdout.trim()).size).toBe(536870912);
     // The agent's peak resident memory over its whole life (it relayed the whole NAR).

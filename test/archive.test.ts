@@ -31,12 +31,7 @@ function info(path: string, references: string[]): PathInfo {
 describe("dependenciesFirst", () => {
   const p = (c: string) => `/nix/store/${c.repeat(32)}-${c}`;
   test("orders dependencies before referrers, ignores self and outside references", () => {
-    const order = dependenciesFirst([
-      info(p("a"), [p("b"), p("a")]),
-      info(p("b"), [p("c"), p("z")]),
-      info(p("d"), []),
-      info(p("c"), []),
-    ]).map((i) => i.path);
+    const order = dependenciesFirst([info(p("a"), [p("b"), p("a")]), info(p("b"), [p("c"), p("z")]), info(p("d"), []), info(p("c"), [])]).map((i) => i.path);
     expect(order).toEqual([p("c"), p("b"), p("a"), p("d")]);
   });
   test("a deep chain does not exhaust the stack", () => {
@@ -321,7 +316,7 @@ else {
     const refusedCli = offload(["archive", "import"], { input: tampered });
     expect(refusedCli.status).toBe(1);
     expect(refusedCli.stderr).toMatch(/^offload: archive refused, nothing imported: .* invalid signature by "cli-test-1"/);
-    expect(refusedCli.stderr).toMatch(/\n  fix: /);
+    expect(refusedCli.stderr).toMatch(/\n {2}fix: /);
     expect(isValidPath(lib) || isValidPath(app)).toBe(false);
   });
 

@@ -47,7 +47,9 @@ test("healthy machines pass every step: one line per machine, the summary table,
   expect(result.stdout).toMatch(/^MACHINE\s+RESULT\s+STEPS\s+NIX\s+SIGNED BY\s+LOAD\s+FREE\s+CLOCK\s+TIME$/m);
   expect(result.stdout).toMatch(new RegExp(`^${b0.address.replace(/\./g, "\\.")}\\s+ok\\s+✓{8}\\s+2\\.8\\.0\\s+${b0.signingKey.split(":")[0]}`, "m"));
   expect(result.stdout).toContain("all 2 machine(s) passed");
-  expect(result.stdout).toContain("STEPS, in order: connect, nix-store, store, capabilities, round-trip, load, disk, clock (✓ passed, ! warning, ✗ failed, - skipped; on a Guix machine nix-store is its guix-daemon)");
+  expect(result.stdout).toContain(
+    "STEPS, in order: connect, nix-store, store, capabilities, round-trip, load, disk, clock (✓ passed, ! warning, ✗ failed, - skipped; on a Guix machine nix-store is its guix-daemon)",
+  );
 });
 
 test("--json: every step of every machine, with what the machine told", async () => {
@@ -57,12 +59,17 @@ test("--json: every step of every machine, with what the machine told", async ()
   const report = JSON.parse(result.stdout) as { ok: boolean; config: string; machines: (MachineReport & { address: string })[] };
   expect(report.ok).toBe(true);
   expect(report.machines.map((m) => m.machine)).toEqual([b0.address, b1.address]);
-  for (const [machine, builder] of [[report.machines[0]!, b0], [report.machines[1]!, b1]] as const) {
+  for (const [machine, builder] of [
+    [report.machines[0]!, b0],
+    [report.machines[1]!, b1],
+  ] as const) {
     expect(machine.ok).toBe(true);
     expect(machine.address).toBe(`root@${builder.address}:${builder.port}`);
     expect(machine.steps.map((s) => [s.step, s.status])).toEqual(STEPS.map((step) => [step, "ok"]));
     // A root login takes uploads unsigned: the round trip passing proves nothing about trusted-public-keys, and says so.
-    expect(machine.steps.find((s) => s.step === "round-trip")!.detail).toMatch(/^our signed path accepted \(without needing our key: root is trusted there, and Nix takes a trusted user's paths unsigned\), /);
+    expect(machine.steps.find((s) => s.step === "round-trip")!.detail).toMatch(
+      /^our signed path accepted \(without needing our key: root is trusted there, and Nix takes a trusted user's paths unsigned\), /,
+    );
     expect(machine.facts).toMatchObject({ nixVersion: "2.8.0", signer: builder.signingKey.split(":")[0], systems: expect.arrayContaining([builder.system]) });
     expect(machine.facts.features!.sort()).toEqual([...builder.features, ...builder.mandatoryFeatures].sort());
     expect(machine.facts.freeBytes).toBeGreaterThan(0);
@@ -140,7 +147,9 @@ describe("the pure parts", () => {
 
   test("capabilities: claims the machine lacks fail, what the record omits warns (main system only)", () => {
     const record = { name: "m", systems: ["x86_64-linux", "aarch64-linux"], features: ["kvm"], mandatoryFeatures: ["benchmark"] } as unknown as BuildMachine;
-    const remote = remoteCapabilities(parseNixConfig(["system = x86_64-linux", "extra-platforms = i686-linux x86_64-v2-linux", "system-features = kvm big-parallel"]));
+    const remote = remoteCapabilities(
+      parseNixConfig(["system = x86_64-linux", "extra-platforms = i686-linux x86_64-v2-linux", "system-features = kvm big-parallel"]),
+    );
     expect(remote).toEqual({ systems: ["x86_64-linux", "i686-linux", "x86_64-v2-linux"], features: ["kvm", "big-parallel"] });
     const verdict = compareCapabilities(record, remote);
     expect(verdict.failures.map((f) => f.code)).toEqual(["system-mismatch", "missing-feature"]);

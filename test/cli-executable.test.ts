@@ -46,9 +46,13 @@ test("check --static --json: exit 1, the problems with their locations on stdout
 });
 
 test("import - reads standard input", async () => {
-  const result = await runCli(["import", "-", "--from", "nixos-json"], { OFFLOAD_CACHE_DIR: join(dir, "cache") }, '[{"hostName": "kana", "systems": ["x86_64-linux"], "maxJobs": 2}]');
+  const result = await runCli(
+    ["import", "-", "--from", "nixos-json"],
+    { OFFLOAD_CACHE_DIR: join(dir, "cache") },
+    '[{"hostName": "kana", "systems": ["x86_64-linux"], "maxJobs": 2}]',
+  );
   expect(result.code).toBe(0);
-  expect(result.stdout).toContain("// <stdin>:1:2: hostName \"kana\"");
+  expect(result.stdout).toContain('// <stdin>:1:2: hostName "kana"');
   expect(result.stdout).toContain("parallelBuilds: 2,");
 });
 

@@ -62,16 +62,32 @@ describe("configs broken on disk", () => {
   const cases: [string, (file: string) => void, RegExp][] = [
     ["empty file", (f) => writeFileSync(f, ""), /is empty\n\s+fix: run `offload init DIR`/],
     ["only whitespace and no export", (f) => writeFileSync(f, "\n\n   \n"), /is empty/],
-    ["non-UTF-8 bytes", (f) => writeFileSync(f, Buffer.concat([Buffer.from("// caf"), Buffer.from([0xe9]), Buffer.from("\n" + GOOD)])), /:1:7: .* is not valid UTF-8/],
+    [
+      "non-UTF-8 bytes",
+      (f) => writeFileSync(f, Buffer.concat([Buffer.from("// caf"), Buffer.from([0xe9]), Buffer.from("\n" + GOOD)])),
+      /:1:7: .* is not valid UTF-8/,
+    ],
     ["world-writable config", (f) => (writeFileSync(f, GOOD), chmodSync(f, 0o666)), /file .* is world-writable.*\n\s+fix: chmod go-w /],
     ["group-writable config", (f) => (writeFileSync(f, GOOD), chmodSync(f, 0o664)), /is group-writable/],
-    ["config owned by another user", (f) => (writeFileSync(f, GOOD), chownSync(f, 4242, 4242)), /owned by uid 4242, not root or the invoking user\n\s+fix: chown root /],
-    ["missing private key file", (f) => writeFileSync(f, GOOD.replace(`systems:`, `privateKey: "${f}.nokey", systems:`)), /privateKey: SSH private key .*\.nokey does not exist/],
-    ["private key readable by others", (f) => {
-      writeFileSync(`${f}.key`, "-----BEGIN OPENSSH PRIVATE KEY-----\n", { mode: 0o644 });
-      chmodSync(`${f}.key`, 0o644);
-      writeFileSync(f, GOOD.replace(`systems:`, `privateKey: "${f}.key", systems:`));
-    }, /privateKey: SSH private key .*\.key is accessible by others \(mode 0644\)/],
+    [
+      "config owned by another user",
+      (f) => (writeFileSync(f, GOOD), chownSync(f, 4242, 4242)),
+      /owned by uid 4242, not root or the invoking user\n\s+fix: chown root /,
+    ],
+    [
+      "missing private key file",
+      (f) => writeFileSync(f, GOOD.replace(`systems:`, `privateKey: "${f}.nokey", systems:`)),
+      /privateKey: SSH private key .*\.nokey does not exist/,
+    ],
+    [
+      "private key readable by others",
+      (f) => {
+        writeFileSync(`${f}.key`, "-----BEGIN OPENSSH PRIVATE KEY-----\n", { mode: 0o644 });
+        chmodSync(`${f}.key`, 0o644);
+        writeFileSync(f, GOOD.replace(`systems:`, `privateKey: "${f}.key", systems:`));
+      },
+      /privateKey: SSH private key .*\.key is accessible by others \(mode 0644\)/,
+    ],
   ];
   test.each(cases)("%s", async (label, make, expected) => {
     const sub = join(dir, label.replace(/\W+/g, "-"));
@@ -98,7 +114,10 @@ describe("configs broken on disk", () => {
     mkdirSync(sub, { mode: 0o755 });
     writeFileSync(join(sub, "hosts.ts"), `export const hosts = ["a"];\n`);
     chmodSync(join(sub, "hosts.ts"), 0o666);
-    writeFileSync(join(sub, "machines.ts"), `import { buildMachine } from "offload";\nimport { hosts } from "./hosts.ts";\nexport default hosts.map((name) => buildMachine({ name, systems: ["x86_64-linux"] }));\n`);
+    writeFileSync(
+      join(sub, "machines.ts"),
+      `import { buildMachine } from "offload";\nimport { hosts } from "./hosts.ts";\nexport default hosts.map((name) => buildMachine({ name, systems: ["x86_64-linux"] }));\n`,
+    );
     const result = await check(join(sub, "machines.ts"));
     expectOneCleanFailure(result);
     expect(result.stderr).toContain(`file ${join(sub, "hosts.ts")} is world-writable`);

@@ -22,7 +22,9 @@ afterAll(() => removeDir(dir));
 const examples = ["single-machine.ts", "fleet-from-host-list.ts", "mixed-arch-features.ts", "with-helpers/machines.ts"];
 
 test.each(examples)("config-examples/%s passes check --static", async (example) => {
-  const result = await runCommandAsCli(registerCheck, ["check", "--static", "--config", join(dir, "examples", example)], { OFFLOAD_CACHE_DIR: join(dir, "cache") });
+  const result = await runCommandAsCli(registerCheck, ["check", "--static", "--config", join(dir, "examples", example)], {
+    OFFLOAD_CACHE_DIR: join(dir, "cache"),
+  });
   expect(result.stderr).toBe("");
   expect(result.code).toBe(0);
   expect(result.stdout).toMatch(/^NAME\s+ADDRESS\s+SYSTEMS\s+SLOTS\s+SPEED\s+FEATURES/m);
@@ -32,7 +34,15 @@ test("records get their defaults and keep what was written", async () => {
   const loaded = await loadConfig({ config: join(dir, "examples", "mixed-arch-features.ts"), cacheDir: false });
   const byName = new Map(loaded.machines.map((m) => [m.name, m]));
   expect(loaded.machines.map((m) => m.name)).toEqual(["x86-big", "arm", "bench", "old-x86"]);
-  expect(byName.get("x86-big")).toMatchObject({ port: 2222, user: "nix", parallelBuilds: 8, speed: 2.5, overloadThreshold: 0.8, enabled: true, mandatoryFeatures: [] });
+  expect(byName.get("x86-big")).toMatchObject({
+    port: 2222,
+    user: "nix",
+    parallelBuilds: 8,
+    speed: 2.5,
+    overloadThreshold: 0.8,
+    enabled: true,
+    mandatoryFeatures: [],
+  });
   expect(byName.get("arm")).toMatchObject({ parallelBuilds: 4, speed: 1.2, overloadThreshold: 0.9, features: [], useSubstitutes: false, connectTimeout: 10 });
   expect(byName.get("bench")).toMatchObject({ parallelBuilds: 1, speed: 1, overloadThreshold: null, mandatoryFeatures: ["benchmark"] });
   expect(byName.get("old-x86")?.enabled).toBe(false);
@@ -42,7 +52,11 @@ test("records get their defaults and keep what was written", async () => {
 test("a computed fleet with a local machine, helpers and process.env", async () => {
   const fleet = await loadConfig({ config: join(dir, "examples", "fleet-from-host-list.ts"), cacheDir: false });
   expect(fleet.local).toMatchObject({ kind: "local-machine", speed: 3, enabled: true });
-  expect(fleet.machines.map((m) => [m.name, m.parallelBuilds])).toEqual([["aquamarine", 3], ["ruby", 2], ["kana", 2]]);
+  expect(fleet.machines.map((m) => [m.name, m.parallelBuilds])).toEqual([
+    ["aquamarine", 3],
+    ["ruby", 2],
+    ["kana", 2],
+  ]);
 
   const config = join(dir, "examples", "with-helpers", "machines.ts");
   const cacheDir = join(dir, "cache-env");
@@ -66,14 +80,20 @@ test.each([
   ["a Node global nobody foresaw (retried with @types/node)", `const user = structuredClone({ u: "nix" }).u;`],
 ])("configs using Node type-check: %s", async (_label, prelude) => {
   const config = join(dir, `node-${_label.length}.ts`);
-  writeFileSync(config, `import { buildMachine } from "offload";\n${prelude}\nexport default [buildMachine({ name: "a", user, systems: ["x86_64-linux"] })];\n`);
+  writeFileSync(
+    config,
+    `import { buildMachine } from "offload";\n${prelude}\nexport default [buildMachine({ name: "a", user, systems: ["x86_64-linux"] })];\n`,
+  );
   const loaded = await loadConfig({ config, cacheDir: false });
   expect(loaded.machines[0]?.user).toBe("nix");
 });
 
 test("an async default export is awaited", async () => {
   const config = join(dir, "async.ts");
-  writeFileSync(config, `import { buildMachine } from "offload";\nexport default (async () => { await null; return [buildMachine({ name: "later", systems: ["x86_64-linux"] })]; })();\n`);
+  writeFileSync(
+    config,
+    `import { buildMachine } from "offload";\nexport default (async () => { await null; return [buildMachine({ name: "later", systems: ["x86_64-linux"] })]; })();\n`,
+  );
   const loaded = await loadConfig({ config, cacheDir: false });
   expect(loaded.machines.map((m) => m.name)).toEqual(["later"]);
 });

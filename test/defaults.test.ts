@@ -29,6 +29,6 @@ test.each([
   }
   // Every optional field says what leaving it out means.
   const text = readFileSync(join(PACKAGE_ROOT, "types", "index.d.ts"), "utf8");
-  const optional = [...new RegExp(`export interface ${name} \\{([\\s\\S]*?)\\n\\}`).exec(text)![1]!.matchAll(/^  (\w+)\?:/gm)].map((m) => m[1]);
+  const optional = [...new RegExp(`export interface ${name} \\{([\\s\\S]*?)\\n\\}`).exec(text)![1]!.matchAll(/^ {2}(\w+)\?:/gm)].map((m) => m[1]);
   expect(optional.filter((field) => !documented.has(field!))).toEqual([]);
 });

@@ -20,9 +20,7 @@ function fromShowDerivation(json: {
   env: Record<string, string>;
 }): Derivation {
   return {
-    outputs: new Map(
-      Object.entries(json.outputs).map(([name, o]) => [name, { path: o.path ?? "", hashAlgo: o.hashAlgo ?? "", hash: o.hash ?? "" }]),
-    ),
+    outputs: new Map(Object.entries(json.outputs).map(([name, o]) => [name, { path: o.path ?? "", hashAlgo: o.hashAlgo ?? "", hash: o.hash ?? "" }])),
     inputDrvs: new Map(Object.entries(json.inputDrvs)),
     inputSrcs: json.inputSrcs,
     platform: json.system,
@@ -44,7 +42,7 @@ describe("real .drv files from nix-instantiate", () => {
     const nix = [
       "let",
       `  src = builtins.toFile "offload-drv-src-${u}" "source text";`,
-      "  common = { system = builtins.currentSystem; builder = \"/bin/sh\"; };",
+      '  common = { system = builtins.currentSystem; builder = "/bin/sh"; };',
       `  dep = derivation (common // { name = "offload-drv-dep-${u}"; outputs = [ "out" "dev" "doc" ]; args = [ "-c" "echo > $out" ]; });`,
       `  fixed = derivation (common // { name = "offload-drv-fixed-${u}"; args = [ "-c" "printf x > $out" ];`,
       `    outputHashAlgo = "sha256"; outputHashMode = "flat"; outputHash = "${xHash}"; });`,
@@ -63,7 +61,12 @@ describe("real .drv files from nix-instantiate", () => {
     })
       .trim()
       .split("\n");
-    created = [...drvs, execFileSync("nix-store", ["--query", "--references", drvs[3]], { encoding: "utf8" }).split("\n").find((p) => p.includes("offload-drv-src"))!];
+    created = [
+      ...drvs,
+      execFileSync("nix-store", ["--query", "--references", drvs[3]], { encoding: "utf8" })
+        .split("\n")
+        .find((p) => p.includes("offload-drv-src"))!,
+    ];
   });
 
   afterAll(() => {
@@ -73,9 +76,7 @@ describe("real .drv files from nix-instantiate", () => {
 
   test("parse equals nix show-derivation for plain, multi-output, fixed-output and dependent derivations", () => {
     expect(drvs).toHaveLength(4);
-    const shown = JSON.parse(
-      execFileSync("nix", ["--extra-experimental-features", "nix-command", "show-derivation", ...drvs], { encoding: "utf8" }),
-    );
+    const shown = JSON.parse(execFileSync("nix", ["--extra-experimental-features", "nix-command", "show-derivation", ...drvs], { encoding: "utf8" }));
     for (const drv of drvs) {
       expect(parseDerivation(readFileSync(drv, "utf8"), drv)).toEqual(fromShowDerivation(shown[drv]));
     }
@@ -95,7 +96,9 @@ describe("real .drv files from nix-instantiate", () => {
     expect([...dep.outputs.keys()]).toEqual(["dev", "doc", "out"]);
     expect(fixed.outputs.get("out")).toMatchObject({ hashAlgo: "sha256", hash: createHash("sha256").update("x").digest("hex") });
     expect(parseDerivation(readFileSync(drvs[2], "utf8")).outputs.get("out")?.hashAlgo).toBe("r:sha256");
-    expect(top.platform).toBe(execFileSync("nix-instantiate", ["--eval", "-E", "builtins.currentSystem", "--json"], { encoding: "utf8" }).trim().replace(/"/g, ""));
+    expect(top.platform).toBe(
+      execFileSync("nix-instantiate", ["--eval", "-E", "builtins.currentSystem", "--json"], { encoding: "utf8" }).trim().replace(/"/g, ""),
+    );
   });
 
   test("every truncation of a real .drv is an OffloadError", () => {

@@ -16,7 +16,14 @@ let dir: string;
 const slots: Slot[] = [];
 const SYSTEM = "x86_64-linux";
 // 127.0.0.0/8 addresses nobody listens on: explain never connects, and a hook that tries fails fast.
-const machine = (name: string, changes: Record<string, unknown> = {}) => ({ name, port: 1, systems: [SYSTEM], hostKey: HOST_KEY, overloadThreshold: 0.8, ...changes });
+const machine = (name: string, changes: Record<string, unknown> = {}) => ({
+  name,
+  port: 1,
+  systems: [SYSTEM],
+  hostKey: HOST_KEY,
+  overloadThreshold: 0.8,
+  ...changes,
+});
 const HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMpzJlEoLTd2eUTr0Yx3ZzDvVm1k5sfAmRvUZX9gXy2c test";
 
 beforeAll(() => {
@@ -92,11 +99,20 @@ describe("every reason a machine is passed over", () => {
     });
     const reason = (name: string) => explained.machines.find((m) => m.machine === name)!;
     expect(reason("127.0.0.23")).toMatchObject({ detail: "all 1 slots busy", fix: expect.stringContaining("raise parallelBuilds of 127.0.0.23") });
-    expect(reason("127.0.0.24")).toMatchObject({ detail: expect.stringContaining("load 0.95 per CPU > threshold 0.8"), fix: expect.stringContaining("raise overloadThreshold") });
-    expect(reason("127.0.0.25")).toMatchObject({ detail: "unreachable: connection to 127.0.0.25 refused", fix: expect.stringContaining("offload check 127.0.0.25") });
+    expect(reason("127.0.0.24")).toMatchObject({
+      detail: expect.stringContaining("load 0.95 per CPU > threshold 0.8"),
+      fix: expect.stringContaining("raise overloadThreshold"),
+    });
+    expect(reason("127.0.0.25")).toMatchObject({
+      detail: "unreachable: connection to 127.0.0.25 refused",
+      fix: expect.stringContaining("offload check 127.0.0.25"),
+    });
     expect(reason("127.0.0.26").fix).toContain("set enabled: true");
     expect(reason("127.0.0.27").fix).toContain("requiredSystemFeatures");
-    expect(reason("127.0.0.28")).toMatchObject({ detail: expect.stringContaining("does not build x86_64-linux"), fix: expect.stringContaining("add it to systems of 127.0.0.28") });
+    expect(reason("127.0.0.28")).toMatchObject({
+      detail: expect.stringContaining("does not build x86_64-linux"),
+      fix: expect.stringContaining("add it to systems of 127.0.0.28"),
+    });
     expect(explained.local).toContain("max-jobs is 0");
   });
 
@@ -107,14 +123,19 @@ describe("every reason a machine is passed over", () => {
     expect(lines[0]).toBe("decline: no configured machine can build x86_64-linux with features kvm, big-parallel");
     expect(lines[1]).toMatch(/^local: the local machine cannot build this: max-jobs is 0$/);
     // The cause, then the fix once.
-    expect(lines).toContain("✗ 127.0.0.21: lacks required feature big-parallel — fix: if 127.0.0.21 has them, add them to features of 127.0.0.21 in machines.ts (and to system-features in its nix.conf)");
+    expect(lines).toContain(
+      "✗ 127.0.0.21: lacks required feature big-parallel — fix: if 127.0.0.21 has them, add them to features of 127.0.0.21 in machines.ts (and to system-features in its nix.conf)",
+    );
     expect(lines).toHaveLength(2 + 8);
   });
 
   test("the hook's log gives the same reasons with the same fixes", async () => {
     const features = ["big-parallel", "kvm"];
     const explained = await explain(env, ["--system", SYSTEM, "--features", features.join(","), "--max-jobs", "0"]);
-    const hook = await runHookTries(env, [{ amWilling: false, system: SYSTEM, drvPath: "/nix/store/00000000000000000000000000000000-x.drv", features }], { ...BASE_SETTINGS, "max-jobs": "0" });
+    const hook = await runHookTries(env, [{ amWilling: false, system: SYSTEM, drvPath: "/nix/store/00000000000000000000000000000000-x.drv", features }], {
+      ...BASE_SETTINGS,
+      "max-jobs": "0",
+    });
     expect(hook.replies).toEqual([explained.verdict]);
     const log = hook.messages.join("\n");
     expect(log).toContain(explained.summary);
@@ -137,7 +158,10 @@ describe("every reason a machine is passed over", () => {
     slots.push((await acquireSlot(busyOnly.OFFLOAD_STATE_DIR!, "127.0.0.23", 1))!);
     const explained = await explain(busyOnly, args);
     expect(explained.verdict).toBe("postpone");
-    const hook = await runHookTries(busyOnly, [{ amWilling: false, system: SYSTEM, drvPath: "/nix/store/00000000000000000000000000000000-x.drv" }], { ...BASE_SETTINGS, "max-jobs": "0" });
+    const hook = await runHookTries(busyOnly, [{ amWilling: false, system: SYSTEM, drvPath: "/nix/store/00000000000000000000000000000000-x.drv" }], {
+      ...BASE_SETTINGS,
+      "max-jobs": "0",
+    });
     expect(hook.replies).toEqual(["postpone"]);
   });
 });
@@ -146,9 +170,14 @@ test("the local machine is better: explain and the hook both decline", async () 
   const env = setup("local-better", [machine("127.0.0.31", { speed: 2 })], "localMachine({ speed: 4 })");
   const explained = await explain(env, ["--system", SYSTEM, "--max-jobs", "4", "--am-willing", "1"]);
   expect(explained.verdict).toBe("decline");
-  expect(explained.machines).toEqual([expect.objectContaining({ machine: "127.0.0.31", code: "local-better", fix: expect.stringContaining("localMachine()") })]);
+  expect(explained.machines).toEqual([
+    expect.objectContaining({ machine: "127.0.0.31", code: "local-better", fix: expect.stringContaining("localMachine()") }),
+  ]);
   expect(explained.local).toContain("its speed 4 ≥ the best remote's");
-  const hook = await runHookTries(env, [{ amWilling: true, system: SYSTEM, drvPath: "/nix/store/00000000000000000000000000000000-x.drv" }], { ...BASE_SETTINGS, "max-jobs": "4" });
+  const hook = await runHookTries(env, [{ amWilling: true, system: SYSTEM, drvPath: "/nix/store/00000000000000000000000000000000-x.drv" }], {
+    ...BASE_SETTINGS,
+    "max-jobs": "4",
+  });
   expect(hook.replies).toEqual(["decline"]);
   // No free local slot: the remote machine gets it.
   expect((await explain(env, ["--system", SYSTEM, "--max-jobs", "4", "--am-willing", "0"])).verdict).toBe("accept");
@@ -158,7 +187,7 @@ test("usage errors are messages with a fix", async () => {
   const env = setup("usage", [machine("127.0.0.41")]);
   const result = await runCli(["explain"], env);
   expect(result.code).toBe(1);
-  expect(result.stderr).toMatch(/say what is being built: --system SYSTEM[^\n]*\n  fix: offload explain --system x86_64-linux/);
+  expect(result.stderr).toMatch(/say what is being built: --system SYSTEM[^\n]*\n {2}fix: offload explain --system x86_64-linux/);
   writeFileSync(join(dir, "not-a.drv"), "nonsense");
   const bad = await runCli(["explain", "--drv", join(dir, "not-a.drv")], env);
   expect(bad.code).toBe(1);
@@ -171,7 +200,11 @@ test("a refused login (a wrong hostKey) is reported as such, with the way out of
   recordFacts(env.OFFLOAD_STATE_DIR!, "127.0.0.51", { failure: { message, at: Date.now(), code: "host-key-mismatch" } });
   const explained = await explain(env, ["--system", SYSTEM, "--max-jobs", "0"]);
   expect(explained.machines).toEqual([
-    expect.objectContaining({ code: "unreachable", detail: `login refused: ${message}`, fix: expect.stringMatching(/offload check 127\.0\.0\.51: once it passes, or once its record in machines\.ts changes/) }),
+    expect.objectContaining({
+      code: "unreachable",
+      detail: `login refused: ${message}`,
+      fix: expect.stringMatching(/offload check 127\.0\.0\.51: once it passes, or once its record in machines\.ts changes/),
+    }),
   ]);
 });
 

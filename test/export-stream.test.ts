@@ -162,9 +162,7 @@ describe("rejecting bad export streams", () => {
   async function validStream(): Promise<Buffer> {
     const tree = join(work, `t-${randomBytes(4).toString("hex")}`);
     writeFileSync(tree, "content");
-    return collect(
-      writeExportStream([{ path: fakeStorePath("x"), references: [], deriver: fakeStorePath("x.drv"), signature: "k:sig", nar: dumpPath(tree) }]),
-    );
+    return collect(writeExportStream([{ path: fakeStorePath("x"), references: [], deriver: fakeStorePath("x.drv"), signature: "k:sig", nar: dumpPath(tree) }]));
   }
 
   test("truncation anywhere is an OffloadError and leaves no spooled file", async () => {
@@ -201,8 +199,6 @@ describe("rejecting bad export streams", () => {
 
   test("a stream without the final 0 is truncated", async () => {
     const bytes = await validStream();
-    await expect(readAll(bytes.subarray(0, bytes.length - 8))).rejects.toThrow(
-      /export stream: unexpected end of stream while reading the next-path marker/,
-    );
+    await expect(readAll(bytes.subarray(0, bytes.length - 8))).rejects.toThrow(/export stream: unexpected end of stream while reading the next-path marker/);
   });
 });

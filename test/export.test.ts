@@ -13,7 +13,8 @@ let dir: string;
 let config: string;
 
 /** Hosts under .invalid never resolve: a Nix that picks one fails at once, naming it. */
-const fleet = (dir: string) => `import { buildMachine, localMachine } from "offload";
+const fleet = (dir: string) =>
+  `import { buildMachine, localMachine } from "offload";
 const key = (n: number) => ${JSON.stringify(join("KEYDIR", "id_"))} + n;
 export default [
   localMachine({ speed: 3 }),
@@ -58,7 +59,19 @@ async function reimported(text: string, name: string, format: string): Promise<B
   return (await loadConfig({ config: out, cacheDir: false })).machines;
 }
 
-const REPRESENTABLE = ["name", "port", "user", "systems", "hostKey", "privateKey", "parallelBuilds", "speed", "features", "mandatoryFeatures", "remoteStore"] as const;
+const REPRESENTABLE = [
+  "name",
+  "port",
+  "user",
+  "systems",
+  "hostKey",
+  "privateKey",
+  "parallelBuilds",
+  "speed",
+  "features",
+  "mandatoryFeatures",
+  "remoteStore",
+] as const;
 const representable = (machines: readonly BuildMachine[]) =>
   machines.filter((m) => m.enabled).map((m) => Object.fromEntries(REPRESENTABLE.map((field) => [field, m[field]])));
 
@@ -73,7 +86,9 @@ test("round trip through a Nix ≥ 2.31 machines file: every field Nix has comes
 
 test("for Nix 2.8: no port syntax (an ssh_config alias instead), whole speeds, and no ';' in comments", async () => {
   const text = await exported(["--nix-machines", "--nix-version", "2.8"]);
-  expect(text).toContain('# x86.offload-export.invalid: port 2222: Nix 2.8 has no port syntax (2.31 added ssh://host:port), so give root\'s ssh_config "Host x86.offload-export.invalid" with "Port 2222"');
+  expect(text).toContain(
+    '# x86.offload-export.invalid: port 2222: Nix 2.8 has no port syntax (2.31 added ssh://host:port), so give root\'s ssh_config "Host x86.offload-export.invalid" with "Port 2222"',
+  );
   expect(text).toContain("# x86.offload-export.invalid: speed 2.5 rounded to 3: whole numbers only here");
   expect(text).toMatch(/^ssh:\/\/nix@x86\.offload-export\.invalid\?remote-store=\S+ x86_64-linux,i686-linux \S+ 8 3 kvm,big-parallel - c3NoLWVk\S+$/m);
   // Nix 2.8 splits at ";" before it strips "#" comments.
@@ -86,10 +101,20 @@ test("the real Nix 2.8 reads the exported machines file and picks the machine we
   const nixBuild = spawnSync(
     "nix-build",
     [
-      "--no-out-link", "-E", `derivation { name = "offload-export-${process.pid}"; system = "aarch64-linux"; builder = "/bin/sh"; args = [ "-c" "echo" ]; }`,
-      "--max-jobs", "0", "--builders", `@${machines}`, "--option", "substituters", "",
+      "--no-out-link",
+      "-E",
+      `derivation { name = "offload-export-${process.pid}"; system = "aarch64-linux"; builder = "/bin/sh"; args = [ "-c" "echo" ]; }`,
+      "--max-jobs",
+      "0",
+      "--builders",
+      `@${machines}`,
+      "--option",
+      "substituters",
+      "",
       // Nix's own build-remote, whatever nix.conf says: it is what parses the machines file.
-      "--option", "build-hook", "/usr/libexec/nix/build-remote",
+      "--option",
+      "build-hook",
+      "/usr/libexec/nix/build-remote",
     ],
     { encoding: "utf8", timeout: 60_000 },
   );

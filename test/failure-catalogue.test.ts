@@ -101,14 +101,26 @@ async function withSessionPath<T>(builder: LabBuilder, path: string, body: () =>
 describe("connecting", () => {
   test("host key mismatch", async () => {
     const checked = await check(labRecord(lab, b0, { hostKey: b1.hostKey }));
-    expectFailure(checked, "connect", "host-key-mismatch", /host key mismatch for \S+: machines.ts pins ssh-ed25519 SHA256:/, /ssh-keygen -lf .*set hostKey: "ssh-ed25519 /);
+    expectFailure(
+      checked,
+      "connect",
+      "host-key-mismatch",
+      /host key mismatch for \S+: machines.ts pins ssh-ed25519 SHA256:/,
+      /ssh-keygen -lf .*set hostKey: "ssh-ed25519 /,
+    );
     expect(checked.report.steps.filter((s) => s.status === "skipped")).toHaveLength(7);
     expect(await hookLog(checked.env)).toMatch(/cannot build on \S+: host key mismatch[^]*fix: check on the machine/);
   });
 
   test("unknown host key (no pin, not in known_hosts)", async () => {
     const checked = await check(labRecord(lab, b0, { hostKey: undefined }));
-    expectFailure(checked, "connect", "host-key-unknown", /is not a known host: it presented ssh-ed25519 key SHA256:/, /add hostKey: "ssh-ed25519 .*to \S+ in machines.ts/);
+    expectFailure(
+      checked,
+      "connect",
+      "host-key-unknown",
+      /is not a known host: it presented ssh-ed25519 key SHA256:/,
+      /add hostKey: "ssh-ed25519 .*to \S+ in machines.ts/,
+    );
     expect(await hookLog(checked.env)).toMatch(/is not a known host[^]*fix: check on the machine/);
   });
 
@@ -116,7 +128,13 @@ describe("connecting", () => {
     const stranger = join(dir, "stranger_ed25519");
     execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "stranger", "-f", stranger]);
     const checked = await check(labRecord(lab, b0, { privateKey: stranger }));
-    expectFailure(checked, "connect", "auth-refused", /refused our key for user root \(.*stranger_ed25519\)/, /add this line to ~root\/\.ssh\/authorized_keys: ssh-ed25519 \S+ stranger/);
+    expectFailure(
+      checked,
+      "connect",
+      "auth-refused",
+      /refused our key for user root \(.*stranger_ed25519\)/,
+      /add this line to ~root\/\.ssh\/authorized_keys: ssh-ed25519 \S+ stranger/,
+    );
     expect(await hookLog(checked.env)).toMatch(/refused our key[^]*fix: on \S+, add this line/);
   });
 
@@ -129,8 +147,12 @@ describe("connecting", () => {
     const env = configEnv(dir, configDir);
     const text = await runCli(["check"], env);
     expect(text.code).toBe(1);
-    expect(text.stderr).toMatch(/machines\.ts:\d+:\d+: machine "[^"]+": privateKey: SSH private key \S+open_ed25519 is accessible by others \(mode 0644\); fix: chmod 600 \S+open_ed25519$/m);
-    expect(text.stderr).toMatch(/machines\.ts:\d+:\d+: machine "[^"]+": privateKey: SSH private key \S+no-such-key does not exist; fix: ssh-keygen -t ed25519/m);
+    expect(text.stderr).toMatch(
+      /machines\.ts:\d+:\d+: machine "[^"]+": privateKey: SSH private key \S+open_ed25519 is accessible by others \(mode 0644\); fix: chmod 600 \S+open_ed25519$/m,
+    );
+    expect(text.stderr).toMatch(
+      /machines\.ts:\d+:\d+: machine "[^"]+": privateKey: SSH private key \S+no-such-key does not exist; fix: ssh-keygen -t ed25519/m,
+    );
     const json = JSON.parse((await runCli(["check", "--json"], env)).stdout) as { ok: boolean; problems: { code: string; message: string }[] };
     expect(json.ok).toBe(false);
     expect(json.problems.map((p) => p.code)).toEqual(["config-invalid", "config-invalid"]);
@@ -165,7 +187,13 @@ describe("the remote Nix", () => {
   test("nix-store not on the remote PATH", async () => {
     await withSessionPath(b0, "/nonexistent", async () => {
       const checked = await check(labRecord(lab, b0));
-      expectFailure(checked, "nix-store", "nix-store-not-found", /nix-store is not on the PATH of non-interactive SSH sessions on \S+: .*(not found|No such file)/, /link nix-store into \/usr\/local\/bin/);
+      expectFailure(
+        checked,
+        "nix-store",
+        "nix-store-not-found",
+        /nix-store is not on the PATH of non-interactive SSH sessions on \S+: .*(not found|No such file)/,
+        /link nix-store into \/usr\/local\/bin/,
+      );
       expect(checked.step("round-trip").status).toBe("skipped");
       expect(await hookLog(checked.env)).toMatch(/nix-store was not found on the machine[^]*fix: install Nix there, or make nix-store reachable/);
     });
@@ -185,7 +213,9 @@ describe("the remote Nix", () => {
     });
 
     afterAll(async () => {
-      await Promise.all(daemons.map((daemon) => new Promise((resolve) => (daemon.exitCode === null ? (daemon.once("exit", resolve), daemon.kill()) : resolve(undefined)))));
+      await Promise.all(
+        daemons.map((daemon) => new Promise((resolve) => (daemon.exitCode === null ? (daemon.once("exit", resolve), daemon.kill()) : resolve(undefined)))),
+      );
       execFileSync("chmod", ["-R", "u+w", shared]);
       removeDir(shared);
     });
@@ -225,7 +255,13 @@ describe("the remote Nix", () => {
     test("remote user not trusted, seen in the machine's Nix settings", async () => {
       const socket = await startDaemon("daemon-trusting-our-key", `trusted-public-keys = ${lab.signingKey}\n`);
       const checked = await check(labRecord(lab, b1, { user, remoteStore: `unix://${socket}` }));
-      expectFailure(checked, "store", "remote-not-trusted", new RegExp(`does not trust user ${user} \\(trusted-users = root\\)`), new RegExp(`add ${user} to trusted-users in \\S+'s /etc/nix/nix.conf`));
+      expectFailure(
+        checked,
+        "store",
+        "remote-not-trusted",
+        new RegExp(`does not trust user ${user} \\(trusted-users = root\\)`),
+        new RegExp(`add ${user} to trusted-users in \\S+'s /etc/nix/nix.conf`),
+      );
       expect(checked.step("connect").status).toBe("ok");
       expect(checked.step("round-trip").status).toBe("skipped");
     });
@@ -234,7 +270,13 @@ describe("the remote Nix", () => {
       const socket = await startDaemon("daemon-allowing-root", "allowed-users = root\n");
       await withClaimedTrust(async () => {
         const checked = await check(labRecord(lab, b1, { user, remoteStore: `unix://${socket}` }));
-        expectFailure(checked, "store", "remote-not-trusted", new RegExp(`the nix-daemon on \\S+ does not let ${user} connect \\(allowed-users\\)`), new RegExp(`add ${user} to allowed-users`));
+        expectFailure(
+          checked,
+          "store",
+          "remote-not-trusted",
+          new RegExp(`the nix-daemon on \\S+ does not let ${user} connect \\(allowed-users\\)`),
+          new RegExp(`add ${user} to allowed-users`),
+        );
       });
     });
 
@@ -249,7 +291,13 @@ describe("the remote Nix", () => {
         const checked = await check(labRecord(lab, b1, { user, remoteStore: `unix://${socket}` }));
         expect(checked.step("store").status).toBe("ok");
         // Our signed path is accepted (the daemon trusts our key); the build is not.
-        expectFailure(checked, "round-trip", "remote-not-trusted", /does not trust this SSH user: .*not privileged to build input-addressed derivations/, /add the SSH user to trusted-users/);
+        expectFailure(
+          checked,
+          "round-trip",
+          "remote-not-trusted",
+          /does not trust this SSH user: .*not privileged to build input-addressed derivations/,
+          /add the SSH user to trusted-users/,
+        );
       });
     });
 
@@ -257,7 +305,13 @@ describe("the remote Nix", () => {
       const socket = await startDaemon("daemon-without-our-key", "");
       await withClaimedTrust(async () => {
         const checked = await check(labRecord(lab, b1, { user, remoteStore: `unix://${socket}` }));
-        expectFailure(checked, "round-trip", "remote-not-trusted", /refused a test path signed with offload's key \S+: its Nix does not trust that key/, new RegExp(`add ${lab.signingKey.replace(/[+/]/g, "\\$&")} to trusted-public-keys`));
+        expectFailure(
+          checked,
+          "round-trip",
+          "remote-not-trusted",
+          /refused a test path signed with offload's key \S+: its Nix does not trust that key/,
+          new RegExp(`add ${lab.signingKey.replace(/[+/]/g, "\\$&")} to trusted-public-keys`),
+        );
       });
     });
   });
@@ -267,7 +321,13 @@ describe("the remote Nix", () => {
     writeFileSync(b0.nixConf, original.replace(/^secret-key-files.*$/m, ""));
     try {
       const checked = await check(labRecord(lab, b0));
-      expectFailure(checked, "round-trip", "unsigned", /does not sign what it builds \(no secret-key-files\): \S+ has no signature/, /set secret-key-files = .* in its nix.conf/);
+      expectFailure(
+        checked,
+        "round-trip",
+        "unsigned",
+        /does not sign what it builds \(no secret-key-files\): \S+ has no signature/,
+        /set secret-key-files = .* in its nix.conf/,
+      );
     } finally {
       writeFileSync(b0.nixConf, original);
     }
@@ -275,28 +335,54 @@ describe("the remote Nix", () => {
 
   test("signature by an unauthorized key: not in the ACL, or not the pinned one", async () => {
     const notInAcl = await check(labRecord(lab, b0, { signingKey: undefined }), { acl: `${b1.signingKey}\n` });
-    expectFailure(notInAcl, "round-trip", "unknown-key", new RegExp(`signed by unknown key "${b0.signingKey.split(":")[0]}" \\(not in the ACL\\)`), /offload authorize <its public key file>/);
+    expectFailure(
+      notInAcl,
+      "round-trip",
+      "unknown-key",
+      new RegExp(`signed by unknown key "${b0.signingKey.split(":")[0]}" \\(not in the ACL\\)`),
+      /offload authorize <its public key file>/,
+    );
     const stranger = generateKeyPair("stranger-1").publicKey.toString();
     const pinned = await check(labRecord(lab, b0, { signingKey: stranger }));
     // A pin is not the ACL: the message says the signer does not match it.
-    expectFailure(pinned, "round-trip", "unknown-key", /signed by "\S+", which does not match the pinned signingKey "stranger-1" of \S+/, /must be signed by stranger-1 \(signingKey of \S+\)/);
+    expectFailure(
+      pinned,
+      "round-trip",
+      "unknown-key",
+      /signed by "\S+", which does not match the pinned signingKey "stranger-1" of \S+/,
+      /must be signed by stranger-1 \(signingKey of \S+\)/,
+    );
   });
 });
 
 describe("the record against the machine", () => {
   test("system mismatch", async () => {
     const checked = await check(labRecord(lab, b0, { systems: ["aarch64-linux"] }));
-    expectFailure(checked, "capabilities", "system-mismatch", /machines.ts says \S+ builds aarch64-linux, but its Nix builds only x86_64-linux/, /remove aarch64-linux from systems of \S+ in machines.ts, or add them to extra-platforms/);
+    expectFailure(
+      checked,
+      "capabilities",
+      "system-mismatch",
+      /machines.ts says \S+ builds aarch64-linux, but its Nix builds only x86_64-linux/,
+      /remove aarch64-linux from systems of \S+ in machines.ts, or add them to extra-platforms/,
+    );
     expect(checked.step("round-trip")).toMatchObject({ status: "skipped", detail: "no system of the record is one the machine builds" });
   });
 
   test("missing feature; and a feature the record omits is a warning", async () => {
     const missing = await check(labRecord(lab, b0, { features: [...b0.features, "cuda"] }));
-    expectFailure(missing, "capabilities", "missing-feature", /gives \S+ feature cuda, but its Nix's system-features are .*kvm.*: builds requiring it fail there/, /add cuda to system-features in \S+'s nix.conf if it really has it, else remove it from features/);
+    expectFailure(
+      missing,
+      "capabilities",
+      "missing-feature",
+      /gives \S+ feature cuda, but its Nix's system-features are .*kvm.*: builds requiring it fail there/,
+      /add cuda to system-features in \S+'s nix.conf if it really has it, else remove it from features/,
+    );
     const omitted = await check(labRecord(lab, b0, { features: ["kvm"] }));
     expect(omitted.code).toBe(0);
     expect(omitted.step("capabilities")).toMatchObject({ status: "warn", code: "capability-unused" });
-    expect(omitted.line("capabilities")).toMatch(/^! \S+ capabilities: \S+'s Nix has feature nixos-test, which machines.ts does not list: .* — fix: add nixos-test to features of/);
+    expect(omitted.line("capabilities")).toMatch(
+      /^! \S+ capabilities: \S+'s Nix has feature nixos-test, which machines.ts does not list: .* — fix: add nixos-test to features of/,
+    );
   });
 });
 
@@ -311,10 +397,18 @@ describe("resources", () => {
     // says 64 (a CPU spun here instead would disturb everything running beside this test).
     const bin = join(dir, "loaded-bin");
     mkdirSync(bin, { mode: 0o755 });
-    writeFileSync(join(bin, "cat"), `#!/bin/sh\nif [ "$*" = /proc/loadavg ]; then echo "64.00 32.00 16.00 2/300 4242"; else exec /usr/bin/cat "$@"; fi\n`, { mode: 0o755 });
+    writeFileSync(join(bin, "cat"), `#!/bin/sh\nif [ "$*" = /proc/loadavg ]; then echo "64.00 32.00 16.00 2/300 4242"; else exec /usr/bin/cat "$@"; fi\n`, {
+      mode: 0o755,
+    });
     await withSessionPath(b0, `${bin}:/usr/bin:/bin`, async () => {
       const checked = await check(labRecord(lab, b0, { overloadThreshold: 0.5 }));
-      expectFailure(checked, "load", "overloaded", /is overloaded: load \d+\.\d\d per CPU > overloadThreshold 0.5/, /raise overloadThreshold for \S+ in machines.ts \(null ignores load\)/);
+      expectFailure(
+        checked,
+        "load",
+        "overloaded",
+        /is overloaded: load \d+\.\d\d per CPU > overloadThreshold 0.5/,
+        /raise overloadThreshold for \S+ in machines.ts \(null ignores load\)/,
+      );
       // 64 divided by the machine's CPUs, whatever their number.
       const perCpu = Number(/load (\d+\.\d\d) per CPU/.exec(checked.line("load")!)![1]);
       expect(64 / perCpu).toBeCloseTo(Math.round(64 / perCpu), 1);
@@ -326,7 +420,11 @@ describe("resources", () => {
   test("clock skew (the machine's date an hour ahead)", async () => {
     const bin = join(dir, "skewed-bin");
     mkdirSync(bin, { mode: 0o755 });
-    writeFileSync(join(bin, "date"), `#!/bin/sh\nif [ "$1" = "+%s.%N" ]; then echo "$(( $(/usr/bin/date +%s) + 3600 )).$(/usr/bin/date +%N)"; else exec /usr/bin/date "$@"; fi\n`, { mode: 0o755 });
+    writeFileSync(
+      join(bin, "date"),
+      `#!/bin/sh\nif [ "$1" = "+%s.%N" ]; then echo "$(( $(/usr/bin/date +%s) + 3600 )).$(/usr/bin/date +%N)"; else exec /usr/bin/date "$@"; fi\n`,
+      { mode: 0o755 },
+    );
     await withSessionPath(b0, `${bin}:/usr/bin:/bin`, async () => {
       const checked = await check(labRecord(lab, b0));
       expectFailure(checked, "clock", "clock-skew", /clock is 3600\.\d s ahead of this machine's \(more than 30 s\)/, /timedatectl set-ntp true/);

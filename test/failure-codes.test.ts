@@ -11,7 +11,9 @@ import { PACKAGE_ROOT } from "../src/package-root.js";
 const SRC = join(PACKAGE_ROOT, "src");
 
 function sources(dir: string): string[] {
-  return readdirSync(dir, { withFileTypes: true }).flatMap((entry) => (entry.isDirectory() ? sources(join(dir, entry.name)) : entry.name.endsWith(".ts") ? [join(dir, entry.name)] : []));
+  return readdirSync(dir, { withFileTypes: true }).flatMap((entry) =>
+    entry.isDirectory() ? sources(join(dir, entry.name)) : entry.name.endsWith(".ts") ? [join(dir, entry.name)] : [],
+  );
 }
 
 interface RaiseSite {
@@ -55,7 +57,9 @@ function raiseSites(): RaiseSite[] {
 test("every failure raised without a fix has a code that may go without one", () => {
   const sites = raiseSites();
   expect(sites.length).toBeGreaterThan(200);
-  const missing = sites.filter((site) => !site.hasFix && !(site.literal && WITHOUT_FIX.has(site.code as never))).map((site) => `${site.at}: ${site.code ?? "(no code)"}`);
+  const missing = sites
+    .filter((site) => !site.hasFix && !(site.literal && WITHOUT_FIX.has(site.code as never)))
+    .map((site) => `${site.at}: ${site.code ?? "(no code)"}`);
   expect(missing).toEqual([]);
 });
 

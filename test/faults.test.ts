@@ -11,7 +11,19 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
-import { clearFaults, cutLink, dropPackets, LAB_NETWORK, linkCounters, restoreLink, runInHost, shapeLink, sshArgs, startHost, stopHost } from "../src/lab/index.js";
+import {
+  clearFaults,
+  cutLink,
+  dropPackets,
+  LAB_NETWORK,
+  linkCounters,
+  restoreLink,
+  runInHost,
+  shapeLink,
+  sshArgs,
+  startHost,
+  stopHost,
+} from "../src/lab/index.js";
 import type { LabBuilder } from "../src/lab/index.js";
 import { tcpReachable } from "../src/remote/tcp.js";
 import { signal } from "../src/lab/processes.js";
@@ -107,7 +119,11 @@ async function expectBuiltBy(result: BuildOutcome, builder: LabBuilder): Promise
 
 async function transferSeconds(builder: LabBuilder, bytes: number): Promise<number> {
   const started = Date.now();
-  const { stdout } = await exec("ssh", sshArgs(lab().lab, builder, `head -c ${bytes} /dev/zero`), { encoding: "buffer", maxBuffer: 2 * bytes, timeout: 60_000 });
+  const { stdout } = await exec("ssh", sshArgs(lab().lab, builder, `head -c ${bytes} /dev/zero`), {
+    encoding: "buffer",
+    maxBuffer: 2 * bytes,
+    timeout: 60_000,
+  });
   expect(stdout.length).toBe(bytes);
   return (Date.now() - started) / 1000;
 }
@@ -119,7 +135,9 @@ describe("the lab's network", () => {
       expect(builder.address.startsWith(LAB_NETWORK.split(".").slice(0, 2).join("."))).toBe(true);
       // Its namespace routes its own /30 and nothing else: no default route out.
       const { stdout } = await exec("nsenter", ["-t", String(builder.host.anchorPid), "-n", "ip", "-4", "route"]);
-      expect(stdout.trim()).toBe(`${builder.host.network!.peer.replace(/\d+$/, (last) => String(Number(last) - 1))}/30 dev eth0 proto kernel scope link src ${builder.address}`);
+      expect(stdout.trim()).toBe(
+        `${builder.host.network!.peer.replace(/\d+$/, (last) => String(Number(last) - 1))}/30 dev eth0 proto kernel scope link src ${builder.address}`,
+      );
       expect(await tcpReachable(builder.address, builder.port)).toBe(true);
     }
     // offload's machines.ts of the lab points there.
@@ -146,7 +164,7 @@ describe("the lab's network", () => {
     await restoreLink(a.host);
     // Restored means reachable again soon, not necessarily at the first SYN (under load, in CI).
     let reachable = false;
-    for (const deadline = Date.now() + 10_000; !reachable && Date.now() < deadline; ) reachable = await tcpReachable(a.address, a.port, 1000);
+    for (const deadline = Date.now() + 10_000; !reachable && Date.now() < deadline;) reachable = await tcpReachable(a.address, a.port, 1000);
     expect(reachable).toBe(true);
   });
 });
@@ -167,7 +185,14 @@ type Phase = "upload" | "build" | "download";
  * build (which talks every second for `sleep` s). `strike` gets the build's config dir. The
  * link's faults are cleared afterwards. `env` is added to the hook's environment.
  */
-async function struck(name: string, phase: Phase, strike: (configDir: string) => Promise<unknown>, options: string[] = [], sleep = 20, env: Record<string, string> = {}): Promise<Struck> {
+async function struck(
+  name: string,
+  phase: Phase,
+  strike: (configDir: string) => Promise<unknown>,
+  options: string[] = [],
+  sleep = 20,
+  env: Record<string, string> = {},
+): Promise<Struck> {
   const configDir = lab().config(name, [a]);
   const build: FaultBuild = { salt: salt(name), ...(phase === "upload" ? { blob: await addBlob(lab(), 40) } : phase === "download" ? { mib: 20 } : { sleep }) };
   if (phase !== "build") await shapeLink(a.host, SLOW);
@@ -253,10 +278,15 @@ describe("a builder's processes", () => {
   });
 
   test("the remote nix-store killed mid-build: one line naming it, without the build log run into it", async () => {
-    const { configDir, build, result, seconds } = await struck("kill-nix-store", "build", async () => expect(await killRemoteNixStore(a)).toBeGreaterThanOrEqual(1));
+    const { configDir, build, result, seconds } = await struck("kill-nix-store", "build", async () =>
+      expect(await killRemoteNixStore(a)).toBeGreaterThanOrEqual(1),
+    );
     expect(seconds).toBeLessThan(10);
     await expectNothingLeft(configDir, build);
-    expectOneLineFailure(result, new RegExp(`${a.address}: expected the reply to BuildDerivation, but the connection ended \\(server exited with (SIGKILL|KILL|9)`));
+    expectOneLineFailure(
+      result,
+      new RegExp(`${a.address}: expected the reply to BuildDerivation, but the connection ended \\(server exited with (SIGKILL|KILL|9)`),
+    );
   });
 
   test("a frozen builder (SIGSTOP) is passed over: the build fails over to the other one within a bound", async () => {
@@ -347,12 +377,21 @@ describe("stores and hooks", () => {
 describe("landing", () => {
   test("outputs larger than this machine's free store space are refused before a byte is fetched, with a fix", async () => {
     // A master whose /nix is a 64 MiB tmpfs: its store cannot take a 100 MiB output.
-    const small = await startHost({ name: "small-master", nix: "2.8", dir: join(lab().lab.dir, "small-master"), shared: [lab().lab.dir, lab().dir], storeMiB: 64 });
+    const small = await startHost({
+      name: "small-master",
+      nix: "2.8",
+      dir: join(lab().lab.dir, "small-master"),
+      shared: [lab().lab.dir, lab().dir],
+      storeMiB: 64,
+    });
     try {
       const configDir = lab().config("small-master", [a]);
       const before = (await linkCounters(a.host)).fromHost;
       const result = await lab().nixBuild(configDir, { salt: salt("small-master"), mib: 100 }, { on: small }).done;
-      expectOneLineFailure(result, /the outputs of \S+ need 100\.0 MiB in \/nix\/store \(spooled, then stored\), but it has only [0-9.]+ MiB free here; nothing fetched/);
+      expectOneLineFailure(
+        result,
+        /the outputs of \S+ need 100\.0 MiB in \/nix\/store \(spooled, then stored\), but it has only [0-9.]+ MiB free here; nothing fetched/,
+      );
       expect(result.stderr).toMatch(/ {2}fix: free space on this machine: nix-collect-garbage -d/);
       // The build's own traffic, not 100 MiB of NAR.
       expect((await linkCounters(a.host)).fromHost - before).toBeLessThan(MiB);
@@ -361,14 +400,15 @@ describe("landing", () => {
     }
   });
 
-
   test("a hook SIGKILLed after registering its outputs but before recording their signatures: the next hook records them", async () => {
     // A `nix` that stalls `store copy-sigs` widens the moment between landing's two steps
     // (register-validity, then copy-sigs: src/store/land.ts) to seconds.
     const bin = join(lab().dir, "slow-copy-sigs");
     mkdirSync(bin, { mode: 0o755 });
     const realNix = (await exec("sh", ["-c", "command -v nix"])).stdout.trim();
-    writeFileSync(join(bin, "nix"), `#!/bin/sh\ncase " $* " in *" copy-sigs "*) touch ${bin}/copying; exec sleep 20;; esac\nexec ${realNix} "$@"\n`, { mode: 0o755 });
+    writeFileSync(join(bin, "nix"), `#!/bin/sh\ncase " $* " in *" copy-sigs "*) touch ${bin}/copying; exec sleep 20;; esac\nexec ${realNix} "$@"\n`, {
+      mode: 0o755,
+    });
     const configDir = lab().config("kill-before-sigs", [a]);
     const build = { salt: salt("kill-before-sigs") };
     const building = lab().nixBuild(configDir, build, { env: { PATH: `${bin}:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin` } });

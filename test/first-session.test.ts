@@ -57,13 +57,26 @@ test("README, A first session: init, keygen, authorize, check --static print wha
   const here = (text: string) => text.replaceAll("/etc/offload", configDir);
   const env = { ...process.env, OFFLOAD_CONFIG_DIR: configDir, OFFLOAD_STATE_DIR: join(dir, "state"), OFFLOAD_CACHE_DIR: join(dir, "cache") };
   const steps = transcript("A first session");
-  expect(steps.map((step) => step.command.split("\n")[0])).toEqual(expect.arrayContaining(["offload init", "offload keygen", "offload authorize builder1-signing-key.pub", "offload check --static"]));
+  expect(steps.map((step) => step.command.split("\n")[0])).toEqual(
+    expect.arrayContaining(["offload init", "offload keygen", "offload authorize builder1-signing-key.pub", "offload check --static"]),
+  );
   for (const step of steps) {
     const script = `offload() { "${process.execPath}" "${BIN}" "$@"; }\n${here(step.command)}`;
     const result = spawnSync("sh", ["-c", `{ ${script}\n} 2>&1`], { cwd: work, env, encoding: "utf8" });
-    const actual = result.stdout.replace(/\n$/, "").split("\n").filter((line, _, all) => all.length > 1 || line !== "");
+    const actual = result.stdout
+      .replace(/\n$/, "")
+      .split("\n")
+      .filter((line, _, all) => all.length > 1 || line !== "");
     const expected = step.expected.map((line) => here(line).replaceAll("ruby", hostname()));
-    const patterns = expected.map((line) => new RegExp(`^${line.split("…").map((part) => part.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")).join(".+")}$`));
+    const patterns = expected.map(
+      (line) =>
+        new RegExp(
+          `^${line
+            .split("…")
+            .map((part) => part.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"))
+            .join(".+")}$`,
+        ),
+    );
     // Lines that match show as the README has them: a difference shows as a diff.
     expect({ command: step.command, status: result.status, output: actual.map((line, i) => (patterns[i]?.test(line) ? expected[i] : line)) }).toEqual({
       command: step.command,
@@ -79,7 +92,7 @@ test("offload init's template: its commented examples (one machine, a fleet from
   expect(init.code).toBe(0);
   const privateKey = join(dir, "id_builders");
   execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", privateKey]);
-  const code = /^(\s*)\/\/ ((?:const |  |\};|\.\.\.|buildMachine\(|\}\)).*)$/;
+  const code = /^(\s*)\/\/ ((?:const | {2}|\};|\.\.\.|buildMachine\(|\}\)).*)$/;
   const uncommented = readFileSync(join(configDir, "machines.ts"), "utf8")
     .split("\n")
     .map((line) => line.replace(code, "$1$2"))

@@ -42,7 +42,7 @@ function count(reader: string, accepted: boolean): void {
 
 /** Feeds bytes in random-sized chunks (1 byte up to all at once). */
 async function* chunks(bytes: Buffer, rng: Rng): AsyncGenerator<Buffer> {
-  for (let at = 0; at < bytes.length; ) {
+  for (let at = 0; at < bytes.length;) {
     const n = rng.pick([1, 3, 8, 13, 64, 4096, bytes.length]);
     yield bytes.subarray(at, at + n);
     at += n;
@@ -68,10 +68,7 @@ async function outcome(reader: string, input: Buffer | string, run: () => Promis
 // ---------------------------------------------------------------------------------------------
 // Inputs: random trees encoded as NAR, with the tokens' positions kept for targeted mutations.
 
-type Tree =
-  | { type: "regular"; executable: boolean; contents: Buffer }
-  | { type: "symlink"; target: Buffer }
-  | { type: "directory"; entries: [Buffer, Tree][] };
+type Tree = { type: "regular"; executable: boolean; contents: Buffer } | { type: "symlink"; target: Buffer } | { type: "directory"; entries: [Buffer, Tree][] };
 
 const NAMES = ["a", "b", "bin", "lib", "é", "\u{1F600}", "\uFFFD", "Z", "x.y", "-", "..a", ".hidden", "日本"].map((n) => Buffer.from(n));
 
@@ -405,7 +402,7 @@ describe("drv parser", () => {
         parseDerivation(text, "/nix/store/fuzz.drv");
         count("drv", true);
       } catch (error) {
-        if (!(error instanceof OffloadError)) throw new Error(`drv: ${String(error)} for ${JSON.stringify(text)}`);
+        if (!(error instanceof OffloadError)) throw new Error(`drv: ${String(error)} for ${JSON.stringify(text)}`, { cause: error });
         count("drv", false);
       }
     };

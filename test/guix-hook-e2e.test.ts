@@ -116,9 +116,11 @@ ${graph.map(({ name }) => `    (format #t "out ${name} ~a~%" (derivation->output
     offloadCli(["keygen", "--guix"]);
     sshKey = path.join(dir, "id_master");
     sshPublic = await ensureSshKey(sshKey, "guix-hook-master");
-    [b1, b2] = await Promise.all(
-      [1, 2].map((n) => startGuixHost({ name: `ghb${n}`, dir: path.join(dir, `b${n}`), ssh: { address: ADDRESS(n), port: PORT, authorizedKeys: [sshPublic] } })),
-    ) as [GuixHost, GuixHost];
+    [b1, b2] = (await Promise.all(
+      [1, 2].map((n) =>
+        startGuixHost({ name: `ghb${n}`, dir: path.join(dir, `b${n}`), ssh: { address: ADDRESS(n), port: PORT, authorizedKeys: [sshPublic] } }),
+      ),
+    )) as [GuixHost, GuixHost];
     hosts.push(b1, b2);
     const offloadKey = readFileSync(path.join(etc, "guix-signing-key.pub"), "utf8");
     await Promise.all([b1, b2].map((builder) => authorizeInGuixHost(builder, offloadKey)));
@@ -175,9 +177,13 @@ ${graph.map(({ name }) => `    (format #t "out ${name} ~a~%" (derivation->output
     expect(result.code).not.toBe(0);
     expect(result.stderr).toMatch(reason);
     expect(result.stderr).not.toMatch(/bad hook reply|unexpected EOF|at .*\.js:\d+/);
-    const outputs = [...result.drvs.keys()].map((name) => result.stdout.match(new RegExp(`^out ${name} (\\S+)$`, "m"))?.[1]).filter((out): out is string => out !== undefined);
+    const outputs = [...result.drvs.keys()]
+      .map((name) => result.stdout.match(new RegExp(`^out ${name} (\\S+)$`, "m"))?.[1])
+      .filter((out): out is string => out !== undefined);
     expect(outputs).toEqual([]); // build-derivations threw: the script printed no output path
-    const names = readdirSync(path.join(guixHostPaths(master.dir).gnu, "store")).filter((name) => name.includes(`-${nonceOf(result)}`) && !/\.(drv|lock)$/.test(name));
+    const names = readdirSync(path.join(guixHostPaths(master.dir).gnu, "store")).filter(
+      (name) => name.includes(`-${nonceOf(result)}`) && !/\.(drv|lock)$/.test(name),
+    );
     expect(names).toEqual([]);
     expect(leftInLanding()).toEqual([]);
   }
@@ -268,22 +274,42 @@ ${graph.map(({ name }) => `    (format #t "out ${name} ~a~%" (derivation->output
       // A machine recorded as Guix without guix-daemon at that socket, which has Nix (the sid root does).
       record(b1, `, remoteStore: "/var/guix/no-such-socket"`, "ghb1-nix"),
     ]);
-    const result = await runInHost(master.host, ["node", CLI, "check", "--json"], { env: { OFFLOAD_CONFIG_DIR: etc, OFFLOAD_STATE_DIR: path.join(dir, "state") }, timeoutMs: 120_000 });
+    const result = await runInHost(master.host, ["node", CLI, "check", "--json"], {
+      env: { OFFLOAD_CONFIG_DIR: etc, OFFLOAD_STATE_DIR: path.join(dir, "state") },
+      timeoutMs: 120_000,
+    });
     expect(result.code).toBe(1);
-    const report = JSON.parse(result.stdout) as { daemon: { status: string; detail: string }; machines: Array<{ machine: string; ok: boolean; steps: Array<{ step: string; status: string; code?: string; detail: string; fix?: string }> }> };
+    const report = JSON.parse(result.stdout) as {
+      daemon: { status: string; detail: string };
+      machines: Array<{ machine: string; ok: boolean; steps: Array<{ step: string; status: string; code?: string; detail: string; fix?: string }> }>;
+    };
     expect(report.daemon).toMatchObject({ status: "ok", detail: expect.stringContaining("hands its builds to offload") });
     const steps = (name: string) => Object.fromEntries(report.machines.find((m) => m.machine === name)!.steps.map((step) => [step.step, step]));
     for (const name of ["ghb1", "ghb2"]) {
-      expect(steps(name)["nix-store"]).toMatchObject({ status: "ok", detail: expect.stringMatching(/^guix-daemon \(protocol 1\.\d+\) at \/var\/guix\/daemon-socket\/socket$/) });
+      expect(steps(name)["nix-store"]).toMatchObject({
+        status: "ok",
+        detail: expect.stringMatching(/^guix-daemon \(protocol 1\.\d+\) at \/var\/guix\/daemon-socket\/socket$/),
+      });
       expect(steps(name)["round-trip"]).toMatchObject({ status: "ok", detail: expect.stringContaining("sent back signed by") });
       expect(steps(name)["disk"]).toMatchObject({ status: "ok", detail: expect.stringContaining("/gnu/store") });
     }
-    expect(steps("ghb2-unpinned")["round-trip"]).toMatchObject({ status: "fail", code: "guix-unauthorized-key", fix: expect.stringContaining("offload authorize --guix") });
-    expect(steps("ghb3")["round-trip"]).toMatchObject({ status: "fail", code: "guix-key-not-authorized", fix: expect.stringContaining("guix archive --authorize") });
+    expect(steps("ghb2-unpinned")["round-trip"]).toMatchObject({
+      status: "fail",
+      code: "guix-unauthorized-key",
+      fix: expect.stringContaining("offload authorize --guix"),
+    });
+    expect(steps("ghb3")["round-trip"]).toMatchObject({
+      status: "fail",
+      code: "guix-key-not-authorized",
+      fix: expect.stringContaining("guix archive --authorize"),
+    });
     expect(steps("ghb1-nix")["nix-store"]).toMatchObject({ status: "fail", code: "daemon-mismatch", fix: expect.stringContaining('daemon: "nix"') });
 
     // status sees Guix machines too: their /gnu/store's free space.
-    const status = await runInHost(master.host, ["node", CLI, "status", "--json", "^ghb1$"], { env: { OFFLOAD_CONFIG_DIR: etc, OFFLOAD_STATE_DIR: path.join(dir, "state") }, timeoutMs: 60_000 });
+    const status = await runInHost(master.host, ["node", CLI, "status", "--json", "^ghb1$"], {
+      env: { OFFLOAD_CONFIG_DIR: etc, OFFLOAD_STATE_DIR: path.join(dir, "state") },
+      timeoutMs: 60_000,
+    });
     const [ghb1] = (JSON.parse(status.stdout) as { machines: Array<{ machine: string; reachable: boolean; store?: { dir: string } }> }).machines;
     expect(ghb1).toMatchObject({ machine: "ghb1", reachable: true, store: { dir: "/gnu/store" } });
   }, 180_000);
@@ -300,7 +326,10 @@ ${graph.map(({ name }) => `    (format #t "out ${name} ~a~%" (derivation->output
         return ""; // ended meanwhile
       }
     };
-    const hooks = () => readdirSync("/proc").filter((pid) => /^\d+$/.test(pid) && read(pid, "cmdline").includes("dist/guix-hook.js") && read(pid, "environ").split("\0").includes(ours));
+    const hooks = () =>
+      readdirSync("/proc").filter(
+        (pid) => /^\d+$/.test(pid) && read(pid, "cmdline").includes("dist/guix-hook.js") && read(pid, "environ").split("\0").includes(ours),
+      );
     const killer = (async () => {
       for (const deadline = Date.now() + 120_000; Date.now() < deadline; await new Promise((resolve) => setTimeout(resolve, 10))) {
         // An output on its way: a spooled file that is growing.

@@ -31,7 +31,11 @@ function setup(name: string, machines: string): NodeJS.ProcessEnv {
 }
 
 /** Runs `offload-guix offload …` as guix-daemon does, writing `lines` (each after the previous reply); returns stderr. */
-function exchange(env: NodeJS.ProcessEnv, lines: string[], args = ["x86_64-linux", "3600", "false", "86400"]): Promise<{ status: number | null; stderr: string }> {
+function exchange(
+  env: NodeJS.ProcessEnv,
+  lines: string[],
+  args = ["x86_64-linux", "3600", "false", "86400"],
+): Promise<{ status: number | null; stderr: string }> {
   return new Promise((resolve, reject) => {
     const hook = spawn(GUIX_HOOK, ["offload", ...args], { env: { ...process.env, ...env }, stdio: ["pipe", "ignore", "pipe"] });
     let stderr = "";
@@ -63,8 +67,18 @@ const down = (name: string, extra = "") =>
   `  buildMachine({ name: "${name}", host: "127.0.0.1", port: 9, daemon: "guix", systems: ["x86_64-linux"], hostKey: "${HOST_KEY}", privateKey: "${clientKey}", connectTimeout: 2${extra} }),`;
 
 test("the daemon's arguments: SYSTEM MAX-SILENT-TIME PRINT-BUILD-TRACE BUILD-TIMEOUT, as Guix 1.5 and older daemons pass them", () => {
-  expect(parseGuixHookArguments(["x86_64-linux", "3600", "false", "86400"])).toEqual({ system: "x86_64-linux", maxSilentTime: 3600, printBuildTrace: false, buildTimeout: 86400 });
-  expect(parseGuixHookArguments(["aarch64-linux", "0", "1", "0"])).toEqual({ system: "aarch64-linux", maxSilentTime: 0, printBuildTrace: true, buildTimeout: 0 });
+  expect(parseGuixHookArguments(["x86_64-linux", "3600", "false", "86400"])).toEqual({
+    system: "x86_64-linux",
+    maxSilentTime: 3600,
+    printBuildTrace: false,
+    buildTimeout: 86400,
+  });
+  expect(parseGuixHookArguments(["aarch64-linux", "0", "1", "0"])).toEqual({
+    system: "aarch64-linux",
+    maxSilentTime: 0,
+    printBuildTrace: true,
+    buildTimeout: 0,
+  });
   expect(() => parseGuixHookArguments(["x86_64-linux"])).toThrow(/expected SYSTEM MAX-SILENT-TIME PRINT-BUILD-TRACE BUILD-TIMEOUT/);
 });
 
@@ -85,7 +99,11 @@ test("a Guix machine that is down: the daemon that cannot build itself is told w
 
 test("a mistake in machines.ts fails the build it is about with offload's message, never a bad hook reply", async () => {
   const env = setup("typo", down("gtypo", ", parallelBuild: 2"));
-  const { status, stderr } = await exchange(env, [`1 x86_64-linux ${DRV} `, `${DRV} /gnu/store/aaaa-input`, "/gnu/store/0mym5imlj8bclbwws3sf3d10gskmaqv0-leaf"]);
+  const { status, stderr } = await exchange(env, [
+    `1 x86_64-linux ${DRV} `,
+    `${DRV} /gnu/store/aaaa-input`,
+    "/gnu/store/0mym5imlj8bclbwws3sf3d10gskmaqv0-leaf",
+  ]);
   expect(stderr).toMatch(/^# accept$/m);
   expect(stderr).toMatch(/^offload: .*machines.ts does not type-check\n.*Did you mean to write 'parallelBuilds'\?/m);
   expect(stderr).not.toMatch(/at .*\.js:\d+/);
@@ -95,7 +113,9 @@ test("a mistake in machines.ts fails the build it is about with offload's messag
 test("every other subcommand goes to the real guix ($OFFLOAD_GUIX), which must not be offload-guix itself", () => {
   const fake = join(dir, "fake-guix");
   writeFileSync(fake, '#!/bin/sh\necho "real guix: $*"\n', { mode: 0o755 });
-  expect(execFileSync(GUIX_HOOK, ["authenticate", "sign", "x"], { env: { ...process.env, OFFLOAD_GUIX: fake }, encoding: "utf8" })).toBe("real guix: authenticate sign x\n");
+  expect(execFileSync(GUIX_HOOK, ["authenticate", "sign", "x"], { env: { ...process.env, OFFLOAD_GUIX: fake }, encoding: "utf8" })).toBe(
+    "real guix: authenticate sign x\n",
+  );
   const loop = spawnSync(GUIX_HOOK, ["gc"], { env: { ...process.env, OFFLOAD_GUIX: GUIX_HOOK }, encoding: "utf8" });
   expect(loop.status).toBe(1);
   expect(loop.stderr).toContain("is offload-guix itself");

@@ -91,7 +91,9 @@ const SID = path.join(process.env.OFFLOAD_ROOTS_DIR ?? "/var/lib/offload-roots",
     await Promise.all([master, builder].map((host) => stopHost(host.host)));
     expect((await runningHosts()).filter((host) => host.dir.startsWith(dir))).toEqual([]);
     expect((await runningProcesses()).filter((process) => process.cmdline.includes(dir))).toEqual([]);
-    const mounts = readFileSync("/proc/self/mountinfo", "utf8").split("\n").filter((line) => line.includes(dir));
+    const mounts = readFileSync("/proc/self/mountinfo", "utf8")
+      .split("\n")
+      .filter((line) => line.includes(dir));
     expect(mounts).toEqual([]);
     expect(await tcpReachable(address, 2429, 500)).toBe(false);
   });
@@ -124,7 +126,10 @@ exit 0
     const { drv, out, stderr } = await build(master, buildScript("#:max-silent-time 123 #:timeout 456"), nonce);
     // After "# accept" the hook's stderr and fd 4 reach the client; only fd 4 goes to the build log.
     expect(stderr).toMatch(/^to stderr\nto fd 4$/m);
-    const busybox = /^inputs \[(.*)\]$/m.exec(readFileSync(log, "utf8"))![1]!.split(" ").find((item) => item.endsWith("-busybox"))!;
+    const busybox = /^inputs \[(.*)\]$/m
+      .exec(readFileSync(log, "utf8"))![1]!
+      .split(" ")
+      .find((item) => item.endsWith("-busybox"))!;
     expect(readFileSync(log, "utf8").split("\n")).toEqual([
       "argv offload x86_64-linux 123 true 456",
       `request [1 x86_64-linux ${drv} ]`,

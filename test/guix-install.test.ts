@@ -24,7 +24,10 @@ function machine(spec: { systemd?: boolean; args?: string[]; env?: string[] } = 
   const calls: string[] = [];
   const startDaemon = (env: string[]) => {
     rmSync(proc, { recursive: true, force: true });
-    for (const [id, parent] of [[pid, 1], [pid + 1, pid]] as const) {
+    for (const [id, parent] of [
+      [pid, 1],
+      [pid + 1, pid],
+    ] as const) {
       mkdirSync(join(proc, String(id)), { recursive: true });
       writeFileSync(join(proc, String(id), "comm"), "guix-daemon\n");
       writeFileSync(join(proc, String(id), "stat"), `${id} (guix-daemon) S ${parent} ${id} ${id} 0 -1`);
@@ -93,7 +96,10 @@ test("a drop-in offload did not write is left alone, with what to add to it", as
 
 test("without systemd (Guix System's Shepherd), install says how to set GUIX there", async () => {
   const m = machine({ systemd: false });
-  await expect(installGuix(m.options)).rejects.toMatchObject({ code: "daemon-restart-needed", fix: expect.stringContaining("environment field of guix-configuration") });
+  await expect(installGuix(m.options)).rejects.toMatchObject({
+    code: "daemon-restart-needed",
+    fix: expect.stringContaining("environment field of guix-configuration"),
+  });
   expect(existsSync(join(m.root, GUIX_DROP_IN))).toBe(false);
 });
 

@@ -23,7 +23,7 @@ const SID = path.join(process.env.OFFLOAD_ROOTS_DIR ?? "/var/lib/offload-roots",
 /** `guix authenticate` replies: "CODE LEN:TEXT", one after another. */
 function replies(bytes: Buffer): Array<{ code: number; text: Buffer }> {
   const out = [];
-  for (let at = 0; at < bytes.length; ) {
+  for (let at = 0; at < bytes.length;) {
     const header = /^(\d+) (\d+):/.exec(bytes.subarray(at, at + 24).toString("latin1"))!;
     const start = at + header[0].length;
     out.push({ code: Number(header[1]), text: bytes.subarray(start, start + Number(header[2])) });
@@ -72,9 +72,17 @@ describe("S-expressions", () => {
     expect(parseSexp(canonicalSexp(parsed))).toEqual(parsed);
     // An atom starting with a digit or holding spaces is a string; a leading 0 byte or control bytes make hex.
     const atoms = (...values: Buffer[]) => advancedSexp(values).toString("latin1");
-    expect(atoms(Buffer.from("1abc"), Buffer.from("a b"), Buffer.from(""), Buffer.from([0, 1]), Buffer.from([0x41, 0xa1, 0x22]), Buffer.from([0x41, 0x80]), Buffer.from([0xa1]))).toBe(
-      '("1abc" "a b" "" #0001# "A\xa1\\"" #4180# #A1#)\n',
-    );
+    expect(
+      atoms(
+        Buffer.from("1abc"),
+        Buffer.from("a b"),
+        Buffer.from(""),
+        Buffer.from([0, 1]),
+        Buffer.from([0x41, 0xa1, 0x22]),
+        Buffer.from([0x41, 0x80]),
+        Buffer.from([0xa1]),
+      ),
+    ).toBe('("1abc" "a b" "" #0001# "A\xa1\\"" #4180# #A1#)\n');
   });
 
   test("malformed input is refused with a position", () => {
@@ -113,7 +121,9 @@ describe("keys", () => {
     expect(refusal(() => parseGuixPublicKey("(public-key (rsa (n #00C0#) (e #010001#)))")).message).toMatch(/not an ECC key/);
     expect(refusal(() => parseGuixPublicKey("(public-key (ecc (curve NIST P-256) (q #04#)))")).message).toMatch(/Ed25519 curve/);
     expect(refusal(() => parseGuixPublicKey("name:AAAA")).message).toMatch(/not a Guix key/);
-    const mixed = fixture("signing-key.sec").toString("latin1").replace(/\(q #[0-9A-F]+#\)/, `(q #${keyB.q.toString("hex").toUpperCase()}#)`);
+    const mixed = fixture("signing-key.sec")
+      .toString("latin1")
+      .replace(/\(q #[0-9A-F]+#\)/, `(q #${keyB.q.toString("hex").toUpperCase()}#)`);
     expect(refusal(() => parseGuixSecretKey(mixed)).message).toMatch(/q does not match its d/);
   });
 

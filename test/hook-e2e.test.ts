@@ -165,7 +165,9 @@ describe.each(MASTERS)("master Nix %s", (release) => {
   }
 
   async function outputOf(attribute: string, salt: string, marker = ""): Promise<string> {
-    const drv = (await inMaster(["nix-instantiate", join(dir, "graph.nix"), "-A", attribute, "--argstr", "salt", salt, "--argstr", "marker", marker])).stdout.trim();
+    const drv = (
+      await inMaster(["nix-instantiate", join(dir, "graph.nix"), "-A", attribute, "--argstr", "salt", salt, "--argstr", "marker", marker])
+    ).stdout.trim();
     return (await inMaster(["nix-store", "--query", "--outputs", drv])).stdout.trim();
   }
 
@@ -197,12 +199,26 @@ describe.each(MASTERS)("master Nix %s", (release) => {
       const path = await outputOf(attribute, salt);
       expect(await isValid(path)).toBe(true);
       const here = await pathInfo(master, path);
-      const verdict = verifyPathSignatures(here, lab.builders.map((b) => parsePublicKey(b.signingKey)));
+      const verdict = verifyPathSignatures(
+        here,
+        lab.builders.map((b) => parsePublicKey(b.signingKey)),
+      );
       expect(verdict.valid && verdict.key.name).toBe(builder.signingKey.split(":")[0]);
       // What Nix's build-remote registers is the builder's path info (copyPaths keeps it): compare field by field.
       expect(here).toEqual(await pathInfo(builder.host, path));
       // Nix itself agrees the signature is valid.
-      const verify = await inMaster(["nix", ...NIX, "store", "verify", "--no-contents", "--sigs-needed", "1", "--trusted-public-keys", builder.signingKey, path]);
+      const verify = await inMaster([
+        "nix",
+        ...NIX,
+        "store",
+        "verify",
+        "--no-contents",
+        "--sigs-needed",
+        "1",
+        "--trusted-public-keys",
+        builder.signingKey,
+        path,
+      ]);
       expect(verify.stderr).not.toMatch(/error/);
       expect(verify.code).toBe(0);
     }
@@ -249,7 +265,11 @@ describe.each(MASTERS)("master Nix %s", (release) => {
 
     test("signed by a key the machine's pin does not name", async () => {
       const stranger = generateKeyPair("stranger-1").publicKey.toString();
-      await expectRejected(onlySpare("pinned-other", { signingKey: () => stranger }), `pin-${release}-${Date.now()}`, /signed by "[^"]+-b2-1", which does not match the pinned signingKey "stranger-1" of /);
+      await expectRejected(
+        onlySpare("pinned-other", { signingKey: () => stranger }),
+        `pin-${release}-${Date.now()}`,
+        /signed by "[^"]+-b2-1", which does not match the pinned signingKey "stranger-1" of /,
+      );
     });
 
     test("signed by a key that is not in the ACL", async () => {
@@ -302,13 +322,18 @@ describe.each(MASTERS)("master Nix %s", (release) => {
     chmodSync(join(shared, "graph.nix"), 0o644);
     const hook = `build-hook = ${HOOK}`;
     // Where the daemon really takes build-hook from depends on its version (2.25–2.33 ignore nix.conf).
-    const daemonConf = buildHookLocation(parseNixVersion(`nix (Nix) ${version}`)!) === "nix.conf"
-      ? { nixConf: [hook, "max-jobs = 0"], daemonEnv: hookEnv(configDir) }
-      : { nixConf: ["max-jobs = 0"], daemonEnv: { ...hookEnv(configDir), NIX_CONFIG: hook } };
+    const daemonConf =
+      buildHookLocation(parseNixVersion(`nix (Nix) ${version}`)!) === "nix.conf"
+        ? { nixConf: [hook, "max-jobs = 0"], daemonEnv: hookEnv(configDir) }
+        : { nixConf: ["max-jobs = 0"], daemonEnv: { ...hookEnv(configDir), NIX_CONFIG: hook } };
     await stopHost(master);
     master = await startMasterHost({ dir: master.dir, nix: release, shared: [lab.dir, dir], ...daemonConf });
     const salt = `multi-user-${release}-${Date.now()}`;
-    const result = await inMaster(["nix-build", join(shared, "graph.nix"), "-A", "top", "--argstr", "salt", salt, "--argstr", "marker", "", "--no-out-link"], { NIX_REMOTE: "daemon" }, CLIENT_USER);
+    const result = await inMaster(
+      ["nix-build", join(shared, "graph.nix"), "-A", "top", "--argstr", "salt", salt, "--argstr", "marker", "", "--no-out-link"],
+      { NIX_REMOTE: "daemon" },
+      CLIENT_USER,
+    );
     expect(result.stderr).toContain("signature by");
     expect(result.code).toBe(0);
     const top = result.stdout.trim();
@@ -323,13 +348,33 @@ test("SIGTERM (how Nix 2.35 stops a hook) ends a building hook at once and frees
   try {
     const configDir = configFor("sigterm", { builders: [spare] });
     const salt = `sigterm-${Date.now()}`;
-    const args = [join(dir, "graph.nix"), "-A", "slow", "--argstr", "salt", salt, "--argstr", "marker", "", "--option", "build-hook", HOOK, "--max-jobs", "0", "--no-out-link"];
+    const args = [
+      join(dir, "graph.nix"),
+      "-A",
+      "slow",
+      "--argstr",
+      "salt",
+      salt,
+      "--argstr",
+      "marker",
+      "",
+      "--option",
+      "build-hook",
+      HOOK,
+      "--max-jobs",
+      "0",
+      "--no-out-link",
+    ];
     const building = runInHost(master, ["nix-build", ...args], { env: hookEnv(configDir), timeoutMs: 60_000 });
     // The hook: a process of ours whose environment names this config dir.
     const hookPid = async () => {
       for (const pid of readdirSync("/proc").filter((name) => /^\d+$/.test(name))) {
         try {
-          if (readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("offload-hook.js") && readFileSync(`/proc/${pid}/environ`, "utf8").includes(`OFFLOAD_CONFIG_DIR=${configDir}\0`)) return Number(pid);
+          if (
+            readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("offload-hook.js") &&
+            readFileSync(`/proc/${pid}/environ`, "utf8").includes(`OFFLOAD_CONFIG_DIR=${configDir}\0`)
+          )
+            return Number(pid);
         } catch {
           // gone meanwhile
         }
@@ -360,7 +405,9 @@ test("SIGTERM (how Nix 2.35 stops a hook) ends a building hook at once and frees
 
 test("a machine whose store is nearly full gets no build: postpone, with the reason and the fix", async () => {
   const env = { ...hookEnv(configFor("disk-low", { builders: [spare] })), OFFLOAD_MIN_FREE_MIB: String(1024 ** 3), OFFLOAD_AGENT: "0" };
-  const drvPath = execFileSync("nix-instantiate", [join(dir, "graph.nix"), "-A", "plain", "--argstr", "salt", `disk-${Date.now()}`, "--argstr", "marker", ""], { encoding: "utf8" }).trim();
+  const drvPath = execFileSync("nix-instantiate", [join(dir, "graph.nix"), "-A", "plain", "--argstr", "salt", `disk-${Date.now()}`, "--argstr", "marker", ""], {
+    encoding: "utf8",
+  }).trim();
   const run = await runHookTries(env, [{ amWilling: false, system: spare.system, drvPath }]);
   expect(run.replies).toEqual(["postpone"]);
   const text = run.messages.join("\n");

@@ -34,13 +34,20 @@ test("the executable: a broken machines.ts fails the build it is asked about, ex
   expect(run.messages.join("\n")).toMatch(/offload: .*machines\.ts has 1 invalid setting\n?.*speed: must be a positive finite number/s);
 });
 
-test("through a real nix-build, a broken machines.ts is the build's failure message, never \"unexpected EOF\"", async () => {
+test('through a real nix-build, a broken machines.ts is the build\'s failure message, never "unexpected EOF"', async () => {
   const env = setup("broken-real", `buildMachine({ name: "x", systems: ["x86_64-linux"], parallelBuild: 2 }),`);
-  writeFileSync(join(dir, "one.nix"), `derivation { name = "broken-config-${Date.now()}"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo > $out" ]; }\n`);
-  const result = spawnSync("nix-build", [join(dir, "one.nix"), "--option", "build-hook", HOOK, "--max-jobs", "0", "--option", "substituters", "", "--no-out-link"], {
-    env: { ...process.env, ...env },
-    encoding: "utf8",
-  });
+  writeFileSync(
+    join(dir, "one.nix"),
+    `derivation { name = "broken-config-${Date.now()}"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo > $out" ]; }\n`,
+  );
+  const result = spawnSync(
+    "nix-build",
+    [join(dir, "one.nix"), "--option", "build-hook", HOOK, "--max-jobs", "0", "--option", "substituters", "", "--no-out-link"],
+    {
+      env: { ...process.env, ...env },
+      encoding: "utf8",
+    },
+  );
   expect(result.status).not.toBe(0);
   expect(result.stderr).toContain("parallelBuild");
   expect(result.stderr).toContain("parallelBuilds");

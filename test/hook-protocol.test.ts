@@ -31,7 +31,9 @@ function setup(name: string, machines: string | undefined): NodeJS.ProcessEnv {
   writeFileSync(join(configDir, "signing-key.sec"), key.exportSecret(), { mode: 0o600 });
   writeFileSync(join(configDir, "acl"), `${generateKeyPair("builder-1").publicKey.toString()}\n`, { mode: 0o644 });
   if (machines !== undefined) {
-    writeFileSync(join(configDir, "machines.ts"), `import { buildMachine, localMachine } from "offload";\nexport default [\n${machines}\n];\n`, { mode: 0o644 });
+    writeFileSync(join(configDir, "machines.ts"), `import { buildMachine, localMachine } from "offload";\nexport default [\n${machines}\n];\n`, {
+      mode: 0o644,
+    });
   }
   return { OFFLOAD_CONFIG_DIR: configDir, OFFLOAD_STATE_DIR: join(dir, name, "state"), OFFLOAD_CACHE_DIR: join(dir, "cache") };
 }
@@ -53,7 +55,10 @@ test("an empty machine list: decline-permanently", async () => {
 });
 
 test("no machine for the system or features: decline, explaining each machine", async () => {
-  const env = setup("ineligible", machine("127.0.0.2", `, features: ["kvm"]`) + machine("127.0.0.3", `, features: ["big-parallel"], mandatoryFeatures: ["benchmark"]`));
+  const env = setup(
+    "ineligible",
+    machine("127.0.0.2", `, features: ["kvm"]`) + machine("127.0.0.3", `, features: ["big-parallel"], mandatoryFeatures: ["benchmark"]`),
+  );
   const run = await runHookInProcess(env, [{ amWilling: false, system: "aarch64-linux", drvPath: DRV }, x86(false, ["big-parallel"])]);
   expect(run.replies).toEqual(["decline", "decline"]);
   expect(run.code).toBe(0);
@@ -115,13 +120,19 @@ test("a machine that refuses connections is skipped with the reason and the fix,
   expect(second.messages.join("\n")).not.toContain("cannot build on");
   expect(second.messages.join("\n")).toContain("127.0.0.6: unreachable: connection to root@127.0.0.6:9 refused");
   // A changed record (the fix for a wrong port or hostKey) is tried again at once, back-off or not.
-  writeFileSync(join(env.OFFLOAD_CONFIG_DIR!, "machines.ts"), `import { buildMachine } from "offload";\nexport default [\n${machine("127.0.0.6", ", speed: 2")}\n];\n`);
+  writeFileSync(
+    join(env.OFFLOAD_CONFIG_DIR!, "machines.ts"),
+    `import { buildMachine } from "offload";\nexport default [\n${machine("127.0.0.6", ", speed: 2")}\n];\n`,
+  );
   const third = await runHookInProcess(env, [x86(false)]);
   expect(third.messages.join("\n")).toMatch(/cannot build on 127\.0\.0\.6: connection to root@127\.0\.0\.6:9 refused/);
 });
 
 test("a machine has a name of its own apart from where it is (host)", async () => {
-  const env = setup("named", `buildMachine({ name: "nc-b0", host: "127.0.0.10", port: 9, user: "root", systems: ["x86_64-linux"], hostKey: "${HOST_KEY}", privateKey: "${clientKey}", connectTimeout: 2 }),`);
+  const env = setup(
+    "named",
+    `buildMachine({ name: "nc-b0", host: "127.0.0.10", port: 9, user: "root", systems: ["x86_64-linux"], hostKey: "${HOST_KEY}", privateKey: "${clientKey}", connectTimeout: 2 }),`,
+  );
   const run = await runHookInProcess(env, [x86(false)]);
   expect(run.messages.join("\n")).toMatch(/cannot build on nc-b0: connection to nc-b0 \(root@127\.0\.0\.10:9\) refused/);
 });
@@ -139,7 +150,9 @@ test("per-build choice through the builders setting", async () => {
   // A name machines.ts does not have is a mistake, not a list that rules out every machine.
   const unknown = await runHookInProcess(env, [x86(false)], { ...BASE_SETTINGS, builders: "offload:only=nc-b0" });
   expect(unknown.replies).toEqual(["accept offload"]);
-  expect(unknown.messages.join("\n")).toContain('no machine called "nc-b0" in machines.ts (named by builders = "offload:only=nc-b0"); its machines are 127.0.0.7');
+  expect(unknown.messages.join("\n")).toContain(
+    'no machine called "nc-b0" in machines.ts (named by builders = "offload:only=nc-b0"); its machines are 127.0.0.7',
+  );
   expect(unknown.messages.join("\n")).not.toContain("not in this build's list");
 });
 
@@ -159,7 +172,9 @@ test("a state directory others can write to is refused (it holds the agent's soc
   const run = await runHookInProcess(env, [x86(false)]);
   expect(run.replies).toEqual(["accept offload"]);
   expect(run.code).toBe(1);
-  expect(run.messages.join("\n")).toContain(`refusing state directory ${env.OFFLOAD_STATE_DIR}: others can write to it (mode 777)\n  fix: chmod go-w ${env.OFFLOAD_STATE_DIR}`);
+  expect(run.messages.join("\n")).toContain(
+    `refusing state directory ${env.OFFLOAD_STATE_DIR}: others can write to it (mode 777)\n  fix: chmod go-w ${env.OFFLOAD_STATE_DIR}`,
+  );
 });
 
 test("a broken machines.ts fails loudly instead of silently building locally", async () => {

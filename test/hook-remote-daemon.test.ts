@@ -60,7 +60,10 @@ describe.each([0, 1])("builder %i (a non-root login through its nix-daemon)", (i
 
   function nixBuild(salt: string, seconds: number, options: string[] = []) {
     const args = [join(dir, "build.nix"), "--argstr", "salt", salt, "--arg", "seconds", String(seconds)];
-    return run("nix-build", [...args, "--option", "build-hook", HOOK, "--max-jobs", "0", "--option", "substituters", "", "--no-out-link", ...options], { env, timeout: 120_000 }).then(
+    return run("nix-build", [...args, "--option", "build-hook", HOOK, "--max-jobs", "0", "--option", "substituters", "", "--no-out-link", ...options], {
+      env,
+      timeout: 120_000,
+    }).then(
       ({ stdout, stderr }) => ({ ok: true, stdout: stdout.trim(), stderr }),
       (error: { stdout: string; stderr: string }) => ({ ok: false, stdout: error.stdout.trim(), stderr: error.stderr }),
     );

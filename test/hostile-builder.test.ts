@@ -27,12 +27,27 @@ beforeAll(async () => {
   builder = lab.builders[0]!;
   sshdConfig = readFileSync(builder.sshdConfig, "utf8");
   dir = makeSafeDir("hostile");
-  await build({ entryPoints: [join(PACKAGE_ROOT, "test", "support", "hostile-serve.ts")], outfile: join(dir, "hostile-serve.mjs"), bundle: true, format: "esm", platform: "node", target: "node20", logLevel: "warning" });
+  await build({
+    entryPoints: [join(PACKAGE_ROOT, "test", "support", "hostile-serve.ts")],
+    outfile: join(dir, "hostile-serve.mjs"),
+    bundle: true,
+    format: "esm",
+    platform: "node",
+    target: "node20",
+    logLevel: "warning",
+  });
   mkdirSync(join(dir, "bin"), { mode: 0o755 });
   // Only the serve sessions lie; `nix-store --version` and the like stay the real thing.
   const realNixStore = execFileSync("sh", ["-c", "command -v nix-store"], { encoding: "utf8" }).trim();
-  writeFileSync(join(dir, "bin", "nix-store"), `#!/bin/sh\n[ "$1" = --serve ] && exec ${process.execPath} ${join(dir, "hostile-serve.mjs")} "$@"\nexec ${realNixStore} "$@"\n`, { mode: 0o755 });
-  writeFileSync(join(dir, "one.nix"), `{ salt }: derivation { name = "hostile-target"; inherit salt; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo $salt > $out" ]; }\n`);
+  writeFileSync(
+    join(dir, "bin", "nix-store"),
+    `#!/bin/sh\n[ "$1" = --serve ] && exec ${process.execPath} ${join(dir, "hostile-serve.mjs")} "$@"\nexec ${realNixStore} "$@"\n`,
+    { mode: 0o755 },
+  );
+  writeFileSync(
+    join(dir, "one.nix"),
+    `{ salt }: derivation { name = "hostile-target"; inherit salt; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo $salt > $out" ]; }\n`,
+  );
   const config = join(dir, "etc");
   mkdirSync(config, { mode: 0o755 });
   for (const file of ["signing-key.sec", "acl"]) copyFileSync(join(lab.configDir, file), join(config, file));
@@ -50,21 +65,47 @@ async function turnHostile(mode: string, extra = ""): Promise<void> {
   const files = { sshdConfig: builder.sshdConfig, pidFile: builder.pidFile, logFile: builder.logFile };
   writeFileSync(
     builder.sshdConfig,
-    sshdConfig.replace(/^SetEnv (.*)$/m, `SetEnv $1 HOSTILE_MODE=${mode} HOSTILE_KEY=${join(builder.dir, "signing-key.sec")} PATH=${join(dir, "bin")}:/usr/bin:/bin${extra}`),
+    sshdConfig.replace(
+      /^SetEnv (.*)$/m,
+      `SetEnv $1 HOSTILE_MODE=${mode} HOSTILE_KEY=${join(builder.dir, "signing-key.sec")} PATH=${join(dir, "bin")}:/usr/bin:/bin${extra}`,
+    ),
   );
   await stopSshd(files);
   await startSshd(files, builder);
 }
 
 async function nixBuild(salt: string, options: string[] = []) {
-  const env = { ...process.env, OFFLOAD_CONFIG_DIR: join(dir, "etc"), OFFLOAD_STATE_DIR: join(dir, "state"), OFFLOAD_CACHE_DIR: join(dir, "cache"), OFFLOAD_AGENT: "0" };
-  const args = [join(dir, "one.nix"), "--argstr", "salt", salt, "--option", "build-hook", HOOK, "--max-jobs", "0", "--option", "substituters", "", "--no-out-link", ...options];
+  const env = {
+    ...process.env,
+    OFFLOAD_CONFIG_DIR: join(dir, "etc"),
+    OFFLOAD_STATE_DIR: join(dir, "state"),
+    OFFLOAD_CACHE_DIR: join(dir, "cache"),
+    OFFLOAD_AGENT: "0",
+  };
+  const args = [
+    join(dir, "one.nix"),
+    "--argstr",
+    "salt",
+    salt,
+    "--option",
+    "build-hook",
+    HOOK,
+    "--max-jobs",
+    "0",
+    "--option",
+    "substituters",
+    "",
+    "--no-out-link",
+    ...options,
+  ];
   const started = Date.now();
   const result = await run("nix-build", args, { env, timeout: 120_000 }).then(
     ({ stderr }) => ({ ok: true, stderr }),
     (error: { stderr: string }) => ({ ok: false, stderr: error.stderr }),
   );
-  const output = (await run("nix-instantiate", ["--eval", "-E", `(import ${join(dir, "one.nix")} { salt = "${salt}"; }).outPath`])).stdout.trim().replace(/"/g, "");
+  const output = (await run("nix-instantiate", ["--eval", "-E", `(import ${join(dir, "one.nix")} { salt = "${salt}"; }).outPath`])).stdout
+    .trim()
+    .replace(/"/g, "");
   return { ...result, output, seconds: (Date.now() - started) / 1000 };
 }
 

@@ -58,7 +58,11 @@ test("each host has its own /nix/store: a path added in one is valid there only"
 });
 
 test("in a Debian root, this machine's node and offload's package root are where they are outside", async () => {
-  const result = await runInHost(host("2.26"), ["sh", "-c", `node --version && test -f ${PACKAGE_ROOT}/bin/offload-hook.js && head -1 ${PACKAGE_ROOT}/bin/offload-hook.js`]);
+  const result = await runInHost(host("2.26"), [
+    "sh",
+    "-c",
+    `node --version && test -f ${PACKAGE_ROOT}/bin/offload-hook.js && head -1 ${PACKAGE_ROOT}/bin/offload-hook.js`,
+  ]);
   expect(result).toMatchObject({ code: 0, stdout: `${process.version}\n#!/usr/bin/env node\n` });
 });
 

@@ -93,7 +93,11 @@ test("Nix 1.x: the founding document's machines, and its mandatory features", as
 
 test("Nix 1.x: a line without max jobs was never used, so it is imported disabled, with a warning", () => {
   const { warnings, text } = runImport("nix1-hydra.conf", { from: "nix1" });
-  expect(warnings).toContainEqual(expect.stringMatching(/^test\/fixtures\/import\/nix1-hydra\.conf:4:1: no build slots \(max jobs 0, or none in Nix 1\.x\): Nix never builds there; imported disabled$/));
+  expect(warnings).toContainEqual(
+    expect.stringMatching(
+      /^test\/fixtures\/import\/nix1-hydra\.conf:4:1: no build slots \(max jobs 0, or none in Nix 1\.x\): Nix never builds there; imported disabled$/,
+    ),
+  );
   expect(text).toMatch(/name: "mac-mini",[^}]*enabled: false/);
 });
 
@@ -102,14 +106,22 @@ test("Nix 2.x: URIs, placeholders, host keys, ;, comments, @includes and what of
   expect(machines).toBe(7);
   expect(text).toContain('hostKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFHI3/c8yvZiRIrPlNbVW/z785mqAXJJm8sNfG6PuzdS root@builder1"');
   expect(text).toContain("// test/fixtures/import/machines.d/extra:2:26: ssh://old.example.org x86_64-linux - 0");
-  expect(warnings).toContainEqual("test/fixtures/import/machines.d/extra:2:63: no build slots (max jobs 0, or none in Nix 1.x): Nix never builds there; imported disabled");
+  expect(warnings).toContainEqual(
+    "test/fixtures/import/machines.d/extra:2:63: no build slots (max jobs 0, or none in Nix 1.x): Nix never builds there; imported disabled",
+  );
 });
 
 test("Nix 2.x: a store setting offload has no field for is kept as a comment and warned about", () => {
   const path = join(dir, "settings");
   writeFileSync(path, "ssh://nix@b1?remote-program=/opt/nix/bin/nix-store&ssh-key=/root/.ssh/id x86_64-linux - 2 1 - - - extra\n");
   const warnings: string[] = [];
-  const { text } = importMachines(readFileSync(path, "utf8"), { file: "settings", dir, read: () => undefined, knownHosts: [], warn: (at, m) => warnings.push(`${formatLocation(at)}: ${m}`) });
+  const { text } = importMachines(readFileSync(path, "utf8"), {
+    file: "settings",
+    dir,
+    read: () => undefined,
+    knownHosts: [],
+    warn: (at, m) => warnings.push(`${formatLocation(at)}: ${m}`),
+  });
   expect(text).toContain("// store setting remote-program=/opt/nix/bin/nix-store has no offload equivalent; not imported");
   expect(text).toContain('privateKey: "/root/.ssh/id"');
   expect(warnings).toContainEqual("settings:1:1: store setting remote-program=/opt/nix/bin/nix-store has no offload equivalent; not imported");
@@ -127,17 +139,28 @@ test("NixOS: ssh_config aliases and known_hosts fill in the address, port, user,
   writeFileSync(sshConfig, "Host ruby\n  HostName 192.168.5.102\n  Port 2202\n  User builder\n  IdentityFile ~/.ssh/id_ruby\n");
   const json = JSON.stringify([{ hostName: "ruby", systems: ["x86_64-linux"], protocol: "ssh-ng" }]);
   const { text } = importMachines(json, {
-    file: "b.json", dir, read: () => undefined, sshConfig, knownHosts: [join(FIXTURES, "nixos-ssh_known_hosts")], warn: () => undefined,
+    file: "b.json",
+    dir,
+    read: () => undefined,
+    sshConfig,
+    knownHosts: [join(FIXTURES, "nixos-ssh_known_hosts")],
+    warn: () => undefined,
   });
-  expect(text).toMatch(/name: "192\.168\.5\.102",\n {4}port: 2202,\n {4}user: "builder",\n {4}systems: \["x86_64-linux"\],\n {4}hostKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE7n11XxB8B3HjdyAsL3PuLVDZxWCzEOUTJAY8\+goQmW",\n {4}privateKey: "\/[^"]*\/\.ssh\/id_ruby",/);
+  expect(text).toMatch(
+    /name: "192\.168\.5\.102",\n {4}port: 2202,\n {4}user: "builder",\n {4}systems: \["x86_64-linux"\],\n {4}hostKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE7n11XxB8B3HjdyAsL3PuLVDZxWCzEOUTJAY8\+goQmW",\n {4}privateKey: "\/[^"]*\/\.ssh\/id_ruby",/,
+  );
   expect(text).toContain('// name was "ruby", a Host alias of');
   expect(text).toContain("was ssh-ng://");
 });
 
 test("Guix: computed values are TODOs at their line:col, never guessed", () => {
   const { warnings, text } = runImport("guix-machines.scm");
-  expect(warnings).toContainEqual("test/fixtures/import/guix-machines.scm:49:2: TODO 49:2: this list of machines is computed by Scheme code, which offload import does not run; write its records by hand");
-  expect(warnings).toContainEqual('test/fixtures/import/guix-machines.scm:46:16: TODO 46:16: name is computed by (string-append "gpu" ".example.org"), which offload import does not run; write its value here');
+  expect(warnings).toContainEqual(
+    "test/fixtures/import/guix-machines.scm:49:2: TODO 49:2: this list of machines is computed by Scheme code, which offload import does not run; write its records by hand",
+  );
+  expect(warnings).toContainEqual(
+    'test/fixtures/import/guix-machines.scm:46:16: TODO 46:16: name is computed by (string-append "gpu" ".example.org"), which offload import does not run; write its value here',
+  );
   expect(text).toContain('  // buildMachine({\n  //   daemon: "guix",\n  //   systems: ["x86_64-linux"],\n  //   features: ["cuda"],\n  // }),');
   expect(text).not.toContain("rack1");
   // A Guix machine is guix-daemon's, reached at its daemon-socket.
@@ -148,7 +171,19 @@ test("Guix: computed values are TODOs at their line:col, never guessed", () => {
 test.each([
   ["nix@mac", { scheme: "ssh", user: "nix", host: "mac", params: [] }],
   ["ssh://mac:2222", { scheme: "ssh", host: "mac", port: 2222, params: [] }],
-  ["ssh-ng://u@[fd00::5]:22?ssh-key=%2Froot%2Fk&remote-store=/x", { scheme: "ssh-ng", user: "u", host: "fd00::5", port: 22, params: [["ssh-key", "/root/k"], ["remote-store", "/x"]] }],
+  [
+    "ssh-ng://u@[fd00::5]:22?ssh-key=%2Froot%2Fk&remote-store=/x",
+    {
+      scheme: "ssh-ng",
+      user: "u",
+      host: "fd00::5",
+      port: 22,
+      params: [
+        ["ssh-key", "/root/k"],
+        ["remote-store", "/x"],
+      ],
+    },
+  ],
   ["ssh://nix@fd00::5", { scheme: "ssh", user: "nix", host: "fd00::5", params: [] }],
   ["daemon", undefined],
   ["local?root=/srv", undefined],
@@ -170,7 +205,7 @@ test("the format is detected", () => {
   ] as const) {
     expect([file, detectFormat(readFileSync(join(FIXTURES, file), "utf8"))]).toEqual([file, format]);
   }
-  expect(detectFormat('#| a block comment |#\n;; a line comment\n(list)')).toBe("guix");
+  expect(detectFormat("#| a block comment |#\n;; a line comment\n(list)")).toBe("guix");
   expect(detectFormat('  {"nix": {"buildMachines": []}}')).toBe("nixos-json");
 });
 
@@ -178,13 +213,21 @@ describe("s-expression reader", () => {
   const read = (text: string) => readSexps(text, "m.scm");
   const plain = (text: string): unknown => {
     const strip = (d: ReturnType<typeof read>[number]): unknown =>
-      d.kind === "list" || d.kind === "vector" ? { [d.kind]: d.items.map(strip), ...(d.kind === "list" && d.tail ? { tail: strip(d.tail) } : {}) } : d.kind === "symbol" ? `'${d.name}` : "value" in d ? d.value : `#:${d.name}`;
+      d.kind === "list" || d.kind === "vector"
+        ? { [d.kind]: d.items.map(strip), ...(d.kind === "list" && d.tail ? { tail: strip(d.tail) } : {}) }
+        : d.kind === "symbol"
+          ? `'${d.name}`
+          : "value" in d
+            ? d.value
+            : `#:${d.name}`;
     return read(text).map(strip);
   };
 
   test("strings with escapes and line continuations", () => {
-    expect(plain(String.raw`"a\"b\\c\n\t\x41;\x42\u00e9" "one \
-        line"`)).toEqual(['a"b\\c\n\tABé', "one line"]);
+    expect(
+      plain(String.raw`"a\"b\\c\n\t\x41;\x42\u00e9" "one \
+        line"`),
+    ).toEqual(['a"b\\c\n\tABé', "one line"]);
   });
 
   test("comments: line, nested block, #! and datum comments", () => {
@@ -201,7 +244,23 @@ describe("s-expression reader", () => {
 
   test("numbers, booleans, characters, keywords, vectors, pairs, brackets", () => {
     expect(plain("2. .5 -3 1e3 3/2 #x1F #e1.5 #t #f #true #false #\\a #\\space #:key #(1 2) (a . b) [c]")).toEqual([
-      2, 0.5, -3, 1000, 1.5, 31, 1.5, true, false, true, false, "a", " ", "#:key", { vector: [1, 2] }, { list: ["'a"], tail: "'b" }, { list: ["'c"] },
+      2,
+      0.5,
+      -3,
+      1000,
+      1.5,
+      31,
+      1.5,
+      true,
+      false,
+      true,
+      false,
+      "a",
+      " ",
+      "#:key",
+      { vector: [1, 2] },
+      { list: ["'a"], tail: "'b" },
+      { list: ["'c"] },
     ]);
     expect(plain("1+ - ... ->x")).toEqual(["'1+", "'-", "'...", "'->x"]);
   });
@@ -268,7 +327,12 @@ describe("the command", () => {
     ["machines", "nix", "ssh://b1 x86_64-linux - 1 fast\n", /:1:27: column 5 \(speed factor\) must be a number, not "fast"$/],
     ["machines", "nix", "ssh://b1 x86_64-linux - 1 -2\n", /:1:27: speed factor -2 is negative \(Nix: "speed factor must be >= 0"\)$/],
     ["machines", "nix", "ssh://b1 x86_64-linux - - - - - not*base64\n", /:1:33: public host key "not\*base64" is not base64/],
-    ["machines", "nix", `ssh://b1 x86_64-linux - - - - - ${Buffer.from("hello world").toString("base64")}\n`, /:1:33: public host key decodes to "hello world", not an OpenSSH public key line/],
+    [
+      "machines",
+      "nix",
+      `ssh://b1 x86_64-linux - - - - - ${Buffer.from("hello world").toString("base64")}\n`,
+      /:1:33: public host key decodes to "hello world", not an OpenSSH public key line/,
+    ],
     ["machines", "nix", "ssh://b1 x86_64-linux\n  @missing.d/machines\n", /:2:3: @missing\.d\/machines: .*\/missing\.d\/machines does not exist$/],
     ["machines", "nix", "@machines\n", /:1:1: @machines includes itself \(through .*\/machines\)$/],
     ["machines", "nix", "- x86_64-linux\n", /:1:1: the first column must name the machine/],
@@ -280,9 +344,9 @@ describe("the command", () => {
     ["machines.scm", "guix", '(list (build-machine (name "a") (systems (list "x86_64-linux")))', /:1:1: missing '\)' to close the list opened here$/],
     ["machines.scm", "guix", '(list (build-machine\n  (name 42) (systems (list "x86_64-linux"))))', /:2:9: \(name 42\): name must be a string$/],
     ["machines.scm", "guix", '(list (build-machine (name "a") (user "bob")))', /:1:7: build-machine has no systems field$/],
-    ["machines.scm", "guix", "'((build-machine (name \"a\") (systems '(\"x86_64-linux\"))))", /:1:1: .* is quoted data, not build-machine records/],
+    ["machines.scm", "guix", '\'((build-machine (name "a") (systems \'("x86_64-linux"))))', /:1:1: .* is quoted data, not build-machine records/],
     ["machines.scm", "guix", '(list (build-machine (name "a") systems))', /:1:33: systems is not a field of build-machine: write \(field value\)$/],
-    ["machines.scm", "guix", '(use-modules (gnu))', /:1:1: no list of build machines found/],
+    ["machines.scm", "guix", "(use-modules (gnu))", /:1:1: no list of build machines found/],
   ];
   test.each(malformed)("%s (%s): %j", async (name, format, text, expected) => {
     const sub = join(dir, `bad-${malformed.findIndex((m) => m[2] === text)}`);

@@ -66,7 +66,15 @@ async function setUp(nix: NixRelease, shared: string[] = []): Promise<Setup> {
   mkdirSync(hookConfig, { mode: 0o755 });
   mkdirSync(checkConfig, { mode: 0o755 });
   writeFileSync(join(checkConfig, "machines.ts"), 'import { buildMachine } from "offload";\nexport default [];\n', { mode: 0o644 });
-  const setup: Setup = { host, dir, hookConfig, checkConfig, originalNixConf: readFileSync(hostPaths(dir).nixConf), rootHome, carried: readdirSync(rootHome).sort() };
+  const setup: Setup = {
+    host,
+    dir,
+    hookConfig,
+    checkConfig,
+    originalNixConf: readFileSync(hostPaths(dir).nixConf),
+    rootHome,
+    carried: readdirSync(rootHome).sort(),
+  };
   await startNixDaemon(host, { env: daemonEnv(setup) });
   return setup;
 }
@@ -79,7 +87,9 @@ async function tearDown(setup: Setup | undefined): Promise<void> {
 
 /** `offload ARGS` as root inside the host. */
 function offload(setup: Setup, args: string[]): Promise<HostResult> {
-  return runInHost(setup.host, ["node", OFFLOAD, ...args], { env: { OFFLOAD_CONFIG_DIR: setup.checkConfig, OFFLOAD_CACHE_DIR: join(setup.dir, "cache"), OFFLOAD_STATE_DIR: join(setup.dir, "state") } });
+  return runInHost(setup.host, ["node", OFFLOAD, ...args], {
+    env: { OFFLOAD_CONFIG_DIR: setup.checkConfig, OFFLOAD_CACHE_DIR: join(setup.dir, "cache"), OFFLOAD_STATE_DIR: join(setup.dir, "state") },
+  });
 }
 
 async function daemonStep(setup: Setup): Promise<DaemonReport> {
@@ -92,7 +102,11 @@ async function daemonStep(setup: Setup): Promise<DaemonReport> {
 async function hookRun(setup: Setup): Promise<{ hook: string | undefined; reply: string | undefined; output: string }> {
   const salt = `${Date.now()}-${Math.random()}`;
   const expression = `derivation { name = "install-probe"; salt = "${salt}"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo > $out" ]; }`;
-  const result = await runInHost(setup.host, ["nix-build", "-E", expression, "--no-out-link", "--max-jobs", "0", "-vvv"], { user: CLIENT, env: { NIX_REMOTE: "daemon" }, timeoutMs: 60_000 });
+  const result = await runInHost(setup.host, ["nix-build", "-E", expression, "--no-out-link", "--max-jobs", "0", "-vvv"], {
+    user: CLIENT,
+    env: { NIX_REMOTE: "daemon" },
+    timeoutMs: 60_000,
+  });
   const output = result.stderr;
   expect(result.code).not.toBe(0);
   // 2.8: "unable to start any build", 2.26: "Unable to start any build", 2.34: "local builds are disabled (max-jobs = 0)".
@@ -102,7 +116,11 @@ async function hookRun(setup: Setup): Promise<{ hook: string | undefined; reply:
 
 /** Kills the daemon (by the pid offload reported, in the host's PID namespace), waits until it is gone (10 s at most), starts a new one with `env`. */
 async function restartDaemon(setup: Setup, pid: number, env: Record<string, string> = {}): Promise<void> {
-  const killed = await runInHost(setup.host, ["sh", "-c", `kill ${pid}; for i in $(seq 100); do kill -0 ${pid} 2>/dev/null || exit 0; sleep 0.1; done; exit 1`]);
+  const killed = await runInHost(setup.host, [
+    "sh",
+    "-c",
+    `kill ${pid}; for i in $(seq 100); do kill -0 ${pid} 2>/dev/null || exit 0; sleep 0.1; done; exit 1`,
+  ]);
   expect(killed).toMatchObject({ code: 0 });
   await startNixDaemon(setup.host, { env: daemonEnv(setup, env) });
 }
@@ -125,7 +143,10 @@ async function remoteBuild(setup: Setup, builder: LabBuilder, who: string, optio
   expect(await runInHost(setup.host, ["cat", output])).toMatchObject({ stdout: `${salt}\n` });
   // Registered with the signature of the builder that built it.
   const signer = builder.signingKey.split(":")[0]!;
-  expect(await runInHost(setup.host, ["nix", "--extra-experimental-features", "nix-command", "path-info", "--sigs", output])).toMatchObject({ code: 0, stdout: expect.stringContaining(`${signer}:`) });
+  expect(await runInHost(setup.host, ["nix", "--extra-experimental-features", "nix-command", "path-info", "--sigs", output])).toMatchObject({
+    code: 0,
+    stdout: expect.stringContaining(`${signer}:`),
+  });
   return result;
 }
 
@@ -174,7 +195,9 @@ describe.each([
 
     const again = await offload(setup, ["install"]);
     expect(again.code).toBe(0);
-    expect(again.stdout).toBe(`nothing to change: nix-daemon ${version} (pid ${after.facts.pid}, not started by systemd) runs offload's hook (/etc/nix/nix.conf:${lineNumber})\n`);
+    expect(again.stdout).toBe(
+      `nothing to change: nix-daemon ${version} (pid ${after.facts.pid}, not started by systemd) runs offload's hook (/etc/nix/nix.conf:${lineNumber})\n`,
+    );
     expect(nixConf(setup).toString()).toBe(`${setup.originalNixConf.toString()}${line}\n`);
 
     const removed = await offload(setup, ["uninstall"]);
@@ -233,7 +256,10 @@ describe("Nix 2.26: build-hook in a user config file, root's ~/.config/nix/nix.c
 
     const installed = await offload(setup, ["install"]);
     const line = nixConfLine(OFFLOAD_HOOK, ["/root/.config/nix", "/root/.config"]);
-    expect(installed).toMatchObject({ stdout: `/root/.config: created (a directory)\n/root/.config/nix: created (a directory)\n${USER_CONF}: added line 1: ${line}\n`, code: 1 });
+    expect(installed).toMatchObject({
+      stdout: `/root/.config: created (a directory)\n/root/.config/nix: created (a directory)\n${USER_CONF}: added line 1: ${line}\n`,
+      code: 1,
+    });
     expect(installed.stderr).toContain(`offload: nix-daemon 2.26.3 (pid ${before.facts.pid}, not started by systemd) must be restarted to read the change`);
     expect(installed.stderr).toContain(`fix: restart nix-daemon as it was started: kill ${before.facts.pid}; nix-daemon &`);
     expect(readFileSync(join(setup.rootHome, ".config/nix/nix.conf"), "utf8")).toBe(`${line}\n`);
@@ -283,6 +309,9 @@ describe("Nix 2.26: build-hook in a user config file, root's ~/.config/nix/nix.c
     await restartDaemon(setup, unowned.facts.pid!);
     expect(await daemonStep(setup)).toMatchObject({ status: "fail", code: "daemon-hook-not-offload" });
     expect((await hookRun(setup)).hook).toBe("/usr/bin/nix __build-remote");
-    expect(await offload(setup, ["uninstall"])).toMatchObject({ code: 0, stdout: expect.stringMatching(/^nothing to remove: nix-daemon 2\.26\.3 .* runs Nix's own build-remote \(build-hook is not set\)\n$/) });
+    expect(await offload(setup, ["uninstall"])).toMatchObject({
+      code: 0,
+      stdout: expect.stringMatching(/^nothing to remove: nix-daemon 2\.26\.3 .* runs Nix's own build-remote \(build-hook is not set\)\n$/),
+    });
   }, 300_000);
 });

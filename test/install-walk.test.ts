@@ -45,7 +45,12 @@ function expectSuccess(line: string, result: HostResult): void {
 
 /** A line the README shows in `code spans`, as a pattern: `…` stands for anything. */
 function shown(line: string): RegExp {
-  return new RegExp(line.split("…").map((part) => part.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")).join("[^']+?"));
+  return new RegExp(
+    line
+      .split("…")
+      .map((part) => part.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"))
+      .join("[^']+?"),
+  );
 }
 
 let lab: Lab;
@@ -151,7 +156,11 @@ test("README, Install: every step runs in the order written, and the test build 
   expect(stale.code).not.toBe(0);
   expect(`${stale.stdout}${stale.stderr}`).toContain(`restart nix-daemon as it was started: ${fix![1]}`);
   // `nix-daemon &` from runInHost would hold its output open: started alike, as root with the same environment.
-  const killed = await runInHost(master, ["sh", "-c", `kill ${fix![2]}; for i in $(seq 100); do kill -0 ${fix![2]} 2>/dev/null || exit 0; sleep 0.1; done; exit 1`]);
+  const killed = await runInHost(master, [
+    "sh",
+    "-c",
+    `kill ${fix![2]}; for i in $(seq 100); do kill -0 ${fix![2]} 2>/dev/null || exit 0; sleep 0.1; done; exit 1`,
+  ]);
   expect(killed).toMatchObject({ code: 0 });
   await startNixDaemon(master, { env });
   expectSuccess(checkLine, await asRoot(checkLine, 60_000));

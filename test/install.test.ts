@@ -70,7 +70,9 @@ describe.each([
       `nix-daemon ${version} (pid 102, nix-daemon.service) runs Nix's own build-remote (build-hook is not set)`,
     ]);
     expect(snapshot(root)).toEqual(before);
-    expect(await run(uninstall, fake)).toEqual({ lines: [`nothing to remove: nix-daemon ${version} (pid 102, nix-daemon.service) runs Nix's own build-remote (build-hook is not set)`] });
+    expect(await run(uninstall, fake)).toEqual({
+      lines: [`nothing to remove: nix-daemon ${version} (pid 102, nix-daemon.service) runs Nix's own build-remote (build-hook is not set)`],
+    });
   });
 });
 
@@ -93,7 +95,9 @@ describe("Nix 2.26 (2.25–2.33): the line in root's ~/.config/nix/nix.conf", ()
     expect(nixConf()).toBe(NIX_CONF);
     expect(existsSync(join(root, "etc/xdg"))).toBe(false);
 
-    expect(await run(install, fake)).toEqual({ lines: [`nothing to change: nix-daemon 2.26.3 (pid 101, nix-daemon.service) runs offload's hook (${USER_CONF}:1)`] });
+    expect(await run(install, fake)).toEqual({
+      lines: [`nothing to change: nix-daemon 2.26.3 (pid 101, nix-daemon.service) runs offload's hook (${USER_CONF}:1)`],
+    });
 
     const removed = await run(uninstall, fake);
     expect(removed.error).toBeUndefined();
@@ -105,17 +109,25 @@ describe("Nix 2.26 (2.25–2.33): the line in root's ~/.config/nix/nix.conf", ()
       "nix-daemon 2.26.3 (pid 102, nix-daemon.service) runs Nix's own build-remote (build-hook is not set)",
     ]);
     expect(snapshot(root)).toEqual(before);
-    expect(fake.systemctl).toEqual([["restart", "nix-daemon.service"], ["restart", "nix-daemon.service"]]);
+    expect(fake.systemctl).toEqual([
+      ["restart", "nix-daemon.service"],
+      ["restart", "nix-daemon.service"],
+    ]);
   });
 
   test("root's home is the daemon's: its HOME (owned by root), else its passwd entry's; XDG_CONFIG_HOME; a HOME of \"/root/\" names the same file", async () => {
     writeTree(root, { "/etc/passwd": "root:x:0:0:root:/var/root:/bin/bash\n" });
     mkdirSync(join(root, "var/root"), { recursive: true, mode: 0o700 });
     mkdirSync(join(root, "srv/home"), { recursive: true, mode: 0o700 });
-    const target = async (env: Record<string, string>) => (await run(install, fakeNix(root, { version: "2.26.3", daemon: { env } }), true)).lines.find((line) => line.includes("would add line"));
+    const target = async (env: Record<string, string>) =>
+      (await run(install, fakeNix(root, { version: "2.26.3", daemon: { env } }), true)).lines.find((line) => line.includes("would add line"));
     expect(await target({})).toBe(`/var/root/.config/nix/nix.conf: would add line 1: ${nixConfLine(HOOK, ["/var/root/.config/nix", "/var/root/.config"])}`);
-    expect(await target({ HOME: "/srv/home" })).toBe(`/srv/home/.config/nix/nix.conf: would add line 1: ${nixConfLine(HOOK, ["/srv/home/.config/nix", "/srv/home/.config"])}`);
-    expect(await target({ XDG_CONFIG_HOME: "/srv/home/config" })).toBe(`/srv/home/config/nix/nix.conf: would add line 1: ${nixConfLine(HOOK, ["/srv/home/config/nix", "/srv/home/config"])}`);
+    expect(await target({ HOME: "/srv/home" })).toBe(
+      `/srv/home/.config/nix/nix.conf: would add line 1: ${nixConfLine(HOOK, ["/srv/home/.config/nix", "/srv/home/.config"])}`,
+    );
+    expect(await target({ XDG_CONFIG_HOME: "/srv/home/config" })).toBe(
+      `/srv/home/config/nix/nix.conf: would add line 1: ${nixConfLine(HOOK, ["/srv/home/config/nix", "/srv/home/config"])}`,
+    );
     expect(await target({ HOME: "/root/" })).toBe(`${USER_CONF}: would add line 1: ${nixConfLine(HOOK, ["/root/.config/nix", "/root/.config"])}`);
   });
 
@@ -132,7 +144,10 @@ describe("Nix 2.26 (2.25–2.33): the line in root's ~/.config/nix/nix.conf", ()
     const moved = "/srv/offload/bin/offload-hook.js";
     writeTree(root, { [moved]: "#!/usr/bin/env node\n" });
     const again = await run(install, fake, false, moved);
-    expect(again.lines.slice(0, 2)).toEqual([`${USER_CONF}: removed line 1: ${nixConfLine(HOOK, CREATED)}`, `${USER_CONF}: added line 1: ${nixConfLine(moved, CREATED)}`]);
+    expect(again.lines.slice(0, 2)).toEqual([
+      `${USER_CONF}: removed line 1: ${nixConfLine(HOOK, CREATED)}`,
+      `${USER_CONF}: added line 1: ${nixConfLine(moved, CREATED)}`,
+    ]);
     removeDir(join(root, "srv"));
     expect((await run(uninstall, fake)).lines.slice(0, 4)).toEqual([
       `${USER_CONF}: removed line 1: ${nixConfLine(moved, CREATED)}`,
@@ -145,7 +160,10 @@ describe("Nix 2.26 (2.25–2.33): the line in root's ~/.config/nix/nix.conf", ()
     // Someone else's file next to ours: the directories stay.
     await run(install, fake);
     writeTree(root, { "/root/.config/nix/registry.json": "{}\n" });
-    expect((await run(uninstall, fake)).lines.slice(1, 3)).toEqual([`${USER_CONF}: deleted (empty: offload install had created it)`, "left as it is: /root/.config/nix, which offload install had created and which holds other files now"]);
+    expect((await run(uninstall, fake)).lines.slice(1, 3)).toEqual([
+      `${USER_CONF}: deleted (empty: offload install had created it)`,
+      "left as it is: /root/.config/nix, which offload install had created and which holds other files now",
+    ]);
     expect(existsSync(join(root, "root/.config/nix/registry.json"))).toBe(true);
     removeDir(join(root, "root/.config"));
 
@@ -164,17 +182,28 @@ describe("Nix 2.26 (2.25–2.33): the line in root's ~/.config/nix/nix.conf", ()
     const before = snapshot(root);
     const fake = fakeNix(root, { version: "2.26.3" });
     const installed = await run(install, fake);
-    expect(installed.lines).toEqual(["/root/.config: created (a directory)", "/root/.config/nix: created (a directory)", `${USER_CONF}: added line 1: ${nixConfLine(HOOK, CREATED)}`]);
+    expect(installed.lines).toEqual([
+      "/root/.config: created (a directory)",
+      "/root/.config/nix: created (a directory)",
+      `${USER_CONF}: added line 1: ${nixConfLine(HOOK, CREATED)}`,
+    ]);
     expect(installed.error).toMatchObject({
       code: "daemon-restart-needed",
-      message: "nix-daemon 2.26.3 (pid 100, not started by systemd) must be restarted to read the change, and systemd did not start it: offload cannot restart it",
+      message:
+        "nix-daemon 2.26.3 (pid 100, not started by systemd) must be restarted to read the change, and systemd did not start it: offload cannot restart it",
       fix: "restart nix-daemon as it was started: kill 100; /usr/bin/nix-daemon --daemon &",
     });
     fake.restartByHand();
-    expect(await run(install, fake)).toEqual({ lines: [`nothing to change: nix-daemon 2.26.3 (pid 101, not started by systemd) runs offload's hook (${USER_CONF}:1)`] });
+    expect(await run(install, fake)).toEqual({
+      lines: [`nothing to change: nix-daemon 2.26.3 (pid 101, not started by systemd) runs offload's hook (${USER_CONF}:1)`],
+    });
     const removed = await run(uninstall, fake);
     expect(removed.lines).toHaveLength(4);
-    expect(removed.error).toMatchObject({ code: "daemon-restart-needed", message: expect.stringContaining("must be restarted to stop running offload's hook"), fix: "restart nix-daemon as it was started: kill 101; /usr/bin/nix-daemon --daemon &" });
+    expect(removed.error).toMatchObject({
+      code: "daemon-restart-needed",
+      message: expect.stringContaining("must be restarted to stop running offload's hook"),
+      fix: "restart nix-daemon as it was started: kill 101; /usr/bin/nix-daemon --daemon &",
+    });
     expect(snapshot(root)).toEqual(before);
   });
 
@@ -187,7 +216,10 @@ describe("Nix 2.26 (2.25–2.33): the line in root's ~/.config/nix/nix.conf", ()
       fix: `remove NIX_USER_CONF_FILES from nix-daemon's environment (or add ${USER_CONF} to it), restart nix-daemon, then run offload install again`,
     });
     const rootShell = await run(install, fakeNix(root, { version: "2.26.3", daemon: false, env: { NIX_USER_CONF_FILES: "" } }));
-    expect(rootShell.error).toMatchObject({ code: "user-conf-not-read", fix: `remove NIX_USER_CONF_FILES from root's environment (or add ${USER_CONF} to it), then run offload install again` });
+    expect(rootShell.error).toMatchObject({
+      code: "user-conf-not-read",
+      fix: `remove NIX_USER_CONF_FILES from root's environment (or add ${USER_CONF} to it), then run offload install again`,
+    });
     // Environments that still name it are fine; XDG_CONFIG_DIRS does not matter.
     for (const env of [{ XDG_CONFIG_DIRS: "/opt/xdg" }, { NIX_USER_CONF_FILES: `/srv/nix.conf:${USER_CONF}` }]) {
       const dry = await run(install, fakeNix(root, { version: "2.26.3", daemon: { env } }), true);
@@ -198,7 +230,11 @@ describe("Nix 2.26 (2.25–2.33): the line in root's ~/.config/nix/nix.conf", ()
     // Nix applies NIX_USER_CONF_FILES' files last to first: /srv/later.conf after root's.
     writeTree(root, { "/srv/later.conf": "build-hook = /srv/hook\n" });
     const later = await run(install, fakeNix(root, { version: "2.26.3", daemon: false, env: { NIX_USER_CONF_FILES: `/srv/later.conf:${USER_CONF}` } }));
-    expect(later.error).toMatchObject({ code: "build-hook-overridden", message: `/srv/later.conf:1 sets build-hook = /srv/hook, which overrides ${USER_CONF}`, fix: "remove build-hook there, then run offload install again" });
+    expect(later.error).toMatchObject({
+      code: "build-hook-overridden",
+      message: `/srv/later.conf:1 sets build-hook = /srv/hook, which overrides ${USER_CONF}`,
+      fix: "remove build-hook there, then run offload install again",
+    });
     removeDir(join(root, "srv"));
     const nixConfig = await run(install, fakeNix(root, { version: "2.26.3", daemon: { env: { NIX_CONFIG: "build-hook = /x" } } }));
     expect(nixConfig.error).toMatchObject({
@@ -212,8 +248,13 @@ describe("Nix 2.26 (2.25–2.33): the line in root's ~/.config/nix/nix.conf", ()
     for (const file of [USER_CONF, "/etc/xdg/nix/nix.conf"]) {
       writeTree(root, { [file]: "build-hook = /usr/local/bin/other-hook\n" });
       const foreign = await run(install, fakeNix(root, { version: "2.26.3", systemd: true }));
-      expect(foreign.error).toMatchObject({ code: "build-hook-foreign", message: `${file}:1 already sets build-hook = /usr/local/bin/other-hook, a line offload install did not write: it leaves it alone` });
-      expect((await run(uninstall, fakeNix(root, { version: "2.26.3", systemd: true }))).lines[0]).toBe(`left as it is: ${file}:1 sets build-hook = /usr/local/bin/other-hook, a line offload install did not write`);
+      expect(foreign.error).toMatchObject({
+        code: "build-hook-foreign",
+        message: `${file}:1 already sets build-hook = /usr/local/bin/other-hook, a line offload install did not write: it leaves it alone`,
+      });
+      expect((await run(uninstall, fakeNix(root, { version: "2.26.3", systemd: true }))).lines[0]).toBe(
+        `left as it is: ${file}:1 sets build-hook = /usr/local/bin/other-hook, a line offload install did not write`,
+      );
       expect(readFileSync(join(root, file), "utf8")).toBe("build-hook = /usr/local/bin/other-hook\n");
       removeDir(join(root, file));
     }
@@ -223,7 +264,10 @@ describe("Nix 2.26 (2.25–2.33): the line in root's ~/.config/nix/nix.conf", ()
     // Offload installed under Nix 2.24, then Nix upgraded to 2.26: its nix.conf line no longer counts.
     writeFileSync(join(root, "etc/nix/nix.conf"), `${NIX_CONF}${nixConfLine(HOOK)}\n`);
     const fake = fakeNix(root, { version: "2.26.3", systemd: true });
-    expect((await run(install, fake)).lines.slice(-2)).toEqual(["ran: systemctl restart nix-daemon.service", `nix-daemon 2.26.3 (pid 101, nix-daemon.service) runs offload's hook (${USER_CONF}:1)`]);
+    expect((await run(install, fake)).lines.slice(-2)).toEqual([
+      "ran: systemctl restart nix-daemon.service",
+      `nix-daemon 2.26.3 (pid 101, nix-daemon.service) runs offload's hook (${USER_CONF}:1)`,
+    ]);
     // A line of offload's in another user config file (an earlier offload wrote /etc/xdg's) goes too.
     writeTree(root, { "/etc/xdg/nix/nix.conf": `max-jobs = 2\n${nixConfLine(HOOK)}\n` });
     expect((await run(uninstall, fake)).lines.slice(0, 6)).toEqual([
@@ -243,8 +287,12 @@ describe("Nix 2.26 (2.25–2.33): the line in root's ~/.config/nix/nix.conf", ()
     const before = snapshot(root);
     await run(install, fakeNix(root, { version: "2.26.3", systemd: true }));
     const upgraded = fakeNix(root, { version: "2.34.8", systemd: true });
-    expect((await run(install, upgraded)).lines).toEqual([`nothing to change: nix-daemon 2.34.8 (pid 100, nix-daemon.service) runs offload's hook (${USER_CONF}:1)`]);
-    expect((await run(uninstall, upgraded)).lines.at(-1)).toBe("nix-daemon 2.34.8 (pid 101, nix-daemon.service) runs Nix's own build-remote (build-hook is not set)");
+    expect((await run(install, upgraded)).lines).toEqual([
+      `nothing to change: nix-daemon 2.34.8 (pid 100, nix-daemon.service) runs offload's hook (${USER_CONF}:1)`,
+    ]);
+    expect((await run(uninstall, upgraded)).lines.at(-1)).toBe(
+      "nix-daemon 2.34.8 (pid 101, nix-daemon.service) runs Nix's own build-remote (build-hook is not set)",
+    );
     expect(snapshot(root)).toEqual(before);
   });
 });
@@ -255,7 +303,10 @@ describe("nix.conf edits are exact and only ever offload's", () => {
     chmodSync(join(root, "etc/nix/nix.conf"), 0o640);
     const before = snapshot(root);
     const fake = fakeNix(root, { version: "2.8.0", daemon: false });
-    expect((await run(install, fake)).lines).toEqual([`/etc/nix/nix.conf: added line 2: ${nixConfLine(HOOK)}`, "nix 2.8.0 (no nix-daemon runs: root's builds use the store directly) runs offload's hook (/etc/nix/nix.conf:2)"]);
+    expect((await run(install, fake)).lines).toEqual([
+      `/etc/nix/nix.conf: added line 2: ${nixConfLine(HOOK)}`,
+      "nix 2.8.0 (no nix-daemon runs: root's builds use the store directly) runs offload's hook (/etc/nix/nix.conf:2)",
+    ]);
     expect(nixConf()).toBe(`sandbox = false\n${nixConfLine(HOOK)}`);
     expect(statSync(join(root, "etc/nix/nix.conf")).mode & 0o777).toBe(0o640);
     await run(uninstall, fake);
@@ -264,7 +315,10 @@ describe("nix.conf edits are exact and only ever offload's", () => {
     removeDir(join(root, "etc/nix/nix.conf"));
     const empty = snapshot(root);
     expect((await run(install, fake)).lines[0]).toBe(`/etc/nix/nix.conf: added line 1: ${nixConfLine(HOOK, [])}`);
-    expect((await run(uninstall, fake)).lines.slice(0, 2)).toEqual([`/etc/nix/nix.conf: removed line 1: ${nixConfLine(HOOK, [])}`, "/etc/nix/nix.conf: deleted (empty: offload install had created it)"]);
+    expect((await run(uninstall, fake)).lines.slice(0, 2)).toEqual([
+      `/etc/nix/nix.conf: removed line 1: ${nixConfLine(HOOK, [])}`,
+      "/etc/nix/nix.conf: deleted (empty: offload install had created it)",
+    ]);
     expect(snapshot(root)).toEqual(empty);
   });
 
@@ -280,7 +334,10 @@ describe("nix.conf edits are exact and only ever offload's", () => {
   test("offload moved: its own line is replaced in place of keeping two", async () => {
     writeFileSync(join(root, "etc/nix/nix.conf"), `a = 1\n${nixConfLine("/old/offload/bin/offload-hook.js")}\nb = 2\n`);
     const result = await run(install, fakeNix(root, { version: "2.34.8", daemon: false }));
-    expect(result.lines.slice(0, 2)).toEqual([`/etc/nix/nix.conf: removed line 2: ${nixConfLine("/old/offload/bin/offload-hook.js")}`, `/etc/nix/nix.conf: added line 3: ${nixConfLine(HOOK)}`]);
+    expect(result.lines.slice(0, 2)).toEqual([
+      `/etc/nix/nix.conf: removed line 2: ${nixConfLine("/old/offload/bin/offload-hook.js")}`,
+      `/etc/nix/nix.conf: added line 3: ${nixConfLine(HOOK)}`,
+    ]);
     expect(nixConf()).toBe(`a = 1\nb = 2\n${nixConfLine(HOOK)}\n`);
   });
 
@@ -298,13 +355,20 @@ describe("nix.conf edits are exact and only ever offload's", () => {
     expect(snapshot(root)).toEqual(before);
     // The same value offload would write, set by hand: nothing to do, and uninstall keeps it.
     writeFileSync(join(root, "etc/nix/nix.conf"), `build-hook = ${HOOK}\n`);
-    expect((await run(install, fakeNix(root, { version: "2.34.8" }))).lines).toEqual([expect.stringMatching(/^nothing to change: .* runs offload's hook \(\/etc\/nix\/nix\.conf:1\)$/)]);
-    expect((await run(uninstall, fakeNix(root, { version: "2.34.8" }))).lines.at(-1)).toMatch(/still runs offload's hook, set at \/etc\/nix\/nix\.conf:1, which offload install did not write$/);
+    expect((await run(install, fakeNix(root, { version: "2.34.8" }))).lines).toEqual([
+      expect.stringMatching(/^nothing to change: .* runs offload's hook \(\/etc\/nix\/nix\.conf:1\)$/),
+    ]);
+    expect((await run(uninstall, fakeNix(root, { version: "2.34.8" }))).lines.at(-1)).toMatch(
+      /still runs offload's hook, set at \/etc\/nix\/nix\.conf:1, which offload install did not write$/,
+    );
   });
 
   test("refused: a NIX_CONFIG that overrides nix.conf, a symlinked nix.conf, an unsupported Nix, not root", async () => {
     const overridden = await run(install, fakeNix(root, { version: "2.34.8", daemon: { env: { NIX_CONFIG: "build-hook = /x" } } }));
-    expect(overridden.error).toMatchObject({ code: "build-hook-overridden", message: "NIX_CONFIG in the environment of nix-daemon 2.34.8 (pid 100, not started by systemd) sets build-hook = /x, which overrides /etc/nix/nix.conf" });
+    expect(overridden.error).toMatchObject({
+      code: "build-hook-overridden",
+      message: "NIX_CONFIG in the environment of nix-daemon 2.34.8 (pid 100, not started by systemd) sets build-hook = /x, which overrides /etc/nix/nix.conf",
+    });
 
     writeTree(root, { "/etc/static/nix.conf": NIX_CONF });
     removeDir(join(root, "etc/nix/nix.conf"));
@@ -316,7 +380,10 @@ describe("nix.conf edits are exact and only ever offload's", () => {
     expect(lix.error!.message).toMatch(/Cap'n Proto/);
 
     const fake = fakeNix(root, { version: "2.34.8" });
-    expect((await run(install, { ...fake, system: { ...fake.system, uid: 1000 } })).error).toMatchObject({ code: "permission-denied", fix: "run it as root (or see what it would do with --dry-run)" });
+    expect((await run(install, { ...fake, system: { ...fake.system, uid: 1000 } })).error).toMatchObject({
+      code: "permission-denied",
+      fix: "run it as root (or see what it would do with --dry-run)",
+    });
   });
 
   test("--dry-run says what would change and changes nothing", async () => {

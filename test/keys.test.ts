@@ -3,13 +3,7 @@ import { chmod, mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/pr
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { inspect } from "node:util";
-import {
-  generateKeyPair,
-  parsePublicKey,
-  parseSecretKey,
-  readSecretKeyFile,
-  SecretKey,
-} from "../src/nix/keys.js";
+import { generateKeyPair, parsePublicKey, parseSecretKey, readSecretKeyFile, SecretKey } from "../src/nix/keys.js";
 import { OffloadError } from "../src/errors.js";
 import { registerKeys } from "../src/cli/keys.js";
 import { runCommand } from "./support/run-command.js";

@@ -25,7 +25,11 @@ let realBefore: string;
 /** What /etc/offload holds (names, sizes, times), to show the lab never touched it. */
 function realConfigDir(): string {
   if (!existsSync(REAL_CONFIG_DIR)) return "absent";
-  return JSON.stringify(readdirSync(REAL_CONFIG_DIR, { recursive: true }).sort().map((name) => [name, statSync(join(REAL_CONFIG_DIR, String(name))).mtimeMs]));
+  return JSON.stringify(
+    readdirSync(REAL_CONFIG_DIR, { recursive: true })
+      .sort()
+      .map((name) => [name, statSync(join(REAL_CONFIG_DIR, String(name))).mtimeMs]),
+  );
 }
 
 beforeAll(async () => {
@@ -55,7 +59,19 @@ afterAll(async () => {
 
 /** `offload lab up` as an administrator types it, again on this lab. */
 const upAgain = () =>
-  runCommand(registerLab, etc, ["lab", "up", "--dir", lab.dir, "--prefix", lab.prefix, "--address", lab.builders[0]!.address, "--builders", "1", "--no-install"]);
+  runCommand(registerLab, etc, [
+    "lab",
+    "up",
+    "--dir",
+    lab.dir,
+    "--prefix",
+    lab.prefix,
+    "--address",
+    lab.builders[0]!.address,
+    "--builders",
+    "1",
+    "--no-install",
+  ]);
 
 async function expectCheckPasses(): Promise<void> {
   const result = await runCli(["check"], env);
@@ -75,7 +91,9 @@ test("lab down and up again keep it working; up says how to import its machines 
   const records = await readFile(lab.machinesFile, "utf8");
   await labDown(lab.dir);
   const { stdout } = await upAgain();
-  expect(stdout).toContain(`use it from /etc/offload/machines.ts (${lab.machinesFile} is rewritten by each lab up: do not edit it):\n  import lab from "${lab.machinesFile}";\n  export default [...lab, /* your machines */];\n`);
+  expect(stdout).toContain(
+    `use it from /etc/offload/machines.ts (${lab.machinesFile} is rewritten by each lab up: do not edit it):\n  import lab from "${lab.machinesFile}";\n  export default [...lab, /* your machines */];\n`,
+  );
   expect(stdout).toContain(`or alone, with the lab's own key and ACL: OFFLOAD_CONFIG_DIR=${lab.configDir}\n`);
   expect(await readFile(lab.machinesFile, "utf8")).toBe(records); // same keys: the same records
   expect(await readFile(join(etc, "machines.ts"), "utf8")).toBe(mine);

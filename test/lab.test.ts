@@ -128,8 +128,17 @@ describe("offload lab", () => {
     const build = async (extra: string) => {
       const { expression, salt } = trivialDerivation(extra);
       const { stdout } = await exec("nix-build", [
-        "-E", expression, "--no-out-link", "--max-jobs", "0",
-        "--option", "substituters", "", "--option", "builders", `@${lab.nixMachines}`,
+        "-E",
+        expression,
+        "--no-out-link",
+        "--max-jobs",
+        "0",
+        "--option",
+        "substituters",
+        "",
+        "--option",
+        "builders",
+        `@${lab.nixMachines}`,
       ]);
       const out = stdout.trim();
       expect(await readFile(out, "utf8")).toBe(`${salt}\n`); // imported into the local store
@@ -197,8 +206,17 @@ describe("offload lab", () => {
       // Nix's build-remote finds the second lab's alias through root's config as well.
       const { expression } = trivialDerivation();
       const { stdout } = await exec("nix-build", [
-        "-E", expression, "--no-out-link", "--max-jobs", "0",
-        "--option", "substituters", "", "--option", "builders", `@${other.nixMachines}`,
+        "-E",
+        expression,
+        "--no-out-link",
+        "--max-jobs",
+        "0",
+        "--option",
+        "substituters",
+        "",
+        "--option",
+        "builders",
+        `@${other.nixMachines}`,
       ]);
       expect(existsSync(onMachine(other.builders[0]!.host, stdout.trim()))).toBe(true);
     } finally {
@@ -296,8 +314,7 @@ describe("offload lab", () => {
   test("down leaves no process and removes the Include line", async () => {
     // A live session, so there is a child of the sshd to clean up too: the remote `sleep`
     // (args exactly "sleep 77.4321"; the local ssh client's args only end with it).
-    const remoteSleeps = async () =>
-      (await psLines("sleep 77.4321")).filter((line) => /^\s*\d+\s+[^Z\s]\S*\s+sleep 77\.4321$/.test(line));
+    const remoteSleeps = async () => (await psLines("sleep 77.4321")).filter((line) => /^\s*\d+\s+[^Z\s]\S*\s+sleep 77\.4321$/.test(line));
     const session = execFile("ssh", sshArgs(lab, lab.builders[0]!, "sleep 77.4321"));
     session.on("error", () => undefined);
     for (let waited = 0; (await remoteSleeps()).length === 0 && waited < 10_000; waited += 50) {

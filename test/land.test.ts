@@ -72,7 +72,12 @@ async function withLocal<T>(body: (local: ServeClient) => Promise<T>): Promise<T
   }
 }
 
-const options = (warnings: string[] = []) => ({ trustedKeys: [key.publicKey], origin: "test outputs", fixes: FIXES, warn: (line: string) => void warnings.push(line) });
+const options = (warnings: string[] = []) => ({
+  trustedKeys: [key.publicKey],
+  origin: "test outputs",
+  fixes: FIXES,
+  warn: (line: string) => void warnings.push(line),
+});
 
 test("outputs whose locks another process holds land at once, registered as an import would register them", async () => {
   const items = spooledClosure("land-ok");
@@ -117,10 +122,16 @@ test("when registration fails, the written files are removed again", async () =>
   const bin = join(dir, "failing-bin");
   mkdirSync(bin, { recursive: true });
   const real = execFileSync("bash", ["-c", "command -v nix-store"], { encoding: "utf8" }).trim();
-  writeFileSync(join(bin, "nix-store"), `#!/bin/sh\nfor a; do [ "$a" = --register-validity ] && { echo "error: database is full" >&2; exit 1; }; done\nexec ${real} "$@"\n`);
+  writeFileSync(
+    join(bin, "nix-store"),
+    `#!/bin/sh\nfor a; do [ "$a" = --register-validity ] && { echo "error: database is full" >&2; exit 1; }; done\nexec ${real} "$@"\n`,
+  );
   chmodSync(join(bin, "nix-store"), 0o755);
   const env = { ...process.env, PATH: `${bin}:${process.env.PATH}` };
-  await expect(withLocal((local) => landVerified(items, local, { ...options(), env }))).rejects.toMatchObject({ code: "register-failed", message: expect.stringContaining("database is full") });
+  await expect(withLocal((local) => landVerified(items, local, { ...options(), env }))).rejects.toMatchObject({
+    code: "register-failed",
+    message: expect.stringContaining("database is full"),
+  });
   for (const item of items) {
     expect(isValidPath(item.path)).toBe(false);
     expect(existsSync(item.path)).toBe(false);
@@ -139,7 +150,9 @@ test("registration and .narinfo texts carry hash, size, deriver, references and 
     narFile: "/dev/null",
   };
   // nix32 of the hash as Nix itself prints it.
-  const hash = execFileSync("nix", ["--extra-experimental-features", "nix-command", "hash", "to-base32", "--type", "sha256", item.narHash.toString("hex")], { encoding: "utf8" }).trim();
+  const hash = execFileSync("nix", ["--extra-experimental-features", "nix-command", "hash", "to-base32", "--type", "sha256", item.narHash.toString("hex")], {
+    encoding: "utf8",
+  }).trim();
   expect(registration([item])).toBe(`${item.path}\nsha256:${hash}\n1234\n${item.deriver}\n1\n${item.references[0]}\n`);
   expect(narInfo(item)).toContain("References: 2yijwpcbg6iz4n7sncnl2p0alxq1zk1x-lib\nDeriver: 0mr2aglxbsn39qz9qd3lr6n7pz3zps1a-app.drv\nSig: b-1:c2ln\n");
 });

@@ -22,7 +22,9 @@ const LAYERS: Array<[name: string, members: string[]]> = [
 ];
 
 function sources(dir: string): string[] {
-  return readdirSync(dir, { withFileTypes: true }).flatMap((entry) => (entry.isDirectory() ? sources(join(dir, entry.name)) : entry.name.endsWith(".ts") ? [join(dir, entry.name)] : []));
+  return readdirSync(dir, { withFileTypes: true }).flatMap((entry) =>
+    entry.isDirectory() ? sources(join(dir, entry.name)) : entry.name.endsWith(".ts") ? [join(dir, entry.name)] : [],
+  );
 }
 
 function layerOf(file: string): number {
@@ -37,8 +39,13 @@ function importGraph(): Map<string, string[]> {
   const graph = new Map<string, string[]>();
   for (const file of sources(SRC)) {
     const text = readFileSync(file, "utf8");
-    const targets = [...text.matchAll(/(?:from\s+|import\s*\(\s*|import\s+)["'](\.{1,2}\/[^"']+)["']/g)].map((match) => normalize(join(dirname(file), match[1]!.replace(/\.js$/, ".ts"))));
-    graph.set(file, targets.filter((target) => target.startsWith(SRC)));
+    const targets = [...text.matchAll(/(?:from\s+|import\s*\(\s*|import\s+)["'](\.{1,2}\/[^"']+)["']/g)].map((match) =>
+      normalize(join(dirname(file), match[1]!.replace(/\.js$/, ".ts"))),
+    );
+    graph.set(
+      file,
+      targets.filter((target) => target.startsWith(SRC)),
+    );
   }
   return graph;
 }
@@ -47,7 +54,8 @@ test("every module imports only from its own layer or lower ones", () => {
   const upward: string[] = [];
   for (const [file, targets] of importGraph()) {
     for (const target of targets) {
-      if (layerOf(target) > layerOf(file)) upward.push(`${relative(SRC, file)} (${LAYERS[layerOf(file)]![0]}) imports ${relative(SRC, target)} (${LAYERS[layerOf(target)]![0]})`);
+      if (layerOf(target) > layerOf(file))
+        upward.push(`${relative(SRC, file)} (${LAYERS[layerOf(file)]![0]}) imports ${relative(SRC, target)} (${LAYERS[layerOf(target)]![0]})`);
     }
   }
   expect(upward).toEqual([]);

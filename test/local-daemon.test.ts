@@ -66,9 +66,13 @@ describe("nix.conf as Nix parses it", () => {
   });
 
   test("what Nix refuses is refused with the place: a line without =, a missing include", () => {
-    expect(() => parseNixConf("ok = 1\nbuild-hook /x\n", "/etc/nix/nix.conf", read)).toThrow(expect.objectContaining({ code: "nix-conf-syntax", location: { file: "/etc/nix/nix.conf", line: 2, column: 1 } }));
+    expect(() => parseNixConf("ok = 1\nbuild-hook /x\n", "/etc/nix/nix.conf", read)).toThrow(
+      expect.objectContaining({ code: "nix-conf-syntax", location: { file: "/etc/nix/nix.conf", line: 2, column: 1 } }),
+    );
     expect(() => parseNixConf("include nope.conf\n", "/etc/nix/nix.conf", read)).toThrow(/includes \/etc\/nix\/nope\.conf, which does not exist/);
-    expect(() => parseNixConf("include nix.conf\n", "/etc/nix/nix.conf", (f) => (f === "/etc/nix/nix.conf" ? "include nix.conf\n" : undefined))).toThrow(/nested more than 16 deep/);
+    expect(() => parseNixConf("include nix.conf\n", "/etc/nix/nix.conf", (f) => (f === "/etc/nix/nix.conf" ? "include nix.conf\n" : undefined))).toThrow(
+      /nested more than 16 deep/,
+    );
   });
 });
 
@@ -104,7 +108,12 @@ describe("what the daemon runs, and check's verdict", () => {
     const nix = await inspectLocalNix(fake.system);
     expect(nix.effective).toEqual({ ignored: { layer: "nix.conf", value: HOOK, where: "/etc/nix/nix.conf:2" } });
     const report = await checkDaemon(fake.system, HOOK);
-    expect(report).toMatchObject({ status: "fail", code: "daemon-hook-not-offload", fix: "offload install", facts: { nix: "nix-daemon", version: "2.26.3", pid: 100, unit: "nix-daemon.service", buildHook: null } });
+    expect(report).toMatchObject({
+      status: "fail",
+      code: "daemon-hook-not-offload",
+      fix: "offload install",
+      facts: { nix: "nix-daemon", version: "2.26.3", pid: 100, unit: "nix-daemon.service", buildHook: null },
+    });
     expect(daemonLine(report)).toBe(
       "✗ daemon: nix-daemon 2.26.3 (pid 100, nix-daemon.service) runs Nix's own build-remote: Nix 2.25–2.33 ignore build-hook in nix.conf (/etc/nix/nix.conf:2), not offload's hook — fix: offload install",
     );
@@ -130,7 +139,11 @@ describe("what the daemon runs, and check's verdict", () => {
     const later = new Date(Date.now() + 5000);
     utimesSync(`${root}/root/.config/nix/nix.conf`, later, later);
     const stale = await checkDaemon(fake.system, HOOK);
-    expect(stale).toMatchObject({ status: "fail", code: "daemon-restart-needed", fix: "systemctl restart nix-daemon.service (or `offload install`, which restarts it)" });
+    expect(stale).toMatchObject({
+      status: "fail",
+      code: "daemon-restart-needed",
+      fix: "systemctl restart nix-daemon.service (or `offload install`, which restarts it)",
+    });
     expect(stale.detail).toMatch(/before \/root\/\.config\/nix\/nix\.conf changed/);
 
     // A daemon whose NIX_USER_CONF_FILES leaves it out does not read it.
@@ -144,7 +157,8 @@ describe("what the daemon runs, and check's verdict", () => {
     writeTree(root, { "/etc/passwd": "daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\nroot:x:0:0:root:/var/root:/bin/bash\n", "/home/alice/.profile": "" });
     mkdirSync(`${root}/srv/root-home`, { recursive: true });
     chownSync(`${root}/home/alice`, 1000, 1000);
-    const userConf = async (version: string, env: Record<string, string>) => (await inspectLocalNix(fakeNix(root, { version, daemon: { env } }).system)).userConf;
+    const userConf = async (version: string, env: Record<string, string>) =>
+      (await inspectLocalNix(fakeNix(root, { version, daemon: { env } }).system)).userConf;
     expect(await userConf("2.26.3", {})).toBe("/var/root/.config/nix/nix.conf");
     expect(await userConf("2.26.3", { HOME: "/srv/root-home" })).toBe("/srv/root-home/.config/nix/nix.conf");
     expect(await userConf("2.26.3", { HOME: "/nowhere" })).toBe("/nowhere/.config/nix/nix.conf");
@@ -152,7 +166,9 @@ describe("what the daemon runs, and check's verdict", () => {
     expect(await userConf("2.8.0", { HOME: "/home/alice" })).toBe("/home/alice/.config/nix/nix.conf");
     expect(await userConf("2.26.3", { HOME: "/home/alice", XDG_CONFIG_HOME: "/etc/root-config" })).toBe("/etc/root-config/nix/nix.conf");
     // Without a daemon: root's own environment.
-    expect((await inspectLocalNix(fakeNix(root, { version: "2.26.3", daemon: false, env: { HOME: "/srv/root-home" } }).system)).userConf).toBe("/srv/root-home/.config/nix/nix.conf");
+    expect((await inspectLocalNix(fakeNix(root, { version: "2.26.3", daemon: false, env: { HOME: "/srv/root-home" } }).system)).userConf).toBe(
+      "/srv/root-home/.config/nix/nix.conf",
+    );
   });
 
   test("2.26 with NIX_CONFIG in its environment: passes, naming NIX_CONFIG", async () => {
@@ -170,23 +186,40 @@ describe("what the daemon runs, and check's verdict", () => {
     const later = new Date(Date.now() + 5000);
     utimesSync(`${root}/srv/nix/hooks.conf`, later, later);
     const stale = await checkDaemon(fake.system, HOOK);
-    expect(stale).toMatchObject({ status: "fail", code: "daemon-restart-needed", fix: "restart nix-daemon as it was started: kill 100; /usr/bin/nix-daemon --daemon &" });
-    expect(stale.detail).toMatch(/^nix-daemon 2\.34\.8 \(pid 100, not started by systemd\) started at \S+, before \/srv\/nix\/hooks\.conf changed \(\S+\): it may still run another build-hook/);
+    expect(stale).toMatchObject({
+      status: "fail",
+      code: "daemon-restart-needed",
+      fix: "restart nix-daemon as it was started: kill 100; /usr/bin/nix-daemon --daemon &",
+    });
+    expect(stale.detail).toMatch(
+      /^nix-daemon 2\.34\.8 \(pid 100, not started by systemd\) started at \S+, before \/srv\/nix\/hooks\.conf changed \(\S+\): it may still run another build-hook/,
+    );
   });
 
   test("a build-hook set elsewhere: the place and how to fix it", async () => {
     nixConf(["build-hook = /usr/libexec/nix/build-remote"]);
     const report = await checkDaemon(fakeNix(root, { version: "2.8.0" }).system, HOOK);
-    expect(report).toMatchObject({ status: "fail", code: "daemon-hook-not-offload", fix: "remove build-hook at /etc/nix/nix.conf:1, then run `offload install`" });
+    expect(report).toMatchObject({
+      status: "fail",
+      code: "daemon-hook-not-offload",
+      fix: "remove build-hook at /etc/nix/nix.conf:1, then run `offload install`",
+    });
     expect(report.detail).toContain("runs build-hook = /usr/libexec/nix/build-remote (/etc/nix/nix.conf:1), not offload's hook");
     writeTree(root, { "/root/.config/nix/nix.conf": "build-hook = /other\n" });
     nixConf([`build-hook = ${HOOK}`]);
-    expect(await checkDaemon(fakeNix(root, { version: "2.34.8" }).system, HOOK)).toMatchObject({ status: "fail", fix: "remove build-hook at /root/.config/nix/nix.conf:1 (it overrides nix.conf), then run `offload install`" });
+    expect(await checkDaemon(fakeNix(root, { version: "2.34.8" }).system, HOOK)).toMatchObject({
+      status: "fail",
+      fix: "remove build-hook at /root/.config/nix/nix.conf:1 (it overrides nix.conf), then run `offload install`",
+    });
   });
 
   test("unsupported versions are their own failure, with the fix", async () => {
     nixConf([`build-hook = ${HOOK}`]);
-    for (const [version, why] of [["Lix 2.94.0", /Cap'n Proto/], ["2.36.0", /newer than the newest/], ["2.3.16", /older than/]] as const) {
+    for (const [version, why] of [
+      ["Lix 2.94.0", /Cap'n Proto/],
+      ["2.36.0", /newer than the newest/],
+      ["2.3.16", /older than/],
+    ] as const) {
       const report = await checkDaemon(fakeNix(root, { version }).system, HOOK);
       expect(report).toMatchObject({ status: "fail", code: "nix-version-unsupported" });
       expect(report.detail).toMatch(why);
@@ -207,7 +240,11 @@ describe("what the daemon runs, and check's verdict", () => {
 
   test("a broken nix.conf fails the step with its place", async () => {
     nixConf(["build-hook"]);
-    expect(await checkDaemon(fakeNix(root, { version: "2.34.8" }).system, HOOK)).toMatchObject({ status: "fail", code: "nix-conf-syntax", detail: "syntax error in /etc/nix/nix.conf:1: build-hook" });
+    expect(await checkDaemon(fakeNix(root, { version: "2.34.8" }).system, HOOK)).toMatchObject({
+      status: "fail",
+      code: "nix-conf-syntax",
+      detail: "syntax error in /etc/nix/nix.conf:1: build-hook",
+    });
   });
 
   test("hookVerdict follows symlinks: a link to offload's hook is offload's hook", async () => {

@@ -41,12 +41,18 @@ test("a dozen of them loaded, to a dozen different fleets", () => {
 
 test("what they evaluate to", async () => {
   const systems = async (name: string) => (await load(name)).machines.map((m) => [m.name, m.systems]);
-  expect(await systems("arch-table.ts")).toEqual([["aquamarine", ["x86_64-linux", "i686-linux"]], ["ruby", ["aarch64-linux"]]]);
+  expect(await systems("arch-table.ts")).toEqual([
+    ["aquamarine", ["x86_64-linux", "i686-linux"]],
+    ["ruby", ["aarch64-linux"]],
+  ]);
   expect((await load("helper-module.ts")).machines.map((m) => [m.name, m.parallelBuilds, m.speed, m.features])).toEqual([
     ["x1", 8, 1, ["kvm", "nixos-test"]],
     ["a1", 4, 0.5, []],
   ]);
-  expect((await load("flatmap-filter.ts")).machines.map((m) => [m.name, m.features])).toEqual([["n1", ["kvm", "big-parallel"]], ["n3", ["benchmark"]]]);
+  expect((await load("flatmap-filter.ts")).machines.map((m) => [m.name, m.features])).toEqual([
+    ["n1", ["kvm", "big-parallel"]],
+    ["n3", ["benchmark"]],
+  ]);
   expect((await load("spread-defaults.ts")).machines.map((m) => [m.name, m.privateKey, m.overloadThreshold])).toEqual([
     ["alpha", undefined, 0.9],
     ["beta", undefined, 0.9],
@@ -72,7 +78,10 @@ test("a malformed value computed at run time is reported at its file:line", asyn
     config,
     `import { buildMachine } from "offload";\nconst arches = "x86_64-linux aarch64-linux".split(",");\nexport default [\n  buildMachine({ name: "m", systems: arches, features: "kvm big-parallel".split(",") }),\n];\n`,
   );
-  const error = await load("computed-bad.ts").then(() => undefined, (caught: unknown) => caught);
+  const error = await load("computed-bad.ts").then(
+    () => undefined,
+    (caught: unknown) => caught,
+  );
   expect(error).toBeInstanceOf(OffloadError);
   const text = formatError(error as OffloadError);
   expect(text).toContain(`${config}:4:29: machine "m": systems: has "x86_64-linux aarch64-linux", which is not a system type of the form "arch-os"`);
@@ -87,10 +96,16 @@ describe("editors still complete the known values", () => {
     const file = join(dir, "editing.ts");
     const text = `import { buildMachine, localMachine } from "offload";\nexport default [${prefix}`;
     const host: TS.LanguageServiceHost = {
-      getCompilationSettings: () => ({ strict: true, module: ts.ModuleKind.ESNext, moduleResolution: ts.ModuleResolutionKind.Bundler, paths: { offload: [TYPES_ENTRY] }, types: [] }),
+      getCompilationSettings: () => ({
+        strict: true,
+        module: ts.ModuleKind.ESNext,
+        moduleResolution: ts.ModuleResolutionKind.Bundler,
+        paths: { offload: [TYPES_ENTRY] },
+        types: [],
+      }),
       getScriptFileNames: () => [file],
       getScriptVersion: () => "1",
-      getScriptSnapshot: (name) => ts.ScriptSnapshot.fromString(name === file ? text : ts.sys.readFile(name) ?? ""),
+      getScriptSnapshot: (name) => ts.ScriptSnapshot.fromString(name === file ? text : (ts.sys.readFile(name) ?? "")),
       getCurrentDirectory: () => dir,
       getDefaultLibFileName: (options) => ts.getDefaultLibFilePath(options),
       fileExists: (name) => name === file || ts.sys.fileExists(name),

@@ -65,7 +65,9 @@ test.each([
 test("check --static: a key only root may read is blamed on who runs offload, not on the key", async () => {
   const result = await asNobody(["check", "--static"]);
   expect(result.code).toBe(1);
-  expect(result.stderr).toContain(`privateKey: SSH private key ${join(dir, "root-only", "id_builders")} is not readable by nobody: run offload as root, as the build hook runs`);
+  expect(result.stderr).toContain(
+    `privateKey: SSH private key ${join(dir, "root-only", "id_builders")} is not readable by nobody: run offload as root, as the build hook runs`,
+  );
   expect(result.stderr).not.toMatch(/ls -l|bug in offload/);
 });
 
@@ -94,5 +96,8 @@ test("explain: the decision from machines.ts and the recorded facts, read-only; 
   expect(Object.fromEntries(explained.machines.map((m) => [m.machine, m.code]))).toEqual({ b1: "chosen", b0: "slower", b2: "unreachable" });
   // Root sees the slot.
   const asRoot = await runCli([...args, "--json"], env);
-  expect(JSON.parse(asRoot.stdout)).toMatchObject({ slotsSeen: true, machines: expect.arrayContaining([{ machine: "b1", code: "slots-full", detail: expect.any(String), fix: expect.any(String) }]) });
+  expect(JSON.parse(asRoot.stdout)).toMatchObject({
+    slotsSeen: true,
+    machines: expect.arrayContaining([{ machine: "b1", code: "slots-full", detail: expect.any(String), fix: expect.any(String) }]),
+  });
 });

@@ -19,7 +19,13 @@ beforeAll(() => {
 afterAll(() => removeDir(dir));
 
 function run(command: string, args: string[], options: { cwd: string; input?: string; env?: NodeJS.ProcessEnv }): SpawnSyncReturns<string> {
-  return spawnSync(command, args, { encoding: "utf8", timeout: 170_000, cwd: options.cwd, input: options.input ?? "", env: { ...process.env, ...options.env } });
+  return spawnSync(command, args, {
+    encoding: "utf8",
+    timeout: 170_000,
+    cwd: options.cwd,
+    input: options.input ?? "",
+    env: { ...process.env, ...options.env },
+  });
 }
 
 test("npm pack, npm install -g, and the binaries run from /", () => {

@@ -20,14 +20,23 @@ let expression: string;
 
 beforeAll(async () => {
   // Both take any build; b0 is the faster.
-  lab = await startTestLab({ builders: 2, builderSpecs: [{ features: [], mandatoryFeatures: [], speed: 2 }, { features: [], mandatoryFeatures: [], speed: 1 }] });
+  lab = await startTestLab({
+    builders: 2,
+    builderSpecs: [
+      { features: [], mandatoryFeatures: [], speed: 2 },
+      { features: [], mandatoryFeatures: [], speed: 1 },
+    ],
+  });
   const [b0, b1] = lab.builders as [LabBuilder, LabBuilder];
   dir = makeSafeDir("per-build-choice");
   // Names of their own, apart from the addresses: what --builders 'offload:only=…' names.
   configDir = writeLabConfig(dir, "config", lab, [labRecord(lab, b0, { name: "b0", host: b0.address }), labRecord(lab, b1, { name: "b1", host: b1.address })]);
   // Where the non-root client can read it.
   expression = join(lab.dir, "choice.nix");
-  writeFileSync(expression, `{ salt }: derivation { name = "choice-\${salt}"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo $salt > $out" ]; }\n`);
+  writeFileSync(
+    expression,
+    `{ salt }: derivation { name = "choice-\${salt}"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo $salt > $out" ]; }\n`,
+  );
   chmodSync(expression, 0o644);
 }, LAB_UP_TIMEOUT_MS);
 
@@ -65,7 +74,9 @@ describe.each(["2.8", "2.34"] as NixRelease[])("through a nix-daemon of Nix %s",
     expect(result.code).toBe(0);
     // With the choice dropped, the faster machine builds.
     expect(result.stderr).toContain("' on 'b0'");
-    expect(result.stderr).toMatch(/offload: machines for this build: any in machines\.ts \(builders = "[^"]*" is Nix's own machine list, which offload ignores; Nix passes a per-build --builders 'offload:…' on only from trusted users\)/);
+    expect(result.stderr).toMatch(
+      /offload: machines for this build: any in machines\.ts \(builders = "[^"]*" is Nix's own machine list, which offload ignores; Nix passes a per-build --builders 'offload:…' on only from trusted users\)/,
+    );
     // What Nix itself says of it.
     const warning = "ignoring the client-specified setting 'builders', because it is a restricted setting and you are not a trusted user";
     if (release === "2.8") expect(result.stderr).not.toContain(warning);

@@ -3,8 +3,7 @@
 import { buildMachine, localMachine } from "../src/config/records.js";
 import { selectMachine, type BuildRequest, type MachineState, type SelectionInput } from "../src/select/select.js";
 
-const x86 = (name: string, extra: Partial<Parameters<typeof buildMachine>[0]> = {}) =>
-  buildMachine({ name, systems: ["x86_64-linux"], ...extra });
+const x86 = (name: string, extra: Partial<Parameters<typeof buildMachine>[0]> = {}) => buildMachine({ name, systems: ["x86_64-linux"], ...extra });
 
 const localState = { systems: ["x86_64-linux"], features: ["kvm"], maxJobs: 4 };
 const request = (extra: Partial<BuildRequest> = {}): BuildRequest => ({ system: "x86_64-linux", requiredFeatures: [], amWilling: false, ...extra });
@@ -49,12 +48,15 @@ test("faster machines win, fractional speeds count, ties go to the less busy", (
 
 test("full slots, overload and unreachable machines are skipped, each with its reason", () => {
   const machines = [x86("full", { speed: 5 }), x86("hot", { speed: 4 }), x86("down", { speed: 3 }), x86("ok"), x86("calm", { overloadThreshold: null })];
-  const decision = select({ machines }, {
-    full: { slotsInUse: 1 },
-    hot: { slotsInUse: 0, load: 0.95 },
-    down: { slotsInUse: 0, unreachable: "connection refused" },
-    calm: { slotsInUse: 0, load: 3 },
-  });
+  const decision = select(
+    { machines },
+    {
+      full: { slotsInUse: 1 },
+      hot: { slotsInUse: 0, load: 0.95 },
+      down: { slotsInUse: 0, unreachable: "connection refused" },
+      calm: { slotsInUse: 0, load: 3 },
+    },
+  );
   // calm ignores load (threshold null) but at equal speed the idle machine still ranks first.
   expect(codes(decision)).toEqual({ full: "slots-full", hot: "overloaded", down: "unreachable", ok: "chosen", calm: "slower" });
   expect(decision.reasons.find((r) => r.machine === "hot")!.detail).toBe("overloaded: load 0.95 per CPU > threshold 0.8");
@@ -83,7 +85,9 @@ test("every machine with a free slot overloaded: build on the least loaded, neve
   expect(decision.verdict).toBe("accept");
   expect(decision.despiteLoad).toBe(true);
   expect(decision.candidates.map((m) => m.name)).toEqual(["warm", "hot"]);
-  expect(decision.summary).toBe("every machine for x86_64-linux is busy or overloaded; building on warm, the least loaded (load 0.90 per CPU), rather than waiting for other work to end");
+  expect(decision.summary).toBe(
+    "every machine for x86_64-linux is busy or overloaded; building on warm, the least loaded (load 0.90 per CPU), rather than waiting for other work to end",
+  );
   // A machine under its threshold still wins, and a free local slot comes before an overloaded machine.
   expect(select({ machines: [...machines, x86("calm")] }, states).candidates.map((m) => m.name)).toEqual(["calm"]);
   expect(select({ machines, request: request({ amWilling: true }) }, states).verdict).toBe("decline");
@@ -114,9 +118,17 @@ test("the local machine competes when machines.ts declares it", () => {
   expect(select({ machines, local: localMachine({ speed: 3 }), request: request({ amWilling: false }) }).verdict).toBe("accept");
   // The local machine lacks a required feature: offload.
   const withFeature = [x86("remote", { speed: 2, features: ["big-parallel"] })];
-  expect(select({ machines: withFeature, local: localMachine({ speed: 3 }), request: request({ amWilling: true, requiredFeatures: ["big-parallel"] }) }).verdict).toBe("accept");
+  expect(
+    select({ machines: withFeature, local: localMachine({ speed: 3 }), request: request({ amWilling: true, requiredFeatures: ["big-parallel"] }) }).verdict,
+  ).toBe("accept");
   // localMachine({ features }) overrides the daemon's system-features.
-  expect(select({ machines: withFeature, local: localMachine({ speed: 3, features: ["big-parallel"] }), request: request({ amWilling: true, requiredFeatures: ["big-parallel"] }) }).verdict).toBe("decline");
+  expect(
+    select({
+      machines: withFeature,
+      local: localMachine({ speed: 3, features: ["big-parallel"] }),
+      request: request({ amWilling: true, requiredFeatures: ["big-parallel"] }),
+    }).verdict,
+  ).toBe("decline");
   // max-jobs = 0: the daemon never builds locally.
   expect(select({ machines, local: localMachine({ speed: 3 }), request: willing, localState: { ...localState, maxJobs: 0 } }).verdict).toBe("accept");
   // Disabled local record: no competition.

@@ -204,7 +204,11 @@ describe("ServeClient facing broken servers and sources", () => {
 
   test("text instead of the greeting (a chatty shell startup file) → protocol mismatch quoting it", async () => {
     const { connecting } = await attach("sh", ["-c", "echo 'Welcome to builder'; cat > /dev/null"]);
-    await expect(connecting).rejects.toMatchObject({ code: "protocol", message: expect.stringContaining('got "Welcome '), fix: expect.stringContaining(".bashrc") });
+    await expect(connecting).rejects.toMatchObject({
+      code: "protocol",
+      message: expect.stringContaining('got "Welcome '),
+      fix: expect.stringContaining(".bashrc"),
+    });
   });
 
   test("a server older than protocol 2.5 is refused", async () => {
@@ -572,9 +576,10 @@ describe("ServeClient as an untrusted user, through a nix-daemon (a non-root SSH
     const session = await untrusted();
     const drvPath = run("nix-instantiate", [...NO_NETWORK, nixExpression(work, "offload-untrusted", "echo $salt > $out")]);
     const derivation = derivationAt(drvPath);
-    await expect(
-      session.client.buildDerivation(drvPath, derivation, derivation.inputSrcs, { maxSilentTime: 60, buildTimeout: 120 }),
-    ).rejects.toMatchObject({ code: "remote-not-trusted", message: expect.stringContaining("not privileged to build input-addressed derivations") });
+    await expect(session.client.buildDerivation(drvPath, derivation, derivation.inputSrcs, { maxSilentTime: 60, buildTimeout: 120 })).rejects.toMatchObject({
+      code: "remote-not-trusted",
+      message: expect.stringContaining("not privileged to build input-addressed derivations"),
+    });
     await session.close();
   });
 });

@@ -1,18 +1,12 @@
 import { OffloadError } from "../src/errors.js";
 import { generateKeyPair, parsePublicKey, parseSecretKey } from "../src/nix/keys.js";
 import type { PathInfo } from "../src/nix/path-info.js";
-import {
-  pathFingerprint,
-  requireTrustedSignature,
-  signPath,
-  verifyPathSignatures,
-} from "../src/nix/signature.js";
+import { pathFingerprint, requireTrustedSignature, signPath, verifyPathSignatures } from "../src/nix/signature.js";
 
 // Golden data from real Nix 2.8.0: `nix-store --generate-binary-cache-key host-1 …`, a
 // trivial input-addressed derivation whose output refers to a builtins.toFile path,
 // `nix store sign --key-file`, then `nix path-info --json --sigs`.
-const NIX_SECRET =
-  "host-1:EkV/qKtoO1h8h7bev5zY6UTIiD0mgQ/x5JIohr+Ov2tzf82Cr6oIo3puZPiecFizgwvfzSl+4VCRASr8t8mh4A==";
+const NIX_SECRET = "host-1:EkV/qKtoO1h8h7bev5zY6UTIiD0mgQ/x5JIohr+Ov2tzf82Cr6oIo3puZPiecFizgwvfzSl+4VCRASr8t8mh4A==";
 const NIX_PUBLIC = "host-1:c3/Ngq+qCKN6bmT4nnBYs4ML380pfuFQkQEq/LfJoeA=";
 const GOLDEN: PathInfo = {
   path: "/nix/store/ahrs7y0pkxf2brm5kk95klcldfs62bwi-offload-golden",
@@ -20,9 +14,7 @@ const GOLDEN: PathInfo = {
   narHash: Buffer.from("Dd/s6l4hFRRueHL9PoECi38yye/u6tCMBH3lknP0DRA=", "base64"),
   narSize: 168,
   references: ["/nix/store/6saphnb2pqc6ms9p1vp2jai3jw713gh4-offload-dep"],
-  signatures: [
-    "host-1:9h1ZCbRBU9dSp8P4ULiHlZwVwBzpXSTArb1KkuubTmXOlN3Vwdfpke2OcxjxqzxMfHi2oIlwlHC6uOL/KTUtAQ==",
-  ],
+  signatures: ["host-1:9h1ZCbRBU9dSp8P4ULiHlZwVwBzpXSTArb1KkuubTmXOlN3Vwdfpke2OcxjxqzxMfHi2oIlwlHC6uOL/KTUtAQ=="],
 };
 const NIX_KEY = parsePublicKey(NIX_PUBLIC);
 

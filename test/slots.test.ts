@@ -36,8 +36,13 @@ test("slots are taken in order, counted, and described by their holders", async 
 test("a holder killed with SIGKILL frees its slot at once", async () => {
   const module = fileURLToPath(new URL("../src/select/slots.ts", import.meta.url));
   // A separate process takes the slot, reports, and is then killed without any cleanup.
-  writeFileSync(join(dir, "holder.ts"), `import { acquireSlot } from ${JSON.stringify(module)};\nconst slot = await acquireSlot(${JSON.stringify(dir)}, "victim", 1);\nconsole.log(slot ? "held" : "busy");\nsetInterval(() => {}, 1000);\n`);
-  const child = spawn(process.execPath, [fileURLToPath(new URL("../scripts/run-ts.mjs", import.meta.url)), join(dir, "holder.ts")], { stdio: ["ignore", "pipe", "inherit"] });
+  writeFileSync(
+    join(dir, "holder.ts"),
+    `import { acquireSlot } from ${JSON.stringify(module)};\nconst slot = await acquireSlot(${JSON.stringify(dir)}, "victim", 1);\nconsole.log(slot ? "held" : "busy");\nsetInterval(() => {}, 1000);\n`,
+  );
+  const child = spawn(process.execPath, [fileURLToPath(new URL("../scripts/run-ts.mjs", import.meta.url)), join(dir, "holder.ts")], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
   const said = await new Promise<string>((resolve) => child.stdout!.once("data", (chunk: Buffer) => resolve(chunk.toString().trim())));
   expect(said).toBe("held");
   expect(await acquireSlot(dir, "victim", 1)).toBeUndefined();

@@ -115,7 +115,8 @@ interface SoakRecord {
 /** The line that says why a build failed: offload's (the last it wrote), else Nix's own (a killed hook says nothing). */
 function reasonLines(stderr: string): { line: string; next: string | undefined } | undefined {
   const lines = stderr.split("\n");
-  const failure = (line: string) => /^offload: /.test(line) && !/^offload: (machines for this build|copied|\d+ output\(s\)|the agent's session|cannot build on)/.test(line);
+  const failure = (line: string) =>
+    /^offload: /.test(line) && !/^offload: (machines for this build|copied|\d+ output\(s\)|the agent's session|cannot build on)/.test(line);
   let at = lines.findLastIndex(failure);
   // A hook killed while it waited after "postpone": Nix says so, then that it cannot build anything.
   if (at < 0) at = lines.findIndex((line) => line.startsWith("build hook died unexpectedly"));
@@ -231,17 +232,29 @@ test(
       reasons[kind] = (reasons[kind] ?? 0) + 1;
       // Unexplained failures keep all that nix-build printed, to see what happened.
       const unexplained = kind === "no reason given" || kind.startsWith("other: ");
-      failures.push({ n: record.n, kind: record.kind, as: record.as, code: record.outcome.code, reason: reason?.line ?? "", ...(unexplained ? { stderr: record.outcome.stderr } : {}) });
+      failures.push({
+        n: record.n,
+        kind: record.kind,
+        as: record.as,
+        code: record.outcome.code,
+        reason: reason?.line ?? "",
+        ...(unexplained ? { stderr: record.outcome.stderr } : {}),
+      });
       // offload's reason may go on with indented lines (its fix, each machine's reason); Nix's own lines are Nix's business,
       // and so is a message of offload's about another derivation of the graph, built meanwhile.
-      if (reason?.line.startsWith("offload: ") && reason.next !== undefined && !/^( {2}|error: |offload: |$)/.test(reason.next)) notOneLine.push(`${reason.line} ⏎ ${reason.next}`);
+      if (reason?.line.startsWith("offload: ") && reason.next !== undefined && !/^( {2}|error: |offload: |$)/.test(reason.next))
+        notOneLine.push(`${reason.line} ⏎ ${reason.next}`);
     }
 
     // Every valid soak output (of failed graphs too) is complete and signed by a builder, says Nix itself.
     const all = (await runInHost(soak.master, ["nix", ...NIX, "path-info", "--all"], { timeoutMs: 120_000 })).stdout.split("\n");
     const soakPaths = all.filter((path) => /-soak-/.test(path) && !path.endsWith(".drv"));
     const keys = soak.lab.builders.map((builder) => builder.signingKey).join(" ");
-    const signed = await runInHost(soak.master, ["nix", ...NIX, "store", "verify", "--no-contents", "--sigs-needed", "1", "--trusted-public-keys", keys, ...soakPaths], { timeoutMs: 300_000 });
+    const signed = await runInHost(
+      soak.master,
+      ["nix", ...NIX, "store", "verify", "--no-contents", "--sigs-needed", "1", "--trusted-public-keys", keys, ...soakPaths],
+      { timeoutMs: 300_000 },
+    );
     const store = await verifyStore(soak.master);
     const agent = agentPid(configDir);
     const agentPeakKiB = agent === undefined ? undefined : await peakRssKiB(soak.master, agent);

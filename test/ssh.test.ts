@@ -96,16 +96,10 @@ describe("~/.ssh/config resolution", () => {
   test("Include (relative to ~/.ssh, globbed, nested in a Host block) is followed; first value wins", () => {
     const home = join(work, "include-home");
     mkdirSync(join(home, ".ssh", "conf.d"), { recursive: true });
-    writeFileSync(
-      join(home, ".ssh", "conf.d", "10-builder.conf"),
-      "Host inc-builder\n  HostName 10.0.0.7\n  Port 2207\n  UserKnownHostsFile ~/kh1 %d/kh2\n",
-    );
+    writeFileSync(join(home, ".ssh", "conf.d", "10-builder.conf"), "Host inc-builder\n  HostName 10.0.0.7\n  Port 2207\n  UserKnownHostsFile ~/kh1 %d/kh2\n");
     writeFileSync(join(home, ".ssh", "conf.d", "20-later.conf"), "Host inc-builder\n  Port 9999\n  User nix\n");
     writeFileSync(join(home, ".ssh", "only-for-x.conf"), "Host other\n  User other-user\n");
-    writeFileSync(
-      join(home, ".ssh", "config"),
-      "Include conf.d/*.conf\nHost x-box\n  Include only-for-x.conf\n  IdentityFile ~/.ssh/x_%r_%h\n",
-    );
+    writeFileSync(join(home, ".ssh", "config"), "Include conf.d/*.conf\nHost x-box\n  Include only-for-x.conf\n  IdentityFile ~/.ssh/x_%r_%h\n");
     const system = join(work, "include-system-config");
     writeFileSync(system, "User system-default\n");
     const options = { sshConfigPath: join(home, ".ssh", "config"), systemSshConfigPath: system, homeDir: home };
@@ -208,10 +202,7 @@ describe("connectMachine against a real sshd", () => {
   test("a ~/.ssh/config alias supplies HostName, Port, User and IdentityFile", async () => {
     const config = join(work, "ssh_config");
     writeFileSync(config, `Host builder-alias\n  HostName ${HOST}\n  Port ${sshd.port}\n  User root\n  IdentityFile ${sshd.clientKeyPath}\n`);
-    const connection = await connectMachine(
-      { name: "builder-alias", hostKey: sshd.hostKeyLine, connectTimeout: 5 },
-      { ...isolated(), sshConfigPath: config },
-    );
+    const connection = await connectMachine({ name: "builder-alias", hostKey: sshd.hostKeyLine, connectTimeout: 5 }, { ...isolated(), sshConfigPath: config });
     expect(connection.target).toMatchObject({ host: HOST, port: sshd.port, user: "root" });
     expect((await collect(await connection.exec("whoami"))).stdout).toBe("root\n");
     connection.close();

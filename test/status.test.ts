@@ -46,8 +46,14 @@ test("the table: address, reachable, load, slots in use, free store space, uptim
   expect(result.code).toBe(0);
   const lines = result.stdout.trim().split("\n");
   expect(lines[0]).toMatch(/^MACHINE\s+ADDRESS\s+REACHABLE\s+LOAD\s+SLOTS\s+FREE\s+UPTIME\s+CLOCK\s+LAST BUILD$/);
-  expect(lines[1]).toMatch(new RegExp(`^${escape(b0.address)}\\s+root@${escape(b0.address)}:${b0.port}\\s+yes\\s+\\d+\\.\\d\\d\\s+1/2\\s+\\d+\\.\\dG\\s+\\S+\\s+[+-]0\\.0\\ds\\s+-$`));
-  expect(lines[2]).toMatch(new RegExp(`^${escape(b1.address)}\\s+root@${escape(b1.address)}:${b1.port}\\s+yes\\s+\\d+\\.\\d\\d\\s+0/2\\s+\\d+\\.\\dG\\s+\\S+\\s+[+-]0\\.0\\ds\\s+1m ago$`));
+  expect(lines[1]).toMatch(
+    new RegExp(`^${escape(b0.address)}\\s+root@${escape(b0.address)}:${b0.port}\\s+yes\\s+\\d+\\.\\d\\d\\s+1/2\\s+\\d+\\.\\dG\\s+\\S+\\s+[+-]0\\.0\\ds\\s+-$`),
+  );
+  expect(lines[2]).toMatch(
+    new RegExp(
+      `^${escape(b1.address)}\\s+root@${escape(b1.address)}:${b1.port}\\s+yes\\s+\\d+\\.\\d\\d\\s+0/2\\s+\\d+\\.\\dG\\s+\\S+\\s+[+-]0\\.0\\ds\\s+1m ago$`,
+    ),
+  );
   expect(lines[3]).toMatch(/^\S+\s+root@\S+:1\s+NO\s+-\s+0\/2\s+-\s+-\s+-\s+-$/);
   expect(lines).toContainEqual(expect.stringMatching(/^✗ \S+: connection to \S+ refused: nothing listens on port 1 — fix: start sshd/));
   expect(lines).toContainEqual(expect.stringMatching(new RegExp(`^  ${escape(b0.address)} slot 0: pid ${process.pid} building ${escape(HELD)} for \\d+s$`)));

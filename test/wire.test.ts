@@ -22,11 +22,20 @@ describe("WireWriter", () => {
     expect(b.toString("hex")).toBe(
       "0100000000000000" +
         "0100000000000000" +
-        "0300000000000000" + "6162630000000000" +
-        "0200000000000000" + "0000000000000000" + "0800000000000000" + "3132333435363738" +
+        "0300000000000000" +
+        "6162630000000000" +
+        "0200000000000000" +
+        "0000000000000000" +
+        "0800000000000000" +
+        "3132333435363738" +
         "78",
     );
-    expect(new WireWriter().u64(2n ** 64n - 1n).toBuffer().toString("hex")).toBe("ffffffffffffffff");
+    expect(
+      new WireWriter()
+        .u64(2n ** 64n - 1n)
+        .toBuffer()
+        .toString("hex"),
+    ).toBe("ffffffffffffffff");
   });
 
   test("rejects non-integers and out-of-range numbers", () => {
@@ -94,14 +103,24 @@ describe("WireReader", () => {
   test("premature end of stream is a clear OffloadError at every cut", async () => {
     for (let cut = 0; cut < message.length; cut++) {
       const r = new WireReader(asAsync([message.subarray(0, cut)]));
-      const err = await readAll(r).then(() => undefined, (e: unknown) => e);
+      const err = await readAll(r).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
       expect(err).toBeInstanceOf(OffloadError);
       expect((err as OffloadError).message).toMatch(/^unexpected end of stream while reading /);
     }
   });
 
   test("num rejects values above the maximum", async () => {
-    const r = new WireReader(asAsync([new WireWriter().u64(2 ** 32).u64(5).toBuffer()]));
+    const r = new WireReader(
+      asAsync([
+        new WireWriter()
+          .u64(2 ** 32)
+          .u64(5)
+          .toBuffer(),
+      ]),
+    );
     await expect(r.num()).rejects.toThrow(/more than the maximum 4294967295/);
     await expect(r.num(4)).rejects.toThrow(OffloadError);
   });

@@ -25,15 +25,7 @@ export type NixSystem = KnownSystem | (string & {});
 
 /** Features Nix and nixpkgs use (`requiredSystemFeatures`); any other name is accepted too. */
 export type SystemFeature =
-  | "kvm"
-  | "big-parallel"
-  | "benchmark"
-  | "nixos-test"
-  | "uid-range"
-  | "recursive-nix"
-  | "ca-derivations"
-  | "apple-virt"
-  | (string & {});
+  "kvm" | "big-parallel" | "benchmark" | "nixos-test" | "uid-range" | "recursive-nix" | "ca-derivations" | "apple-virt" | (string & {});
 
 /** What you write for one remote build machine. Only `name` and `systems` are required. */
 export interface BuildMachineOptions {

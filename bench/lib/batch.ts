@@ -24,7 +24,10 @@ function placement(run: TimedBuild): string {
 }
 
 export function measureBatch(options: BatchOptions): Promise<Row[]> {
-  const specs = [{ features: [], mandatoryFeatures: [], speed: 1, parallelBuilds: 1 }, { features: [], mandatoryFeatures: [], speed: 1, parallelBuilds: 1 }];
+  const specs = [
+    { features: [], mandatoryFeatures: [], speed: 1, parallelBuilds: 1 },
+    { features: [], mandatoryFeatures: [], speed: 1, parallelBuilds: 1 },
+  ];
   return withLab("p2", { builders: 2, builderSpecs: specs }, async (bench) => {
     const { leaves } = writeExpressions(bench.work);
     const withLocal = configVariant(bench, "with-local", [`localMachine({ speed: ${LOCAL_SPEED} })`]);
@@ -33,7 +36,8 @@ export function measureBatch(options: BatchOptions): Promise<Row[]> {
       [`offload + local machine (speed ${LOCAL_SPEED}, nix.conf max-jobs)`, { kind: "offload", configDir: withLocal }],
       ["nix", { kind: "nix" }],
     ];
-    const build = (builder: Builder, tag: string) => timedNixBuild(bench, builder, [leaves, "--argstr", "salt", freshSalt(tag), "--arg", "count", String(LEAVES)]);
+    const build = (builder: Builder, tag: string) =>
+      timedNixBuild(bench, builder, [leaves, "--argstr", "salt", freshSalt(tag), "--arg", "count", String(LEAVES)]);
     // Not counted: warms offload's config caches, ssh and Nix.
     for (const [, builder] of variants) await build(builder, "warm");
     const times = variants.map(() => [] as number[]);

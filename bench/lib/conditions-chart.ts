@@ -35,7 +35,9 @@ export function conditionsChart(results: readonly ConditionResult[]): string {
       TOOLS.forEach((tool, t) => {
         const value = panel.value(result, tool);
         const h = (value / max) * plot;
-        parts.push(`<rect x="${gx + t * bar}" y="${(30 + plot - h).toFixed(1)}" width="${bar - 2}" height="${h.toFixed(1)}" fill="${COLOURS[tool]}"><title>${escape(`${tool}: ${Math.round(value)} ms`)}</title></rect>`);
+        parts.push(
+          `<rect x="${gx + t * bar}" y="${(30 + plot - h).toFixed(1)}" width="${bar - 2}" height="${h.toFixed(1)}" fill="${COLOURS[tool]}"><title>${escape(`${tool}: ${Math.round(value)} ms`)}</title></rect>`,
+        );
       });
       parts.push(`<text x="${gx + (bar * TOOLS.length) / 2}" y="${48 + plot}" font-size="11" text-anchor="middle">${escape(result.key)}</text>`);
     });

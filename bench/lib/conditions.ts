@@ -87,7 +87,8 @@ function sshConfigText(lab: Lab, targets: { builder: LabBuilder; host: string; p
 function makeRoute(bench: BenchLab, name: string, targets: { builder: LabBuilder; host: string; port: number }[]): Route {
   const sshConfig = join(bench.work, `ssh_config-${name}`);
   writeFileSync(sshConfig, sshConfigText(bench.lab, targets), { mode: 0o644 });
-  const records = (threshold: null | undefined) => targets.map(({ builder, host, port }) => labRecord(bench.lab, builder, { host, port, overloadThreshold: threshold }));
+  const records = (threshold: null | undefined) =>
+    targets.map(({ builder, host, port }) => labRecord(bench.lab, builder, { host, port, overloadThreshold: threshold }));
   return {
     sshConfig,
     offload: {
@@ -114,7 +115,9 @@ function sshRoundTrip(sshConfig: string, alias: string): Promise<number> {
       else child.stdin.end();
     });
     child.once("error", reject);
-    child.once("close", (code) => (times.length >= 21 ? resolve(median(times.slice(1))) : reject(new Error(`ssh ${alias} cat exited with ${code} after ${times.length} round trips`))));
+    child.once("close", (code) =>
+      times.length >= 21 ? resolve(median(times.slice(1))) : reject(new Error(`ssh ${alias} cat exited with ${code} after ${times.length} round trips`)),
+    );
     ping();
   });
 }
@@ -141,7 +144,11 @@ export async function measureConditions(options: ConditionsOptions): Promise<{ r
   return withLab("p7", { builders: 2, builderSpecs: [plain, plain], network: true, rootSshConfig: false }, async (bench) => {
     const { lab } = bench;
     const { trivial, leaves } = writeExpressions(bench.work);
-    const direct = makeRoute(bench, "direct", lab.builders.map((builder) => ({ builder, host: builder.address, port: builder.port })));
+    const direct = makeRoute(
+      bench,
+      "direct",
+      lab.builders.map((builder) => ({ builder, host: builder.address, port: builder.port })),
+    );
     const sshBin = portableSsh(join(bench.work, "sid-ssh"));
     let master: Host | undefined;
     try {
@@ -152,14 +159,20 @@ export async function measureConditions(options: ConditionsOptions): Promise<{ r
         { key: "b", title: `(b) login shell takes ${SLOW_LOGIN_S} s`, run: () => slowLogin() },
         { key: "c", title: `(c) ${RTT_MS} ms RTT, ${RATE_KBIT / 1000} Mbit/s`, run: () => slowNetwork() },
         { key: "d-hog", title: "(d) CPU hog on builder 0, default overloadThreshold", run: () => cpuHog() },
-        { key: "d-own", title: "(d) builders busy with offload's own builds only, default overloadThreshold", run: () => measure("d-own", "(d) own builds only, default overloadThreshold", direct, "defaultLoad", [loadNow()]) },
+        {
+          key: "d-own",
+          title: "(d) builders busy with offload's own builds only, default overloadThreshold",
+          run: () => measure("d-own", "(d) own builds only, default overloadThreshold", direct, "defaultLoad", [loadNow()]),
+        },
       ];
       for (const condition of conditions) {
         if (options.only && !options.only.has(condition.key)) continue;
         options.log(`P7 ${condition.title}…`);
         const result = await condition.run();
         results.push(result);
-        options.log(`P7 ${condition.title}: trivial ${TOOLS.map((tool) => `${tool} ${ms(result.trivial[tool])}`).join(", ")}; batch ${TOOLS.map((tool) => `${tool} ${seconds(result.batch[tool])}`).join(", ")}`);
+        options.log(
+          `P7 ${condition.title}: trivial ${TOOLS.map((tool) => `${tool} ${ms(result.trivial[tool])}`).join(", ")}; batch ${TOOLS.map((tool) => `${tool} ${seconds(result.batch[tool])}`).join(", ")}`,
+        );
       }
       if (options.chart) writeFileSync(options.chart, conditionsChart(results));
       return { rows: results.flatMap(rowsOf), results };
@@ -174,10 +187,27 @@ export async function measureConditions(options: ConditionsOptions): Promise<{ r
         case "nix 2.8":
           return (await timedNixBuild(bench, { kind: "nix", env: { NIX_SSHOPTS: `-F ${route.sshConfig}` } }, expression)).ms;
         case "nix 2.34": {
-          const argv = ["sh", "-c", TIMER, "sh", "nix-build", ...expression, "--option", "builders", `@${lab.nixMachines}`, "--max-jobs", "0", "--option", "substituters", "", "--no-out-link"];
+          const argv = [
+            "sh",
+            "-c",
+            TIMER,
+            "sh",
+            "nix-build",
+            ...expression,
+            "--option",
+            "builders",
+            `@${lab.nixMachines}`,
+            "--max-jobs",
+            "0",
+            "--option",
+            "substituters",
+            "",
+            "--no-out-link",
+          ];
           const result = await runInHost(master!, argv, { env: { PATH: `${sshBin}:${PATH}`, NIX_SSHOPTS: `-F ${route.sshConfig}` }, timeoutMs: 600_000 });
           const elapsed = /offload-bench-elapsed (\d+)/.exec(result.stderr);
-          if (result.code !== 0 || !elapsed) throw new Error(`nix-build (Nix 2.34) exited with ${result.code}:\n${result.stderr.trim().split("\n").slice(-8).join("\n")}`);
+          if (result.code !== 0 || !elapsed)
+            throw new Error(`nix-build (Nix 2.34) exited with ${result.code}:\n${result.stderr.trim().split("\n").slice(-8).join("\n")}`);
           return Number(elapsed[1]) / 1000;
         }
       }
@@ -185,13 +215,16 @@ export async function measureConditions(options: ConditionsOptions): Promise<{ r
 
     async function measure(key: string, title: string, route: Route, load: keyof Route["offload"], notes: string[]): Promise<ConditionResult> {
       const trivialRun = (tool: Tool, tag: string) => build(tool, route, load, [trivial, "--argstr", "salt", freshSalt(`${key}-${tag}`)]);
-      const batchRun = (tool: Tool, tag: string) => build(tool, route, load, [leaves, "--argstr", "salt", freshSalt(`${key}-${tag}`), "--arg", "count", String(LEAVES)]);
+      const batchRun = (tool: Tool, tag: string) =>
+        build(tool, route, load, [leaves, "--argstr", "salt", freshSalt(`${key}-${tag}`), "--arg", "count", String(LEAVES)]);
       const first = {} as Record<Tool, number>;
       for (const tool of TOOLS) first[tool] = await trivialRun(tool, "first");
       const times = { trivial: emptyTimes(), batch: emptyTimes() };
       for (let i = 0; i < options.trivialRepetitions; i++) {
         for (const tool of rotated(i)) times.trivial[tool].push(await trivialRun(tool, "trivial"));
-        options.log(`P7 ${key} trivial ${i + 1}/${options.trivialRepetitions}: ${TOOLS.map((tool) => `${tool} ${ms(times.trivial[tool].at(-1)!)}`).join(", ")}`);
+        options.log(
+          `P7 ${key} trivial ${i + 1}/${options.trivialRepetitions}: ${TOOLS.map((tool) => `${tool} ${ms(times.trivial[tool].at(-1)!)}`).join(", ")}`,
+        );
       }
       for (let i = 0; i < options.batchRepetitions; i++) {
         for (const tool of rotated(i)) {
@@ -219,10 +252,16 @@ export async function measureConditions(options: ConditionsOptions): Promise<{ r
       const relays: DelayRelay[] = [];
       try {
         for (const builder of lab.builders) {
-          relays.push(await startDelayRelay({ listen: { host: builder.host.network!.peer }, target: { host: builder.address, port: builder.port }, delayMs: RTT_MS / 2 }));
+          relays.push(
+            await startDelayRelay({ listen: { host: builder.host.network!.peer }, target: { host: builder.address, port: builder.port }, delayMs: RTT_MS / 2 }),
+          );
           await shapeLink(builder.host, { kbit: RATE_KBIT });
         }
-        const route = makeRoute(bench, "slow", lab.builders.map((builder, i) => ({ builder, host: relays[i]!.host, port: relays[i]!.port })));
+        const route = makeRoute(
+          bench,
+          "slow",
+          lab.builders.map((builder, i) => ({ builder, host: relays[i]!.host, port: relays[i]!.port })),
+        );
         const name = lab.builders[0]!.name;
         const [before, after] = [await sshRoundTrip(direct.sshConfig, name), await sshRoundTrip(route.sshConfig, name)];
         const notes = [`round trip through ssh: ${ms(before)} direct, ${ms(after)} through the relay (+${ms(after - before)})`];
@@ -242,7 +281,9 @@ export async function measureConditions(options: ConditionsOptions): Promise<{ r
       try {
         // The 1-minute load average takes this long to show a third of it: a builder already busy.
         await new Promise((resolve) => setTimeout(resolve, HOG_HEAD_START_S * 1000));
-        return await measure("d-hog", "(d) CPU hog on builder 0, default overloadThreshold", direct, "defaultLoad", [`hog started ${HOG_HEAD_START_S} s before: ${loadNow()}`]);
+        return await measure("d-hog", "(d) CPU hog on builder 0, default overloadThreshold", direct, "defaultLoad", [
+          `hog started ${HOG_HEAD_START_S} s before: ${loadNow()}`,
+        ]);
       } finally {
         const pid = readFileSync(pidFile, "utf8").trim();
         await runInHost(host, ["kill", pid]);

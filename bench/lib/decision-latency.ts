@@ -41,7 +41,9 @@ function tries(count: number, amWilling: boolean): Try[] {
 function expectReplies(run: HookRun, reply: string, what: string): void {
   const wrong = run.replies.find((r) => r !== reply);
   if (wrong !== undefined || run.replies.length === 0) {
-    throw new Error(`${what}: expected "${reply}" from the hook, got "${wrong ?? "nothing"}"${run.messages.length ? ` (${run.messages.slice(-3).join(" / ")})` : ""}`);
+    throw new Error(
+      `${what}: expected "${reply}" from the hook, got "${wrong ?? "nothing"}"${run.messages.length ? ` (${run.messages.slice(-3).join(" / ")})` : ""}`,
+    );
   }
 }
 
@@ -75,7 +77,8 @@ export async function measureDecisionLatency(options: DecisionOptions): Promise<
     options.log(`P4: decline p50 ${ms(percentile(steadyLatencies(decline), 50))}, start → first reply median ${ms(median(starts))}`);
 
     // Every slot of every x86 machine held, as running builds would hold them.
-    for (const machine of x86) for (let i = 0; i < machine.parallelBuilds; i++) held.push((await acquireSlot(env.OFFLOAD_STATE_DIR, machine.name, machine.parallelBuilds))!);
+    for (const machine of x86)
+      for (let i = 0; i < machine.parallelBuilds; i++) held.push((await acquireSlot(env.OFFLOAD_STATE_DIR, machine.name, machine.parallelBuilds))!);
     const postpone = await runHookTries(env, tries(options.tries, false));
     expectReplies(postpone, "postpone", "all slots held");
     options.log(`P4: postpone p50 ${ms(percentile(steadyLatencies(postpone), 50))}`);
@@ -125,7 +128,8 @@ function measureAccepts(options: DecisionOptions): Promise<{ accept: number[]; b
     // The first also compiles the config cache: not counted.
     for (let i = 0; i <= options.accepts; i++) {
       const run = await runHookTries(env, tries(1, false));
-      if (!run.replies[0]?.startsWith("accept")) throw new Error(`expected an accept from the lab's builder, got "${run.replies[0] ?? "nothing"}" (${run.messages.slice(-3).join(" / ")})`);
+      if (!run.replies[0]?.startsWith("accept"))
+        throw new Error(`expected an accept from the lab's builder, got "${run.replies[0] ?? "nothing"}" (${run.messages.slice(-3).join(" / ")})`);
       const bare = await runHookTries(env, [foreign]);
       expectReplies(bare, "decline", "a system no machine builds");
       if (i > 0) {

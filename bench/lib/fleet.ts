@@ -36,16 +36,17 @@ export function writeFleetConfig(dir: string, clientKey: string, localSpeed: num
   const key = generateKeyPair("bench-fleet-1");
   writeFileSync(join(dir, "signing-key.sec"), key.exportSecret(), { mode: 0o600 });
   writeFileSync(join(dir, "acl"), `${generateKeyPair("bench-builder-1").publicKey.toString()}\n`, { mode: 0o644 });
-  const records = fleetMachines().map((machine, i) =>
-    `  buildMachine(${JSON.stringify({
-      ...machine,
-      user: "nix",
-      hostKey: hostKeyLine(),
-      privateKey: clientKey,
-      speed: 1 + (i % 3) / 2,
-      features: i % 5 === 0 ? ["kvm", "big-parallel"] : ["big-parallel"],
-      mandatoryFeatures: i === 99 ? ["benchmark"] : [],
-    })}),`,
+  const records = fleetMachines().map(
+    (machine, i) =>
+      `  buildMachine(${JSON.stringify({
+        ...machine,
+        user: "nix",
+        hostKey: hostKeyLine(),
+        privateKey: clientKey,
+        speed: 1 + (i % 3) / 2,
+        features: i % 5 === 0 ? ["kvm", "big-parallel"] : ["big-parallel"],
+        mandatoryFeatures: i === 99 ? ["benchmark"] : [],
+      })}),`,
   );
   const text = `import { buildMachine, localMachine } from "offload";\nexport default [\n  localMachine({ speed: ${localSpeed} }),\n${records.join("\n")}\n];\n`;
   writeFileSync(join(dir, "machines.ts"), text, { mode: 0o644 });

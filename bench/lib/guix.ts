@@ -44,7 +44,10 @@ const WORKLOADS: Array<{ name: string; graph: Drv[] }> = [
   { name: "10 independent leaves", graph: Array.from({ length: 10 }, (_, i) => ({ name: `leaf${i}`, script: `echo ${i} $tag > $out` })) },
   {
     name: "shared input + 6 leaves using it",
-    graph: [{ name: "base", script: "echo base $tag > $out" }, ...Array.from({ length: 6 }, (_, i) => ({ name: `user${i}`, script: `cat $in0 > $out; echo ${i} >> $out`, inputs: ["base"] }))],
+    graph: [
+      { name: "base", script: "echo base $tag > $out" },
+      ...Array.from({ length: 6 }, (_, i) => ({ name: `user${i}`, script: `cat $in0 > $out; echo ${i} >> $out`, inputs: ["base"] })),
+    ],
   },
 ];
 
@@ -108,7 +111,14 @@ function timedGuixBuild(master: Master, script: string): Promise<TimedGuixBuild>
       const ms = since();
       if (code === 0) return resolve({ ms, lines });
       const why = signal === "SIGKILL" ? `did not finish within ${BUILD_TIMEOUT_MS / 1000} s` : `exited with ${code}`;
-      reject(new Error(`build through ${master.label} ${why}:\n${lines.slice(-8).map((line) => `  ${line.text}`).join("\n")}`));
+      reject(
+        new Error(
+          `build through ${master.label} ${why}:\n${lines
+            .slice(-8)
+            .map((line) => `  ${line.text}`)
+            .join("\n")}`,
+        ),
+      );
     });
   });
 }
@@ -150,7 +160,11 @@ export async function measureGuix(options: GuixBenchOptions): Promise<Row[]> {
     const offloadSshPublic = await ensureSshKey(offloadSsh, "guix-bench-offload");
 
     options.log("GUIX: starting two Guix builders and two Guix masters…");
-    const builders = await Promise.all([1, 2].map((n) => start({ name: `gbench-b${n}`, dir: join(work, `b${n}`), ssh: { address: ADDRESS(n), port: PORT, authorizedKeys: [offloadSshPublic] } })));
+    const builders = await Promise.all(
+      [1, 2].map((n) =>
+        start({ name: `gbench-b${n}`, dir: join(work, `b${n}`), ssh: { address: ADDRESS(n), port: PORT, authorizedKeys: [offloadSshPublic] } }),
+      ),
+    );
     const offloadKey = readFileSync(join(etc, "guix-signing-key.pub"), "utf8");
     await Promise.all(builders.map((builder) => authorizeInGuixHost(builder, offloadKey)));
     const records = builders.map((builder) => `  ${guixMachineRecord(builder, offloadSsh, { parallelBuilds: PARALLEL_BUILDS })}`);
@@ -161,7 +175,12 @@ export async function measureGuix(options: GuixBenchOptions): Promise<Row[]> {
         dir: join(work, "mo"),
         shared: [work],
         daemonArgs: ["--max-jobs=0"],
-        daemonEnv: { GUIX: join(root, "bin", "offload-guix"), OFFLOAD_CONFIG_DIR: etc, OFFLOAD_STATE_DIR: join(work, "state"), OFFLOAD_CACHE_DIR: join(work, "cache") },
+        daemonEnv: {
+          GUIX: join(root, "bin", "offload-guix"),
+          OFFLOAD_CONFIG_DIR: etc,
+          OFFLOAD_STATE_DIR: join(work, "state"),
+          OFFLOAD_CACHE_DIR: join(work, "cache"),
+        },
       }),
       start({ name: "gbench-mg", dir: join(work, "mg"), shared: [work], daemonArgs: ["--max-jobs=0"] }),
     ]);
@@ -191,7 +210,9 @@ export async function measureGuix(options: GuixBenchOptions): Promise<Row[]> {
           // The floor: the same script again, everything valid already: guix repl, the daemon, no build.
           if (w === 0 && m === 0) floors.push((await build(masters[m]!, workload.graph, tag)).ms);
         }
-        options.log(`GUIX ${i + 1}/${options.repetitions} ${workload.name}: ${masters.map((master, m) => `${master.label} ${seconds(times[w]![m]!.at(-1)!)}`).join(", ")}`);
+        options.log(
+          `GUIX ${i + 1}/${options.repetitions} ${workload.name}: ${masters.map((master, m) => `${master.label} ${seconds(times[w]![m]!.at(-1)!)}`).join(", ")}`,
+        );
       }
     }
     const rows = WORKLOADS.map((workload, w): Row => {
@@ -207,8 +228,22 @@ export async function measureGuix(options: GuixBenchOptions): Promise<Row[]> {
       };
     });
     const phaseText = (m: number) => [0, 1, 2].map((i) => seconds(median(phases[m]!.map((p) => p[i]!)))).join(" / ");
-    rows.push({ benchmark: "GUIX", measure: "trivial build: machine reached, accepting / output back / script done, medians", offload: phaseText(0), other: `guix offload ${phaseText(1)}`, ratio: "", target: "" });
-    rows.push({ benchmark: "GUIX", measure: "floor: the trivial build's script again, all valid (guix repl, no build)", offload: "", other: seconds(median(floors)), ratio: "", target: "" });
+    rows.push({
+      benchmark: "GUIX",
+      measure: "trivial build: machine reached, accepting / output back / script done, medians",
+      offload: phaseText(0),
+      other: `guix offload ${phaseText(1)}`,
+      ratio: "",
+      target: "",
+    });
+    rows.push({
+      benchmark: "GUIX",
+      measure: "floor: the trivial build's script again, all valid (guix repl, no build)",
+      offload: "",
+      other: seconds(median(floors)),
+      ratio: "",
+      target: "",
+    });
     return rows;
   } finally {
     process.off("SIGINT", onSignal);

@@ -66,7 +66,10 @@ export function timedNixBuild(bench: BenchLab, builder: Builder, expression: str
       const ms = since();
       if (partial) lines.push({ at: ms, text: partial });
       if (code === 0) return resolve({ ms, outputs: stdout.trim().split("\n").filter(Boolean), lines });
-      const tail = lines.slice(-8).map((line) => `  ${line.text}`).join("\n");
+      const tail = lines
+        .slice(-8)
+        .map((line) => `  ${line.text}`)
+        .join("\n");
       reject(new Error(`nix-build (${builder.kind}) exited with ${code}:\n${tail}`));
     });
   });

@@ -27,7 +27,14 @@ function predicted(builders: LabBuilder[]): string[] {
   const site: SimSite = {
     system: builders[0]!.system,
     local: { speed: 1, maxJobs: 0, features: [] },
-    builders: builders.map((b) => ({ name: b.name, speed: b.speed, slots: b.parallelBuilds, cores: b.parallelBuilds, features: b.features, mandatoryFeatures: b.mandatoryFeatures })),
+    builders: builders.map((b) => ({
+      name: b.name,
+      speed: b.speed,
+      slots: b.parallelBuilds,
+      cores: b.parallelBuilds,
+      features: b.features,
+      mandatoryFeatures: b.mandatoryFeatures,
+    })),
     pollInterval: 5,
   };
   const policy = nixPolicy(site);

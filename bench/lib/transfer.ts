@@ -105,9 +105,12 @@ async function compare(bench: BenchLab, options: TransferOptions, input: string,
       await runLocal(DELETE(output));
     }
     times.download.ssh.push(await ssh(`cat ${nar}`)); // loopback: the builder reads the same file
-    times.download.restore.push(await timedCommand("sh", ["-c", `"$@" | nix-store --restore ${restored}`, "sh", "ssh", ...sshArgs(lab, builder, `cat ${nar}`)]));
+    times.download.restore.push(
+      await timedCommand("sh", ["-c", `"$@" | nix-store --restore ${restored}`, "sh", "ssh", ...sshArgs(lab, builder, `cat ${nar}`)]),
+    );
     rmSync(restored, { recursive: true, force: true });
-    for (const tool of tools) times.fixed[tool].push((await timedNixBuild(bench, TOOLS[tool], [trivial, "--argstr", "salt", freshSalt(`p3-fixed-${tool}`)])).ms);
+    for (const tool of tools)
+      times.fixed[tool].push((await timedNixBuild(bench, TOOLS[tool], [trivial, "--argstr", "salt", freshSalt(`p3-fixed-${tool}`)])).ms);
     times.fixed.ssh.push(await ssh("true"));
     options.log(
       `P3 ${i + 1}/${options.repetitions}: upload offload ${seconds(times.upload.offload.at(-1)!)}, nix ${seconds(times.upload.nix.at(-1)!)}, ssh ${seconds(times.upload.ssh.at(-1)!)}; ` +
@@ -120,7 +123,8 @@ async function compare(bench: BenchLab, options: TransferOptions, input: string,
   for (const direction of ["upload", "download"] as const) {
     const bytes = direction === "upload" ? inputSize : outputSize;
     // A transfer faster than the noise in the fixed cost has no meaningful rate: Infinity, shown as such.
-    const rate = (who: keyof (typeof times)["upload"]) => bytes / MIB / (Math.max(0, median(times[direction][who]) - fixed[who === "restore" ? "ssh" : who]) / 1000);
+    const rate = (who: keyof (typeof times)["upload"]) =>
+      bytes / MIB / (Math.max(0, median(times[direction][who]) - fixed[who === "restore" ? "ssh" : who]) / 1000);
     const [offload, nix, ssh, restore] = [rate("offload"), rate("nix"), rate("ssh"), rate("restore")];
     rows.push({
       benchmark: "P3",

@@ -53,7 +53,12 @@ export async function borrowSession(machine: BuildMachine, stateDir: string): Pr
   socket.on("data", (chunk: Buffer) => reader.push(chunk));
   socket.on("error", () => undefined);
   socket.once("close", () => {
-    settle({ error: new OffloadError(`offload agent closed the connection to ${machine.name}`, { code: "unreachable", fix: `offload check ${machine.name}; the agent restarts on the next build (OFFLOAD_AGENT=0 connects without it)` }) });
+    settle({
+      error: new OffloadError(`offload agent closed the connection to ${machine.name}`, {
+        code: "unreachable",
+        fix: `offload check ${machine.name}; the agent restarts on the next build (OFFLOAD_AGENT=0 connects without it)`,
+      }),
+    });
     resolveExit({ code: null }); // no Exit frame came: the agent or its connection died
     stdout.end();
     stderr.end();

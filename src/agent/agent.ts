@@ -107,22 +107,29 @@ export async function runAgent(options: AgentOptions): Promise<void> {
     void lock.release();
     log(why);
   };
-  const sweep = setInterval(() => {
-    const now = Date.now();
-    // Someone removed the state dir (or the socket): nobody can reach this agent any more.
-    if (!existsSync(socketPath)) return shutdown("socket removed, exiting");
-    for (const [key, machine] of machines) {
-      if (machine.active === 0 && now - machine.lastUsed > options.idleMs) {
-        for (const warm of machine.warm) void warm.then((session) => session.process.close(), () => undefined);
-        machine.connection.close();
-        machines.delete(key);
-      } else if (!machine.health || now - machine.health.at > HEALTH_FRESH_MS / 2) {
-        // Fresh facts for machines the hook is not choosing too: a load read once must not keep one away for a minute.
-        void refreshHealth(machine, JSON.parse(key) as BuildMachine).catch(() => undefined);
+  const sweep = setInterval(
+    () => {
+      const now = Date.now();
+      // Someone removed the state dir (or the socket): nobody can reach this agent any more.
+      if (!existsSync(socketPath)) return shutdown("socket removed, exiting");
+      for (const [key, machine] of machines) {
+        if (machine.active === 0 && now - machine.lastUsed > options.idleMs) {
+          for (const warm of machine.warm)
+            void warm.then(
+              (session) => session.process.close(),
+              () => undefined,
+            );
+          machine.connection.close();
+          machines.delete(key);
+        } else if (!machine.health || now - machine.health.at > HEALTH_FRESH_MS / 2) {
+          // Fresh facts for machines the hook is not choosing too: a load read once must not keep one away for a minute.
+          void refreshHealth(machine, JSON.parse(key) as BuildMachine).catch(() => undefined);
+        }
       }
-    }
-    if (machines.size === 0 && clients === 0 && now - lastActivity > options.idleMs) shutdown("idle, exiting");
-  }, Math.min(options.idleMs, 5000));
+      if (machines.size === 0 && clients === 0 && now - lastActivity > options.idleMs) shutdown("idle, exiting");
+    },
+    Math.min(options.idleMs, 5000),
+  );
 
   async function serve(socket: Socket): Promise<void> {
     // One reader for the socket's life: frames after the request wait in `early` until the relay runs.
@@ -223,7 +230,10 @@ export async function runAgent(options: AgentOptions): Promise<void> {
   /** One reading of the machine's health, our own builds taken out of its load; written to its facts for the hook's decisions. */
   async function refreshHealth(machine: Machine, record: BuildMachine): Promise<void> {
     // A probe that could not start leaves health unknown (as a failed reading does), not the build failed.
-    const reading = await machine.probe.then((probe) => probe.read(), () => ({}) as Awaited<ReturnType<HealthProbe["read"]>>);
+    const reading = await machine.probe.then(
+      (probe) => probe.read(),
+      () => ({}) as Awaited<ReturnType<HealthProbe["read"]>>,
+    );
     const now = Date.now();
     const { loadAverage, cpus } = reading;
     const load = loadAverage === undefined || cpus === undefined ? undefined : externalLoad(loadAverage, cpus, machine.own.value(now));

@@ -37,10 +37,15 @@ export async function linkGuixMachine(machine: BuildMachine, options: ConnectOpt
       });
     };
     const [daemon, health] = await Promise.all([
-      withDeadline(greet(), GREETING_TIMEOUT_MS, () => new OffloadError(`${machine.name}'s guix-daemon (${socket}) did not greet within ${GREETING_TIMEOUT_MS / 1000} s`, {
-        code: "guix-daemon-unreachable",
-        fix: `check guix-daemon on ${machine.name} (herd status guix-daemon, or systemctl status guix-daemon)`,
-      })),
+      withDeadline(
+        greet(),
+        GREETING_TIMEOUT_MS,
+        () =>
+          new OffloadError(`${machine.name}'s guix-daemon (${socket}) did not greet within ${GREETING_TIMEOUT_MS / 1000} s`, {
+            code: "guix-daemon-unreachable",
+            fix: `check guix-daemon on ${machine.name} (herd status guix-daemon, or systemctl status guix-daemon)`,
+          }),
+      ),
       readHealth(connection, machine),
     ]);
     return {

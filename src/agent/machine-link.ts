@@ -41,8 +41,16 @@ export async function linkMachine(machine: BuildMachine, options: LinkOptions = 
     if (borrowed) {
       const { process, ready } = borrowed;
       const stderr = readStderr(process);
-      const client = ServeClient.resume({ stdin: process.stdin, stdout: process.stdout, exit: process.exit, stderrTail: stderr.stderrTail }, ready.remoteVersion, { label: machine.name });
-      const alive = await withDeadline(client.queryValidPaths([]), WARM_SESSION_PROBE_MS, () => new Error(`no answer within ${WARM_SESSION_PROBE_MS / 1000} s`)).then(
+      const client = ServeClient.resume(
+        { stdin: process.stdin, stdout: process.stdout, exit: process.exit, stderrTail: stderr.stderrTail },
+        ready.remoteVersion,
+        { label: machine.name },
+      );
+      const alive = await withDeadline(
+        client.queryValidPaths([]),
+        WARM_SESSION_PROBE_MS,
+        () => new Error(`no answer within ${WARM_SESSION_PROBE_MS / 1000} s`),
+      ).then(
         () => undefined,
         (error: unknown) => (error instanceof Error ? error.message : String(error)),
       );
@@ -55,7 +63,10 @@ export async function linkMachine(machine: BuildMachine, options: LinkOptions = 
   const { connectMachine } = await import("../remote/ssh.js");
   const connection = await connectMachine(machine, options);
   try {
-    const [session, health] = await Promise.all([openServeSession(connection, { remoteStore: machine.remoteStore, label: machine.name }), readHealth(connection, machine)]);
+    const [session, health] = await Promise.all([
+      openServeSession(connection, { remoteStore: machine.remoteStore, label: machine.name }),
+      readHealth(connection, machine),
+    ]);
     return {
       machine,
       session,

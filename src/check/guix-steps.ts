@@ -41,8 +41,14 @@ export async function connectGuixDaemon(machine: BuildMachine, ssh: SshConnectio
   const socket = guixDaemonSocket(machine);
   try {
     const stream = await ssh.openSocket(socket);
-    return await withDeadline(GuixDaemon.over(stream, `${machine.name}:${socket}`), GREETING_TIMEOUT_MS, () =>
-      new OffloadError(`${machine.name}'s guix-daemon at ${socket} did not greet within ${GREETING_TIMEOUT_MS / 1000} s`, { code: "guix-daemon-unreachable", fix: `check guix-daemon on ${machine.name}` }),
+    return await withDeadline(
+      GuixDaemon.over(stream, `${machine.name}:${socket}`),
+      GREETING_TIMEOUT_MS,
+      () =>
+        new OffloadError(`${machine.name}'s guix-daemon at ${socket} did not greet within ${GREETING_TIMEOUT_MS / 1000} s`, {
+          code: "guix-daemon-unreachable",
+          fix: `check guix-daemon on ${machine.name}`,
+        }),
     );
   } catch (error) {
     const failure = asOffloadError(error);
@@ -90,11 +96,14 @@ export async function guixRoundTrip(machine: BuildMachine, daemon: GuixDaemon, k
     const item = { path, references: [], nar: dumpPath(file), signature: (itemHash: Buffer) => signHash(itemHash, key) };
     await daemon.importPaths(writeExportStream([item], GUIX_STORE_DIR)).catch((error: unknown) => {
       const failure = asOffloadError(error);
-      throw new OffloadError(`${machine.name}'s guix-daemon refused a test item signed with offload's Guix key ${key.publicKey.id}: ${oneLine(failure.message.replace(/^guix-daemon: /, ""))}`, {
-        code: "guix-key-not-authorized",
-        fix: `on ${machine.name}: guix archive --authorize < (the contents of ${guixPublicKeyPath()} here)`,
-        cause: error,
-      });
+      throw new OffloadError(
+        `${machine.name}'s guix-daemon refused a test item signed with offload's Guix key ${key.publicKey.id}: ${oneLine(failure.message.replace(/^guix-daemon: /, ""))}`,
+        {
+          code: "guix-key-not-authorized",
+          fix: `on ${machine.name}: guix archive --authorize < (the contents of ${guixPublicKeyPath()} here)`,
+          cause: error,
+        },
+      );
     });
     const items: ExportItem[] = [];
     const back = async function* () {

@@ -82,18 +82,35 @@ export async function checkMachine(machine: BuildMachine, context: CheckContext,
     // A machine that stops answering must fail this step, not hang the whole check.
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(
-        () => reject(new OffloadError(`${machine.name} did not finish the ${name} step within ${limit} s`, { code: "step-timeout", fix: `log in to ${machine.name} and look for a hung nix-store or nix-daemon (or a full disk)` })),
+        () =>
+          reject(
+            new OffloadError(`${machine.name} did not finish the ${name} step within ${limit} s`, {
+              code: "step-timeout",
+              fix: `log in to ${machine.name} and look for a hung nix-store or nix-daemon (or a full disk)`,
+            }),
+          ),
         limit * 1000,
       );
     });
     try {
       const passed = await Promise.race([body(), timeout]);
       const warning = passed.warning;
-      add(warning ? { step: name, status: "warn", detail: warning.message, code: warning.code, fix: warning.fix, seconds: seconds() } : { step: name, status: "ok", detail: passed.detail, seconds: seconds() });
+      add(
+        warning
+          ? { step: name, status: "warn", detail: warning.message, code: warning.code, fix: warning.fix, seconds: seconds() }
+          : { step: name, status: "ok", detail: passed.detail, seconds: seconds() },
+      );
       return true;
     } catch (error) {
       const failure = asOffloadError(error);
-      add({ step: name, status: "fail", detail: oneLine(failure.message), code: failure.code, ...(failure.fix ? { fix: failure.fix } : {}), seconds: seconds() });
+      add({
+        step: name,
+        status: "fail",
+        detail: oneLine(failure.message),
+        code: failure.code,
+        ...(failure.fix ? { fix: failure.fix } : {}),
+        seconds: seconds(),
+      });
       return false;
     } finally {
       clearTimeout(timer);
@@ -205,7 +222,12 @@ async function nixStoreStep(machine: BuildMachine, ssh: SshConnection, report: M
 /** A path nobody has: asking for it makes the server really open its store (a daemon connects only when used). */
 const ABSENT_PATH = `${DEFAULT_STORE_DIR}/${"0".repeat(32)}-offload-check-absent`;
 
-async function storeStep(machine: BuildMachine, session: ServeSession, nixConfig: Awaited<ReturnType<typeof readNixConfig>>, report: MachineReport): Promise<Passed> {
+async function storeStep(
+  machine: BuildMachine,
+  session: ServeSession,
+  nixConfig: Awaited<ReturnType<typeof readNixConfig>>,
+  report: MachineReport,
+): Promise<Passed> {
   try {
     await session.client.queryValidPaths([ABSENT_PATH]);
   } catch (error) {
@@ -214,7 +236,13 @@ async function storeStep(machine: BuildMachine, session: ServeSession, nixConfig
   const version = `${session.client.remoteVersion >> 8}.${session.client.remoteVersion & 0xff}`;
   const store = machine.remoteStore ?? nixConfig?.settings.get("store") ?? "auto";
   if (!nixConfig) return { detail: `serve protocol ${version} on store ${store}; trust unknown (no nix show-config)` };
-  const trust = { user: nixConfig.user, groups: nixConfig.groups, storeSetting: nixConfig.settings.get("store"), remoteStore: machine.remoteStore, trustedUsers: nixConfig.settings.get("trusted-users") };
+  const trust = {
+    user: nixConfig.user,
+    groups: nixConfig.groups,
+    storeSetting: nixConfig.settings.get("store"),
+    remoteStore: machine.remoteStore,
+    trustedUsers: nixConfig.settings.get("trusted-users"),
+  };
   if (!isTrusted(trust)) throw notTrusted(machine, nixConfig.user, trust.trustedUsers ?? "");
   report.facts.trustedUser = nixConfig.user;
   return { detail: `serve protocol ${version} on store ${store}, user ${nixConfig.user} may build` };
@@ -222,14 +250,26 @@ async function storeStep(machine: BuildMachine, session: ServeSession, nixConfig
 
 /** What the remote Nix said when its daemon would not serve this login, as cause and fix; other failures unchanged. */
 function daemonRefusal(machine: BuildMachine, user: string, failure: OffloadError): OffloadError {
-  const socket = /remote store '([^']+)'|socket at '([^']+)'/.exec(failure.message)?.slice(1).find((s) => s) ?? "its socket";
+  const socket =
+    /remote store '([^']+)'|socket at '([^']+)'/
+      .exec(failure.message)
+      ?.slice(1)
+      .find((s) => s) ?? "its socket";
   const refusal = (message: string, code: FailureCode, fix: string) => new OffloadError(message, { code, fix, cause: failure });
   // Nix 2.8's daemon hangs up on users outside allowed-users before saying anything.
   if (/not allowed to connect|cannot open connection to remote store.*(Broken pipe|Connection reset)/.test(failure.message)) {
-    return refusal(`the nix-daemon on ${machine.name} does not let ${user} connect (allowed-users)`, "remote-not-trusted", `add ${user} to allowed-users (and to trusted-users, to build) in ${machine.name}'s /etc/nix/nix.conf, then restart its nix-daemon`);
+    return refusal(
+      `the nix-daemon on ${machine.name} does not let ${user} connect (allowed-users)`,
+      "remote-not-trusted",
+      `add ${user} to allowed-users (and to trusted-users, to build) in ${machine.name}'s /etc/nix/nix.conf, then restart its nix-daemon`,
+    );
   }
   if (/cannot connect to socket at .*Permission denied/.test(failure.message)) {
-    return refusal(`${user} may not open the nix-daemon socket ${socket} on ${machine.name}`, "remote-not-trusted", `let ${user} reach ${socket} on ${machine.name} (permissions of the socket and its directories)`);
+    return refusal(
+      `${user} may not open the nix-daemon socket ${socket} on ${machine.name}`,
+      "remote-not-trusted",
+      `let ${user} reach ${socket} on ${machine.name} (permissions of the socket and its directories)`,
+    );
   }
   if (/cannot connect to socket at .*(No such file|Connection refused)/.test(failure.message)) {
     return refusal(`no nix-daemon listens at ${socket} on ${machine.name}`, "remote-daemon-down", `start it on ${machine.name}: systemctl start nix-daemon`);
@@ -239,7 +279,13 @@ function daemonRefusal(machine: BuildMachine, user: string, failure: OffloadErro
 
 async function capabilitiesStep(machine: BuildMachine, remote: RemoteCapabilities | undefined, report: MachineReport): Promise<Passed> {
   if (!remote) {
-    return { detail: "", warning: new OffloadError(`cannot read ${machine.name}'s Nix settings (nix show-config failed)`, { code: "nix-config-unreadable", fix: `make nix reachable on the non-interactive PATH of ${machine.name}` }) };
+    return {
+      detail: "",
+      warning: new OffloadError(`cannot read ${machine.name}'s Nix settings (nix show-config failed)`, {
+        code: "nix-config-unreadable",
+        fix: `make nix reachable on the non-interactive PATH of ${machine.name}`,
+      }),
+    };
   }
   report.facts.systems = remote.systems;
   report.facts.features = remote.features;
@@ -249,19 +295,23 @@ async function capabilitiesStep(machine: BuildMachine, remote: RemoteCapabilitie
     // One line per cause: the first carries the fix, the others follow as problems.
     throw new OffloadError([first!, ...more].map((f) => f.message).join("; "), { code: first!.code, fix: [first!, ...more].map((f) => f.fix).join("; ") });
   }
-  return { detail: `builds ${machine.systems.join(", ")}${remote.features.length > 0 ? ` with ${remote.features.join(", ")}` : ""}`, ...(verdict.warning ? { warning: verdict.warning } : {}) };
+  return {
+    detail: `builds ${machine.systems.join(", ")}${remote.features.length > 0 ? ` with ${remote.features.join(", ")}` : ""}`,
+    ...(verdict.warning ? { warning: verdict.warning } : {}),
+  };
 }
 
-async function roundTripStep(
-  machine: BuildMachine,
-  context: CheckContext,
-  session: ServeSession,
-  system: string,
-  report: MachineReport,
-): Promise<Passed> {
+async function roundTripStep(machine: BuildMachine, context: CheckContext, session: ServeSession, system: string, report: MachineReport): Promise<Passed> {
   if (context.signingKey instanceof OffloadError) throw context.signingKey;
   const trustedKeys = machineTrustedKeys(machine, context.acl);
-  const signer = await signedRoundTrip({ machine, remote: session.client, stderrTail: session.stderrTail, system, signingKey: context.signingKey, trustedKeys });
+  const signer = await signedRoundTrip({
+    machine,
+    remote: session.client,
+    stderrTail: session.stderrTail,
+    system,
+    signingKey: context.signingKey,
+    trustedKeys,
+  });
   report.facts.signer = signer;
   // A trusted login's uploads are not checked: passing here says nothing of trusted-public-keys.
   const accepted = report.facts.trustedUser
@@ -282,7 +332,14 @@ function resourceSteps(machine: BuildMachine, context: CheckContext, ssh: SshCon
         name: "load",
         body: async () => {
           const value = await load;
-          if (value === undefined) return { detail: "", warning: new OffloadError(`${machine.name} did not report its load`, { code: "load-unknown", fix: `check that /proc/loadavg and nproc exist on ${machine.name}` }) };
+          if (value === undefined)
+            return {
+              detail: "",
+              warning: new OffloadError(`${machine.name} did not report its load`, {
+                code: "load-unknown",
+                fix: `check that /proc/loadavg and nproc exist on ${machine.name}`,
+              }),
+            };
           report.facts.load = value;
           if (machine.overloadThreshold !== null && value > machine.overloadThreshold) throw overloaded(machine, value, machine.overloadThreshold);
           return { detail: `load ${value.toFixed(2)} per CPU${machine.overloadThreshold === null ? " (load ignored)" : ` ≤ ${machine.overloadThreshold}`}` };
@@ -291,7 +348,14 @@ function resourceSteps(machine: BuildMachine, context: CheckContext, ssh: SshCon
       {
         name: "disk",
         body: async () => {
-          if (!disk) return { detail: "", warning: new OffloadError(`cannot measure free space of ${dir} on ${machine.name}`, { code: "disk-unknown", fix: `run df -Pk ${dir} on ${machine.name}` }) };
+          if (!disk)
+            return {
+              detail: "",
+              warning: new OffloadError(`cannot measure free space of ${dir} on ${machine.name}`, {
+                code: "disk-unknown",
+                fix: `run df -Pk ${dir} on ${machine.name}`,
+              }),
+            };
           report.facts.freeBytes = disk.freeBytes;
           if (disk.freeBytes < context.minFreeBytes) throw diskLow(machine, dir, disk.freeBytes, context.minFreeBytes);
           return { detail: `${(disk.freeBytes / 1024 ** 3).toFixed(1)} GiB free in ${dir}` };
@@ -301,7 +365,11 @@ function resourceSteps(machine: BuildMachine, context: CheckContext, ssh: SshCon
         name: "clock",
         body: async () => {
           const measured = await clock;
-          if (!measured) return { detail: "", warning: new OffloadError(`${machine.name} did not tell its time`, { code: "clock-unknown", fix: `check that date works on ${machine.name}` }) };
+          if (!measured)
+            return {
+              detail: "",
+              warning: new OffloadError(`${machine.name} did not tell its time`, { code: "clock-unknown", fix: `check that date works on ${machine.name}` }),
+            };
           report.facts.clockSkew = measured.skew;
           if (Math.abs(measured.skew) - measured.uncertainty > context.maxClockSkew) throw clockSkew(machine, measured.skew, context.maxClockSkew);
           return { detail: `clock ${measured.skew >= 0 ? "+" : "−"}${Math.abs(measured.skew).toFixed(3)} s (±${measured.uncertainty.toFixed(3)})` };

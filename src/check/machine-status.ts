@@ -50,7 +50,11 @@ export async function machineStatus(machine: BuildMachine, stateDir: string): Pr
     connection = await connectMachine(machine);
   } catch (error) {
     const failure = asOffloadError(error);
-    return { ...status, reachable: isLoginRefusal(failure.code), error: { code: failure.code, message: failure.message, ...(failure.fix ? { fix: failure.fix } : {}) } };
+    return {
+      ...status,
+      reachable: isLoginRefusal(failure.code),
+      error: { code: failure.code, message: failure.message, ...(failure.fix ? { fix: failure.fix } : {}) },
+    };
   }
   try {
     const ssh = connection;
@@ -59,7 +63,12 @@ export async function machineStatus(machine: BuildMachine, stateDir: string): Pr
       readUptime(ssh).catch(() => undefined),
       readClockSkew(ssh).catch(() => undefined),
       // The store's files are where its `store` setting (or the record's remoteStore) puts them; Guix's in /gnu/store.
-      (machine.daemon === "guix" ? Promise.resolve(machineStoreDir(machine)) : readNixConfig(ssh).catch(() => undefined).then((config) => storeFilesDir(machine.remoteStore ?? config?.settings.get("store"))))
+      (machine.daemon === "guix"
+        ? Promise.resolve(machineStoreDir(machine))
+        : readNixConfig(ssh)
+            .catch(() => undefined)
+            .then((config) => storeFilesDir(machine.remoteStore ?? config?.settings.get("store")))
+      )
         .then((dir) => readDiskSpace(ssh, dir))
         .catch(() => undefined),
     ]);

@@ -31,7 +31,8 @@ export function createProgress(names: readonly string[], out: NodeJS.WriteStream
     step: (machine, result) => {
       const at = names.indexOf(machine);
       const next = nextStep(result.step);
-      lines[at] = `… ${machine.padEnd(width)}  ${((Date.now() - started) / 1000).toFixed(1).padStart(5)} s  ${result.step} ${result.status}${next ? `, ${next}…` : ""}`;
+      lines[at] =
+        `… ${machine.padEnd(width)}  ${((Date.now() - started) / 1000).toFixed(1).padStart(5)} s  ${result.step} ${result.status}${next ? `, ${next}…` : ""}`;
       draw(false);
     },
     done: (report) => {

@@ -99,10 +99,13 @@ async function buildReading(trip: RoundTrip, input: string, nonce: string): Prom
   const result = await trip.remote.buildDerivation(drvPath, drv, [input], { maxSilentTime: BUILD_TIMEOUT_S, buildTimeout: BUILD_TIMEOUT_S });
   if (!result.success) {
     const log = trip.stderrTail().trim().split("\n").slice(-2).join(" | ");
-    throw new OffloadError(`the test build on ${trip.machine.name} failed (${result.status}): ${result.errorMsg.trim() || "no message"}${log ? `; log: ${log}` : ""}`, {
-      code: "test-build-failed",
-      fix: `try a trivial build on ${trip.machine.name} itself (nix-build -E 'derivation { name = "t"; system = "${trip.system}"; builder = "/bin/sh"; args = ["-c" "echo > $out"]; }'): sandbox, /bin/sh and free space are the usual suspects`,
-    });
+    throw new OffloadError(
+      `the test build on ${trip.machine.name} failed (${result.status}): ${result.errorMsg.trim() || "no message"}${log ? `; log: ${log}` : ""}`,
+      {
+        code: "test-build-failed",
+        fix: `try a trivial build on ${trip.machine.name} itself (nix-build -E 'derivation { name = "t"; system = "${trip.system}"; builder = "/bin/sh"; args = ["-c" "echo > $out"]; }'): sandbox, /bin/sh and free space are the usual suspects`,
+      },
+    );
   }
   return drv.outputs.get("out")!.path;
 }

@@ -21,7 +21,10 @@ interface ExportOptions {
 
 function refuseStoreWithGuix(options: { store?: string; guix?: boolean }): void {
   if (options.guix && options.store !== undefined) {
-    throw new OffloadError("--store names a Nix store; with --guix the store is guix-daemon's", { code: "usage", fix: "drop --store (GUIX_DAEMON_SOCKET selects another guix-daemon)" });
+    throw new OffloadError("--store names a Nix store; with --guix the store is guix-daemon's", {
+      code: "usage",
+      fix: "drop --store (GUIX_DAEMON_SOCKET selects another guix-daemon)",
+    });
   }
 }
 

@@ -34,7 +34,9 @@ export function registerCheck(program: Command): void {
   program
     .command("check")
     .argument("[regex]", "check only the machines whose name matches")
-    .description("validate machines.ts, check that the local nix-daemon runs offload's hook, then test every machine: SSH, Nix, trust, features, a signed test build, load, disk, clock")
+    .description(
+      "validate machines.ts, check that the local nix-daemon runs offload's hook, then test every machine: SSH, Nix, trust, features, a signed test build, load, disk, clock",
+    )
     .option("--static", "check the configuration only, without contacting the machines")
     .option("--config <file>", "machines.ts to use (default: $OFFLOAD_CONFIG or /etc/offload/machines.ts)")
     .option("--json", "print the result as JSON")
@@ -61,7 +63,8 @@ async function checkStatic(options: CheckOptions): Promise<LoadedConfig | undefi
     return undefined;
   }
   if (options.json) {
-    if (options.static) process.stdout.write(`${JSON.stringify({ ok: true, config: loaded.path, machines: loaded.machines, local: loaded.local ?? null }, null, 2)}\n`);
+    if (options.static)
+      process.stdout.write(`${JSON.stringify({ ok: true, config: loaded.path, machines: loaded.machines, local: loaded.local ?? null }, null, 2)}\n`);
     return loaded;
   }
   process.stdout.write(`${loaded.path}: ${loaded.machines.length} machine${loaded.machines.length === 1 ? "" : "s"}${loaded.fromCache ? " (cached)" : ""}\n`);
@@ -80,7 +83,10 @@ export function selectMachines(machines: readonly BuildMachine[], regex: string 
   }
   const selected = machines.filter((machine) => pattern.test(machine.name));
   if (selected.length === 0) {
-    throw new OffloadError(`no machine name matches /${regex}/`, { code: "no-machine", fix: `machines: ${machines.map((m) => m.name).join(", ") || "(none)"}` });
+    throw new OffloadError(`no machine name matches /${regex}/`, {
+      code: "no-machine",
+      fix: `machines: ${machines.map((m) => m.name).join(", ") || "(none)"}`,
+    });
   }
   return selected;
 }
@@ -101,7 +107,12 @@ async function checkRemote(loaded: LoadedConfig, machines: BuildMachine[], optio
   if (daemon.status === "fail") process.exitCode = 1;
   if (machines.length === 0 && !options.json) return; // nothing to contact: the static part said it all
   if (!options.json) process.stdout.write(`\nchecking ${machines.length} machine${machines.length === 1 ? "" : "s"}:\n`);
-  const progress = options.json ? undefined : createProgress(machines.map((m) => m.name), process.stdout);
+  const progress = options.json
+    ? undefined
+    : createProgress(
+        machines.map((m) => m.name),
+        process.stdout,
+      );
   // Never aborting on one machine: checkMachine reports failures instead of throwing.
   const reports = await Promise.all(
     machines.map(async (machine) => {
@@ -115,11 +126,15 @@ async function checkRemote(loaded: LoadedConfig, machines: BuildMachine[], optio
   const ok = reports.every((report) => report.ok) && daemon.status !== "fail";
   process.exitCode = ok ? 0 : 1;
   if (options.json) {
-    process.stdout.write(`${JSON.stringify({ ok, config: loaded.path, daemon, machines: reports.map((report, i) => ({ ...report, address: machineAddress(machines[i]!) })) }, null, 2)}\n`);
+    process.stdout.write(
+      `${JSON.stringify({ ok, config: loaded.path, daemon, machines: reports.map((report, i) => ({ ...report, address: machineAddress(machines[i]!) })) }, null, 2)}\n`,
+    );
     return;
   }
   const problems = reports.flatMap((report) =>
-    report.steps.filter((s) => s.status === "fail" || s.status === "warn").map((s) => `${s.status === "fail" ? "✗" : "!"} ${report.machine} ${s.step}: ${s.detail}${s.fix ? ` — fix: ${s.fix}` : ""}`),
+    report.steps
+      .filter((s) => s.status === "fail" || s.status === "warn")
+      .map((s) => `${s.status === "fail" ? "✗" : "!"} ${report.machine} ${s.step}: ${s.detail}${s.fix ? ` — fix: ${s.fix}` : ""}`),
   );
   if (problems.length > 0) process.stdout.write(`\n${problems.join("\n")}\n`);
   process.stdout.write(`\n${summaryTable(reports)}\n${STEPS_LEGEND}\n`);
@@ -144,7 +159,10 @@ async function ourGuixKeys(machines: readonly BuildMachine[]): Promise<GuixCheck
   if (!machines.some((machine) => machine.daemon === "guix")) return { guixKey: undefined, guixAcl: [] };
   const guixKey = await readGuixSecretKeyFile(guixSecretKeyPath()).catch((error: unknown) => {
     const failure = asOffloadError(error);
-    return new OffloadError(`offload's Guix signing key is not usable: ${failure.message}`, { code: failure.code, fix: failure.fix ?? "offload keygen --guix" });
+    return new OffloadError(`offload's Guix signing key is not usable: ${failure.message}`, {
+      code: failure.code,
+      fix: failure.fix ?? "offload keygen --guix",
+    });
   });
   return { guixKey, guixAcl: await readGuixAcl() };
 }

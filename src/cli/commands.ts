@@ -15,4 +15,17 @@ import { registerLab } from "./lab.js";
 
 export type RegisterCommand = (program: Command) => void;
 
-export const commands: RegisterCommand[] = [registerInit, registerInstall, registerImport, registerExport, registerCheck, registerStatus, registerExplain, registerKeys, registerAcl, registerArchive, registerLab, registerAgent];
+export const commands: RegisterCommand[] = [
+  registerInit,
+  registerInstall,
+  registerImport,
+  registerExport,
+  registerCheck,
+  registerStatus,
+  registerExplain,
+  registerKeys,
+  registerAcl,
+  registerArchive,
+  registerLab,
+  registerAgent,
+];

@@ -42,7 +42,7 @@ export function registerExplain(program: Command): void {
     .option("--drv <path>", "read system and requiredSystemFeatures from this .drv")
     .option("--am-willing <0|1>", "whether the daemon has a free local build slot (default: 1 unless max-jobs is 0)")
     .option("--max-jobs <n>", "the daemon's max-jobs (default: from nix show-config)")
-    .option("--guix", "a build guix-daemon offers (its machines are those with daemon: \"guix\")")
+    .option("--guix", 'a build guix-daemon offers (its machines are those with daemon: "guix")')
     .option("--config <file>", "machines.ts to use (default: $OFFLOAD_CONFIG or /etc/offload/machines.ts)")
     .option("--json", "print the decision as JSON")
     .action(explain);
@@ -54,7 +54,16 @@ async function explain(options: ExplainOptions): Promise<void> {
   const config = await loadConfig({ config: options.config });
   // guix-daemon tells its hook only the system; Nix's settings are what its daemon would send.
   const settings: HookSettings = options.guix
-    ? { ...interpretSettings(new Map([["system", options.system ?? ""], ["max-jobs", options.maxJobs ?? "1"]]), process.env), builders: { kind: "guix" } }
+    ? {
+        ...interpretSettings(
+          new Map([
+            ["system", options.system ?? ""],
+            ["max-jobs", options.maxJobs ?? "1"],
+          ]),
+          process.env,
+        ),
+        builders: { kind: "guix" },
+      }
     : interpretSettings(await localNixSettings(options), process.env);
   checkRestrictionNames(settings.restriction, config.machines);
   const request = { ...(await buildRequest(options, settings.localState.maxJobs)), ...(options.guix ? { daemon: "guix" as const } : {}) };
@@ -74,7 +83,9 @@ async function explain(options: ExplainOptions): Promise<void> {
     const { verdict, summary, local } = decision;
     const candidates = decision.candidates.map((m) => m.name);
     const slotsSeen = hookUser === undefined;
-    process.stdout.write(`${JSON.stringify({ verdict, summary, local, request, localState: settings.localState, slotsSeen, candidates, machines }, null, 2)}\n`);
+    process.stdout.write(
+      `${JSON.stringify({ verdict, summary, local, request, localState: settings.localState, slotsSeen, candidates, machines }, null, 2)}\n`,
+    );
     return;
   }
   const lines = [`${decision.verdict}: ${decision.summary}`, `local: ${decision.local}`];
@@ -113,7 +124,11 @@ async function buildRequest(options: ExplainOptions, maxJobs: number): Promise<B
       drvPath: options.drv,
     };
   }
-  if (!options.system) throw new OffloadError("say what is being built: --system SYSTEM [--features a,b], or --drv PATH", { code: "usage", fix: "offload explain --system x86_64-linux --features kvm" });
+  if (!options.system)
+    throw new OffloadError("say what is being built: --system SYSTEM [--features a,b], or --drv PATH", {
+      code: "usage",
+      fix: "offload explain --system x86_64-linux --features kvm",
+    });
   return { system: options.system, requiredFeatures: list(options.features), amWilling };
 }
 
@@ -131,7 +146,8 @@ async function localNixSettings(options: ExplainOptions): Promise<Map<string, st
   }
   const settings = parseNixConfig(text.split("\n"));
   if (options.maxJobs !== undefined) {
-    if (!/^(\d+|auto)$/.test(options.maxJobs)) throw new OffloadError(`--max-jobs takes a number or auto, not ${JSON.stringify(options.maxJobs)}`, { code: "usage" });
+    if (!/^(\d+|auto)$/.test(options.maxJobs))
+      throw new OffloadError(`--max-jobs takes a number or auto, not ${JSON.stringify(options.maxJobs)}`, { code: "usage" });
     settings.set("max-jobs", options.maxJobs);
   }
   return settings;

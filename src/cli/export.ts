@@ -25,7 +25,10 @@ export function registerExport(program: Command): void {
     .option("--nix-version <version>", "the Nix that will read it, e.g. 2.31 (default: this machine's nix-store --version)")
     .action(async (options: ExportCliOptions) => {
       if (!options.nixMachines && !options.nixos) {
-        throw new OffloadError("say what to export", { code: "usage", fix: "offload export --nix-machines > /etc/nix/machines, or offload export --nixos > builders.nix" });
+        throw new OffloadError("say what to export", {
+          code: "usage",
+          fix: "offload export --nix-machines > /etc/nix/machines, or offload export --nixos > builders.nix",
+        });
       }
       const loaded = await loadConfig({ config: options.config });
       const { nix, nixFrom } = await targetNix(options.nixVersion);
@@ -40,10 +43,16 @@ async function targetNix(option: string | undefined): Promise<{ nix: NixVersion;
     if (!nix) throw new OffloadError(`--nix-version ${option} is not a version`, { code: "usage", fix: "write it like 2.8 or 2.31.2" });
     return { nix, nixFrom: "--nix-version" };
   }
-  const output = await promisify(execFile)("nix-store", ["--version"], { timeout: 10_000 }).then((r) => r.stdout, () => "");
+  const output = await promisify(execFile)("nix-store", ["--version"], { timeout: 10_000 }).then(
+    (r) => r.stdout,
+    () => "",
+  );
   const nix = parseNixVersion(output);
   if (nix) return { nix, nixFrom: "this machine's nix-store --version" };
   // Without a Nix to ask, write what every supported Nix reads.
   const { major, minor } = OLDEST_SUPPORTED;
-  return { nix: { flavour: "Nix", major, minor, patch: 0, text: `${major}.${minor}` }, nixFrom: "no nix-store here: the oldest Nix offload supports; --nix-version to change" };
+  return {
+    nix: { flavour: "Nix", major, minor, patch: 0, text: `${major}.${minor}` },
+    nixFrom: "no nix-store here: the oldest Nix offload supports; --nix-version to change",
+  };
 }

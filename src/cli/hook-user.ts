@@ -20,10 +20,13 @@ export function assertHookUser(stateDir: string): void {
   if (owner === undefined) return;
   const command = `offload ${process.argv.slice(2).map(shellQuote).join(" ")}`;
   const who = owner === 0 ? "root" : `uid ${owner}`;
-  throw new OffloadError(`run as ${who}: \`${command}\` shows what the build hook sees, and the hook runs as ${who} (the owner of ${stateDir}), with its SSH keys, known_hosts and build slots`, {
-    code: "needs-root",
-    fix: owner === 0 ? `sudo ${command}` : `run it as uid ${owner}, or set OFFLOAD_STATE_DIR to the state directory of your own hook`,
-  });
+  throw new OffloadError(
+    `run as ${who}: \`${command}\` shows what the build hook sees, and the hook runs as ${who} (the owner of ${stateDir}), with its SSH keys, known_hosts and build slots`,
+    {
+      code: "needs-root",
+      fix: owner === 0 ? `sudo ${command}` : `run it as uid ${owner}, or set OFFLOAD_STATE_DIR to the state directory of your own hook`,
+    },
+  );
 }
 
 /** The owner of `path`, or of its nearest existing parent (where the hook would create it). */

@@ -36,7 +36,8 @@ async function runImport(file: string, options: ImportCliOptions): Promise<void>
   }
   // ssh reads a missing ssh_config or known_hosts as empty; a file named here must exist.
   for (const [option, path] of [["--ssh-config", options.sshConfig], ...(options.knownHosts ?? []).map((p) => ["--known-hosts", p])]) {
-    if (path !== undefined && !existsSync(path)) throw new OffloadError(`${option} ${path} does not exist`, { code: "import-unreadable", fix: `ls -l ${path}` });
+    if (path !== undefined && !existsSync(path))
+      throw new OffloadError(`${option} ${path} does not exist`, { code: "import-unreadable", fix: `ls -l ${path}` });
   }
   const stdin = file === "-";
   const text = readInput(stdin ? 0 : file, stdin ? "standard input" : file);
@@ -56,7 +57,9 @@ async function runImport(file: string, options: ImportCliOptions): Promise<void>
   }
   // Not writable by others: offload refuses to run a machines.ts that is.
   await writeFileAtomic(out, result.text, 0o644);
-  process.stderr.write(`offload: wrote ${out} (${result.machines} machine${result.machines === 1 ? "" : "s"}, from ${result.format}); check it with: offload check --static --config ${out}\n`);
+  process.stderr.write(
+    `offload: wrote ${out} (${result.machines} machine${result.machines === 1 ? "" : "s"}, from ${result.format}); check it with: offload check --static --config ${out}\n`,
+  );
 }
 
 function readInput(source: string | number, name: string): string {

@@ -61,7 +61,9 @@ export function registerInit(program: Command): void {
       mkdirSync(target, { recursive: true, mode: 0o755 });
       writeFileSync(join(target, "tsconfig.json"), `${JSON.stringify(editorConfig(), null, 2)}\n`, { mode: 0o644 });
       writeFileSync(machinesFile, TEMPLATE, { mode: 0o644 });
-      process.stdout.write(`wrote ${machinesFile} and ${join(target, "tsconfig.json")}\ncheck it with: offload check --static${dir ? ` --config ${machinesFile}` : ""}\n`);
+      process.stdout.write(
+        `wrote ${machinesFile} and ${join(target, "tsconfig.json")}\ncheck it with: offload check --static${dir ? ` --config ${machinesFile}` : ""}\n`,
+      );
     });
 }
 

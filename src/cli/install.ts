@@ -14,7 +14,12 @@ interface Options {
 
 export function registerInstall(program: Command): void {
   for (const [name, action, guixAction, description] of [
-    ["install", install, installGuix, "make the local nix-daemon run offload's hook: a line in /etc/nix/nix.conf (for Nix 2.25-2.33, which ignore it there: root's ~/.config/nix/nix.conf); restarts it. --guix: guix-daemon, by GUIX=offload-guix in a systemd drop-in"],
+    [
+      "install",
+      install,
+      installGuix,
+      "make the local nix-daemon run offload's hook: a line in /etc/nix/nix.conf (for Nix 2.25-2.33, which ignore it there: root's ~/.config/nix/nix.conf); restarts it. --guix: guix-daemon, by GUIX=offload-guix in a systemd drop-in",
+    ],
     ["uninstall", uninstall, uninstallGuix, "remove exactly what `offload install` added, and restart the nix-daemon (--guix: guix-daemon)"],
   ] as const) {
     program
@@ -37,7 +42,9 @@ async function run(action: (options: InstallOptions) => Promise<void>, options: 
   } catch (error) {
     if (!options.json) throw error;
     const failure = asOffloadError(error);
-    process.stdout.write(`${JSON.stringify({ ok: false, dryRun: options.dryRun ?? false, events, error: { code: failure.code, message: failure.message, fix: failure.fix ?? null } }, null, 2)}\n`);
+    process.stdout.write(
+      `${JSON.stringify({ ok: false, dryRun: options.dryRun ?? false, events, error: { code: failure.code, message: failure.message, fix: failure.fix ?? null } }, null, 2)}\n`,
+    );
     process.exitCode = failure.exitCode;
   }
 }

@@ -22,7 +22,8 @@ export function defaultKeyName(): string {
 
 async function keygen(options: KeygenOptions): Promise<void> {
   if (options.guix) {
-    if (options.name !== undefined) throw new OffloadError("Guix keys have no name: --name and --guix do not go together", { code: "usage", fix: "offload keygen --guix" });
+    if (options.name !== undefined)
+      throw new OffloadError("Guix keys have no name: --name and --guix do not go together", { code: "usage", fix: "offload keygen --guix" });
     return guixKeygen(options);
   }
   const name = options.name ?? defaultKeyName();

@@ -36,23 +36,18 @@ function nixRelease(value: string): NixRelease {
 }
 
 function formatStatus(status: LabStatus): string {
-  const rows = status.builders.map((builder) =>
-    [
-      builder.name,
-      `${builder.address}:${builder.port}`,
-      builder.nix,
-      builder.hostRunning ? "running" : "stopped",
-      builder.running ? `running (pid ${builder.pid})` : "stopped",
-      builder.reachable ? "reachable" : "unreachable",
-      builder.signingKeyName,
-      [...builder.features, ...builder.mandatoryFeatures.map((feature) => `${feature}(mandatory)`)].join(",") || "-",
-    ],
-  );
+  const rows = status.builders.map((builder) => [
+    builder.name,
+    `${builder.address}:${builder.port}`,
+    builder.nix,
+    builder.hostRunning ? "running" : "stopped",
+    builder.running ? `running (pid ${builder.pid})` : "stopped",
+    builder.reachable ? "reachable" : "unreachable",
+    builder.signingKeyName,
+    [...builder.features, ...builder.mandatoryFeatures.map((feature) => `${feature}(mandatory)`)].join(",") || "-",
+  ]);
   const header = ["BUILDER", "ADDRESS", "NIX", "HOST", "SSHD", "TCP", "SIGNING KEY", "FEATURES"];
-  return [
-    `lab ${status.dir}: OFFLOAD_CONFIG_DIR=${status.configDir}, Nix builders @${status.nixMachines}`,
-    formatTable(header, rows),
-  ].join("\n");
+  return [`lab ${status.dir}: OFFLOAD_CONFIG_DIR=${status.configDir}, Nix builders @${status.nixMachines}`, formatTable(header, rows)].join("\n");
 }
 
 /** What to do with a Guix lab: its records, and how to point offload-guix and `guix offload` at it. */
@@ -77,7 +72,9 @@ export function registerLab(program: Command): void {
   const lab = program.command("lab").description("local loopback builders (each its own host: /nix/store, Nix version, sshd, signing key) for tests and demos");
   lab
     .command("up")
-    .description("create or refresh the lab and start its builders (root); writes in its directory (and an Include in root's ssh config), never in /etc/offload")
+    .description(
+      "create or refresh the lab and start its builders (root); writes in its directory (and an Include in root's ssh config), never in /etc/offload",
+    )
     .option("--dir <dir>", "lab directory; its parents must not be group/world-writable", DEFAULT_LAB_DIR)
     .option("--builders <n>", `number of builders (default ${DEFAULT_BUILDERS}, or as many as --builder names)`, integer)
     .option(
@@ -92,12 +89,18 @@ export function registerLab(program: Command): void {
     .option("--prefix <prefix>", "builder names are <prefix>-b0, <prefix>-b1, … (ssh aliases, key names)", DEFAULT_PREFIX)
     .option("--no-root-ssh-config", "do not add `Include <dir>/ssh_config` to root's ~/.ssh/config (Nix's build-remote needs it)")
     .option("--no-install", "do not apt-get install nix-bin/openssh-server when missing")
-    .option("--guix", "Guix build machines instead (guix 1.5.0 of the sid root: own /gnu/store, guix-daemon, signing key, sshd); writes offload's machines.ts and a machines.scm for `guix offload`")
+    .option(
+      "--guix",
+      "Guix build machines instead (guix 1.5.0 of the sid root: own /gnu/store, guix-daemon, signing key, sshd); writes offload's machines.ts and a machines.scm for `guix offload`",
+    )
     .option("--jobs <n>", "with --guix: build slots of every builder (parallelBuilds, parallel-builds); default 1", integer)
     .action(async (options: UpOptions) => {
       if (options.guix) {
         if (options.nix !== undefined || options.builder !== undefined) {
-          throw new OffloadError("--nix and --builder describe Nix builders; a Guix lab takes --builders, --address, --port, --prefix and --jobs", { code: "usage", fix: "offload lab up --guix --builders 2" });
+          throw new OffloadError("--nix and --builder describe Nix builders; a Guix lab takes --builders, --address, --port, --prefix and --jobs", {
+            code: "usage",
+            fix: "offload lab up --guix --builders 2",
+          });
         }
         const lab = await guixLabUp({
           dir: options.dir,
@@ -111,7 +114,11 @@ export function registerLab(program: Command): void {
         process.stdout.write(formatGuixLab(lab));
         return;
       }
-      if (options.jobs !== undefined) throw new OffloadError("--jobs goes with --guix; Nix builders take jobs=N in --builder", { code: "usage", fix: 'offload lab up --builder "b0 jobs=4"' });
+      if (options.jobs !== undefined)
+        throw new OffloadError("--jobs goes with --guix; Nix builders take jobs=N in --builder", {
+          code: "usage",
+          fix: 'offload lab up --builder "b0 jobs=4"',
+        });
       const up = await labUp({
         dir: options.dir,
         builders: options.builders,

@@ -31,14 +31,19 @@ export function registerStatus(program: Command): void {
       const gather = () => Promise.all(machines.map((machine) => machineStatus(machine, dir)));
       if (!options.watch) {
         const statuses = await gather();
-        process.stdout.write(options.json ? `${JSON.stringify({ config: config.path, at: Date.now(), machines: statuses }, null, 2)}\n` : `${formatStatus(statuses)}\n`);
+        process.stdout.write(
+          options.json ? `${JSON.stringify({ config: config.path, at: Date.now(), machines: statuses }, null, 2)}\n` : `${formatStatus(statuses)}\n`,
+        );
         return;
       }
       for (;;) {
         const statuses = await gather();
         // For scripts, one JSON document per line; for people, home and clear screen, then the new picture.
         if (options.json) process.stdout.write(`${JSON.stringify({ config: config.path, at: Date.now(), machines: statuses })}\n`);
-        else process.stdout.write(`\x1b[H\x1b[2J${new Date().toLocaleTimeString()}  offload status (every ${WATCH_INTERVAL_MS / 1000} s, Ctrl-C ends)\n${formatStatus(statuses)}\n`);
+        else
+          process.stdout.write(
+            `\x1b[H\x1b[2J${new Date().toLocaleTimeString()}  offload status (every ${WATCH_INTERVAL_MS / 1000} s, Ctrl-C ends)\n${formatStatus(statuses)}\n`,
+          );
         await new Promise((resolve) => setTimeout(resolve, WATCH_INTERVAL_MS));
       }
     });
@@ -60,7 +65,9 @@ export function formatStatus(statuses: MachineStatus[], now = Date.now()): strin
   for (const s of statuses) {
     if (s.error) lines.push(`✗ ${s.machine}: ${s.error.message}${s.error.fix ? ` — fix: ${s.error.fix}` : ""}`);
     for (const holder of s.slots.holders) {
-      lines.push(`  ${s.machine} slot ${holder.slot}: pid ${holder.pid}${holder.drvPath ? ` building ${holder.drvPath}` : ""}${holder.since ? ` for ${duration((now - holder.since) / 1000)}` : ""}`);
+      lines.push(
+        `  ${s.machine} slot ${holder.slot}: pid ${holder.pid}${holder.drvPath ? ` building ${holder.drvPath}` : ""}${holder.since ? ` for ${duration((now - holder.since) / 1000)}` : ""}`,
+      );
     }
   }
   return lines.join("\n");

@@ -55,9 +55,7 @@ function bundleFailure(configPath: string, error: unknown): OffloadError {
   }
   const problems = messages.map((message) => {
     const where = message.location;
-    const location = where?.file
-      ? { file: resolve(dirname(configPath), where.file), line: where.line, column: where.column + 1 }
-      : undefined;
+    const location = where?.file ? { file: resolve(dirname(configPath), where.file), line: where.line, column: where.column + 1 } : undefined;
     const frame = where ? `\n${codeFrame(where.lineText, where.line, where.column, where.length)}` : "";
     return new OffloadError(`${explain(message.text, configPath)}${frame}`, { code: "config-invalid", location });
   });

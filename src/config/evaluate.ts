@@ -25,12 +25,7 @@ export function bundleFileName(configPath: string): string {
   return join(dirname(configPath), BUNDLE_NAME);
 }
 
-export async function evaluateConfig(
-  configPath: string,
-  code: string,
-  sourceMap: string,
-  timeoutMs = DEFAULT_EVAL_TIMEOUT_MS,
-): Promise<Evaluated> {
+export async function evaluateConfig(configPath: string, code: string, sourceMap: string, timeoutMs = DEFAULT_EVAL_TIMEOUT_MS): Promise<Evaluated> {
   const bundleFile = bundleFileName(configPath);
   const map = new SourceMap(JSON.parse(sourceMap));
   const locate = (line: number, column: number): SourceLocation | undefined => {
@@ -80,12 +75,7 @@ function isThenable(value: unknown): value is PromiseLike<unknown> {
 
 class EvaluationTimeout extends Error {}
 
-function evaluationFailure(
-  configPath: string,
-  error: unknown,
-  locate: Evaluated["locate"],
-  timeoutMs: number,
-): OffloadError {
+function evaluationFailure(configPath: string, error: unknown, locate: Evaluated["locate"], timeoutMs: number): OffloadError {
   if (error instanceof EvaluationTimeout || (error as { code?: string })?.code === "ERR_SCRIPT_EXECUTION_TIMEOUT") {
     return new OffloadError(`${configPath} did not finish evaluating within ${timeoutMs / 1000} s (an endless loop, or a promise that never settles?)`, {
       code: "config-timeout",

@@ -46,7 +46,9 @@ function toNix(machine: BuildMachine, options: ExportOptions, wholeSpeeds: boole
   const portSyntax = atLeast(options.nix, 2, 31);
   const port = machine.port !== undefined && machine.port !== 22 ? machine.port : undefined;
   if (port !== undefined && !portSyntax) {
-    notes.push(`port ${port}: Nix ${options.nix.text} has no port syntax (2.31 added ssh://host:port), so give root's ssh_config "Host ${machine.host}" with "Port ${port}"`);
+    notes.push(
+      `port ${port}: Nix ${options.nix.text} has no port syntax (2.31 added ssh://host:port), so give root's ssh_config "Host ${machine.host}" with "Port ${port}"`,
+    );
   }
   let speedFactor = machine.speed;
   if (wholeSpeeds && !Number.isInteger(speedFactor)) {
@@ -54,7 +56,8 @@ function toNix(machine: BuildMachine, options: ExportOptions, wholeSpeeds: boole
     notes.push(`speed ${machine.speed} rounded to ${speedFactor}: whole numbers only here`);
   }
   if (machine.signingKey) notes.push(`signingKey ${machine.signingKey}: Nix accepts any key of trusted-public-keys, so add it there`);
-  if (machine.overloadThreshold !== DEFAULT_OVERLOAD_THRESHOLD) notes.push(`overloadThreshold ${machine.overloadThreshold}: Nix does not look at a machine's load`);
+  if (machine.overloadThreshold !== DEFAULT_OVERLOAD_THRESHOLD)
+    notes.push(`overloadThreshold ${machine.overloadThreshold}: Nix does not look at a machine's load`);
   if (machine.useSubstitutes) notes.push("useSubstitutes: set builders-use-substitutes = true in nix.conf (it applies to every machine)");
   if (machine.connectTimeout !== DEFAULT_CONNECT_TIMEOUT) notes.push(`connectTimeout ${machine.connectTimeout}: set ConnectTimeout in root's ssh_config`);
   if (!machine.enabled) notes.push("disabled in machines.ts (enabled: false)");
@@ -109,7 +112,16 @@ export function exportNixMachines(machines: Machines, options: ExportOptions): s
       params: nix.remoteStore === undefined ? [] : [["remote-store", nix.remoteStore]],
     });
     const list = (items: readonly string[]) => (items.length > 0 ? items.join(",") : "-");
-    const columns = [uri, list(nix.systems), nix.sshKey ?? "-", String(nix.maxJobs), String(nix.speedFactor), list(nix.supportedFeatures), list(nix.mandatoryFeatures), nix.publicHostKey ?? "-"];
+    const columns = [
+      uri,
+      list(nix.systems),
+      nix.sshKey ?? "-",
+      String(nix.maxJobs),
+      String(nix.speedFactor),
+      list(nix.supportedFeatures),
+      list(nix.mandatoryFeatures),
+      nix.publicHostKey ?? "-",
+    ];
     while (columns.at(-1) === "-") columns.pop();
     lines.push(...nix.notes.map((note) => comment(`${nix.name}: ${note}`)), `${nix.enabled ? "" : "# "}${columns.join(" ")}`);
   }
@@ -123,7 +135,8 @@ export function exportNixos(machines: Machines, options: ExportOptions): string 
   lines.push("{", "  nix.distributedBuilds = true;", "  nix.buildMachines = [");
   for (const machine of records) {
     const nix = toNix(machine, options, true);
-    if (nix.remoteStore !== undefined) nix.notes.push(`remoteStore ${nix.remoteStore}: nix.buildMachines has no option for it (a machines file line has ?remote-store=)`);
+    if (nix.remoteStore !== undefined)
+      nix.notes.push(`remoteStore ${nix.remoteStore}: nix.buildMachines has no option for it (a machines file line has ?remote-store=)`);
     const attributes: [string, string | undefined][] = [
       ["hostName", nixString(nix.port === undefined ? nix.host : `${nix.host}:${nix.port}`)],
       ["protocol", nixString("ssh")],

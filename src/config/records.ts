@@ -2,12 +2,7 @@
 // evaluated config, so they never throw: they apply defaults, keep the options exactly as
 // written (validate.ts checks those) and remember where in the config they were called.
 import { DEFAULTS } from "../defaults.js";
-import type {
-  BuildMachine,
-  BuildMachineOptions,
-  LocalMachine,
-  LocalMachineOptions,
-} from "../../types/index.js";
+import type { BuildMachine, BuildMachineOptions, LocalMachine, LocalMachineOptions } from "../../types/index.js";
 
 /** Marks records made by this module; a global symbol so the bundled copy inside a config matches the host's. */
 export const RECORD = Symbol.for("offload.machine-record");

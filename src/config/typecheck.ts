@@ -14,7 +14,8 @@ const require = createRequire(import.meta.url);
 export type RecordLocations = Record<string, { call: SourceLocation; fields: Record<string, SourceLocation> }>;
 
 /** Names the light declarations in types/config-globals.d.ts cover; anything else of Node's needs @types/node. */
-const NODE_BEYOND_LIGHT = /["'](node:|(fs|os|path|child_process|crypto|util|url|dns|net|http|https|readline|stream|zlib)(\/[\w/]*)?["'])|\b(Buffer|require|__dirname|__filename|NodeJS|global|setTimeout|setInterval|setImmediate)\b/;
+const NODE_BEYOND_LIGHT =
+  /["'](node:|(fs|os|path|child_process|crypto|util|url|dns|net|http|https|readline|stream|zlib)(\/[\w/]*)?["'])|\b(Buffer|require|__dirname|__filename|NodeJS|global|setTimeout|setInterval|setImmediate)\b/;
 
 /** "Cannot find name/module" and the "install type definitions for node?" variants. */
 const MISSING_NAME_CODES = new Set([2304, 2307, 2580, 2591, 2867, 2868]);

@@ -29,17 +29,19 @@ const features: Check = (v) => {
   const bad = v.find((f) => typeof f !== "string" || !FEATURE.test(f));
   return bad === undefined ? undefined : `has an ill-formed feature name ${JSON.stringify(bad)} (letters, digits and _ . + - only)`;
 };
-const throwsToText = (parse: (v: string) => unknown): Check => (v) => {
-  if (typeof v !== "string") return "must be a string";
-  try {
-    parse(v);
-    return undefined;
-  } catch (error) {
-    // The fix travels in the same line: a config problem is reported as text.
-    const fix = error instanceof OffloadError ? error.fix : undefined;
-    return `${(error as Error).message}${fix ? `; fix: ${fix}` : ""}`;
-  }
-};
+const throwsToText =
+  (parse: (v: string) => unknown): Check =>
+  (v) => {
+    if (typeof v !== "string") return "must be a string";
+    try {
+      parse(v);
+      return undefined;
+    } catch (error) {
+      // The fix travels in the same line: a config problem is reported as text.
+      const fix = error instanceof OffloadError ? error.fix : undefined;
+      return `${(error as Error).message}${fix ? `; fix: ${fix}` : ""}`;
+    }
+  };
 
 /** Every field a record may have, with its check. Unlisted fields are rejected. */
 const BUILD_MACHINE_FIELDS: Record<keyof BuildMachineOptions, Check> = {
@@ -49,7 +51,7 @@ const BUILD_MACHINE_FIELDS: Record<keyof BuildMachineOptions, Check> = {
   daemon: (v) => (v === "nix" || v === "guix" ? undefined : `must be "nix" or "guix"`),
   user: string,
   systems: (v) => {
-    if (!Array.isArray(v) || v.length === 0) return "must be a non-empty array of system types such as \"x86_64-linux\"";
+    if (!Array.isArray(v) || v.length === 0) return 'must be a non-empty array of system types such as "x86_64-linux"';
     const bad = v.find((s) => typeof s !== "string" || !SYSTEM.test(s));
     return bad === undefined ? undefined : `has ${JSON.stringify(bad)}, which is not a system type of the form "arch-os" (e.g. "x86_64-linux")`;
   },
@@ -59,8 +61,7 @@ const BUILD_MACHINE_FIELDS: Record<keyof BuildMachineOptions, Check> = {
   speed: positive,
   features,
   mandatoryFeatures: features,
-  overloadThreshold: (v) =>
-    v === null || (typeof v === "number" && v > 0 && v <= 1) ? undefined : "must be a number in (0, 1], or null to ignore load",
+  overloadThreshold: (v) => (v === null || (typeof v === "number" && v > 0 && v <= 1) ? undefined : "must be a number in (0, 1], or null to ignore load"),
   remoteStore: (v) => string(v),
   // Which format is right depends on `daemon`: checked with the whole record (signingKeyProblem).
   signingKey: (v) => string(v),
@@ -72,7 +73,8 @@ const BUILD_MACHINE_FIELDS: Record<keyof BuildMachineOptions, Check> = {
 /** A Nix machine signs with a Nix key (`name:base64`), a Guix machine with a Guix key (an S-expression). */
 function signingKeyProblem(key: string, daemon: BuildMachine["daemon"]): string | undefined {
   if (daemon !== "guix") {
-    if (key.trimStart().startsWith("(")) return `this is a Guix key, but the machine's daemon is "nix"; a Nix machine's key is "name:base64" (its nix-store --generate-binary-cache-key public key), or set daemon: "guix"`;
+    if (key.trimStart().startsWith("("))
+      return `this is a Guix key, but the machine's daemon is "nix"; a Nix machine's key is "name:base64" (its nix-store --generate-binary-cache-key public key), or set daemon: "guix"`;
     return throwsToText((v) => parsePublicKey(v))(key);
   }
   return throwsToText((v) => parseGuixPublicKey(v, "signingKey"))(key);
@@ -114,12 +116,16 @@ export function validateMachines(
       problems.push(new OffloadError(message, { code: "config-invalid", location: (field && fieldsAt[field]) || call, fix }));
 
     if (!origin) {
-      problem(`element ${index} of the default export is ${describe(record)}, not a machine record`, undefined,
-        "make every element a buildMachine({ ... }) or localMachine({ ... }) call");
+      problem(
+        `element ${index} of the default export is ${describe(record)}, not a machine record`,
+        undefined,
+        "make every element a buildMachine({ ... }) or localMachine({ ... }) call",
+      );
       return;
     }
     const machine = record as BuildMachine | LocalMachine;
-    const label = machine.kind === "build-machine" ? `machine ${typeof machine.name === "string" ? JSON.stringify(machine.name) : `#${index}`}` : "localMachine";
+    const label =
+      machine.kind === "build-machine" ? `machine ${typeof machine.name === "string" ? JSON.stringify(machine.name) : `#${index}`}` : "localMachine";
     const options = origin.options;
     if (typeof options !== "object" || options === null || Array.isArray(options)) {
       problem(`${label}: expected an object of options, got ${describe(options)}`);
@@ -150,8 +156,11 @@ export function validateMachines(
     if (typeof machine.name === "string") {
       if (names.has(machine.name)) {
         const first = names.get(machine.name);
-        problem(`duplicate machine name ${JSON.stringify(machine.name)}${first ? ` (first defined at ${first.file}:${first.line}:${first.column})` : ""}`, "name",
-          "names identify machines in slots, logs and `offload explain`: give each record its own name");
+        problem(
+          `duplicate machine name ${JSON.stringify(machine.name)}${first ? ` (first defined at ${first.file}:${first.line}:${first.column})` : ""}`,
+          "name",
+          "names identify machines in slots, logs and `offload explain`: give each record its own name",
+        );
       }
       names.set(machine.name, fieldsAt.name ?? call);
     }

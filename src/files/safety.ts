@@ -102,10 +102,10 @@ async function checkDirectory(dir: string, what: string): Promise<void> {
   if (info === undefined) return;
   checkOwner(dir, info.uid, `directory of the ${what}`);
   if ((info.mode & 0o022) !== 0) {
-    throw new OffloadError(
-      `directory ${dir} holding the ${what} is writable by group or others (mode ${octal(info.mode)})`,
-      { code: "unsafe-permissions", fix: `chmod go-w ${dir}` },
-    );
+    throw new OffloadError(`directory ${dir} holding the ${what} is writable by group or others (mode ${octal(info.mode)})`, {
+      code: "unsafe-permissions",
+      fix: `chmod go-w ${dir}`,
+    });
   }
 }
 
@@ -169,7 +169,7 @@ export function writeFileAtomicSync(file: string, data: string | Buffer, mode = 
     const fd = openSync(temp, "wx", mode);
     try {
       const bytes = typeof data === "string" ? Buffer.from(data) : data;
-      for (let done = 0; done < bytes.length; ) done += writeSync(fd, bytes, done);
+      for (let done = 0; done < bytes.length;) done += writeSync(fd, bytes, done);
       if (durable) fsyncSync(fd);
     } finally {
       closeSync(fd);

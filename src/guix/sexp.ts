@@ -67,16 +67,18 @@ export function parseSexp(input: Buffer | string): Sexp[] {
       return Buffer.from(text.subarray(start, at));
     }
     if (c === 0x22) return quoted();
-    if (c === 0x23) return delimited(0x23, "hex", (body) => {
-      const digits = body.replace(/\s+/g, "");
-      if (!/^(?:[0-9A-Fa-f]{2})*$/.test(digits)) throw bad("invalid hex string", start);
-      return Buffer.from(digits, "hex");
-    });
-    if (c === 0x7c) return delimited(0x7c, "base64", (body) => {
-      const digits = body.replace(/\s+/g, "");
-      if (!/^[A-Za-z0-9+/]*={0,2}$/.test(digits) || digits.length % 4 === 1) throw bad("invalid base64 string", start);
-      return Buffer.from(digits, "base64");
-    });
+    if (c === 0x23)
+      return delimited(0x23, "hex", (body) => {
+        const digits = body.replace(/\s+/g, "");
+        if (!/^(?:[0-9A-Fa-f]{2})*$/.test(digits)) throw bad("invalid hex string", start);
+        return Buffer.from(digits, "hex");
+      });
+    if (c === 0x7c)
+      return delimited(0x7c, "base64", (body) => {
+        const digits = body.replace(/\s+/g, "");
+        if (!/^[A-Za-z0-9+/]*={0,2}$/.test(digits) || digits.length % 4 === 1) throw bad("invalid base64 string", start);
+        return Buffer.from(digits, "base64");
+      });
     if (c === 0x5b) throw bad("display hints ([…]) are not supported", at);
     throw bad(`unexpected character ${JSON.stringify(String.fromCharCode(c))}`, at);
   }

@@ -24,7 +24,6 @@ import type { BuildResult } from "../store/serve-build.js";
 import { queryWanted, spoolNar, uploadSigned } from "../store/transfer.js";
 import type { HookSettings } from "./settings.js";
 
-
 export interface BuildJob {
   link: MachineLink;
   drvPath: string;
@@ -52,7 +51,10 @@ export async function buildOnMachine(job: BuildJob): Promise<number> {
   try {
     return await buildWith(job, opening);
   } finally {
-    await opening.then((local) => local.close(), () => undefined);
+    await opening.then(
+      (local) => local.close(),
+      () => undefined,
+    );
   }
 }
 
@@ -170,11 +172,14 @@ async function connectionLost(machine: BuildMachine): Promise<OffloadError | und
     return undefined; // it resolved when the session was made; nothing to learn here
   }
   if (await tcpReachable(target.host, target.port, LINK_PROBE_MS)) return undefined;
-  return new OffloadError(`lost the connection to ${machine.name}: nothing came for the build, and ${target.host}:${target.port} does not answer a new connection within ${LINK_PROBE_MS / 1000} s`, {
-    code: "connection-lost",
-    fix: `check the network to ${machine.name} (and that it is up); the build is retried elsewhere or later`,
-    exitCode: EXIT.transient,
-  });
+  return new OffloadError(
+    `lost the connection to ${machine.name}: nothing came for the build, and ${target.host}:${target.port} does not answer a new connection within ${LINK_PROBE_MS / 1000} s`,
+    {
+      code: "connection-lost",
+      fix: `check the network to ${machine.name} (and that it is up); the build is retried elsewhere or later`,
+      exitCode: EXIT.transient,
+    },
+  );
 }
 
 /** Nix's hook sends the whole input closure as inputSrcs, except for derivations without input derivations. */
@@ -193,7 +198,11 @@ async function uploadMissing(job: BuildJob, local: ServeClient, remote: ServeCli
   const infos = await local.queryPathInfos(missing);
   const absent = missing.filter((path) => !infos.has(path));
   if (absent.length > 0) {
-    throw new OffloadError(`input ${absent[0]} is not valid in the local store`, { code: "input-missing", fix: "the store changed under the build (a garbage collection?): build again", exitCode: EXIT.transient });
+    throw new OffloadError(`input ${absent[0]} is not valid in the local store`, {
+      code: "input-missing",
+      fix: "the store changed under the build (a garbage collection?): build again",
+      exitCode: EXIT.transient,
+    });
   }
   let bytes = 0;
   for (const info of dependenciesFirst(infos.values())) {
@@ -208,7 +217,12 @@ async function fetchOutputs(job: BuildJob, drv: Derivation, remote: ServeClient,
   const name = job.link.machine.name;
   const wanted = job.wantedOutputs.map((output) => {
     const path = drv.outputs.get(output)?.path;
-    if (!path) throw new OffloadError(`${job.drvPath} has no output "${output}" with a known path`, { code: "output-unknown", fix: "offload builds input-addressed derivations whose output paths the .drv names; build this one locally (--max-jobs 1)", exitCode: EXIT.permanent });
+    if (!path)
+      throw new OffloadError(`${job.drvPath} has no output "${output}" with a known path`, {
+        code: "output-unknown",
+        fix: "offload builds input-addressed derivations whose output paths the .drv names; build this one locally (--max-jobs 1)",
+        exitCode: EXIT.permanent,
+      });
     return path;
   });
   const infos = await moving(queryWanted(remote, wanted, name, `an output of ${job.drvPath}`), job, `asking ${name} about the outputs`);
@@ -243,11 +257,14 @@ function checkLocalSpace(job: BuildJob, infos: readonly PathInfo[], spool: strin
     const { bavail, bsize } = statfsSync(dir);
     const free = bavail * bsize;
     if (free < needed) {
-      throw new OffloadError(`the outputs of ${job.drvPath} need ${mebibytes(needed)} in ${dir} (spooled, then stored), but it has only ${mebibytes(free)} free here; nothing fetched`, {
-        code: "local-disk-full",
-        fix: `free space on this machine: nix-collect-garbage -d${dir === DEFAULT_STORE_DIR ? "" : `, or give the nix daemon a TMPDIR with more room than ${dir}`}`,
-        exitCode: EXIT.transient,
-      });
+      throw new OffloadError(
+        `the outputs of ${job.drvPath} need ${mebibytes(needed)} in ${dir} (spooled, then stored), but it has only ${mebibytes(free)} free here; nothing fetched`,
+        {
+          code: "local-disk-full",
+          fix: `free space on this machine: nix-collect-garbage -d${dir === DEFAULT_STORE_DIR ? "" : `, or give the nix daemon a TMPDIR with more room than ${dir}`}`,
+          exitCode: EXIT.transient,
+        },
+      );
     }
   }
 }
@@ -260,7 +277,11 @@ function buildFailure(result: BuildResult, drvPath: string, machine: string): Of
         ? EXIT.transient
         : EXIT.permanent;
   const message = result.errorMsg.trim() || `build of ${drvPath} failed with status ${result.status}`;
-  return new OffloadError(`build on ${machine} failed (${result.status}): ${message}`, { code: `build-${result.status}`, fix: buildFix(result.status, machine), exitCode });
+  return new OffloadError(`build on ${machine} failed (${result.status}): ${message}`, {
+    code: `build-${result.status}`,
+    fix: buildFix(result.status, machine),
+    exitCode,
+  });
 }
 
 /** What to do about a build that failed on a machine: its own log says why it failed. */

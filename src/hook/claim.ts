@@ -39,7 +39,6 @@ export interface ClaimContext<L extends Linked> {
   minFreeBytes: number;
 }
 
-
 /** Each round re-decides with what the previous one learned (a machine down, or overloaded). */
 const ROUNDS = 3;
 
@@ -58,7 +57,13 @@ export async function claimMachine<L extends Linked>(request: BuildRequest, cont
   }
   // Every candidate failed or filled up while we tried: ask again later, and say so (not the last round's "building on …").
   const tried = decision!.candidates.map((machine) => machine.name).join(", ");
-  return { verdict: "postpone", decision: { ...decision!, summary: `${tried} could not take the build after all (a slot taken meanwhile, or the connection failed: see above); asking again after the daemon's poll interval` } };
+  return {
+    verdict: "postpone",
+    decision: {
+      ...decision!,
+      summary: `${tried} could not take the build after all (a slot taken meanwhile, or the connection failed: see above); asking again after the daemon's poll interval`,
+    },
+  };
 }
 
 /** Connects; records what was learned either way. Overloaded, nearly full or unreachable machines yield undefined. */
@@ -74,7 +79,8 @@ async function tryLink<L extends Linked>(machine: BuildMachine, context: ClaimCo
   }
   const now = Date.now();
   const { load, freeBytes, clockSkew: skew } = link.health;
-  const full = freeBytes !== undefined && freeBytes < context.minFreeBytes ? diskLow(machine, machineStoreDir(machine), freeBytes, context.minFreeBytes) : undefined;
+  const full =
+    freeBytes !== undefined && freeBytes < context.minFreeBytes ? diskLow(machine, machineStoreDir(machine), freeBytes, context.minFreeBytes) : undefined;
   recordFacts(context.stateDir, machine.name, {
     failure: undefined,
     diskLow: full && { message: full.message, at: now },
@@ -82,7 +88,11 @@ async function tryLink<L extends Linked>(machine: BuildMachine, context: ClaimCo
   });
   // A wrong clock does not stop a build, but it confuses timestamps and build tools: say so.
   if (skew !== undefined && Math.abs(skew) > DEFAULTS.maxClockSkewS) context.warn(`offload: ${formatError(clockSkew(machine, skew, DEFAULTS.maxClockSkewS))}`);
-  const unusable = full ?? (!despiteLoad && machine.overloadThreshold !== null && load !== undefined && load > machine.overloadThreshold ? overloaded(machine, load, machine.overloadThreshold) : undefined);
+  const unusable =
+    full ??
+    (!despiteLoad && machine.overloadThreshold !== null && load !== undefined && load > machine.overloadThreshold
+      ? overloaded(machine, load, machine.overloadThreshold)
+      : undefined);
   if (unusable) {
     context.say(`offload: ${formatError(unusable)}\n  (trying elsewhere)`);
     link.close();

@@ -33,7 +33,6 @@ import { claimMachine } from "./claim.js";
 import { loadHookConfig } from "./run.js";
 import { checkRestrictionNames, interpretSettings, machinesInEffect, type HookSettings } from "./settings.js";
 
-
 export interface GuixHookIo {
   input: Readable;
   /** stderr: replies, and lines for the person building. */
@@ -50,17 +49,24 @@ export interface GuixHookArguments {
   buildTimeout: number;
 }
 
-
 export function parseGuixHookArguments(argv: readonly string[]): GuixHookArguments {
   const [system, maxSilentTime, printBuildTrace, buildTimeout] = argv;
   const seconds = (text: string | undefined) => (text !== undefined && /^\d+$/.test(text) ? Number(text) : NaN);
   if (!system || Number.isNaN(seconds(maxSilentTime)) || Number.isNaN(seconds(buildTimeout)) || printBuildTrace === undefined) {
-    throw new OffloadError(`offload was started as guix-daemon's hook with ${JSON.stringify(argv.join(" "))}; expected SYSTEM MAX-SILENT-TIME PRINT-BUILD-TRACE BUILD-TIMEOUT`, {
-      code: "guix-hook-arguments",
-      fix: "only guix-daemon runs this (GUIX=…/offload-guix, then `offload` as its first argument); run `offload check` by hand",
-    });
+    throw new OffloadError(
+      `offload was started as guix-daemon's hook with ${JSON.stringify(argv.join(" "))}; expected SYSTEM MAX-SILENT-TIME PRINT-BUILD-TRACE BUILD-TIMEOUT`,
+      {
+        code: "guix-hook-arguments",
+        fix: "only guix-daemon runs this (GUIX=…/offload-guix, then `offload` as its first argument); run `offload check` by hand",
+      },
+    );
   }
-  return { system, maxSilentTime: seconds(maxSilentTime), printBuildTrace: printBuildTrace === "true" || printBuildTrace === "1", buildTimeout: seconds(buildTimeout) };
+  return {
+    system,
+    maxSilentTime: seconds(maxSilentTime),
+    printBuildTrace: printBuildTrace === "true" || printBuildTrace === "1",
+    buildTimeout: seconds(buildTimeout),
+  };
 }
 
 /** Lines of the daemon's stdin, one at a time; undefined at its end. */
@@ -197,7 +203,18 @@ export async function runGuixHook(argv: readonly string[], io: GuixHookIo, env: 
         if (settings.restriction) io.buildLog?.(`${machinesInEffect(settings)}\n`);
         say(`offload: ${claim.decision.summary}`);
         try {
-          const seconds = await buildOnGuixMachine({ link, drvPath: request.drvPath!, inputs, outputs, settings, key, trustedKeys, spoolDir, say, buildLog: (bytes) => io.buildLog?.(bytes) });
+          const seconds = await buildOnGuixMachine({
+            link,
+            drvPath: request.drvPath!,
+            inputs,
+            outputs,
+            settings,
+            key,
+            trustedKeys,
+            spoolDir,
+            say,
+            buildLog: (bytes) => io.buildLog?.(bytes),
+          });
           try {
             recordFacts(state, link.machine.name, { lastBuild: { drvPath: request.drvPath!, at: Date.now() } });
             recordDuration(state, derivationName(request.drvPath!), seconds * link.machine.speed);
@@ -264,7 +281,12 @@ async function buildOnGuixMachine(job: GuixJob): Promise<number> {
   const { machine, daemon: remote } = job.link;
   const local = await GuixDaemon.connect();
   try {
-    await remote.setOptions({ maxSilentTime: job.settings.maxSilentTime, buildTimeout: job.settings.buildTimeout, useSubstitutes: machine.useSubstitutes, offload: false });
+    await remote.setOptions({
+      maxSilentTime: job.settings.maxSilentTime,
+      buildTimeout: job.settings.buildTimeout,
+      useSubstitutes: machine.useSubstitutes,
+      offload: false,
+    });
     // Kept from the machine's garbage collector until the build is done (as Guix's offload does).
     await remote.addTempRoot(job.drvPath);
     await sendInputs(job, local);
@@ -274,7 +296,7 @@ async function buildOnGuixMachine(job: GuixJob): Promise<number> {
       const failure = asOffloadError(error);
       throw new OffloadError(`build of ${job.drvPath} on ${machine.name} failed: ${failure.message.replace(/^guix-daemon: /, "")}`, {
         code: failure.code === "guix-daemon-error" ? "build-failed" : failure.code,
-        fix: failure.exitCode === EXIT.timedOut ? buildFix("TimedOut", machine.name) : failure.fix ?? buildFix("Failed", machine.name),
+        fix: failure.exitCode === EXIT.timedOut ? buildFix("TimedOut", machine.name) : (failure.fix ?? buildFix("Failed", machine.name)),
         exitCode: failure.exitCode,
         cause: error,
       });
@@ -304,7 +326,9 @@ async function sendInputs(job: GuixJob, local: GuixDaemon): Promise<void> {
   if (missing.length === 0) return;
   const infos = await guixPathsToExport(local, missing, false);
   const bytes = infos.reduce((sum, info) => sum + info.narSize, 0);
-  job.say(`offload: sending ${infos.length} store item(s) (${bytes < 2 ** 20 ? `${Math.ceil(bytes / 1024)} KiB` : `${(bytes / 2 ** 20).toFixed(1)} MiB`}) to ${machine.name}`);
+  job.say(
+    `offload: sending ${infos.length} store item(s) (${bytes < 2 ** 20 ? `${Math.ceil(bytes / 1024)} KiB` : `${(bytes / 2 ** 20).toFixed(1)} MiB`}) to ${machine.name}`,
+  );
   await remote.importPaths(exportGuixArchive(local, infos, job.key)).catch((error: unknown) => {
     const failure = asOffloadError(error);
     const refused = /authoriz|signature/i.test(failure.message);

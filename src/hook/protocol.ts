@@ -51,7 +51,7 @@ export function processIo(): HookIo {
 
 /** Writes all of `bytes` to `fd`, synchronously. */
 export function writeAll(fd: number, bytes: Buffer): void {
-  for (let done = 0; done < bytes.length; ) done += writeSync(fd, bytes, done);
+  for (let done = 0; done < bytes.length;) done += writeSync(fd, bytes, done);
 }
 
 /** Where the exchange stands: what the daemon expects from the hook next. */

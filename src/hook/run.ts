@@ -24,7 +24,6 @@ import { claimMachine } from "./claim.js";
 import { HookChannel, Level, type HookIo } from "./protocol.js";
 import { NO_REMOTE_BUILDS, checkRestrictionNames, interpretSettings, machinesInEffect } from "./settings.js";
 
-
 export async function runHook(io: HookIo, env: NodeJS.ProcessEnv = process.env): Promise<number> {
   const channel = new HookChannel(io);
   try {
@@ -78,7 +77,18 @@ export async function runHook(io: HookIo, env: NodeJS.ProcessEnv = process.env):
         // Said in every build's log: a choice Nix dropped (from a user it does not trust) is noticed there.
         channel.buildLog(`${machinesInEffect(settings)}\n`);
         try {
-          const seconds = await buildOnMachine({ link, drvPath: request.drvPath!, inputs, wantedOutputs, settings, signingKey, spoolDir, trustedKeys, say, buildLog: (b) => channel.buildLog(b) });
+          const seconds = await buildOnMachine({
+            link,
+            drvPath: request.drvPath!,
+            inputs,
+            wantedOutputs,
+            settings,
+            signingKey,
+            spoolDir,
+            trustedKeys,
+            say,
+            buildLog: (b) => channel.buildLog(b),
+          });
           try {
             recordFacts(state, link.machine.name, { lastBuild: { drvPath: request.drvPath!, at: Date.now() } });
             // On a machine of speed 1 it would have taken speed times as long.
@@ -139,7 +149,9 @@ async function declinePermanently(channel: HookChannel, why?: string): Promise<n
 
 /** Why a build stays local or waits: shown at a level that matches how surprising it is. */
 function explain(channel: HookChannel, decision: Decision, verdict: string, machines: readonly BuildMachine[], request: BuildRequest): void {
-  const reasons = reasonsWithFixes(decision.reasons, machines, request).map((r) => `  ${reasonLine(r)}`).join("\n");
+  const reasons = reasonsWithFixes(decision.reasons, machines, request)
+    .map((r) => `  ${reasonLine(r)}`)
+    .join("\n");
   const surprising = verdict === "decline" && decision.local.startsWith("the local machine cannot");
   channel.message(surprising ? Level.Warn : Level.Talkative, `offload: ${decision.summary}; ${decision.local}${reasons ? `\n${reasons}` : ""}`);
 }

@@ -69,7 +69,11 @@ function readBuilders(value: string | undefined): Builders {
  * environment set the same for every build.
  */
 function restrictionOf(builders: Builders, env: NodeJS.ProcessEnv): (Restriction & { from: string }) | undefined {
-  const list = (value: string | undefined) => (value ?? "").split(",").map((name) => name.trim()).filter((name) => name !== "");
+  const list = (value: string | undefined) =>
+    (value ?? "")
+      .split(",")
+      .map((name) => name.trim())
+      .filter((name) => name !== "");
   const restriction: { only?: string[]; exclude?: string[] } = {};
   const from: string[] = [];
   if (env.OFFLOAD_ONLY) {
@@ -102,10 +106,13 @@ export function checkRestrictionNames(restriction: HookSettings["restriction"], 
   const known = machines.map((machine) => machine.name);
   const unknown = [...(restriction?.only ?? []), ...(restriction?.exclude ?? [])].filter((name) => !known.includes(name));
   if (unknown.length === 0) return;
-  throw new OffloadError(`no machine called ${unknown.map((name) => JSON.stringify(name)).join(" or ")} in machines.ts (named by ${restriction!.from}); its machines are ${known.join(", ") || "none"}`, {
-    code: "builders-invalid",
-    fix: "name machines as machines.ts does (offload check --static lists them)",
-  });
+  throw new OffloadError(
+    `no machine called ${unknown.map((name) => JSON.stringify(name)).join(" or ")} in machines.ts (named by ${restriction!.from}); its machines are ${known.join(", ") || "none"}`,
+    {
+      code: "builders-invalid",
+      fix: "name machines as machines.ts does (offload check --static lists them)",
+    },
+  );
 }
 
 /** One line for the build log: which machines this build may use, and why. */
@@ -117,7 +124,9 @@ export function machinesInEffect(settings: Pick<HookSettings, "builders" | "rest
   const why = [
     ...(restriction ? [restriction.from] : []),
     ...(builders.kind === "nix"
-      ? [`builders = "${builders.value}" is Nix's own machine list, which offload ignores; Nix passes a per-build --builders 'offload:…' on only from trusted users`]
+      ? [
+          `builders = "${builders.value}" is Nix's own machine list, which offload ignores; Nix passes a per-build --builders 'offload:…' on only from trusted users`,
+        ]
       : builders.kind === "absent"
         ? ["the daemon sent no builders setting"]
         : []),

@@ -44,7 +44,8 @@ function delayed(from: Socket, to: Socket, delayMs: number): void {
 }
 
 export async function startDelayRelay(options: DelayRelayOptions): Promise<DelayRelay> {
-  if (!(options.delayMs >= 0)) throw new OffloadError(`a delay of ${options.delayMs} ms is not usable`, { code: "lab-network-failed", fix: "use a delay of 0 ms or more" });
+  if (!(options.delayMs >= 0))
+    throw new OffloadError(`a delay of ${options.delayMs} ms is not usable`, { code: "lab-network-failed", fix: "use a delay of 0 ms or more" });
   const sockets = new Set<Socket>();
   const server = createServer((client) => {
     const upstream = createConnection(options.target);
@@ -64,7 +65,12 @@ export async function startDelayRelay(options: DelayRelayOptions): Promise<Delay
   });
   await new Promise<void>((resolve, reject) => {
     server.once("error", (error) =>
-      reject(new OffloadError(`the delay relay cannot listen on ${options.listen.host}: ${error.message}`, { code: "lab-network-failed", fix: "listen on an address of this machine (a lab link's own end)" })),
+      reject(
+        new OffloadError(`the delay relay cannot listen on ${options.listen.host}: ${error.message}`, {
+          code: "lab-network-failed",
+          fix: "listen on an address of this machine (a lab link's own end)",
+        }),
+      ),
     );
     server.listen(options.listen.port ?? 0, options.listen.host, resolve);
   });

@@ -20,7 +20,10 @@ export async function labDown(dir: string, options: LabDownOptions = {}): Promis
   assertRoot("offload lab down");
   const paths = labPaths(path.resolve(dir));
   const lab = await readLab(paths.dir).catch(() => undefined);
-  const exists = await stat(paths.dir).then(() => true, () => false);
+  const exists = await stat(paths.dir).then(
+    () => true,
+    () => false,
+  );
   // Never delete a directory that is not a lab (a mistyped --dir /var/lib).
   if (options.purge && exists && lab === undefined && (await readGuixLab(paths.dir)) === undefined) {
     throw new OffloadError(`not purging ${paths.dir}: it has no lab.json or guix-lab.json, so it is not a lab directory`, {

@@ -20,7 +20,10 @@ export async function withFileLock<T>(lock: string, times: LockTimes, action: ()
       break;
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
-      const age = await stat(lock).then((info) => Date.now() - info.mtimeMs, () => 0);
+      const age = await stat(lock).then(
+        (info) => Date.now() - info.mtimeMs,
+        () => 0,
+      );
       if (age > times.staleMs) await rm(lock, { force: true });
       else if (Date.now() > deadline) {
         throw new OffloadError(`${lock} has been held for ${Math.round(times.timeoutMs / 1000)} s`, {

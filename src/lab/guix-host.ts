@@ -89,7 +89,12 @@ function guixHostError(name: string, message: string, code: FailureCode, fix: st
 async function mustRun(host: Host, argv: string[], input?: string): Promise<string> {
   const result = await runInHost(host, argv, { input, timeoutMs: 120_000 });
   if (result.code !== 0) {
-    throw guixHostError(host.name, `${argv.join(" ")} failed: ${result.stderr.trim() || `status ${result.code}`}`, "guix-host-command-failed", `see ${host.dir}`);
+    throw guixHostError(
+      host.name,
+      `${argv.join(" ")} failed: ${result.stderr.trim() || `status ${result.code}`}`,
+      "guix-host-command-failed",
+      `see ${host.dir}`,
+    );
   }
   return result.stdout;
 }
@@ -218,7 +223,9 @@ export function guixMachineRecord(builder: GuixHost, privateKey: string, options
     // As machinesScm: lab hosts share this machine's load.
     overloadThreshold: options.overloadThreshold ?? null,
   };
-  return `buildMachine({ ${Object.entries(fields).map(([name, value]) => `${name}: ${JSON.stringify(value)}`).join(", ")} })`;
+  return `buildMachine({ ${Object.entries(fields)
+    .map(([name, value]) => `${name}: ${JSON.stringify(value)}`)
+    .join(", ")} })`;
 }
 
 /**
@@ -226,7 +233,12 @@ export function guixMachineRecord(builder: GuixHost, privateKey: string, options
  * (at `privateKey`, made once; its public half goes into each builder's authorized keys),
  * both sides' signing keys authorized on the other, and the master's machines.scm.
  */
-export async function configureGuixOffload(master: GuixHost, builders: readonly GuixHost[], privateKey: string, options: GuixOffloadOptions = {}): Promise<void> {
+export async function configureGuixOffload(
+  master: GuixHost,
+  builders: readonly GuixHost[],
+  privateKey: string,
+  options: GuixOffloadOptions = {},
+): Promise<void> {
   const publicLine = await ensureSshKey(privateKey, `guix-offload-${master.name}`);
   for (const builder of builders) {
     const authorized = guixHostPaths(builder.dir).authorizedKeys;

@@ -75,7 +75,12 @@ export async function guixLabUp(options: GuixLabOptions = {}): Promise<GuixLab> 
   await assertSafeLabDir(plan.dir);
   const paths = labPaths(plan.dir);
   // One lab per directory: a Nix lab's machines.ts and hosts would be replaced.
-  if (await readFile(paths.state).then(() => true, () => false)) {
+  if (
+    await readFile(paths.state).then(
+      () => true,
+      () => false,
+    )
+  ) {
     throw new OffloadError(`${plan.dir} holds a Nix lab (${paths.state}); a Guix lab needs a directory of its own`, {
       code: "lab-invalid-option",
       fix: `offload lab up --guix --dir ${plan.dir}-guix (or offload lab down --purge --dir ${plan.dir} first)`,
@@ -92,7 +97,11 @@ export async function guixLabUp(options: GuixLabOptions = {}): Promise<GuixLab> 
   await stopStrays(plan.dir, dirs);
   const builders = await Promise.all(
     plan.builders.map(async (builder, index) => {
-      const host = await startGuixHost({ name: builder.name, dir: dirs[index]!, ssh: { address: builder.address, port: builder.port, authorizedKeys: [clientPublicKey] } });
+      const host = await startGuixHost({
+        name: builder.name,
+        dir: dirs[index]!,
+        ssh: { address: builder.address, port: builder.port, authorizedKeys: [clientPublicKey] },
+      });
       for (const key of [offloadKey, ...(localKey === undefined ? [] : [localKey])]) await authorizeInGuixHost(host, key);
       log(`${builder.name}: guix-daemon and sshd on ${builder.address}:${builder.port}`);
       return host;

@@ -141,7 +141,12 @@ async function assertRootReady(nix: NixRelease, root: string): Promise<void> {
   if (root === "/") return;
   // scripts/roots.sh writes the stamp only once the root is complete.
   const stamp = `${root}.stamp`;
-  if (!(await stat(stamp).then(() => true, () => false))) {
+  if (
+    !(await stat(stamp).then(
+      () => true,
+      () => false,
+    ))
+  ) {
     throw new OffloadError(`there is no Debian ${SUITES[nix]} root for Nix ${nix} (${stamp} is missing)`, {
       code: "host-root-missing",
       fix: "build it once (about a minute): bash scripts/roots.sh in offload's repository",
@@ -242,7 +247,8 @@ export async function runningHosts(): Promise<Host[]> {
 export async function startHost(given: HostSpec): Promise<Host> {
   const dir = path.resolve(given.dir);
   const spec = { ...given, dir, shared: (given.shared ?? []).map((file) => path.resolve(file)) };
-  if (!SAFE_NAME.test(spec.name)) throw hostError(spec, "its name is not usable", "host-invalid", "use lowercase letters, digits and -, starting with a letter");
+  if (!SAFE_NAME.test(spec.name))
+    throw hostError(spec, "its name is not usable", "host-invalid", "use lowercase letters, digits and -, starting with a letter");
   for (const file of [dir, ...spec.shared]) {
     if (!SAFE_PATH.test(file)) {
       throw hostError(spec, `path ${JSON.stringify(file)} is not usable`, "host-invalid", "use absolute paths of letters, digits and . _ - + / only");
@@ -258,7 +264,8 @@ export async function startHost(given: HostSpec): Promise<Host> {
   const nixDir = hostPaths(dir).nix;
   await mkdir(nixDir, { recursive: true, mode: 0o755 });
   // Mounted here, on this machine, before the anchor binds it as /nix: seen at the same place from both sides.
-  if (spec.storeMiB !== undefined) await run("mount", ["-t", "tmpfs", "-o", `size=${spec.storeMiB}m,mode=0755`, "offload-store", nixDir], { code: "host-start-failed" });
+  if (spec.storeMiB !== undefined)
+    await run("mount", ["-t", "tmpfs", "-o", `size=${spec.storeMiB}m,mode=0755`, "offload-store", nixDir], { code: "host-start-failed" });
   await writeNixConf(spec);
   const network = spec.network ? await prepareLink(dir) : undefined;
   const script = await anchorScript(spec, root, network);
@@ -365,7 +372,9 @@ export function inHost(host: Host, argv: readonly string[], options: InHostOptio
   const chroot = host.root === "/" ? [] : ["chroot", host.root];
   // setpriv, not su/runuser: no PAM, no login shell, nothing between us and the command.
   const setpriv = options.user === undefined ? [] : ["setpriv", `--reuid=${user}`, `--regid=${user}`, "--init-groups"];
-  const env = Object.entries({ PATH, HOME: user === "root" ? "/root" : `/home/${user}`, USER: user, ...options.env }).map(([name, value]) => `${name}=${value}`);
+  const env = Object.entries({ PATH, HOME: user === "root" ? "/root" : `/home/${user}`, USER: user, ...options.env }).map(
+    ([name, value]) => `${name}=${value}`,
+  );
   return {
     // With -p nsenter forks: the command is its child, in the host's PID namespace. -n: its
     // network namespace, which is this machine's unless it was started with a network.
@@ -402,7 +411,10 @@ export function runInHost(host: Host, argv: readonly string[], options: RunInHos
       const fix = "see what it waits for; pass a longer timeoutMs if it is just slow";
       reject(hostError(host, `${argv.join(" ")} did not finish within ${timeoutMs / 1000} s`, "host-command-timeout", fix));
     }, timeoutMs);
-    child.once("error", (error) => (clearTimeout(timer), reject(hostError(host, `cannot run ${file}: ${error.message}`, "host-command-failed", "install util-linux"))));
+    child.once(
+      "error",
+      (error) => (clearTimeout(timer), reject(hostError(host, `cannot run ${file}: ${error.message}`, "host-command-failed", "install util-linux"))),
+    );
     child.once("close", (code) => (clearTimeout(timer), resolve({ code, stdout, stderr })));
     child.stdin.on("error", () => undefined); // it may exit without reading its input
     child.stdin.end(options.input ?? "");
@@ -426,7 +438,9 @@ function withUsersLock<T>(host: Host, action: () => Promise<T>): Promise<T> {
 
 /** The gid of nix-users in the host's root, made when missing. */
 async function nixUsersGid(host: Host): Promise<number> {
-  return withUsersLock(host, async () => Number((await rootShell(host, `groupadd --force --system ${NIX_USERS} && getent group ${NIX_USERS} | cut -d: -f3`)).trim()));
+  return withUsersLock(host, async () =>
+    Number((await rootShell(host, `groupadd --force --system ${NIX_USERS} && getent group ${NIX_USERS} | cut -d: -f3`)).trim()),
+  );
 }
 
 /**

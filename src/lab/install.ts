@@ -14,7 +14,13 @@ const LOCK = "/var/lib/offload-lab-install.lock";
 async function missingPrograms(): Promise<string[]> {
   const missing = [];
   for (const file of REQUIRED) {
-    if (!(await access(file, constants.X_OK).then(() => true, () => false))) missing.push(file);
+    if (
+      !(await access(file, constants.X_OK).then(
+        () => true,
+        () => false,
+      ))
+    )
+      missing.push(file);
   }
   return missing;
 }

@@ -82,7 +82,11 @@ async function ip(args: string[]): Promise<string> {
 }
 
 /** Runs `argv` (a program of this machine) in the host's network namespace only. */
-function inNetwork(host: { anchorPid: number }, argv: string[], fix = "lab networks need root, util-linux's nsenter and iproute2"): Promise<{ stdout: string }> {
+function inNetwork(
+  host: { anchorPid: number },
+  argv: string[],
+  fix = "lab networks need root, util-linux's nsenter and iproute2",
+): Promise<{ stdout: string }> {
   return run("nsenter", ["-t", String(host.anchorPid), "-n", "--", ...argv], { code: "lab-network-failed", fix });
 }
 
@@ -152,9 +156,10 @@ export async function releaseLink(dir: string): Promise<void> {
   while ((await linkExists(link)) && Date.now() < deadline) await sleep(25);
   await withFileLock(LOCK, LOCK_TIMES, async () => {
     // "Cannot find device": the kernel took it meanwhile.
-    if (await linkExists(link)) await ip(["link", "del", link]).catch(async (error: unknown) => {
-      if (await linkExists(link)) throw error;
-    });
+    if (await linkExists(link))
+      await ip(["link", "del", link]).catch(async (error: unknown) => {
+        if (await linkExists(link)) throw error;
+      });
     const names = await readdir("/sys/class/net");
     if (!names.some((name) => name.startsWith(LINK_PREFIX) || name.startsWith(PEER_PREFIX)) && (await guardRoute())) {
       await ip(["route", "del", "unreachable", LAB_NETWORK]);
@@ -199,7 +204,8 @@ export async function restoreLink(host: NetworkedHost): Promise<void> {
   // The carrier comes back a moment after "up": return once the link carries packets again.
   const deadline = Date.now() + LINK_UP_TIMEOUT_MS;
   while (!/state UP/.test((await inNetwork(host, ["ip", "-o", "link", "show", HOST_LINK])).stdout)) {
-    if (Date.now() > deadline) throw networkError(`${host.name}'s link did not come up within ${LINK_UP_TIMEOUT_MS / 1000} s`, "look at `ip link` in the host's network namespace");
+    if (Date.now() > deadline)
+      throw networkError(`${host.name}'s link did not come up within ${LINK_UP_TIMEOUT_MS / 1000} s`, "look at `ip link` in the host's network namespace");
     await sleep(20);
   }
 }
@@ -230,9 +236,16 @@ export async function dropPackets(host: NetworkedHost, percent: number): Promise
   const fix = "install nftables (apt-get install nftables); the kernel needs nf_tables";
   await stopDropping(host);
   await inNetwork(host, ["nft", "add", "table", "inet", NFT_TABLE], fix);
-  for (const [chain, hook, match] of [["in", "input", "iifname"], ["out", "output", "oifname"]] as const) {
+  for (const [chain, hook, match] of [
+    ["in", "input", "iifname"],
+    ["out", "output", "oifname"],
+  ] as const) {
     await inNetwork(host, ["nft", "add", "chain", "inet", NFT_TABLE, chain, `{ type filter hook ${hook} priority 0 ; }`], fix);
-    await inNetwork(host, ["nft", "add", "rule", "inet", NFT_TABLE, chain, match, HOST_LINK, "numgen", "random", "mod", "100", "<", String(Math.round(percent)), "drop"], fix);
+    await inNetwork(
+      host,
+      ["nft", "add", "rule", "inet", NFT_TABLE, chain, match, HOST_LINK, "numgen", "random", "mod", "100", "<", String(Math.round(percent)), "drop"],
+      fix,
+    );
   }
 }
 
@@ -247,12 +260,16 @@ export async function clearFaults(host: NetworkedHost): Promise<void> {
   await restoreLink(host);
   const qdisc = (await run("tc", ["qdisc", "show", "dev", link])).stdout;
   if (qdisc.includes("qdisc tbf")) await run("tc", ["qdisc", "del", "dev", link, "root"]);
-  if ((await inNetwork(host, ["tc", "qdisc", "show", "dev", HOST_LINK])).stdout.includes("qdisc tbf")) await inNetwork(host, ["tc", "qdisc", "del", "dev", HOST_LINK, "root"]);
+  if ((await inNetwork(host, ["tc", "qdisc", "show", "dev", HOST_LINK])).stdout.includes("qdisc tbf"))
+    await inNetwork(host, ["tc", "qdisc", "del", "dev", HOST_LINK, "root"]);
   if (await commandExists("nft")) await stopDropping(host);
 }
 
 async function commandExists(name: string): Promise<boolean> {
-  return run("sh", ["-c", `command -v ${name}`]).then(() => true, () => false);
+  return run("sh", ["-c", `command -v ${name}`]).then(
+    () => true,
+    () => false,
+  );
 }
 
 export interface LinkCounters {

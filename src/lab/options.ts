@@ -106,11 +106,17 @@ const FEATURE = /^[A-Za-z0-9._+-]+$/;
 export function resolveLabPlan(options: LabOptions = {}): LabPlan {
   const dir = path.resolve(options.dir ?? DEFAULT_LAB_DIR);
   if (!SAFE_PATH.test(dir) || dir === "/") {
-    throw invalid(`lab directory ${JSON.stringify(dir)} is not usable`, "use a directory path of letters, digits and . _ - + / only, e.g. /var/lib/offload-lab");
+    throw invalid(
+      `lab directory ${JSON.stringify(dir)} is not usable`,
+      "use a directory path of letters, digits and . _ - + / only, e.g. /var/lib/offload-lab",
+    );
   }
   // The real config dir is the administrator's: a lab never writes there, nor deletes it with --purge.
   if (dir === DEFAULT_CONFIG_DIR || dir.startsWith(`${DEFAULT_CONFIG_DIR}/`) || DEFAULT_CONFIG_DIR.startsWith(`${dir}/`)) {
-    throw invalid(`a lab in ${dir} would write into ${DEFAULT_CONFIG_DIR}, which is yours`, `use a directory of its own, e.g. ${DEFAULT_LAB_DIR}, and import its machines.ts from ${DEFAULT_CONFIG_DIR}/machines.ts`);
+    throw invalid(
+      `a lab in ${dir} would write into ${DEFAULT_CONFIG_DIR}, which is yours`,
+      `use a directory of its own, e.g. ${DEFAULT_LAB_DIR}, and import its machines.ts from ${DEFAULT_CONFIG_DIR}/machines.ts`,
+    );
   }
   const prefix = options.prefix ?? DEFAULT_PREFIX;
   if (!SAFE_NAME.test(prefix)) {

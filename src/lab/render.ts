@@ -60,9 +60,7 @@ export function clientSshConfig(lab: Lab): string {
 
 /** Each host key under the alias (for ssh_config) and as [address]:port (for plain ssh -p). */
 export function knownHosts(lab: Lab): string {
-  return lab.builders
-    .map((builder) => `${builder.name},[${builder.address}]:${builder.port} ${builder.hostKey}\n`)
-    .join("");
+  return lab.builders.map((builder) => `${builder.name},[${builder.address}]:${builder.port} ${builder.hostKey}\n`).join("");
 }
 
 export function acl(lab: Lab): string {
@@ -120,17 +118,18 @@ export function machinesTs(lab: Lab): string {
 export function nixMachines(lab: Lab): string {
   const list = (items: readonly string[]) => (items.length > 0 ? items.join(",") : "-");
   return lab.builders
-    .map((builder) =>
-      [
-        `ssh://${builder.name}`,
-        builder.system,
-        lab.clientKey,
-        builder.parallelBuilds,
-        Math.max(1, Math.round(builder.speed)),
-        list(builder.features),
-        list(builder.mandatoryFeatures),
-        Buffer.from(`${builder.hostKey}\n`).toString("base64"),
-      ].join(" ") + "\n",
+    .map(
+      (builder) =>
+        [
+          `ssh://${builder.name}`,
+          builder.system,
+          lab.clientKey,
+          builder.parallelBuilds,
+          Math.max(1, Math.round(builder.speed)),
+          list(builder.features),
+          list(builder.mandatoryFeatures),
+          Buffer.from(`${builder.hostKey}\n`).toString("base64"),
+        ].join(" ") + "\n",
     )
     .join("");
 }

@@ -40,7 +40,10 @@ export async function addInclude(file: string, labSshConfig: string): Promise<vo
   await withLock(file, async () => {
     const lines = (await readLines(file)) ?? [];
     if (lines[0] === line && lines.filter((other) => other === line).length === 1) return;
-    const mode = await stat(file).then((info) => info.mode & 0o777, () => 0o600);
+    const mode = await stat(file).then(
+      (info) => info.mode & 0o777,
+      () => 0o600,
+    );
     await writeFileAtomic(file, [line, ...lines.filter((other) => other !== line)].join("\n") + "\n", mode);
   });
 }

@@ -18,21 +18,16 @@ export interface RunResult {
 
 export function run(file: string, args: readonly string[], options: RunOptions = {}): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    execFile(
-      file,
-      args,
-      { env: options.env ?? process.env, timeout: options.timeoutMs ?? 120_000, maxBuffer: 64 * 1024 * 1024 },
-      (error, stdout, stderr) => {
-        if (!error) return resolve({ stdout, stderr });
-        const why = stderr.trim() || error.message;
-        reject(
-          new OffloadError(`${[file, ...args].join(" ")} failed: ${why}`, {
-            code: options.code ?? "lab-command-failed",
-            fix: options.fix,
-            cause: error,
-          }),
-        );
-      },
-    );
+    execFile(file, args, { env: options.env ?? process.env, timeout: options.timeoutMs ?? 120_000, maxBuffer: 64 * 1024 * 1024 }, (error, stdout, stderr) => {
+      if (!error) return resolve({ stdout, stderr });
+      const why = stderr.trim() || error.message;
+      reject(
+        new OffloadError(`${[file, ...args].join(" ")} failed: ${why}`, {
+          code: options.code ?? "lab-command-failed",
+          fix: options.fix,
+          cause: error,
+        }),
+      );
+    });
   });
 }

@@ -103,11 +103,8 @@ export async function startSshd(files: SshdFiles, listen: SshdListen): Promise<n
     await sleep(25);
   }
   const log = (await readFile(files.logFile, "utf8").catch(() => "")).trim().split("\n").slice(-5).join("\n");
-  throw new OffloadError(
-    `sshd for ${listen.address}:${listen.port} did not start${status === 0 ? "" : ` (exit status ${status})`}: ${log || "no log"}`,
-    {
-      code: "lab-sshd-failed",
-      fix: `another program may hold ${listen.address}:${listen.port}: choose another --address or --port (log: ${files.logFile})`,
-    },
-  );
+  throw new OffloadError(`sshd for ${listen.address}:${listen.port} did not start${status === 0 ? "" : ` (exit status ${status})`}: ${log || "no log"}`, {
+    code: "lab-sshd-failed",
+    fix: `another program may hold ${listen.address}:${listen.port}: choose another --address or --port (log: ${files.logFile})`,
+  });
 }

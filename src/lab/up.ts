@@ -71,7 +71,10 @@ export async function labUp(options: LabOptions = {}): Promise<Lab> {
       await rm(old.dir, { recursive: true, force: true });
     }
   }
-  await stopStrays(plan.dir, prepared.map((builder) => builder.dir));
+  await stopStrays(
+    plan.dir,
+    prepared.map((builder) => builder.dir),
+  );
   const builders = await Promise.all(
     prepared.map(async (builder): Promise<LabBuilder> => {
       // The lab directory holds what its sshd reads (authorized_keys, its own directory).

@@ -13,8 +13,7 @@ export function sshArgs(lab: Lab, builder: LabBuilder, command: string): string[
 }
 
 // Same output every time: after the first `up` it is valid and costs nothing.
-const CHECK_DERIVATION =
-  'derivation { name = "offload-lab-check"; system = builtins.currentSystem; builder = "/bin/sh"; args = ["-c" "echo ok > $out"]; }';
+const CHECK_DERIVATION = 'derivation { name = "offload-lab-check"; system = builtins.currentSystem; builder = "/bin/sh"; args = ["-c" "echo ok > $out"]; }';
 
 function misconfigured(builder: LabBuilder, message: string): OffloadError {
   return new OffloadError(`${builder.name}: ${message}`, {
@@ -37,7 +36,13 @@ export async function verifyBuilder(lab: Lab, builder: LabBuilder): Promise<stri
   });
   const [version, output, signatures] = stdout.trim().split("\n");
   const file = output?.startsWith("/nix/store/") ? onMachine(builder.host, output) : undefined;
-  if (file === undefined || !(await access(file).then(() => true, () => false))) {
+  if (
+    file === undefined ||
+    !(await access(file).then(
+      () => true,
+      () => false,
+    ))
+  ) {
     throw misconfigured(builder, `a trivial build did not land in its own store (its output: ${output ?? "none"})`);
   }
   if (!signatures?.split(/\s+/).some((signature) => signature.startsWith(`${builder.name}-1:`))) {

@@ -171,7 +171,11 @@ export async function* writeExportStream(
       itemHash?.update(chunk);
       yield chunk;
     }
-    const tail = new WireWriter().u64(EXPORT_MAGIC).string(item.path).strings(references).string(item.deriver ?? "");
+    const tail = new WireWriter()
+      .u64(EXPORT_MAGIC)
+      .string(item.path)
+      .strings(references)
+      .string(item.deriver ?? "");
     const signature = typeof item.signature === "function" ? item.signature(itemHash!.update(tail.toBuffer()).digest()) : item.signature;
     if (signature === undefined) tail.u64(0);
     else tail.u64(1).string(signature);

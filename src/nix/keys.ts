@@ -1,14 +1,7 @@
 // Nix's Ed25519 signing keys, byte-compatible with `nix-store --generate-binary-cache-key`:
 // "name:base64" where the secret is 64 bytes (seed then public key) and the public key 32.
 // A SecretKey never shows its secret half when printed, logged or serialised.
-import {
-  createPrivateKey,
-  createPublicKey,
-  generateKeyPairSync,
-  sign as cryptoSign,
-  verify as cryptoVerify,
-  type KeyObject,
-} from "node:crypto";
+import { createPrivateKey, createPublicKey, generateKeyPairSync, sign as cryptoSign, verify as cryptoVerify, type KeyObject } from "node:crypto";
 import { inspect } from "node:util";
 import { OffloadError } from "../errors.js";
 import { checkPrivate, readTextFile } from "../files/safety.js";
@@ -142,10 +135,10 @@ export function parsePublicKey(text: string, source = ""): PublicKey {
   const { name, bytes } = splitKey(text, "public key", source);
   if (bytes.length !== PUBLIC_KEY_BYTES) {
     const hint = bytes.length === SECRET_KEY_BYTES ? " (this looks like a SECRET key: never share it)" : "";
-    throw new OffloadError(
-      `public key "${name}"${source ? ` in ${source}` : ""} has ${bytes.length} bytes, expected ${PUBLIC_KEY_BYTES}${hint}`,
-      { code: "invalid-key", fix: "use the .pub file written by `offload keygen` or `nix-store --generate-binary-cache-key`" },
-    );
+    throw new OffloadError(`public key "${name}"${source ? ` in ${source}` : ""} has ${bytes.length} bytes, expected ${PUBLIC_KEY_BYTES}${hint}`, {
+      code: "invalid-key",
+      fix: "use the .pub file written by `offload keygen` or `nix-store --generate-binary-cache-key`",
+    });
   }
   return new PublicKey(name, bytes);
 }

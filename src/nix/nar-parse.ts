@@ -106,11 +106,7 @@ export async function* parseNar(reader: WireReader): AsyncGenerator<NarEvent> {
       const problem = entryNameProblem(name);
       if (problem) throw bad(`${problem}: ${quote(name)}`);
       if (dir.previous !== undefined && Buffer.compare(dir.previous, name) >= 0) {
-        throw bad(
-          dir.previous.equals(name)
-            ? `duplicate entry ${quote(name)}`
-            : `entries are not sorted: ${quote(name)} comes after ${quote(dir.previous)}`,
-        );
+        throw bad(dir.previous.equals(name) ? `duplicate entry ${quote(name)}` : `entries are not sorted: ${quote(name)} comes after ${quote(dir.previous)}`);
       }
       dir.previous = name;
       await expectToken(reader, "node");
@@ -132,10 +128,7 @@ const COPY_BATCH = 256 * 1024;
  * returns its sha256 and size (e.g. to spool a remote NAR to a file and check it before
  * import). Memory use is bounded by the batch size, not the NAR's.
  */
-export async function copyNar(
-  reader: WireReader,
-  onBytes: (bytes: Buffer) => void | Promise<void>,
-): Promise<{ narHash: Buffer; narSize: number }> {
+export async function copyNar(reader: WireReader, onBytes: (bytes: Buffer) => void | Promise<void>): Promise<{ narHash: Buffer; narSize: number }> {
   const hash = createHash("sha256");
   let narSize = 0;
   let pending: Buffer[] = [];

@@ -51,7 +51,7 @@ export async function restoreNar(source: WireReader | WireSource, destination: s
       if (event.type === "contents") {
         // The parser guarantees `left` bytes arrive in total.
         try {
-          for (let done = 0; done < event.data.length; ) done += writeSync(fd!, event.data, done);
+          for (let done = 0; done < event.data.length;) done += writeSync(fd!, event.data, done);
         } catch (error) {
           throw fsError(error, "writing", fileName);
         }

@@ -24,15 +24,13 @@ export function pathFingerprint(info: SignedFields): string {
   return `1;${info.path};sha256:${encodeNix32(info.narHash)};${info.narSize};${references.join(",")}`;
 }
 
-
 /** Nix's signature string "keyname:base64" for this path. */
 export function signPath(info: SignedFields, secretKey: SecretKey): string {
   return secretKey.sign(pathFingerprint(info));
 }
 
 export type SignatureVerdict =
-  | { valid: true; key: PublicKey; signature: string }
-  | { valid: false; reason: string; code: "unsigned" | "unknown-key" | "invalid-signature" };
+  { valid: true; key: PublicKey; signature: string } | { valid: false; reason: string; code: "unsigned" | "unknown-key" | "invalid-signature" };
 
 /** Name of the key a "name:base64" signature claims, or undefined when malformed. */
 export function signatureKeyName(signature: string): string | undefined {
@@ -73,9 +71,7 @@ export function verifyPathSignatures(
     return {
       valid: false,
       code: "invalid-signature",
-      reason:
-        `${info.path} has an invalid signature by ${quoteList(invalid)}: ` +
-        "its NAR hash, size or references differ from what the key signed",
+      reason: `${info.path} has an invalid signature by ${quoteList(invalid)}: ` + "its NAR hash, size or references differ from what the key signed",
     };
   }
   return {
@@ -97,10 +93,7 @@ function quoteList(names: string[]): string {
 }
 
 /** Throws an OffloadError (with the fix) unless a trusted key signed `info`; returns that key. */
-export function requireTrustedSignature(
-  info: SignedFields & Pick<PathInfo, "signatures">,
-  trustedKeys: readonly PublicKey[],
-): PublicKey {
+export function requireTrustedSignature(info: SignedFields & Pick<PathInfo, "signatures">, trustedKeys: readonly PublicKey[]): PublicKey {
   const verdict = verifyPathSignatures(info, trustedKeys);
   if (verdict.valid) return verdict.key;
   const fix = {

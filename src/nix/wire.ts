@@ -148,9 +148,7 @@ export class WireReader {
     const high = b.readUInt32LE(4);
     const length = high * 2 ** 32 + b.readUInt32LE(0);
     if (high >= 2 ** 21 || length > maxLength) {
-      throw invalid(
-        `wire: ${what} of ${b.readBigUInt64LE(0)} bytes is longer than the limit of ${maxLength} bytes (at byte ${this.consumed - 8})`,
-      );
+      throw invalid(`wire: ${what} of ${b.readBigUInt64LE(0)} bytes is longer than the limit of ${maxLength} bytes (at byte ${this.consumed - 8})`);
     }
     const data = await this.bytes(length, what);
     await this.padding(length, what);

@@ -110,7 +110,10 @@ export function readKnownHosts(files: readonly string[]): KnownHostEntry[] {
 }
 
 function globToRegExp(pattern: string): RegExp {
-  const body = pattern.replace(/[.+^${}()|[\]\\]/g, "\\$&").replace(/\*/g, ".*").replace(/\?/g, ".");
+  const body = pattern
+    .replace(/[.+^${}()|[\]\\]/g, "\\$&")
+    .replace(/\*/g, ".*")
+    .replace(/\?/g, ".");
   return new RegExp(`^${body}$`, "i");
 }
 
@@ -147,12 +150,7 @@ export interface HostKeyPolicy {
   knownHostsFiles: readonly string[];
 }
 
-export function hostKeyPolicy(
-  machine: string,
-  name: string,
-  pinnedLine: string | undefined,
-  knownHostsFiles: readonly string[],
-): HostKeyPolicy {
+export function hostKeyPolicy(machine: string, name: string, pinnedLine: string | undefined, knownHostsFiles: readonly string[]): HostKeyPolicy {
   if (pinnedLine !== undefined) {
     return { machine, knownHostsName: name, pinned: parseOpenSshPublicKey(pinnedLine), known: [], knownHostsFiles };
   }

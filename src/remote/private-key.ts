@@ -20,7 +20,10 @@ export function loadClientKey(path: string): ClientKey {
   try {
     data = readFileSync(path);
   } catch (error) {
-    throw deniedToUser(path, error) ?? unreadable(path, `cannot be read: ${(error as Error).message}`, `ls -l ${path}   (it must be readable by the user running the nix daemon)`, error);
+    throw (
+      deniedToUser(path, error) ??
+      unreadable(path, `cannot be read: ${(error as Error).message}`, `ls -l ${path}   (it must be readable by the user running the nix daemon)`, error)
+    );
   }
   const parsed = ssh2.utils.parseKey(data);
   if (parsed instanceof Error) {

@@ -15,7 +15,11 @@ async function probe(connection: SshConnection, command: string): Promise<Remote
 
 /** Remote error text as one line: each failure is reported on one. */
 export function oneLine(text: string): string {
-  return text.split("\n").map((line) => line.trim()).filter((line) => line !== "").join(" | ");
+  return text
+    .split("\n")
+    .map((line) => line.trim())
+    .filter((line) => line !== "")
+    .join(" | ");
 }
 
 /**
@@ -111,7 +115,14 @@ export async function readNixConfig(connection: SshConnection): Promise<{ settin
   const result = await probe(connection, command);
   if (result.code !== 0) return undefined;
   const [user = "", groups = "", ...lines] = result.stdout.split("\n");
-  return { settings: parseNixConfig(lines), user: user.trim(), groups: groups.trim().split(/\s+/).filter((g) => g !== "") };
+  return {
+    settings: parseNixConfig(lines),
+    user: user.trim(),
+    groups: groups
+      .trim()
+      .split(/\s+/)
+      .filter((g) => g !== ""),
+  };
 }
 
 /** `name = value` lines, as `nix show-config` prints them. */
@@ -171,10 +182,10 @@ export class HealthProbe {
     const script = [
       "n=$(nproc 2>/dev/null || echo 0)",
       "while read -r _; do",
-      "  read -r l _ < /proc/loadavg; echo \"load $l $n\"",
-      "  if [ -r /proc/pressure/cpu ]; then read -r p < /proc/pressure/cpu; echo \"pressure $p\"; fi",
+      '  read -r l _ < /proc/loadavg; echo "load $l $n"',
+      '  if [ -r /proc/pressure/cpu ]; then read -r p < /proc/pressure/cpu; echo "pressure $p"; fi',
       `  echo "df $(df -Pk ${shellQuote(storeDir)} 2>/dev/null | tail -n 1)"`,
-      "  echo \"clock $(date +%s.%N)\"",
+      '  echo "clock $(date +%s.%N)"',
       `  echo ${END}`,
       "done",
     ].join("\n");

@@ -68,8 +68,16 @@ function includedFiles(argument: string, base: string, home: string): string[] {
   } catch {
     return [];
   }
-  const pattern = new RegExp(`^${name.replace(/[.+^${}()|[\]\\]/g, "\\$&").replace(/\*/g, ".*").replace(/\?/g, ".")}$`);
-  return entries.filter((entry) => pattern.test(entry) && !entry.startsWith(".")).sort().map((entry) => join(dirname(absolute), entry));
+  const pattern = new RegExp(
+    `^${name
+      .replace(/[.+^${}()|[\]\\]/g, "\\$&")
+      .replace(/\*/g, ".*")
+      .replace(/\?/g, ".")}$`,
+  );
+  return entries
+    .filter((entry) => pattern.test(entry) && !entry.startsWith("."))
+    .sort()
+    .map((entry) => join(dirname(absolute), entry));
 }
 
 /**
@@ -91,7 +99,10 @@ function expandIncludes(text: string, base: string, home: string, depth: number)
     if (depth >= MAX_INCLUDE_DEPTH) {
       throw new OffloadError(`SSH config Include nesting is deeper than ${MAX_INCLUDE_DEPTH}`, { code: "ssh-config", fix: "remove the Include loop" });
     }
-    for (const argument of directive![2]!.trim().split(/\s+/).map((word) => word.replace(/^"(.*)"$/, "$1"))) {
+    for (const argument of directive![2]!
+      .trim()
+      .split(/\s+/)
+      .map((word) => word.replace(/^"(.*)"$/, "$1"))) {
       for (const file of includedFiles(argument, base, home)) {
         const included = readConfigFile(file);
         if (included !== undefined) out.push(expandIncludes(included, base, home, depth + 1));
@@ -120,7 +131,7 @@ function first(value: string | string[] | undefined): string | undefined {
 /** The `~` and `%` tokens ssh expands in IdentityFile. */
 function expandPath(path: string, home: string, tokens: Record<string, string>): string {
   const tilde = path === "~" || path.startsWith("~/") ? home + path.slice(1) : path;
-  return tilde.replace(/%(.)/g, (whole, letter: string) => (letter === "%" ? "%" : tokens[letter] ?? whole));
+  return tilde.replace(/%(.)/g, (whole, letter: string) => (letter === "%" ? "%" : (tokens[letter] ?? whole)));
 }
 
 export function resolveSshTarget(spec: SshTargetSpec, options: SshConfigOptions = {}): ResolvedSshTarget {
@@ -134,17 +145,23 @@ export function resolveSshTarget(spec: SshTargetSpec, options: SshConfigOptions 
   for (const directive of ["proxyjump", "proxycommand"]) {
     const value = first(computed[directive]);
     if (value !== undefined && value.toLowerCase() !== "none") {
-      throw new OffloadError(`${spec.name}: the SSH config sets ${directive === "proxyjump" ? "ProxyJump" : "ProxyCommand"} ${value}, which offload does not support`, {
-        code: "ssh-config",
-        fix: `make ${spec.name} reachable directly (name its address as HostName), or build through a machine that is`,
-      });
+      throw new OffloadError(
+        `${spec.name}: the SSH config sets ${directive === "proxyjump" ? "ProxyJump" : "ProxyCommand"} ${value}, which offload does not support`,
+        {
+          code: "ssh-config",
+          fix: `make ${spec.name} reachable directly (name its address as HostName), or build through a machine that is`,
+        },
+      );
     }
   }
   const host = first(computed.hostname)?.replace(/%h/g, alias) ?? alias;
   const configPort = first(computed.port);
   const port = spec.port ?? (configPort === undefined ? 22 : Number(configPort));
   if (!Number.isInteger(port) || port < 1 || port > 65535) {
-    throw new OffloadError(`SSH port of ${spec.name} is not a valid port: ${configPort}`, { code: "ssh-config", fix: `fix the Port line of Host ${alias} in ${options.sshConfigPath ?? "~/.ssh/config"}` });
+    throw new OffloadError(`SSH port of ${spec.name} is not a valid port: ${configPort}`, {
+      code: "ssh-config",
+      fix: `fix the Port line of Host ${alias} in ${options.sshConfigPath ?? "~/.ssh/config"}`,
+    });
   }
   const user = spec.user ?? first(computed.user) ?? "root";
   const tokens = { d: home, u: userInfo().username, h: host, r: user, p: String(port), n: alias };
@@ -153,9 +170,16 @@ export function resolveSshTarget(spec: SshTargetSpec, options: SshConfigOptions 
     .filter((file) => file.toLowerCase() !== "none")
     .map((file) => expandPath(file, home, tokens));
   const keySource = spec.privateKey !== undefined ? "machine" : configured.length > 0 ? "ssh-config" : "default";
-  const identityFiles = spec.privateKey !== undefined ? [spec.privateKey] : configured.length > 0 ? configured : [`${home}/.ssh/id_ed25519`, `${home}/.ssh/id_rsa`];
+  const identityFiles =
+    spec.privateKey !== undefined ? [spec.privateKey] : configured.length > 0 ? configured : [`${home}/.ssh/id_ed25519`, `${home}/.ssh/id_rsa`];
   const files = (value: string | string[] | undefined, defaults: string[]) =>
-    value === undefined ? defaults : ([] as string[]).concat(value).flatMap((line) => line.split(/\s+/)).filter((file) => file !== "" && file.toLowerCase() !== "none").map((file) => expandPath(file, home, tokens));
+    value === undefined
+      ? defaults
+      : ([] as string[])
+          .concat(value)
+          .flatMap((line) => line.split(/\s+/))
+          .filter((file) => file !== "" && file.toLowerCase() !== "none")
+          .map((file) => expandPath(file, home, tokens));
   const knownHostsFiles = [
     ...files(computed.userknownhostsfile, [`${home}/.ssh/known_hosts`, `${home}/.ssh/known_hosts2`]),
     ...files(computed.globalknownhostsfile, ["/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2"]),

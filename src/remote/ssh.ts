@@ -117,9 +117,17 @@ function networkError(error: NodeJS.ErrnoException & { level?: string }, target:
   }
   if (error.level === "client-timeout") return timedOut(target, timeout);
   if (error.level === "client-authentication") {
-    return new OffloadError(`${where} refused our key for user ${target.user}`, { code: "auth-refused", fix: `add our public key to ~${target.user}/.ssh/authorized_keys on ${target.host}`, cause: error });
+    return new OffloadError(`${where} refused our key for user ${target.user}`, {
+      code: "auth-refused",
+      fix: `add our public key to ~${target.user}/.ssh/authorized_keys on ${target.host}`,
+      cause: error,
+    });
   }
-  return new OffloadError(`SSH connection to ${where} failed: ${error.message}`, { code: "unreachable", fix: `ssh -v -p ${target.port} ${target.user}@${target.host} true`, cause: error });
+  return new OffloadError(`SSH connection to ${where} failed: ${error.message}`, {
+    code: "unreachable",
+    fix: `ssh -v -p ${target.port} ${target.user}@${target.host} true`,
+    cause: error,
+  });
 }
 
 function timedOut(target: ResolvedSshTarget, timeout: number): OffloadError {
@@ -199,7 +207,13 @@ export async function connectMachine(spec: MachineTarget, options: ConnectOption
     });
     client.once("close", () => {
       if (!ready) {
-        fail(hostKeyError ?? new OffloadError(`${describe(target)} closed the connection during SSH setup`, { code: "unreachable", fix: `ssh -v -p ${target.port} ${target.user}@${target.host} true` }));
+        fail(
+          hostKeyError ??
+            new OffloadError(`${describe(target)} closed the connection during SSH setup`, {
+              code: "unreachable",
+              fix: `ssh -v -p ${target.port} ${target.user}@${target.host} true`,
+            }),
+        );
       }
     });
     // Stays registered for the connection's life: later errors surface as closed channels.
@@ -236,7 +250,13 @@ export async function connectMachine(spec: MachineTarget, options: ConnectOption
       new Promise<RemoteProcess>((resolve, reject) => {
         client.exec(command, (error, channel) => {
           if (error) {
-            reject(new OffloadError(`cannot run \`${command}\` on ${describe(target)}: ${error.message}`, { code: "unreachable", fix: `check ${target.host}'s sshd (MaxSessions, or a login shell that exits at once)`, cause: error }));
+            reject(
+              new OffloadError(`cannot run \`${command}\` on ${describe(target)}: ${error.message}`, {
+                code: "unreachable",
+                fix: `check ${target.host}'s sshd (MaxSessions, or a login shell that exits at once)`,
+                cause: error,
+              }),
+            );
           } else {
             resolve(wrapChannel(channel));
           }

@@ -14,7 +14,9 @@ function file(stateDir: string): string {
 
 /** "/nix/store/<hash>-hello-2.12.drv" → "hello-2.12". */
 export function derivationName(drvPath: string): string {
-  return basename(drvPath).replace(/^[^-]*-/, "").replace(/\.drv$/, "");
+  return basename(drvPath)
+    .replace(/^[^-]*-/, "")
+    .replace(/\.drv$/, "");
 }
 
 export function readDurations(stateDir: string): Map<string, number> {

@@ -26,7 +26,9 @@ export function diskLow(machine: BuildMachine, dir: string, freeBytes: number, m
 }
 
 function freeSpaceFix(machine: BuildMachine): string {
-  return machine.daemon === "guix" ? `free space on ${machine.name}: guix gc there` : `free space on ${machine.name}: nix-collect-garbage -d (or nix-store --gc) there`;
+  return machine.daemon === "guix"
+    ? `free space on ${machine.name}: guix gc there`
+    : `free space on ${machine.name}: nix-collect-garbage -d (or nix-store --gc) there`;
 }
 
 export function clockSkew(machine: BuildMachine, skew: number, maximum: number): OffloadError {
@@ -45,10 +47,13 @@ export function nixStoreMissing(machine: BuildMachine, detail: string): OffloadE
 }
 
 export function notTrusted(machine: BuildMachine, user: string, trustedUsers: string): OffloadError {
-  return new OffloadError(`the remote Nix on ${machine.name} does not trust user ${user} (trusted-users = ${trustedUsers || "(empty)"}): it will refuse to build`, {
-    code: "remote-not-trusted",
-    fix: `add ${user} to trusted-users in ${machine.name}'s /etc/nix/nix.conf and restart its nix-daemon, or set user: "root" for ${machine.name}`,
-  });
+  return new OffloadError(
+    `the remote Nix on ${machine.name} does not trust user ${user} (trusted-users = ${trustedUsers || "(empty)"}): it will refuse to build`,
+    {
+      code: "remote-not-trusted",
+      fix: `add ${user} to trusted-users in ${machine.name}'s /etc/nix/nix.conf and restart its nix-daemon, or set user: "root" for ${machine.name}`,
+    },
+  );
 }
 
 export function systemsMissing(machine: BuildMachine, missing: readonly string[], remote: readonly string[]): OffloadError {
@@ -70,7 +75,10 @@ export function featuresMissing(machine: BuildMachine, missing: readonly string[
 
 /** Warning: the machine could do more than machines.ts lets it. */
 export function unusedCapabilities(machine: BuildMachine, systems: readonly string[], features: readonly string[]): OffloadError {
-  const what = [...(systems.length > 0 ? [`system ${systems.join(", ")}`] : []), ...(features.length > 0 ? [`feature${features.length > 1 ? "s" : ""} ${features.join(", ")}`] : [])];
+  const what = [
+    ...(systems.length > 0 ? [`system ${systems.join(", ")}`] : []),
+    ...(features.length > 0 ? [`feature${features.length > 1 ? "s" : ""} ${features.join(", ")}`] : []),
+  ];
   return new OffloadError(`${machine.name}'s Nix has ${what.join(" and ")}, which machines.ts does not list: such builds never go there`, {
     code: "capability-unused",
     fix: `add ${[...systems, ...features].join(", ")} to ${systems.length > 0 && features.length > 0 ? "systems / features" : systems.length > 0 ? "systems" : "features"} of ${machine.name} in machines.ts if it should take them`,
@@ -109,7 +117,11 @@ export function selectionFix(code: ReasonCode, machine: BuildMachine, request: {
 }
 
 /** The selection's reasons, each with its fix where there is one (explain and the hook's log show the same). */
-export function reasonsWithFixes(reasons: readonly MachineReason[], machines: readonly BuildMachine[], request: { system: string }): (MachineReason & { fix?: string })[] {
+export function reasonsWithFixes(
+  reasons: readonly MachineReason[],
+  machines: readonly BuildMachine[],
+  request: { system: string },
+): (MachineReason & { fix?: string })[] {
   return reasons.map((reason) => {
     const machine = machines.find((m) => m.name === reason.machine);
     const fix = machine && selectionFix(reason.code, machine, request);

@@ -172,7 +172,14 @@ export function selectMachine(input: SelectionInput): Decision {
     overloaded.sort((a, b) => a.load - b.load);
     const [least] = overloaded;
     const summary = `every machine for ${what} is busy or overloaded; building on ${least!.machine.name}, the least loaded (load ${least!.load.toFixed(2)} per CPU), rather than waiting for other work to end`;
-    return { ...decide("accept", summary, overloaded.map((o) => o.machine)), despiteLoad: true };
+    return {
+      ...decide(
+        "accept",
+        summary,
+        overloaded.map((o) => o.machine),
+      ),
+      despiteLoad: true,
+    };
   }
   // Waiting only helps when a machine will free up; down machines fail the build now, with the reason.
   if (reasons.some((r) => r.code === "slots-full" || r.code === "disk-low")) {

@@ -104,15 +104,17 @@ export function slotHolder(stateDir: string, machine: string, index: number): Pr
 /** How many of the `count` slots of `machine` are held: a connection that is accepted is enough (the hook decides on this). */
 export async function heldSlots(stateDir: string, machine: string, count: number): Promise<number> {
   const held = await Promise.all(
-    Array.from({ length: count }, (_, index) =>
-      new Promise<boolean>((resolve) => {
-        const socket = createConnection({ path: slotAddress(stateDir, machine, index) });
-        socket.once("connect", () => {
-          socket.destroy();
-          resolve(true);
-        });
-        socket.once("error", () => resolve(false)); // ECONNREFUSED: nobody holds it
-      }),
+    Array.from(
+      { length: count },
+      (_, index) =>
+        new Promise<boolean>((resolve) => {
+          const socket = createConnection({ path: slotAddress(stateDir, machine, index) });
+          socket.once("connect", () => {
+            socket.destroy();
+            resolve(true);
+          });
+          socket.once("error", () => resolve(false)); // ECONNREFUSED: nobody holds it
+        }),
     ),
   );
   return held.filter(Boolean).length;

@@ -92,6 +92,10 @@ export async function deauthorizeKey(name: string, file: string = aclPath()): Pr
   const lines = await load(file);
   if (!lines) return [];
   const removed = keysOf(lines.filter((line) => line.key?.name === name));
-  if (removed.length > 0) await save(file, lines.filter((line) => line.key?.name !== name));
+  if (removed.length > 0)
+    await save(
+      file,
+      lines.filter((line) => line.key?.name !== name),
+    );
   return removed;
 }

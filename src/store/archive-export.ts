@@ -37,7 +37,10 @@ export function dependenciesFirst(infos: Iterable<PathInfo>): PathInfo[] {
       if (dependency === undefined || reference === frame.info.path) continue; // outside the set, or a self-reference
       const seen = state.get(reference);
       if (seen === "open") {
-        throw new OffloadError(`store paths ${frame.info.path} and ${reference} refer to each other`, { code: "reference-cycle", fix: "the store is inconsistent: nix-store --verify --check-contents" });
+        throw new OffloadError(`store paths ${frame.info.path} and ${reference} refer to each other`, {
+          code: "reference-cycle",
+          fix: "the store is inconsistent: nix-store --verify --check-contents",
+        });
       }
       if (seen === undefined) {
         state.set(reference, "open");

@@ -75,7 +75,8 @@ async function* signedItem(daemon: GuixDaemon, info: GuixPathInfo, key: GuixSecr
     hash.update(pass);
     if (pass.length > 0) yield pass;
   }
-  if (!held.equals(Buffer.alloc(8))) throw new OffloadError(`guix-daemon's export of ${info.path} does not end with an empty signature slot`, { code: "guix-daemon-protocol" });
+  if (!held.equals(Buffer.alloc(8)))
+    throw new OffloadError(`guix-daemon's export of ${info.path} does not end with an empty signature slot`, { code: "guix-daemon-protocol" });
   yield new WireWriter().u64(1).string(signHash(hash.digest(), key)).toBuffer();
 }
 

@@ -161,7 +161,9 @@ export class GuixDaemon {
 
   private async send(message: WireWriter | Buffer): Promise<void> {
     const bytes = Buffer.isBuffer(message) ? message : message.toBuffer();
-    await new Promise<void>((resolve, reject) => this.socket.write(bytes, (error) => (error ? reject(protocolError(`writing failed: ${error.message}`, error)) : resolve())));
+    await new Promise<void>((resolve, reject) =>
+      this.socket.write(bytes, (error) => (error ? reject(protocolError(`writing failed: ${error.message}`, error)) : resolve())),
+    );
   }
 
   /**
@@ -221,7 +223,12 @@ export class GuixDaemon {
    * longer match its registered hash. Read it to the end before the next operation.
    */
   async *exportPath(path: string, options: { sign?: boolean } = {}): AsyncGenerator<Buffer> {
-    await this.send(new WireWriter().u64(Op.ExportPath).string(path).u64(options.sign ? 1 : 0));
+    await this.send(
+      new WireWriter()
+        .u64(Op.ExportPath)
+        .string(path)
+        .u64(options.sign ? 1 : 0),
+    );
     yield* this.work();
     await this.reader.u64("the end of the export");
   }

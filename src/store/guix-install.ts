@@ -46,7 +46,10 @@ export async function installGuix(options: GuixInstallOptions): Promise<void> {
   const file = join(options.system.root, GUIX_DROP_IN);
   const current = await readFile(file, "utf8").catch(() => undefined);
   if (current !== undefined && !current.startsWith(MARK)) {
-    throw new OffloadError(`${file} exists and offload did not write it`, { code: "guix-drop-in-foreign", fix: `add Environment=GUIX=${hook} to it yourself, then systemctl daemon-reload and systemctl restart ${UNIT}` });
+    throw new OffloadError(`${file} exists and offload did not write it`, {
+      code: "guix-drop-in-foreign",
+      fix: `add Environment=GUIX=${hook} to it yourself, then systemctl daemon-reload and systemctl restart ${UNIT}`,
+    });
   }
   const systemd = await serviceManager(options, hook);
   if (current !== guixDropIn(hook)) {
@@ -85,7 +88,10 @@ export async function uninstallGuix(options: GuixInstallOptions): Promise<void> 
 
 function requireRoot(options: GuixInstallOptions): void {
   if (!options.dryRun && options.system.uid !== 0) {
-    throw new OffloadError(`offload install --guix writes a systemd drop-in for ${UNIT} and restarts it`, { code: "permission-denied", fix: "run it as root (or see what it would do with --dry-run)" });
+    throw new OffloadError(`offload install --guix writes a systemd drop-in for ${UNIT} and restarts it`, {
+      code: "permission-denied",
+      fix: "run it as root (or see what it would do with --dry-run)",
+    });
   }
 }
 
@@ -114,7 +120,10 @@ async function settled(options: GuixInstallOptions, hook: string, done: (report:
     const report = checkGuixDaemon(options.proc, hook);
     if (done(report)) return report;
     if (Date.now() >= deadline) {
-      throw new OffloadError(`after the restart: ${report.detail}`, { code: report.code ?? "daemon-restart-failed", fix: `see systemctl status ${UNIT} and journalctl -u ${UNIT}` });
+      throw new OffloadError(`after the restart: ${report.detail}`, {
+        code: report.code ?? "daemon-restart-failed",
+        fix: `see systemctl status ${UNIT} and journalctl -u ${UNIT}`,
+      });
     }
     await sleep(200);
   }

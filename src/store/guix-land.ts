@@ -83,7 +83,11 @@ function verifyOutputs(items: readonly ExportItem[], outputs: readonly string[],
     const verdict = checkGuixSignature(item.signatureBytes, item.itemHash, item.path, options.trustedKeys);
     if (!verdict.valid) {
       const pinned = verdict.code === "unauthorized-key" && options.pinnedBy !== undefined;
-      throw refused(pinned ? verdict.reason.replace(/which is not in the ACL$/, `not by the signingKey of ${options.pinnedBy} in machines.ts`) : verdict.reason, verdict.code, options);
+      throw refused(
+        pinned ? verdict.reason.replace(/which is not in the ACL$/, `not by the signingKey of ${options.pinnedBy} in machines.ts`) : verdict.reason,
+        verdict.code,
+        options,
+      );
     }
     signers.set(item.path, verdict.key.id);
   }
@@ -104,11 +108,14 @@ function checkSpace(items: readonly ExportItem[], storeDir: string, origin: stri
   const needed = items.reduce((sum, item) => sum + item.narSize, 0);
   const { bavail, bsize } = statfsSync(storeDir);
   if (bavail * bsize >= needed) return;
-  throw new OffloadError(`${origin} need ${(needed / 2 ** 20).toFixed(1)} MiB in ${storeDir}, which has ${((bavail * bsize) / 2 ** 20).toFixed(1)} MiB free; nothing imported`, {
-    code: "local-disk-full",
-    fix: "free space on this machine: guix gc",
-    exitCode: 1,
-  });
+  throw new OffloadError(
+    `${origin} need ${(needed / 2 ** 20).toFixed(1)} MiB in ${storeDir}, which has ${((bavail * bsize) / 2 ** 20).toFixed(1)} MiB free; nothing imported`,
+    {
+      code: "local-disk-full",
+      fix: "free space on this machine: guix gc",
+      exitCode: 1,
+    },
+  );
 }
 
 /** Restores each item into a scratch directory of the store, then renames all into place. */

@@ -65,7 +65,12 @@ export function nixConfLine(hook: string, created?: readonly string[]): string {
 /** What one of our lines says install created: nothing (undefined), or the file and these directories. */
 function createdBy(line: ConfSetting): string[] | undefined {
   const rest = line.comment!.slice(MARK.length);
-  return rest.startsWith(CREATED) ? rest.slice(CREATED.length).split(" and ").filter((dir) => dir !== "") : undefined;
+  return rest.startsWith(CREATED)
+    ? rest
+        .slice(CREATED.length)
+        .split(" and ")
+        .filter((dir) => dir !== "")
+    : undefined;
 }
 
 /** The file this Nix takes offload's line from, as offload names it (no "//" of HOME=/root/). */
@@ -112,20 +117,25 @@ export async function uninstall(options: InstallOptions): Promise<void> {
     return;
   }
   // Only a daemon that may run offload's hook now needs to restart for what was removed.
-  if (nix.daemon !== undefined && (usesOffloadHook(nix, hook) || restartReason(nix) !== undefined)) await restartDaemon(nix, "stop running offload's hook", options);
+  if (nix.daemon !== undefined && (usesOffloadHook(nix, hook) || restartReason(nix) !== undefined))
+    await restartDaemon(nix, "stop running offload's hook", options);
   if (options.dryRun) return;
   options.say({ kind: "note", text: afterText(await settled(nix, options), hook) });
 }
 
 /** What runs after uninstall: naming the place when offload's hook is still set somewhere offload did not write. */
 function afterText(nix: LocalNix, hook: string): string {
-  if (usesOffloadHook(nix, hook)) return `${describeNix(nix)} still runs offload's hook, set at ${nix.effective.from!.where}, which offload install did not write`;
+  if (usesOffloadHook(nix, hook))
+    return `${describeNix(nix)} still runs offload's hook, set at ${nix.effective.from!.where}, which offload install did not write`;
   return `${describeNix(nix)} runs ${describeHook(nix.effective)}`;
 }
 
 function requireRoot(options: InstallOptions): void {
   if (!options.dryRun && options.system.uid !== 0) {
-    throw new OffloadError(`offload install and uninstall change /etc/nix/nix.conf or root's ~/.config/nix/nix.conf and restart nix-daemon`, { code: "permission-denied", fix: "run it as root (or see what it would do with --dry-run)" });
+    throw new OffloadError(`offload install and uninstall change /etc/nix/nix.conf or root's ~/.config/nix/nix.conf and restart nix-daemon`, {
+      code: "permission-denied",
+      fix: "run it as root (or see what it would do with --dry-run)",
+    });
   }
 }
 
@@ -133,7 +143,10 @@ function requireRoot(options: InstallOptions): void {
 function refuseIneffective(nix: LocalNix, file: string, hook: string): void {
   const at = nix.layers.findLastIndex((layer) => samePath(layer.file, file));
   if (at === -1) throw notRead(nix, file);
-  const later = nix.layers.slice(at + 1).flatMap(hookAssignments).at(-1);
+  const later = nix.layers
+    .slice(at + 1)
+    .flatMap(hookAssignments)
+    .at(-1);
   if (!later || runsHook(later.value, hook, nix.root)) return;
   const where = later.layer === "NIX_CONFIG" ? `NIX_CONFIG in the environment of ${describeNix(nix)}` : later.where;
   throw new OffloadError(`${where} sets build-hook = ${later.value}, which overrides ${file}`, {
@@ -147,10 +160,13 @@ function notRead(nix: LocalNix, file: string): OffloadError {
   const whose = nix.daemon ? "nix-daemon's" : "root's";
   const then = nix.daemon ? `restart nix-daemon, then run offload install again` : "then run offload install again";
   const setting = `NIX_USER_CONF_FILES=${JSON.stringify(nix.env.NIX_USER_CONF_FILES)}`;
-  return new OffloadError(`${describeNix(nix)} does not read ${file}, where Nix 2.25–2.33 take build-hook from (they ignore it in nix.conf): ${setting} in ${whose} environment leaves it out`, {
-    code: "user-conf-not-read",
-    fix: `remove NIX_USER_CONF_FILES from ${whose} environment (or add ${file} to it), ${then}`,
-  });
+  return new OffloadError(
+    `${describeNix(nix)} does not read ${file}, where Nix 2.25–2.33 take build-hook from (they ignore it in nix.conf): ${setting} in ${whose} environment leaves it out`,
+    {
+      code: "user-conf-not-read",
+      fix: `remove NIX_USER_CONF_FILES from ${whose} environment (or add ${file} to it), ${then}`,
+    },
+  );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -164,10 +180,13 @@ async function addLine(nix: LocalNix, name: string, hook: string, options: Insta
   const counted = nix.layers.slice(0, at + 1).filter((layer) => !(layer.layer === "nix.conf" && buildHookLocation(nix.version) === "user-conf"));
   const foreign = counted.flatMap((layer) => layer.hooks).findLast((s) => !s.comment?.startsWith(MARK) && !runsHook(s.value, hook, nix.root));
   if (foreign) {
-    throw new OffloadError(`${foreign.file}:${foreign.line} already sets build-hook = ${foreign.value}, a line offload install did not write: it leaves it alone`, {
-      code: "build-hook-foreign",
-      fix: `remove or comment out that line, then run offload install again`,
-    });
+    throw new OffloadError(
+      `${foreign.file}:${foreign.line} already sets build-hook = ${foreign.value}, a line offload install did not write: it leaves it alone`,
+      {
+        code: "build-hook-foreign",
+        fix: `remove or comment out that line, then run offload install again`,
+      },
+    );
   }
   await refuseSymlink(file, name, `set build-hook = ${hook} where ${name} is generated`);
   const before = await readIfExists(file);
@@ -247,7 +266,16 @@ function ourLines(text: string, name: string): ConfSetting[] {
 /** The directories above `name` that do not exist, deepest first. */
 async function missingDirs(root: string, name: string): Promise<string[]> {
   const missing: string[] = [];
-  for (let dir = posix.dirname(name); dir !== "/" && !(await lstat(join(root, dir)).then(() => true, () => false)); dir = posix.dirname(dir)) missing.push(dir);
+  for (
+    let dir = posix.dirname(name);
+    dir !== "/" &&
+    !(await lstat(join(root, dir)).then(
+      () => true,
+      () => false,
+    ));
+    dir = posix.dirname(dir)
+  )
+    missing.push(dir);
   return missing;
 }
 
@@ -255,7 +283,10 @@ async function missingDirs(root: string, name: string): Promise<string[]> {
 async function refuseSymlink(file: string, name: string, fix: string): Promise<void> {
   const info = await lstat(file).catch(() => undefined);
   if (info?.isSymbolicLink()) {
-    throw new OffloadError(`${name} is a symbolic link (generated by NixOS or home-manager?): offload install does not replace it`, { code: "nix-conf-managed", fix });
+    throw new OffloadError(`${name} is a symbolic link (generated by NixOS or home-manager?): offload install does not replace it`, {
+      code: "nix-conf-managed",
+      fix,
+    });
   }
 }
 
@@ -287,10 +318,13 @@ async function settled(before: LocalNix, options: InstallOptions): Promise<Local
     const now = await inspectLocalNix(options.system);
     if (!before.daemon || (now.daemon && now.daemon.pid !== before.daemon.pid)) return now;
     if (Date.now() >= deadline) {
-      throw new OffloadError(`nix-daemon (pid ${before.daemon.pid}) still runs ${(options.restartWaitMs ?? 10_000) / 1000} s after the restart, or no new one started`, {
-        code: "daemon-restart-failed",
-        fix: `see systemctl status ${before.unit ?? "nix-daemon.service"} and journalctl -u ${before.unit ?? "nix-daemon.service"}`,
-      });
+      throw new OffloadError(
+        `nix-daemon (pid ${before.daemon.pid}) still runs ${(options.restartWaitMs ?? 10_000) / 1000} s after the restart, or no new one started`,
+        {
+          code: "daemon-restart-failed",
+          fix: `see systemctl status ${before.unit ?? "nix-daemon.service"} and journalctl -u ${before.unit ?? "nix-daemon.service"}`,
+        },
+      );
     }
     await sleep(200);
   }
@@ -310,6 +344,6 @@ async function readIfExists(file: string): Promise<string | undefined> {
 
 /** Replaces the file atomically, keeping its mode (or `mode` for a new one). */
 async function writeFile(file: string, text: string, mode?: number): Promise<void> {
-  const current = mode ?? ((await lstat(file)).mode & 0o7777);
+  const current = mode ?? (await lstat(file)).mode & 0o7777;
   await writeFileAtomic(file, text, current);
 }

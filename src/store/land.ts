@@ -86,7 +86,11 @@ async function land(items: readonly SpooledPath[], storeDir: string, options: La
     throw error;
   }
   try {
-    await copySignatures(join(staging, SIGNATURES), items.filter((item) => item.signatures.length > 0).map((item) => item.path), options);
+    await copySignatures(
+      join(staging, SIGNATURES),
+      items.filter((item) => item.signatures.length > 0).map((item) => item.path),
+      options,
+    );
   } catch (error) {
     // The outputs are verified and valid; only the record of who signed them is missing.
     options.warn(`offload: warning: ${items.length} output(s) are valid but their signatures were not recorded: ${(error as Error).message}`);
@@ -103,7 +107,10 @@ export function landingDir(storeDir: string = DEFAULT_STORE_DIR): string {
 /** `nix-store --register-validity --hash-given` input: path, hash, size, deriver, reference count, references. */
 export function registration(items: readonly SpooledPath[]): string {
   return items
-    .map((item) => [item.path, `sha256:${encodeNix32(item.narHash)}`, item.narSize, item.deriver ?? "", item.references.length, ...item.references].join("\n") + "\n")
+    .map(
+      (item) =>
+        [item.path, `sha256:${encodeNix32(item.narHash)}`, item.narSize, item.deriver ?? "", item.references.length, ...item.references].join("\n") + "\n",
+    )
     .join("");
 }
 
@@ -132,7 +139,12 @@ function writeSignatureCache(items: readonly SpooledPath[], dir: string, storeDi
 /** Adds the signatures the cache in `dir` holds for `paths` to the local store. */
 async function copySignatures(dir: string, paths: readonly string[], options: Pick<LandOptions, "env">): Promise<void> {
   if (paths.length === 0) return;
-  await nix(["nix", "--extra-experimental-features", "nix-command", "store", "copy-sigs", "--substituter", `file://${dir}`, ...paths], "", options, "signatures-not-recorded");
+  await nix(
+    ["nix", "--extra-experimental-features", "nix-command", "store", "copy-sigs", "--substituter", `file://${dir}`, ...paths],
+    "",
+    options,
+    "signatures-not-recorded",
+  );
 }
 
 /**
@@ -184,7 +196,19 @@ function nix(argv: string[], input: string, options: Pick<LandOptions, "env">, c
     child.stderr.on("data", (chunk: string) => (stderr = (stderr + chunk).slice(-4096)));
     // Bounded: these take milliseconds; a minute means the store is stuck (e.g. its database locked).
     const timer = setTimeout(() => child.kill("SIGKILL"), NIX_COMMAND_TIMEOUT_MS);
-    child.once("error", (error) => (clearTimeout(timer), reject(new OffloadError(`cannot run ${argv[0]}: ${error.message}`, { code, fix: `put Nix's ${argv[0]} on the PATH of the daemon that runs the hook`, cause: error }))));
+    child.once(
+      "error",
+      (error) => (
+        clearTimeout(timer),
+        reject(
+          new OffloadError(`cannot run ${argv[0]}: ${error.message}`, {
+            code,
+            fix: `put Nix's ${argv[0]} on the PATH of the daemon that runs the hook`,
+            cause: error,
+          }),
+        )
+      ),
+    );
     child.once("close", (status, signal) => {
       clearTimeout(timer);
       if (status === 0) return resolve(stdout);

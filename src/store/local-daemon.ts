@@ -96,10 +96,13 @@ export async function inspectLocalNix(system: LocalSystem = thisSystem()): Promi
   const output = await system.versionOutput(daemon);
   const version = parseNixVersion(output);
   if (!version) {
-    throw new OffloadError(`cannot tell the version of ${daemon ? `nix-daemon (pid ${daemon.pid}, ${daemon.executable})` : "nix"}: it printed ${JSON.stringify(output.trim().slice(0, 80))}`, {
-      code: "nix-version-unknown",
-      fix: daemon ? `check that ${daemon.executable} is Nix's nix-daemon` : "put Nix's nix on root's PATH",
-    });
+    throw new OffloadError(
+      `cannot tell the version of ${daemon ? `nix-daemon (pid ${daemon.pid}, ${daemon.executable})` : "nix"}: it printed ${JSON.stringify(output.trim().slice(0, 80))}`,
+      {
+        code: "nix-version-unknown",
+        fix: daemon ? `check that ${daemon.executable} is Nix's nix-daemon` : "put Nix's nix on root's PATH",
+      },
+    );
   }
   const env = daemon?.env ?? system.env;
   const root = daemon?.root ?? system.root;
@@ -149,7 +152,10 @@ export function hookAssignments({ layer, hooks }: ConfLayer): HookAssignment[] {
 /** Nix's user config files (nixUserConfFiles), most personal first; `personal` from personalConfFile. */
 export function userConfFiles(env: Env, personal: string): string[] {
   if (env.NIX_USER_CONF_FILES !== undefined) return env.NIX_USER_CONF_FILES.split(":").filter((file) => file !== "");
-  const shared = (env.XDG_CONFIG_DIRS ?? "/etc/xdg").split(":").filter((dir) => dir !== "").map((dir) => `${dir}/nix/nix.conf`);
+  const shared = (env.XDG_CONFIG_DIRS ?? "/etc/xdg")
+    .split(":")
+    .filter((dir) => dir !== "")
+    .map((dir) => `${dir}/nix/nix.conf`);
   return [personal, ...shared];
 }
 
@@ -172,7 +178,10 @@ function homeOf(uid: number, env: Env, version: NixVersion, root: string, read: 
       if ((error as NodeJS.ErrnoException).code === "ENOENT") return env.HOME;
     }
   }
-  const entry = (read("/etc/passwd") ?? "").split("\n").map((line) => line.split(":")).find((fields) => fields[2] === String(uid));
+  const entry = (read("/etc/passwd") ?? "")
+    .split("\n")
+    .map((line) => line.split(":"))
+    .find((fields) => fields[2] === String(uid));
   return entry?.[5] || (uid === 0 ? "/root" : "/");
 }
 
@@ -195,7 +204,10 @@ function readUnder(root: string): ReadConf {
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
       if (code === "ENOENT" || code === "ENOTDIR") return undefined;
-      throw new OffloadError(`cannot read ${file}: ${(error as Error).message}`, { code: code === "EACCES" ? "permission-denied" : "read-failed", fix: "run this as root" });
+      throw new OffloadError(`cannot read ${file}: ${(error as Error).message}`, {
+        code: code === "EACCES" ? "permission-denied" : "read-failed",
+        fix: "run this as root",
+      });
     }
   };
 }
@@ -244,10 +256,20 @@ export function hookVerdict(nix: LocalNix, hook = OFFLOAD_HOOK): HookVerdict {
   if (!support.supported) return { ok: false, error: new OffloadError(`${who}: ${support.why}`, { code: "nix-version-unsupported", fix: support.fix }) };
   const { effective } = nix;
   if (!runsHook(effective.value, hook, nix.root)) {
-    return { ok: false, error: new OffloadError(`${who} runs ${describeHook(effective)}, not offload's hook`, { code: "daemon-hook-not-offload", fix: notOffloadFix(effective) }) };
+    return {
+      ok: false,
+      error: new OffloadError(`${who} runs ${describeHook(effective)}, not offload's hook`, { code: "daemon-hook-not-offload", fix: notOffloadFix(effective) }),
+    };
   }
   const restart = restartReason(nix);
-  if (restart) return { ok: false, error: new OffloadError(`${who} ${restart}: it may still run another build-hook than ${describeHook(effective)}`, { code: "daemon-restart-needed", fix: restartFix(nix) }) };
+  if (restart)
+    return {
+      ok: false,
+      error: new OffloadError(`${who} ${restart}: it may still run another build-hook than ${describeHook(effective)}`, {
+        code: "daemon-restart-needed",
+        fix: restartFix(nix),
+      }),
+    };
   return { ok: true, detail: runningText(nix) };
 }
 
@@ -260,7 +282,9 @@ export function runningText(nix: LocalNix): string {
 export function describeHook(effective: EffectiveHook): string {
   if (effective.ignored) return `Nix's own build-remote: Nix 2.25–2.33 ignore build-hook in nix.conf (${effective.ignored.where})`;
   if (!effective.from) return "Nix's own build-remote (build-hook is not set)";
-  return effective.value === "" ? `no build hook (build-hook is empty at ${effective.from.where})` : `build-hook = ${effective.value} (${effective.from.where})`;
+  return effective.value === ""
+    ? `no build hook (build-hook is empty at ${effective.from.where})`
+    : `build-hook = ${effective.value} (${effective.from.where})`;
 }
 
 function notOffloadFix(effective: EffectiveHook): string {
@@ -279,7 +303,8 @@ function notOffloadFix(effective: EffectiveHook): string {
 export function restartReason(nix: LocalNix): string | undefined {
   if (!nix.daemon) return undefined;
   if (nix.daemon.replaced) return `runs an executable replaced since it started (${nix.daemon.executable}: Nix was upgraded?)`;
-  if (nix.changedAfterStart) return `started at ${iso(nix.daemon.startedAt)}, before ${nix.changedAfterStart.file} changed (${iso(nix.changedAfterStart.mtime.getTime())})`;
+  if (nix.changedAfterStart)
+    return `started at ${iso(nix.daemon.startedAt)}, before ${nix.changedAfterStart.file} changed (${iso(nix.changedAfterStart.mtime.getTime())})`;
   return undefined;
 }
 
@@ -312,17 +337,24 @@ export function thisSystem(): LocalSystem {
       try {
         return (await run(file, ["--version"], { timeout: VERSION_TIMEOUT_MS, encoding: "utf8" })).stdout;
       } catch (error) {
-        throw new OffloadError(`cannot run ${daemon ? `nix-daemon's executable ${daemon.executable}` : "nix"} --version: ${(error as Error).message.split("\n")[0]}`, {
-          code: "nix-version-unknown",
-          fix: daemon ? `restart nix-daemon (pid ${daemon.pid}): its executable may have been replaced` : "install Nix (apt install nix-bin), or put its nix on root's PATH",
-        });
+        throw new OffloadError(
+          `cannot run ${daemon ? `nix-daemon's executable ${daemon.executable}` : "nix"} --version: ${(error as Error).message.split("\n")[0]}`,
+          {
+            code: "nix-version-unknown",
+            fix: daemon
+              ? `restart nix-daemon (pid ${daemon.pid}): its executable may have been replaced`
+              : "install Nix (apt install nix-bin), or put its nix on root's PATH",
+          },
+        );
       }
     },
     systemd: async () => {
       if (!existsSync("/run/systemd/system")) return undefined; // sd_booted(): systemd is PID 1 here
       return {
         hasUnit: async (unit) => {
-          const shown = await run("systemctl", ["show", "--property=LoadState", "--value", unit], { timeout: SYSTEMCTL_TIMEOUT_MS, encoding: "utf8" }).catch(() => undefined);
+          const shown = await run("systemctl", ["show", "--property=LoadState", "--value", unit], { timeout: SYSTEMCTL_TIMEOUT_MS, encoding: "utf8" }).catch(
+            () => undefined,
+          );
           return shown?.stdout.trim() === "loaded";
         },
         systemctl: async (args) => {
@@ -384,7 +416,9 @@ interface Candidate {
 
 function daemonCandidate(pid: number): Candidate | undefined {
   try {
-    const argv = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").filter((word, i, all) => word !== "" || i < all.length - 1);
+    const argv = readFileSync(`/proc/${pid}/cmdline`, "utf8")
+      .split("\0")
+      .filter((word, i, all) => word !== "" || i < all.length - 1);
     if (!isDaemonCommand(argv)) return undefined;
     const stat = parseProcStat(readFileSync(`/proc/${pid}/stat`, "utf8"));
     return { pid, argv, ...stat };
@@ -415,7 +449,10 @@ function inspectProcess(candidate: Candidate): DaemonProcess | undefined {
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (code === "ENOENT" || code === "ESRCH") return undefined;
-    throw new OffloadError(`cannot inspect nix-daemon (pid ${pid}): ${(error as Error).message}`, { code: "permission-denied", fix: "run this as root: only root can read the environment of root's nix-daemon" });
+    throw new OffloadError(`cannot inspect nix-daemon (pid ${pid}): ${(error as Error).message}`, {
+      code: "permission-denied",
+      fix: "run this as root: only root can read the environment of root's nix-daemon",
+    });
   }
   const uptime = Number(readFileSync("/proc/uptime", "utf8").split(" ")[0]);
   // Only nix-daemon's own unit: a daemon started by hand from another service's shell is in that service's cgroup.
@@ -432,7 +469,6 @@ function inspectProcess(candidate: Candidate): DaemonProcess | undefined {
     root: `/proc/${pid}/root`,
   };
 }
-
 
 function parseEnviron(text: string): Env {
   const env: Env = {};

@@ -35,11 +35,28 @@ export function checkGuixDaemon(proc = "/proc", hook = OFFLOAD_GUIX): GuixDaemon
   const main = daemons.find((pid) => !daemons.includes(/^\d+ \(.*\) \S+ (\d+)/.exec(read(pid, "stat")?.toString() ?? "")?.[1] ?? ""));
   const restart = "then restart guix-daemon (systemctl restart guix-daemon, or herd restart guix-daemon)";
   const fix = `run guix-daemon with GUIX=${hook} in its environment (systemd: systemctl edit guix-daemon, Environment=GUIX=${hook}); ${restart}`;
-  if (!main) return { status: "fail", detail: "guix-daemon is not running, so no Guix build reaches offload", code: "guix-daemon-not-running", fix: `start guix-daemon with GUIX=${hook} in its environment`, facts: { nix: "guix-daemon" } };
+  if (!main)
+    return {
+      status: "fail",
+      detail: "guix-daemon is not running, so no Guix build reaches offload",
+      code: "guix-daemon-not-running",
+      fix: `start guix-daemon with GUIX=${hook} in its environment`,
+      facts: { nix: "guix-daemon" },
+    };
   const args = (read(main, "cmdline")?.toString() ?? "").split("\0");
-  const guix = (read(main, "environ")?.toString() ?? "").split("\0").find((entry) => entry.startsWith("GUIX="))?.slice("GUIX=".length);
+  const guix = (read(main, "environ")?.toString() ?? "")
+    .split("\0")
+    .find((entry) => entry.startsWith("GUIX="))
+    ?.slice("GUIX=".length);
   const facts: GuixDaemonReport["facts"] = { nix: "guix-daemon", pid: Number(main), buildHook: guix ?? null };
-  if (args.includes("--no-offload")) return { status: "fail", detail: `guix-daemon (pid ${main}) runs with --no-offload: it never asks a build hook`, code: "guix-daemon-no-offload", fix: `remove --no-offload from guix-daemon's command line; ${restart}`, facts };
+  if (args.includes("--no-offload"))
+    return {
+      status: "fail",
+      detail: `guix-daemon (pid ${main}) runs with --no-offload: it never asks a build hook`,
+      code: "guix-daemon-no-offload",
+      fix: `remove --no-offload from guix-daemon's command line; ${restart}`,
+      facts,
+    };
   const same = (a: string, b: string) => {
     if (a === b) return true;
     try {
@@ -48,8 +65,21 @@ export function checkGuixDaemon(proc = "/proc", hook = OFFLOAD_GUIX): GuixDaemon
       return false;
     }
   };
-  if (guix === undefined) return { status: "fail", detail: `guix-daemon (pid ${main}) has no GUIX in its environment: its builds go to Guix's own offload`, code: "guix-daemon-not-using-offload", fix, facts };
-  if (!same(guix, hook)) return { status: "fail", detail: `guix-daemon (pid ${main}) runs ${guix} for its builds (GUIX), not offload's ${hook}`, code: "guix-daemon-not-using-offload", fix, facts };
+  if (guix === undefined)
+    return {
+      status: "fail",
+      detail: `guix-daemon (pid ${main}) has no GUIX in its environment: its builds go to Guix's own offload`,
+      code: "guix-daemon-not-using-offload",
+      fix,
+      facts,
+    };
+  if (!same(guix, hook))
+    return {
+      status: "fail",
+      detail: `guix-daemon (pid ${main}) runs ${guix} for its builds (GUIX), not offload's ${hook}`,
+      code: "guix-daemon-not-using-offload",
+      fix,
+      facts,
+    };
   return { status: "ok", detail: `guix-daemon (pid ${main}) hands its builds to offload (GUIX=${guix})`, facts };
 }
-

@@ -48,12 +48,20 @@ function parseInto(text: string, file: string, read: ReadConf, parsed: ParsedCon
     if (words.length === 0) return;
     const location = { file, line: index + 1, column: 1 };
     const syntax = () =>
-      new OffloadError(`syntax error in ${file}:${index + 1}: ${raw.trim()}`, { code: "nix-conf-syntax", location, fix: "Nix refuses this line too: correct it as `name = value`" });
+      new OffloadError(`syntax error in ${file}:${index + 1}: ${raw.trim()}`, {
+        code: "nix-conf-syntax",
+        location,
+        fix: "Nix refuses this line too: correct it as `name = value`",
+      });
     const [first, second] = words as [string, string | undefined];
     if (first === "include" || first === "!include") {
       if (words.length !== 2) throw syntax();
       if (depth >= MAX_INCLUDE_DEPTH) {
-        throw new OffloadError(`${file}:${index + 1}: includes nested more than ${MAX_INCLUDE_DEPTH} deep (a loop?)`, { code: "nix-conf-syntax", location, fix: "remove the include loop" });
+        throw new OffloadError(`${file}:${index + 1}: includes nested more than ${MAX_INCLUDE_DEPTH} deep (a loop?)`, {
+          code: "nix-conf-syntax",
+          location,
+          fix: "remove the include loop",
+        });
       }
       const included = posix.resolve(posix.dirname(file), second!);
       const contents = read(included);

@@ -157,7 +157,14 @@ export class ServeClient {
   async queryValidPaths(paths: Iterable<string>, options: { lock?: boolean; substitute?: boolean } = {}): Promise<Set<string>> {
     const set = this.pathSet(paths);
     return this.exchange("QueryValidPaths", async () => {
-      await this.send(new WireWriter().u64(Command.QueryValidPaths).bool(options.lock ?? false).bool(options.substitute ?? false).strings(set).toBuffer());
+      await this.send(
+        new WireWriter()
+          .u64(Command.QueryValidPaths)
+          .bool(options.lock ?? false)
+          .bool(options.substitute ?? false)
+          .strings(set)
+          .toBuffer(),
+      );
       return new Set(await this.reader.strings(undefined, undefined, "the valid path set"));
     });
   }
@@ -383,9 +390,7 @@ async function explainFailure(error: unknown, io: ServeIo, label: string, expect
   // A server that died has usually exited by the time we saw end of stream; wait briefly for its status.
   let timer: NodeJS.Timeout | undefined;
   const status =
-    ended && io.exit
-      ? await Promise.race([io.exit, new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), 2000)))])
-      : undefined;
+    ended && io.exit ? await Promise.race([io.exit, new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), 2000)))]) : undefined;
   clearTimeout(timer);
   const stderr = io.stderrTail?.().trim() ?? "";
   // During a build stderr is the build's log: quote only Nix's own last error line then,

@@ -78,7 +78,11 @@ function checkDigest(digest: { narSize: number; narHash: Buffer }, info: PathInf
     throw new OffloadError(
       `${info.path} from ${machine} changed in transit: received ${digest.narSize} bytes with hash sha256:${encodeNix32(digest.narHash)}, ` +
         `but ${machine} describes ${info.narSize} bytes with hash sha256:${encodeNix32(info.narHash)}; nothing imported`,
-      { code: "output-corrupt", fix: `run the build again; if it persists, check ${machine}'s store (nix-store --verify --check-contents)`, exitCode: EXIT.transient },
+      {
+        code: "output-corrupt",
+        fix: `run the build again; if it persists, check ${machine}'s store (nix-store --verify --check-contents)`,
+        exitCode: EXIT.transient,
+      },
     );
   }
 }

@@ -23,7 +23,10 @@ export function runCli(args: string[], env: NodeJS.ProcessEnv = {}, input?: stri
       uid === undefined
         ? spawn(process.execPath, [bin, ...args], { env: { ...process.env, ...env } })
         : // cwd /: this process's may be closed to that user (a clone in root's home), and children inherit it
-          spawn("setpriv", ["--reuid", String(uid), "--regid", String(uid), "--clear-groups", "--", process.execPath, bin, ...args], { env: { PATH: process.env.PATH, ...env }, cwd: "/" });
+          spawn("setpriv", ["--reuid", String(uid), "--regid", String(uid), "--clear-groups", "--", process.execPath, bin, ...args], {
+            env: { PATH: process.env.PATH, ...env },
+            cwd: "/",
+          });
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));

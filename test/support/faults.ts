@@ -112,7 +112,12 @@ export async function startFaultLab(name: string, options: FaultLabOptions = {})
   const nixFile = join(lab.dir, "fault.nix");
   writeFileSync(nixFile, FAULT_NIX, { mode: 0o644 });
   const config = (configName: string, builders: readonly LabBuilder[], changes: Record<string, unknown> = {}) =>
-    writeLabConfig(dir, configName, lab, builders.map((builder) => labRecord(lab, builder, changes)));
+    writeLabConfig(
+      dir,
+      configName,
+      lab,
+      builders.map((builder) => labRecord(lab, builder, changes)),
+    );
   const daemonConfigDir = daemonConfig === undefined ? undefined : config(daemonConfig, lab.builders);
   const master = await startMasterHost({
     dir: join(lab.dir, "master"),
@@ -146,7 +151,13 @@ function buildArgs(nixFile: string, build: FaultBuild): string[] {
 
 /** fault.nix's string arguments that `build` sets. */
 function fields(build: Omit<FaultBuild, "deps">): [string, string][] {
-  const values: [string, string | number | undefined][] = [["salt", build.salt], ["name", build.name], ["mib", build.mib], ["sleep", build.sleep], ["blob", build.blob]];
+  const values: [string, string | number | undefined][] = [
+    ["salt", build.salt],
+    ["name", build.name],
+    ["mib", build.mib],
+    ["sleep", build.sleep],
+    ["blob", build.blob],
+  ];
   return values.flatMap(([key, value]): [string, string][] => (value === undefined ? [] : [[key, String(value)]]));
 }
 
@@ -155,7 +166,10 @@ function argstrs(build: Omit<FaultBuild, "deps">): string[] {
 }
 
 function depsExpression(nixFile: string, deps: readonly Omit<FaultBuild, "deps">[]): string {
-  const call = (dep: Omit<FaultBuild, "deps">) => `(import ${nixFile} { ${fields(dep).map(([key, value]) => `${key} = ${JSON.stringify(value)};`).join(" ")} })`;
+  const call = (dep: Omit<FaultBuild, "deps">) =>
+    `(import ${nixFile} { ${fields(dep)
+      .map(([key, value]) => `${key} = ${JSON.stringify(value)};`)
+      .join(" ")} })`;
   return `[ ${deps.map(call).join(" ")} ]`;
 }
 
@@ -180,7 +194,10 @@ export function startNixBuild(host: Host, env: Record<string, string>, args: str
   child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
   const limit = setTimeout(() => signal(-child.pid!, "SIGKILL"), NIX_BUILD_LIMIT_MS);
   const done = new Promise<BuildOutcome>((resolve) => {
-    child.once("error", (error) => (clearTimeout(limit), resolve({ code: null, stdout, stderr: `${stderr}${error.message}`, seconds: (Date.now() - started) / 1000 })));
+    child.once(
+      "error",
+      (error) => (clearTimeout(limit), resolve({ code: null, stdout, stderr: `${stderr}${error.message}`, seconds: (Date.now() - started) / 1000 })),
+    );
     child.once("close", (code) => (clearTimeout(limit), resolve({ code, stdout: stdout.trim(), stderr, seconds: (Date.now() - started) / 1000 })));
   });
   return { log: () => stderr, done };
@@ -195,7 +212,11 @@ export async function outputPath(fl: FaultLab, build: FaultBuild): Promise<strin
 /** A fresh blob of `mib` random MiB added to the master's store (an input to upload). */
 export async function addBlob(fl: FaultLab, mib: number): Promise<string> {
   const name = `blob-${randomBytes(4).toString("hex")}`;
-  const result = await runInHost(fl.master, ["sh", "-c", `f=$(mktemp -d)/${name} && head -c ${mib}M /dev/urandom > "$f" && nix-store --add "$f" && rm -r "$(dirname "$f")"`]);
+  const result = await runInHost(fl.master, [
+    "sh",
+    "-c",
+    `f=$(mktemp -d)/${name} && head -c ${mib}M /dev/urandom > "$f" && nix-store --add "$f" && rm -r "$(dirname "$f")"`,
+  ]);
   if (result.code !== 0) throw new Error(`adding a blob: ${result.stderr}`);
   return result.stdout.trim();
 }
@@ -245,7 +266,9 @@ export function spooledBytes(configDir: string): number {
 /** Whether every slot of each builder in the config dir's state is free: acquiring all of them succeeds. */
 export async function allSlotsFree(configDir: string, builders: readonly LabBuilder[]): Promise<boolean> {
   const state = join(configDir, "state");
-  const slots = await Promise.all(builders.flatMap((builder) => Array.from({ length: builder.parallelBuilds }, () => acquireSlot(state, builder.address, builder.parallelBuilds))));
+  const slots = await Promise.all(
+    builders.flatMap((builder) => Array.from({ length: builder.parallelBuilds }, () => acquireSlot(state, builder.address, builder.parallelBuilds))),
+  );
   await Promise.all(slots.map((slot) => slot?.release()));
   return slots.every((slot) => slot !== undefined);
 }
@@ -257,7 +280,8 @@ export function hookPids(configDir: string): number[] {
     try {
       // The hook's own argv, not a nix-build whose --option build-hook names it.
       const script = readFileSync(`/proc/${name}/cmdline`, "utf8").split("\0")[1] ?? "";
-      if (script.endsWith("/offload-hook.js") && readFileSync(`/proc/${name}/environ`, "utf8").includes(`OFFLOAD_CONFIG_DIR=${configDir}\0`)) pids.push(Number(name));
+      if (script.endsWith("/offload-hook.js") && readFileSync(`/proc/${name}/environ`, "utf8").includes(`OFFLOAD_CONFIG_DIR=${configDir}\0`))
+        pids.push(Number(name));
     } catch {
       // gone meanwhile
     }
@@ -325,7 +349,8 @@ export async function restartWithStore(lab: Lab, builder: LabBuilder, storeMiB: 
   await stopSshd(sshdFiles(builder));
   const nixConf = builderNixConf({ dir: lab.dir, signingKey: lab.signingKey }, builder);
   builder.host = await startHost({ name: builder.name, nix: builder.nix, dir: builder.dir, shared: [lab.dir], nixConf, network: true, storeMiB });
-  if (builder.host.network?.address !== builder.address) throw new Error(`${builder.name} came back at ${builder.host.network?.address}, not ${builder.address}`);
+  if (builder.host.network?.address !== builder.address)
+    throw new Error(`${builder.name} came back at ${builder.host.network?.address}, not ${builder.address}`);
   await startSshd(sshdFiles(builder), builder);
 }
 
@@ -375,7 +400,9 @@ export async function faultLabLeftovers(fl: FaultLab, namespaces: LabNamespaces)
  * this machine share the route, and their links are not this lab's leftovers.
  */
 async function ownNetworkLeftovers(fl: FaultLab): Promise<string[]> {
-  const digests = [fl.master, ...fl.lab.builders.map((builder) => builder.host)].flatMap((host) => (host.network ? [host.network.link.replace(/^ofl-/, "")] : []));
+  const digests = [fl.master, ...fl.lab.builders.map((builder) => builder.host)].flatMap((host) =>
+    host.network ? [host.network.link.replace(/^ofl-/, "")] : [],
+  );
   const left = await networkLeftovers();
   const links = left.filter((item) => item.startsWith("link "));
   const ours = links.filter((item) => digests.some((digest) => item === `link ofl-${digest}` || item === `link ofp-${digest}`));
@@ -432,5 +459,7 @@ function netNamespace(pid: string): string | undefined {
 function inNetNamespaces(namespaces: readonly string[]): number[] {
   const wanted = new Set(namespaces.filter((ns) => ns.startsWith("net:")));
   if (wanted.size === 0) return [];
-  return readdirSync("/proc").filter((name) => /^\d+$/.test(name) && wanted.has(netNamespace(name) ?? "")).map(Number);
+  return readdirSync("/proc")
+    .filter((name) => /^\d+$/.test(name) && wanted.has(netNamespace(name) ?? ""))
+    .map(Number);
 }

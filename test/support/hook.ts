@@ -105,7 +105,12 @@ function conversation(tries: Try[], settings: Record<string, string>, send: (byt
 export function runHookTries(env: NodeJS.ProcessEnv, tries: Try[], settings: Record<string, string> = BASE_SETTINGS, hook = HOOK): Promise<HookRun> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [hook, "0"], { env: { ...process.env, ...env }, stdio: ["pipe", "pipe", "pipe"] });
-    const session = conversation(tries, settings, (bytes) => child.stdin.write(bytes), () => child.stdin.end());
+    const session = conversation(
+      tries,
+      settings,
+      (bytes) => child.stdin.write(bytes),
+      () => child.stdin.end(),
+    );
     child.stderr.on("data", session.collect);
     child.stdout.on("data", session.collect); // stdout is part of the control channel too
     child.stdin.on("error", () => undefined); // the hook may exit before reading everything
@@ -124,7 +129,12 @@ export function runHookTries(env: NodeJS.ProcessEnv, tries: Try[], settings: Rec
 export async function runHookInProcess(env: NodeJS.ProcessEnv, tries: Try[], settings: Record<string, string> = BASE_SETTINGS): Promise<HookRun> {
   const { runHook } = await import("../../src/hook/run.js");
   const input = new PassThrough();
-  const session = conversation(tries, settings, (bytes) => void input.write(bytes), () => void input.end());
+  const session = conversation(
+    tries,
+    settings,
+    (bytes) => void input.write(bytes),
+    () => void input.end(),
+  );
   const saved = { ...process.env };
   Object.assign(process.env, env, { OFFLOAD_AGENT: "0" });
   try {

@@ -80,7 +80,8 @@ async function main(): Promise<void> {
         const path = await reader.string();
         await reader.string();
         await reader.string();
-        const contents = mode === "size-lie" ? Buffer.alloc(Number(process.env.HOSTILE_BYTES ?? 64 << 20), 0x61) : Buffer.from(`built by a hostile machine (${mode})\n`);
+        const contents =
+          mode === "size-lie" ? Buffer.alloc(Number(process.env.HOSTILE_BYTES ?? 64 << 20), 0x61) : Buffer.from(`built by a hostile machine (${mode})\n`);
         fakes.set(path, fake(path, contents, mode === "size-lie" ? 200 : undefined));
       }
       await reader.strings(); // inputSrcs
@@ -88,7 +89,10 @@ async function main(): Promise<void> {
       await reader.string();
       await reader.strings();
       const env = await reader.num();
-      for (let i = 0; i < env; i++) (await reader.string(), await reader.string());
+      for (let i = 0; i < env; i++) {
+        await reader.string(); // name
+        await reader.string(); // value
+      }
       for (let i = 0; i < 4; i++) await reader.u64(); // maxSilentTime, buildTimeout, maxLogSize, buildRepeat
       await reader.bool(); // enforceDeterminism
       await reader.bool(); // keepFailed
@@ -107,7 +111,14 @@ async function main(): Promise<void> {
         const item = fakes.get(path)!;
         const narHash = createHash("sha256").update(item.nar).digest();
         const info = { path, narHash, narSize: item.narSize, references: [] };
-        w.string(path).string("").strings([]).u64(0).u64(item.narSize).string(`sha256:${encodeNix32(narHash)}`).string("").strings([signPath(info, key)]);
+        w.string(path)
+          .string("")
+          .strings([])
+          .u64(0)
+          .u64(item.narSize)
+          .string(`sha256:${encodeNix32(narHash)}`)
+          .string("")
+          .strings([signPath(info, key)]);
       }
       await send(w.string(""));
     } else if (command === 3) {

@@ -23,11 +23,10 @@ export function nix(args: string[]): { status: number; stdout: string; stderr: s
 
 /** Builds a Nix expression (no substituters, no GC root) and returns its output paths. */
 export function nixBuild(expression: string): string[] {
-  const out = execFileSync(
-    "nix-build",
-    ["-E", expression, "--no-out-link", "--option", "substituters", ""],
-    { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] },
-  );
+  const out = execFileSync("nix-build", ["-E", expression, "--no-out-link", "--option", "substituters", ""], {
+    encoding: "utf8",
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   return out.trim().split("\n");
 }
 

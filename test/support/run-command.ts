@@ -44,11 +44,7 @@ async function capture(program: Command, args: string[], env: NodeJS.ProcessEnv)
   return captured;
 }
 
-export async function runCommand(
-  register: RegisterCommand,
-  configDir: string,
-  args: string[],
-): Promise<{ stdout: string; stderr: string }> {
+export async function runCommand(register: RegisterCommand, configDir: string, args: string[]): Promise<{ stdout: string; stderr: string }> {
   const { stdout, stderr, error } = await capture(programOf(register), args, { OFFLOAD_CONFIG_DIR: configDir });
   if (error) throw error.thrown;
   return { stdout, stderr };
@@ -84,6 +80,7 @@ export async function runProgramAsCli(program: Command, args: string[], env: Nod
   // What main.ts's catch does.
   if (error.thrown instanceof CommanderError) return { code: error.thrown.exitCode, stdout, stderr };
   const failure = asOffloadError(error.thrown);
-  const bug = failure.code === "internal" && !(error.thrown instanceof OffloadError) ? "  (this is a bug in offload; run again with --debug for the stack trace)\n" : "";
+  const bug =
+    failure.code === "internal" && !(error.thrown instanceof OffloadError) ? "  (this is a bug in offload; run again with --debug for the stack trace)\n" : "";
   return { code: failure.exitCode, stdout, stderr: `${stderr}offload: ${formatError(failure)}\n${bug}` };
 }

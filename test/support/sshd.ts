@@ -54,10 +54,7 @@ export async function startSshd(options: { host: string; port: number }): Promis
   const clientPublicLine = generateKey(clientKeyPath);
   writeFileSync(join(dir, "authorized_keys"), `${clientPublicLine}\n`);
   const storeDir = join(dir, "store");
-  writeFileSync(
-    join(dir, "nix.conf"),
-    `store = ${storeDir}\nextra-sandbox-paths = /bin /lib /lib64 /usr\nsubstituters =\n`,
-  );
+  writeFileSync(join(dir, "nix.conf"), `store = ${storeDir}\nextra-sandbox-paths = /bin /lib /lib64 /usr\nsubstituters =\n`);
   const config = [
     `Port ${options.port}`,
     `ListenAddress ${options.host}`,

@@ -72,7 +72,10 @@ export function simulate(graph: SimGraph, site: SimSite, policy: Policy): SimRes
 
   /** Charges `seconds` of every remote slot that is free while a waiting derivation could have used it. */
   const chargeIdle = (seconds: number) => {
-    for (const [why, waiting] of [["postponed", waitingForAWhile], ["forLocalSlot", wantingToBuild]] as const) {
+    for (const [why, waiting] of [
+      ["postponed", waitingForAWhile],
+      ["forLocalSlot", wantingToBuild],
+    ] as const) {
       for (const b of site.builders) {
         const free = b.slots - runningOn.get(b.name)!;
         const could = [...waiting].filter((id) => canBuild(b, derivations[id]!.features)).length;
@@ -108,7 +111,8 @@ export function simulate(graph: SimGraph, site: SimSite, policy: Policy): SimRes
       }
       return;
     }
-    if (!localCanBuild(site, d.features)) throw new Error(`${policy.name} declined ${d.name} (features ${d.features.join(", ")}), which the local machine cannot build`);
+    if (!localCanBuild(site, d.features))
+      throw new Error(`${policy.name} declined ${d.name} (features ${d.features.join(", ")}), which the local machine cannot build`);
     if (runningOn.get(LOCAL)! < site.local.maxJobs) {
       start(d, LOCAL);
     } else {

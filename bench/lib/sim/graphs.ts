@@ -22,7 +22,10 @@ export interface SimGraph {
 
 class GraphBuilder {
   readonly derivations: SimDerivation[] = [];
-  constructor(readonly rng: Rng, readonly prefix: string) {}
+  constructor(
+    readonly rng: Rng,
+    readonly prefix: string,
+  ) {}
 
   add(duration: number, features: string[], deps: number[]): number {
     const id = this.derivations.length;

@@ -11,7 +11,14 @@ import type { SimSite } from "./site.js";
  */
 export function offloadPolicy(site: SimSite, history?: ReadonlyMap<string, number>): Policy {
   const machines = site.builders.map((b) =>
-    buildMachine({ name: b.name, systems: [site.system as `${string}-${string}`], parallelBuilds: b.slots, speed: b.speed, features: b.features, mandatoryFeatures: b.mandatoryFeatures }),
+    buildMachine({
+      name: b.name,
+      systems: [site.system as `${string}-${string}`],
+      parallelBuilds: b.slots,
+      speed: b.speed,
+      features: b.features,
+      mandatoryFeatures: b.mandatoryFeatures,
+    }),
   );
   const local = localMachine({ speed: site.local.speed, features: site.local.features });
   const localState = { systems: [site.system], features: site.local.features, maxJobs: site.local.maxJobs };
@@ -21,7 +28,10 @@ export function offloadPolicy(site: SimSite, history?: ReadonlyMap<string, numbe
       // The hook knows slots from the kernel locks and load from its last connection; the
       // simulator gives it the load of that moment (one busy CPU per running build).
       const states = new Map<string, MachineState>(
-        site.builders.map((b) => [b.name, { slotsInUse: view.running(b.name), load: view.running(b.name) / b.cores, freeIn: history && freeIn(b.name, b.speed, view, history) }]),
+        site.builders.map((b) => [
+          b.name,
+          { slotsInUse: view.running(b.name), load: view.running(b.name) / b.cores, freeIn: history && freeIn(b.name, b.speed, view, history) },
+        ]),
       );
       const decision = selectMachine({
         machines,

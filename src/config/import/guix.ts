@@ -92,7 +92,10 @@ class GuixReader {
         return [...args.slice(0, -1).flatMap((arg) => this.machine(arg, resolving)), ...this.machineList(args.at(-1)!, resolving)];
       case "quote":
         if (args[0]?.kind === "list" && args[0].items.length === 0) return [];
-        throw importError(this.at(datum), `${this.source(datum)} is quoted data, not build-machine records (quote keeps (build-machine …) from being evaluated)`);
+        throw importError(
+          this.at(datum),
+          `${this.source(datum)} is quoted data, not build-machine records (quote keeps (build-machine …) from being evaluated)`,
+        );
       case "quasiquote":
         if (args[0]?.kind !== "list") break;
         return args[0].items.flatMap((item) => {
@@ -116,7 +119,12 @@ class GuixReader {
   private computed(datum: Datum, what: string): ImportedMachine {
     const machine = newMachine(this.at(datum), this.source(datum));
     machine.incomplete = true;
-    keepAsComment(machine, this.at(datum), `TODO ${this.where(datum)}: ${what} is computed by Scheme code, which offload import does not run; write its records by hand`, this.warn);
+    keepAsComment(
+      machine,
+      this.at(datum),
+      `TODO ${this.where(datum)}: ${what} is computed by Scheme code, which offload import does not run; write its records by hand`,
+      this.warn,
+    );
     return machine;
   }
 
@@ -144,7 +152,12 @@ class GuixReader {
       given.add(mapping.field);
       const value = this.literal(valueDatum, []);
       if (value === undefined) {
-        keepAsComment(machine, this.at(valueDatum), `TODO ${this.where(valueDatum)}: ${name} is computed by ${this.source(valueDatum)}, which offload import does not run; write its value here`, this.warn);
+        keepAsComment(
+          machine,
+          this.at(valueDatum),
+          `TODO ${this.where(valueDatum)}: ${name} is computed by ${this.source(valueDatum)}, which offload import does not run; write its value here`,
+          this.warn,
+        );
         if (mapping.field === "name" || mapping.field === "systems") machine.incomplete = true;
         continue;
       }

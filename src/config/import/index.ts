@@ -49,7 +49,7 @@ export function importMachines(text: string, options: ImportOptions): ImportOutp
 }
 
 const GUIX_HEADER = [
-  "These machines come from Guix, so they are daemon: \"guix\": guix-daemon's builds go to them once",
+  'These machines come from Guix, so they are daemon: "guix": guix-daemon\'s builds go to them once',
   "its GUIX is offload's bin/offload-guix (README, Guix); Nix's builds do not.",
 ];
 
@@ -77,6 +77,11 @@ function setAsideDuplicates(machines: ImportedMachine[], warn: Warn): void {
       continue;
     }
     machine.incomplete = true;
-    keepAsComment(machine, machine.at, `${JSON.stringify(name)} is already the machine of ${formatLocation(earlier.at)}: offload names machines uniquely; merge the two, or name this one by an ssh_config alias`, warn);
+    keepAsComment(
+      machine,
+      machine.at,
+      `${JSON.stringify(name)} is already the machine of ${formatLocation(earlier.at)}: offload names machines uniquely; merge the two, or name this one by an ssh_config alias`,
+      warn,
+    );
   }
 }

@@ -54,11 +54,15 @@ export function tokenize(text: string, at: SourceLocation): Token[] {
 export function entryFromColumns(tokens: Token[], source: string, defaultMaxJobs: number | undefined): NixMachineEntry {
   const at = tokens[0]!.at;
   const value = (i: number) => (tokens[i] === undefined || tokens[i]!.text === "-" ? undefined : tokens[i]!.text);
-  const list = (i: number) => value(i)?.split(",").filter((item) => item !== "");
+  const list = (i: number) =>
+    value(i)
+      ?.split(",")
+      .filter((item) => item !== "");
   const number = (i: number, what: string, pattern: RegExp) => {
     const text = value(i);
     if (text === undefined) return undefined;
-    if (!pattern.test(text)) throw importError(tokens[i]!.at, `column ${i + 1} (${what}) must be ${pattern === WHOLE ? "a whole number" : "a number"}, not ${JSON.stringify(text)}`);
+    if (!pattern.test(text))
+      throw importError(tokens[i]!.at, `column ${i + 1} (${what}) must be ${pattern === WHOLE ? "a whole number" : "a number"}, not ${JSON.stringify(text)}`);
     return Number(text);
   };
   return {
@@ -92,7 +96,10 @@ export function parseStoreUri(uri: string): StoreUri | undefined {
   const [, scheme, authority, query] = match;
   const at = authority!.lastIndexOf("@");
   const hostPort = authority!.slice(at + 1);
-  const address = /^\[([^\]]+)\](?::(\d+))?$/.exec(hostPort) ?? /^([^:]+):(\d+)$/.exec(hostPort) ?? (hostPort.split(":").length === 2 || /[[\]]/.test(hostPort) ? null : [hostPort, hostPort]);
+  const address =
+    /^\[([^\]]+)\](?::(\d+))?$/.exec(hostPort) ??
+    /^([^:]+):(\d+)$/.exec(hostPort) ??
+    (hostPort.split(":").length === 2 || /[[\]]/.test(hostPort) ? null : [hostPort, hostPort]);
   if (!address || address[1] === "") return undefined;
   const params = (query ?? "")
     .slice(1)
@@ -150,7 +157,8 @@ export function machineFromNixEntry(entry: NixMachineEntry, warn: Warn): Importe
     machine.notes.push(`port ${uri.port}: Nix reads ports in store URIs from 2.31 on; offload on any version`);
   }
   if (uri.user !== undefined) set("user", uri.user);
-  if (uri.scheme === "ssh-ng") machine.notes.push("was ssh-ng:// (the daemon protocol): offload always builds through `nix-store --serve` over SSH, as ssh:// does");
+  if (uri.scheme === "ssh-ng")
+    machine.notes.push("was ssh-ng:// (the daemon protocol): offload always builds through `nix-store --serve` over SSH, as ssh:// does");
 
   const param = (key: string) => uri.params.find(([k]) => k === key)?.[1];
   for (const [key, value] of uri.params) {
@@ -195,7 +203,8 @@ export function machineFromNixEntry(entry: NixMachineEntry, warn: Warn): Importe
 /** Nix's host key column: `base64 -w0 /etc/ssh/ssh_host_ed25519_key.pub`, i.e. a whole OpenSSH line. */
 function decodeHostKey(base64: string, at: SourceLocation): string {
   const line = BASE64.test(base64) ? Buffer.from(base64, "base64").toString("utf8").trim() : undefined;
-  if (line === undefined) throw importError(at, `public host key ${JSON.stringify(base64)} is not base64 (Nix wants \`base64 -w0 /etc/ssh/ssh_host_ed25519_key.pub\`)`);
+  if (line === undefined)
+    throw importError(at, `public host key ${JSON.stringify(base64)} is not base64 (Nix wants \`base64 -w0 /etc/ssh/ssh_host_ed25519_key.pub\`)`);
   try {
     parseOpenSshPublicKey(line);
   } catch (error) {

@@ -42,7 +42,8 @@ export function importNixosMachines(text: string, file: string, warn: Warn): Imp
     };
     const count = (name: string) => {
       const value = field(name);
-      if (value !== undefined && (value.kind !== "number" || value.value < 0)) throw importError(value.at, `${name} must be a number ≥ 0, not ${describe(value)}`);
+      if (value !== undefined && (value.kind !== "number" || value.value < 0))
+        throw importError(value.at, `${name} must be a number ≥ 0, not ${describe(value)}`);
       return value?.value;
     };
 
@@ -73,7 +74,8 @@ export function importNixosMachines(text: string, file: string, warn: Warn): Imp
       warn,
     );
     for (const [name, value] of item.entries) {
-      if (!KNOWN.has(name)) keepAsComment(machine, value.at, `${name} = ${JSON.stringify(plain(value))}: not a nix.buildMachines option offload knows; not imported`, warn);
+      if (!KNOWN.has(name))
+        keepAsComment(machine, value.at, `${name} = ${JSON.stringify(plain(value))}: not a nix.buildMachines option offload knows; not imported`, warn);
     }
     return machine;
   });
@@ -86,7 +88,10 @@ function machineList(root: Json): Json & { kind: "array" } {
     if (value.kind === "object" && value.entries.has(key)) value = value.entries.get(key)!;
   }
   if (value.kind !== "array") {
-    throw importError(value.at, `expected the JSON of nix.buildMachines (a list), found ${describe(value)}; print it with: nix eval --json .#nixosConfigurations.HOST.config.nix.buildMachines`);
+    throw importError(
+      value.at,
+      `expected the JSON of nix.buildMachines (a list), found ${describe(value)}; print it with: nix eval --json .#nixosConfigurations.HOST.config.nix.buildMachines`,
+    );
   }
   return value;
 }
@@ -126,7 +131,8 @@ function readJson(text: string, file: string): Json {
   let line = 1;
   let lineStart = 0;
   const here = (): SourceLocation => ({ file, line, column: offset - lineStart + 1 });
-  const fail = (what: string) => importError(here(), offset >= text.length ? `unexpected end of JSON, expected ${what}` : `expected ${what} in JSON, found ${JSON.stringify(text[offset])}`);
+  const fail = (what: string) =>
+    importError(here(), offset >= text.length ? `unexpected end of JSON, expected ${what}` : `expected ${what} in JSON, found ${JSON.stringify(text[offset])}`);
   const space = () => {
     for (; offset < text.length && /\s/.test(text[offset]!); offset++) {
       if (text[offset] === "\n") {

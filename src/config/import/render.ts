@@ -12,8 +12,24 @@ export const FORMAT_NAMES: Record<Format, string> = {
 
 /** The order fields are written in: as types/index.d.ts documents them. */
 const FIELD_ORDER: Field[] = [
-  "name", "host", "port", "daemon", "user", "systems", "hostKey", "privateKey", "parallelBuilds", "speed", "features",
-  "mandatoryFeatures", "overloadThreshold", "remoteStore", "signingKey", "useSubstitutes", "connectTimeout", "enabled",
+  "name",
+  "host",
+  "port",
+  "daemon",
+  "user",
+  "systems",
+  "hostKey",
+  "privateKey",
+  "parallelBuilds",
+  "speed",
+  "features",
+  "mandatoryFeatures",
+  "overloadThreshold",
+  "remoteStore",
+  "signingKey",
+  "useSubstitutes",
+  "connectTimeout",
+  "enabled",
 ];
 
 const MAX_QUOTE = 110;

@@ -44,11 +44,31 @@ const PREFIXES: [string, string][] = [
 const CLOSERS: Record<string, string> = { "(": ")", "[": "]" };
 const DELIMITER = /[\s()[\]";]/;
 const CHAR_NAMES: Record<string, string> = {
-  space: " ", newline: "\n", tab: "\t", nul: "\0", null: "\0", return: "\r", linefeed: "\n",
-  alarm: "\x07", backspace: "\b", delete: "\x7f", escape: "\x1b", altmode: "\x1b", page: "\f",
+  space: " ",
+  newline: "\n",
+  tab: "\t",
+  nul: "\0",
+  null: "\0",
+  return: "\r",
+  linefeed: "\n",
+  alarm: "\x07",
+  backspace: "\b",
+  delete: "\x7f",
+  escape: "\x1b",
+  altmode: "\x1b",
+  page: "\f",
 };
 const STRING_ESCAPES: Record<string, string> = {
-  "\\": "\\", '"': '"', n: "\n", t: "\t", r: "\r", a: "\x07", f: "\f", v: "\v", b: "\b", "0": "\0",
+  "\\": "\\",
+  '"': '"',
+  n: "\n",
+  t: "\t",
+  r: "\r",
+  a: "\x07",
+  f: "\f",
+  v: "\v",
+  b: "\b",
+  "0": "\0",
 };
 const DECIMAL = /^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i;
 const RATIONAL = /^[+-]?\d+\/\d+$/;

@@ -27,7 +27,12 @@ export function applySshSources(machines: ImportedMachine[], sources: SshSources
       const alias = resolveAlias(machine, sources.sshConfig, warn);
       if (alias) names.unshift(alias);
     }
-    if (known.length > 0) pinHostKey(machine, known.filter((entry) => names.some((n) => hostFieldMatches(entry.hosts, n))), warn);
+    if (known.length > 0)
+      pinHostKey(
+        machine,
+        known.filter((entry) => names.some((n) => hostFieldMatches(entry.hosts, n))),
+        warn,
+      );
   }
 }
 
@@ -62,7 +67,8 @@ function resolveAlias(machine: ImportedMachine, sshConfig: string, warn: Warn): 
   if (machine.options.user === undefined && target.user !== "root") setField(machine, "user", target.user, at, warn);
   if (machine.options.privateKey === undefined && target.keySource === "ssh-config") {
     setField(machine, "privateKey", target.identityFiles[0], at, warn);
-    if (target.identityFiles.length > 1) keepAsComment(machine, at, `${sshConfig} lists more IdentityFiles (${target.identityFiles.slice(1).join(", ")}): offload logs in with one key`, warn);
+    if (target.identityFiles.length > 1)
+      keepAsComment(machine, at, `${sshConfig} lists more IdentityFiles (${target.identityFiles.slice(1).join(", ")}): offload logs in with one key`, warn);
   }
   return target.knownHostsName;
 }
