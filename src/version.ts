@@ -1,2 +1,2 @@
-// Kept in step with package.json by test/version.test.ts; part of every cache key.
+// Kept in step with package.json by test/package.test.ts (`offload --version` of the installed package); part of every cache key.
 export const VERSION = "0.1.0";

@@ -17,7 +17,7 @@ const SID = path.join(process.env.OFFLOAD_ROOTS_DIR ?? "/var/lib/offload-roots",
   let dir: string;
   const started: GuixHost[] = [];
 
-  /** A derivation built with busybox alone (guix-lab.md step 4); prints "drv DRV" and "out OUT". */
+  /** A derivation built with busybox alone (a static busybox added to the store is its builder); prints "drv DRV" and "out OUT". */
   function buildScript(options: string): string {
     const file = path.join(dir, `build-${randomInt(1e9)}.scm`);
     writeFileSync(

@@ -1,4 +1,5 @@
-// The build hook's side of Nix 2.8's hook protocol (nix-protocols.md §5): settings and
+// The build hook's side of Nix's hook protocol (Nix's src/build-remote/build-remote.cc and
+// derivation-goal.cc `tryBuildHook`, unchanged from 2.8 to 2.35): settings and
 // "try" requests arrive on stdin in the wire encoding; replies and log messages go back
 // on stderr; the build log goes to fd 4.
 import { fstatSync, writeSync } from "node:fs";

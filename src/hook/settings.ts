@@ -1,4 +1,5 @@
-// What the hook takes from the daemon's settings (sent at start, nix-protocols.md §5).
+// What the hook takes from the daemon's settings (sent first: `u64 1, name, value` … `u64 0`;
+// Nix's src/build-remote/build-remote.cc reads them the same way).
 import { availableParallelism } from "node:os";
 import type { BuildMachine } from "../../types/index.js";
 import { OffloadError } from "../errors.js";

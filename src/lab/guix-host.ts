@@ -1,9 +1,8 @@
 // Guix hosts for the lab: a host of the sid root (host.ts; guix 1.5.0 lives there) in which
 // /gnu, /var/guix, /var/log/guix and /etc/guix are directories of the host's own, a
 // guix-daemon runs on the default socket, /etc/guix holds a signing key of its own, and
-// optionally an sshd lets others in as root by key — the recipe of
-// ../shared/reference/guix-lab.md. Two of them and `configureGuixOffload` make a pair for
-// Guix's own `guix offload`.
+// optionally an sshd lets others in as root by key (what guix-daemon and guix/scripts/offload.scm
+// need). Two of them and `configureGuixOffload` make a pair for Guix's own `guix offload`.
 //
 //   const builder = await startGuixHost({ name: "gb", dir: "/var/lib/x/gb", ssh: { address: "127.0.0.29", port: 2429, authorizedKeys: [masterKey] } });
 //   const master = await startGuixHost({ name: "gm", dir: "/var/lib/x/gm", daemonArgs: ["--max-jobs=0"] });
