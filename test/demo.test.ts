@@ -14,7 +14,7 @@ test("bash scripts/demo.sh checks the machines, builds the project through the h
   expect(text).toMatch(/perf-report\s+signed by demo-b1-1/);
   expect(text).toMatch(/libparse\s+signed by demo-b0-1/);
   expect(text).toMatch(/app\s+signed by demo-b0-1/);
-  expect(text).toMatch(/MACHINE\s+REACHABLE\s+LOAD\s+SLOTS/);
+  expect(text).toMatch(/MACHINE\s+ADDRESS\s+REACHABLE\s+LOAD\s+SLOTS/);
   expect(text).toContain("tearing the lab down");
   // Nothing of the lab is left running (the agent exits by itself once its state dir is gone).
   const { stdout: processes } = await promisify(execFile)("ps", ["-eo", "args"]);
