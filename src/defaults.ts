@@ -21,4 +21,6 @@ export const DEFAULTS = {
   minFreeMiB: 100,
   /** Seconds a machine's clock may differ from ours before the hook warns and `check` fails. */
   maxClockSkewS: 30,
+  /** Seconds a machine that could not be used is skipped, instead of retried for every derivation (unless its record changes or `check` passes). */
+  failureBackoffS: 30,
 } as const;

@@ -6,7 +6,7 @@ import { createServer } from "node:net";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { startSshd, stopSshd } from "../src/lab/sshd.js";
-import { Frame, FrameReader, frame } from "../src/agent/agent-frames.js";
+import { AGENT_SOCKET, Frame, FrameReader, frame } from "../src/agent/agent-frames.js";
 import type { Lab } from "../src/lab/index.js";
 import { HOOK } from "./support/hook.js";
 import { LAB_UP_TIMEOUT_MS, startTestLab, stopTestLab } from "./support/lab.js";
@@ -79,7 +79,7 @@ describe("with a lab", () => {
     const config = configDir("reuse");
     await build(config, `reuse-1-${Date.now()}`); // direct: no agent yet, one is started
     await waitFor(() => agentLog(config).includes("listening on"));
-    expect(statSync(join(config, "state", "agent.sock")).mode & 0o777).toBe(0o600);
+    expect(statSync(join(config, "state", AGENT_SOCKET)).mode & 0o777).toBe(0o600);
     for (let i = 2; i <= 4; i++) {
       const { stdout } = await build(config, `reuse-${i}-${Date.now()}`);
       expect(readFileSync(stdout.trim(), "utf8")).toContain(`reuse-${i}-`);
@@ -129,11 +129,28 @@ describe("with a lab", () => {
     expect(stderr).toMatch(new RegExp(`the agent's session to ${builder.address.replace(/\./g, "\\.")} is dead \\(.*\\); connecting directly`));
   });
 
+  test("an agent of another version (its own socket) is never spoken to: the hook starts one of its own", async () => {
+    const config = configDir("other-version");
+    mkdirSync(join(config, "state"), { mode: 0o755 });
+    // Stands where an older offload's agent listens, and would answer with nonsense.
+    const older = createServer((socket) => socket.end(frame(Frame.Ready, "{not json")));
+    await new Promise<void>((resolve) => older.listen(join(config, "state", "agent-0.0.1-p1.sock"), resolve));
+    try {
+      const { stdout, stderr } = await build(config, `other-version-${Date.now()}`);
+      expect(existsSync(stdout.trim())).toBe(true);
+      expect(stderr).not.toContain("malformed frame");
+      expect(AGENT_SOCKET).not.toBe("agent-0.0.1-p1.sock");
+      expect(statSync(join(config, "state", AGENT_SOCKET)).isSocket()).toBe(true);
+    } finally {
+      older.close();
+    }
+  });
+
   test("an agent that sends a malformed frame (another version, a stray process) costs a direct connection, not a crash", async () => {
     const config = configDir("malformed");
     mkdirSync(join(config, "state"), { mode: 0o755 });
     const impostor = createServer((socket) => socket.end(frame(Frame.Ready, "{not json")));
-    await new Promise<void>((resolve) => impostor.listen(join(config, "state", "agent.sock"), resolve));
+    await new Promise<void>((resolve) => impostor.listen(join(config, "state", AGENT_SOCKET), resolve));
     try {
       const { stdout, stderr } = await build(config, `malformed-${Date.now()}`);
       expect(existsSync(stdout.trim())).toBe(true);

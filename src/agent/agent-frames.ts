@@ -2,9 +2,17 @@
 // remote process's three streams and its fate as frames of [u8 type][u32 length][payload].
 import type { BuildMachine } from "../../types/index.js";
 import type { MachineHealth } from "../remote/probes.js";
+import { VERSION } from "../version.js";
 
-/** The agent's socket, in the state dir. */
-export const AGENT_SOCKET = "agent.sock";
+/** The frames' version: raised with any change to them or to what they carry. */
+export const AGENT_PROTOCOL = 2;
+
+/**
+ * The agent's socket, in the state dir, named by offload's version and the protocol's: a hook
+ * only ever meets an agent of its own making, and one left running from before an upgrade
+ * (which would not know a newer record's fields) idles out on its own, unused.
+ */
+export const AGENT_SOCKET = `agent-${VERSION}-p${AGENT_PROTOCOL}.sock`;
 
 export interface AgentRequest {
   machine: BuildMachine;

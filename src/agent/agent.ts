@@ -2,7 +2,7 @@
 // one `nix-store --serve --write` session already started, greeted and warmed up, so a hook
 // borrows a ready session instead of paying for a handshake and a remote process start on
 // every derivation (like OpenSSH's ControlPersist, plus the warm store). Hooks reach it on
-// <stateDir>/agent.sock (mode 0600 in a root-owned directory: it speaks for root's keys).
+// <stateDir>/agent-<version>-p<protocol>.sock (mode 0600 in a root-owned directory: it speaks for root's keys).
 // One agent per state dir; it exits when idle.
 //
 // Everything per build rides connections already open: 4 sessions per machine are kept warm (a build never waits for a remote process to start, which costs a

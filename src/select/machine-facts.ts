@@ -1,6 +1,7 @@
 // Recent facts about each machine (load, a failed connection), shared between hook processes
 // through small files in the state dir. Deciding must take milliseconds, so the hook never
 // connects just to ask; it uses what the last connection to the machine found, while fresh.
+import { DEFAULTS } from "../defaults.js";
 import { createHash } from "node:crypto";
 import { mkdirSync, readFileSync } from "node:fs";
 import { writeFileAtomicSync } from "../files/safety.js";
@@ -25,8 +26,7 @@ export interface MachineFacts {
 
 /** A measured load says little after a minute (it is a 1-minute average). */
 export const LOAD_FRESH_MS = 60_000;
-/** After a failed connection, skip the machine this long instead of retrying it for every derivation. */
-export const FAILURE_BACKOFF_MS = 30_000;
+const FAILURE_BACKOFF_MS = DEFAULTS.failureBackoffS * 1000;
 
 function factsFile(stateDir: string, machine: string): string {
   return join(stateDir, "machines", `${encodeURIComponent(machine)}.json`);
