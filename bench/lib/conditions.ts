@@ -9,6 +9,7 @@
 //       each sshd, tc tbf on each link; the round trip is measured through ssh;
 //   (d) a CPU hog on builder 0, and builders busy with offload's own builds only; offload
 //       with its default overloadThreshold (0.8) there, ignoring load ((a)–(c): null).
+import { sshHostBlock } from "../../src/lab/render.js";
 import { spawn } from "node:child_process";
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -65,23 +66,7 @@ const PATH = "/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const TIMER = 's=$(date +%s%N); "$@"; r=$?; e=$(date +%s%N); echo "offload-bench-elapsed $(( (e - s) / 1000 ))" >&2; exit $r';
 
 function sshConfigText(lab: Lab, targets: { builder: LabBuilder; host: string; port: number }[]): string {
-  return targets
-    .map(({ builder, host, port }) =>
-      [
-        `Host ${builder.name}`,
-        `  HostName ${host}`,
-        `  Port ${port}`,
-        "  User root",
-        `  IdentityFile ${lab.clientKey}`,
-        "  IdentitiesOnly yes",
-        `  HostKeyAlias ${builder.name}`,
-        `  UserKnownHostsFile ${lab.knownHosts}`,
-        "  StrictHostKeyChecking yes",
-        "  BatchMode yes",
-        "",
-      ].join("\n"),
-    )
-    .join("\n");
+  return targets.map(({ builder, host, port }) => sshHostBlock(lab, builder.name, host, port)).join("\n");
 }
 
 function makeRoute(bench: BenchLab, name: string, targets: { builder: LabBuilder; host: string; port: number }[]): Route {

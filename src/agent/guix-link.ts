@@ -6,7 +6,7 @@ import { withDeadline } from "../deadline.js";
 import { OffloadError } from "../errors.js";
 import { DEFAULT_GUIX_SOCKET, GuixDaemon } from "../store/guix-daemon.js";
 import { readHealth, type MachineHealth } from "../remote/probes.js";
-import type { ConnectOptions } from "../remote/ssh.js";
+import type { ConnectOptions, SshConnection } from "../remote/ssh.js";
 
 export interface GuixLink {
   machine: BuildMachine;
@@ -24,30 +24,32 @@ export function guixDaemonSocket(machine: BuildMachine): string {
   return machine.remoteStore ?? DEFAULT_GUIX_SOCKET;
 }
 
+/** The machine's guix-daemon through its socket forwarded over `connection`, greeted within a bound. */
+export async function greetGuixDaemon(machine: BuildMachine, connection: SshConnection): Promise<GuixDaemon> {
+  const socket = guixDaemonSocket(machine);
+  const greet = async () => {
+    const stream = await connection.openSocket(socket);
+    return GuixDaemon.over(stream, `${machine.name}:${socket}`).catch((error: unknown) => {
+      stream.destroy();
+      throw error;
+    });
+  };
+  return withDeadline(
+    greet(),
+    GREETING_TIMEOUT_MS,
+    () =>
+      new OffloadError(`${machine.name}'s guix-daemon (${socket}) did not greet within ${GREETING_TIMEOUT_MS / 1000} s`, {
+        code: "guix-daemon-unreachable",
+        fix: `check guix-daemon on ${machine.name} (herd status guix-daemon, or systemctl status guix-daemon)`,
+      }),
+  );
+}
+
 export async function linkGuixMachine(machine: BuildMachine, options: ConnectOptions = {}): Promise<GuixLink> {
   const { connectMachine } = await import("../remote/ssh.js");
   const connection = await connectMachine(machine, options);
   try {
-    const socket = guixDaemonSocket(machine);
-    const greet = async () => {
-      const stream = await connection.openSocket(socket);
-      return GuixDaemon.over(stream, `${machine.name}:${socket}`).catch((error: unknown) => {
-        stream.destroy();
-        throw error;
-      });
-    };
-    const [daemon, health] = await Promise.all([
-      withDeadline(
-        greet(),
-        GREETING_TIMEOUT_MS,
-        () =>
-          new OffloadError(`${machine.name}'s guix-daemon (${socket}) did not greet within ${GREETING_TIMEOUT_MS / 1000} s`, {
-            code: "guix-daemon-unreachable",
-            fix: `check guix-daemon on ${machine.name} (herd status guix-daemon, or systemctl status guix-daemon)`,
-          }),
-      ),
-      readHealth(connection, machine),
-    ]);
+    const [daemon, health] = await Promise.all([greetGuixDaemon(machine, connection), readHealth(connection, machine)]);
     return {
       machine,
       daemon,

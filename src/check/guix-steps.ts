@@ -9,18 +9,18 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { BuildMachine } from "../../types/index.js";
-import { withDeadline } from "../deadline.js";
 import { asOffloadError, OffloadError } from "../errors.js";
-import { guixPublicKeyPath, parseGuixPublicKey, type GuixPublicKey, type GuixSecretKey } from "../guix/keys.js";
+import { guixPublicKeyPath, type GuixPublicKey, type GuixSecretKey } from "../guix/keys.js";
 import { GUIX_STORE_DIR, GuixDaemon } from "../store/guix-daemon.js";
+import { signedExport } from "../store/guix-land.js";
 import { checkGuixSignature, signHash } from "../guix/signature.js";
 import { readExportStream, writeExportStream, type ExportItem } from "../nix/export-stream.js";
 import { dumpPath } from "../nix/nar.js";
 import { encodeNix32 } from "../nix/nix32.js";
-import { WireWriter } from "../nix/wire.js";
-import { guixDaemonSocket } from "../agent/guix-link.js";
+import { greetGuixDaemon, guixDaemonSocket } from "../agent/guix-link.js";
 import { oneLine, readNixStoreVersion } from "../remote/probes.js";
 import { runRemote } from "../remote/remote-command.js";
+import { guixMachineTrustedKeys, guixOutputFixes } from "../store/machine-trust.js";
 import type { SshConnection } from "../remote/ssh.js";
 
 /** What the Guix steps need of `offload check`'s context. */
@@ -31,8 +31,6 @@ export interface GuixCheckKeys {
   guixAcl: readonly GuixPublicKey[];
 }
 
-const GREETING_TIMEOUT_MS = 10_000;
-
 /**
  * The machine's guix-daemon, greeted over a forwarded socket. When there is none, says
  * whether the machine runs Nix instead (its record then needs daemon: "nix").
@@ -40,16 +38,7 @@ const GREETING_TIMEOUT_MS = 10_000;
 export async function connectGuixDaemon(machine: BuildMachine, ssh: SshConnection): Promise<GuixDaemon> {
   const socket = guixDaemonSocket(machine);
   try {
-    const stream = await ssh.openSocket(socket);
-    return await withDeadline(
-      GuixDaemon.over(stream, `${machine.name}:${socket}`),
-      GREETING_TIMEOUT_MS,
-      () =>
-        new OffloadError(`${machine.name}'s guix-daemon at ${socket} did not greet within ${GREETING_TIMEOUT_MS / 1000} s`, {
-          code: "guix-daemon-unreachable",
-          fix: `check guix-daemon on ${machine.name}`,
-        }),
-    );
+    return await greetGuixDaemon(machine, ssh);
   } catch (error) {
     const failure = asOffloadError(error);
     const nix = await readNixStoreVersion(ssh).catch(() => undefined);
@@ -79,13 +68,7 @@ export async function guixRoundTrip(machine: BuildMachine, daemon: GuixDaemon, k
   if (keys.guixKey instanceof OffloadError) throw keys.guixKey;
   const key = keys.guixKey;
   if (!key) throw new OffloadError("offload's Guix key was not read", { code: "internal" });
-  const trusted = machine.signingKey ? [parseGuixPublicKey(machine.signingKey, `signingKey of ${machine.name}`)] : keys.guixAcl;
-  if (trusted.length === 0) {
-    throw new OffloadError(`no key is trusted to sign what ${machine.name} sends: offload's Guix ACL is empty and machines.ts pins no signingKey`, {
-      code: "no-trusted-keys",
-      fix: `offload authorize --guix <${machine.name}'s /etc/guix/signing-key.pub>, or set signingKey for ${machine.name} to that file's text`,
-    });
-  }
+  const trusted = guixMachineTrustedKeys(machine, keys.guixAcl);
   const work = await mkdtemp(join(tmpdir(), "offload-check-"));
   try {
     const nonce = `${Date.now().toString(36)}-${randomBytes(8).toString("hex")}`;
@@ -106,22 +89,12 @@ export async function guixRoundTrip(machine: BuildMachine, daemon: GuixDaemon, k
       );
     });
     const items: ExportItem[] = [];
-    const back = async function* () {
-      yield new WireWriter().u64(1).toBuffer();
-      yield* daemon.exportPath(path, { sign: true });
-      yield new WireWriter().u64(0).toBuffer();
-    };
-    for await (const received of readExportStream(back(), { spoolDir: work, storeDir: GUIX_STORE_DIR })) items.push(received);
+    for await (const received of readExportStream(signedExport(daemon, [path]), { spoolDir: work, storeDir: GUIX_STORE_DIR })) items.push(received);
     const verdict = checkGuixSignature(items[0]?.signatureBytes, items[0]!.itemHash, path, trusted);
     if (verdict.valid) return verdict.key.id;
     throw new OffloadError(`what ${machine.name} signs is not accepted here: ${verdict.reason}`, {
       code: `guix-${verdict.code}`,
-      fix:
-        verdict.code === "unauthorized-key"
-          ? machine.signingKey
-            ? `compare signingKey of ${machine.name} in machines.ts with its /etc/guix/signing-key.pub`
-            : `if ${machine.name}'s key is trustworthy: offload authorize --guix <its /etc/guix/signing-key.pub>`
-          : `check /etc/guix/signing-key.sec on ${machine.name} (guix archive --generate-key)`,
+      fix: guixOutputFixes(machine)[verdict.code],
     });
   } finally {
     await rm(work, { recursive: true, force: true });

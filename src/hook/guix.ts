@@ -13,15 +13,16 @@
 // register (guix/land.ts).
 import { DEFAULTS } from "../defaults.js";
 import { join } from "node:path";
+import { createInterface } from "node:readline";
 import type { Readable } from "node:stream";
-import type { BuildMachine } from "../../types/index.js";
 import { EXIT, OffloadError, asOffloadError, formatError } from "../errors.js";
-import { reasonLine, reasonsWithFixes } from "../select/failures.js";
+import { decisionText } from "../select/failures.js";
 import { readGuixAcl } from "../guix/acl.js";
 import { exportGuixArchive, guixPathsToExport } from "../store/guix-archive.js";
 import { GUIX_STORE_DIR, GuixDaemon } from "../store/guix-daemon.js";
-import { guixPublicKeyPath, guixSecretKeyPath, parseGuixPublicKey, readGuixSecretKeyFile, type GuixPublicKey, type GuixSecretKey } from "../guix/keys.js";
-import { fetchGuixOutputs, type GuixLandOptions } from "../store/guix-land.js";
+import { guixPublicKeyPath, guixSecretKeyPath, readGuixSecretKeyFile, type GuixPublicKey, type GuixSecretKey } from "../guix/keys.js";
+import { fetchGuixOutputs } from "../store/guix-land.js";
+import { guixMachineTrustedKeys, guixOutputFixes } from "../store/machine-trust.js";
 import { linkGuixMachine, type GuixLink } from "../agent/guix-link.js";
 import { derivationName, recordDuration } from "../select/durations.js";
 import { recordFacts } from "../select/machine-facts.js";
@@ -69,43 +70,6 @@ export function parseGuixHookArguments(argv: readonly string[]): GuixHookArgumen
   };
 }
 
-/** Lines of the daemon's stdin, one at a time; undefined at its end. */
-class LineReader {
-  private buffer = "";
-  private ended = false;
-  private waiting?: () => void;
-
-  constructor(input: Readable) {
-    input.setEncoding("utf8");
-    input.on("data", (chunk: string) => {
-      this.buffer += chunk;
-      this.waiting?.();
-    });
-    input.on("end", () => {
-      this.ended = true;
-      this.waiting?.();
-    });
-    input.on("error", () => {
-      this.ended = true;
-      this.waiting?.();
-    });
-  }
-
-  async next(): Promise<string | undefined> {
-    for (;;) {
-      const newline = this.buffer.indexOf("\n");
-      if (newline >= 0) {
-        const line = this.buffer.slice(0, newline);
-        this.buffer = this.buffer.slice(newline + 1);
-        return line;
-      }
-      if (this.ended) return undefined;
-      await new Promise<void>((resolve) => (this.waiting = resolve));
-      this.waiting = undefined;
-    }
-  }
-}
-
 function parseRequest(line: string): BuildRequest {
   const [amWilling, system, drvPath, ...features] = line.split(" ").filter((word) => word !== "");
   if (!system || !drvPath?.endsWith(".drv") || (amWilling !== "0" && amWilling !== "1")) {
@@ -118,12 +82,17 @@ function parseRequest(line: string): BuildRequest {
 type Stage = "between-requests" | "asked" | "accepted";
 
 export async function runGuixHook(argv: readonly string[], io: GuixHookIo, env: NodeJS.ProcessEnv = process.env): Promise<number> {
-  const lines = new LineReader(io.input);
+  // The daemon's stdin, one line at a time; undefined at its end.
+  const lines = createInterface({ input: io.input, crlfDelay: Infinity })[Symbol.asyncIterator]();
+  const nextLine = async (): Promise<string | undefined> => {
+    const line = await lines.next();
+    return line.done ? undefined : line.value;
+  };
   const say = (text: string) => io.control(`${text}\n`);
   // Moved on by the closures below (an object, so the checks after them see the change).
   const exchange: { stage: Stage } = { stage: "between-requests" };
   const nextRequest = async () => {
-    const line = await lines.next();
+    const line = await nextLine();
     if (line === undefined) return undefined;
     exchange.stage = "asked";
     return parseRequest(line);
@@ -135,8 +104,8 @@ export async function runGuixHook(argv: readonly string[], io: GuixHookIo, env: 
   const accept = async () => {
     io.control("# accept\n");
     exchange.stage = "accepted";
-    const inputs = (await lines.next()) ?? "";
-    const outputs = (await lines.next()) ?? "";
+    const inputs = (await nextLine()) ?? "";
+    const outputs = (await nextLine()) ?? "";
     const paths = (line: string) => line.split(" ").filter((path) => path !== "");
     return { inputs: paths(inputs), outputs: paths(outputs) };
   };
@@ -189,15 +158,14 @@ export async function runGuixHook(argv: readonly string[], io: GuixHookIo, env: 
         // daemon may not be able to build itself (it has no free slot, or max-jobs is 0) is worth one.
         const { decision } = claim;
         if (claim.verdict === "decline" && !request.amWilling) {
-          const reasons = reasonsWithFixes(decision.reasons, config.machines, request).map((r) => `  ${reasonLine(r)}`);
-          say([`offload: ${decision.summary}; ${decision.local}`, ...reasons].join("\n"));
+          say(decisionText(decision, config.machines, request));
         }
         reply(claim.verdict === "postpone" ? "postpone" : "decline");
         continue;
       }
       const { link, slot } = claim;
       try {
-        const trustedKeys = guixTrustedKeys(link.machine, acl);
+        const trustedKeys = guixMachineTrustedKeys(link.machine, acl);
         const { inputs, outputs } = await accept();
         // guix-daemon has no per-build choice; a restriction from the environment is worth a line.
         if (settings.restriction) io.buildLog?.(`${machinesInEffect(settings)}\n`);
@@ -251,16 +219,6 @@ export async function runGuixHook(argv: readonly string[], io: GuixHookIo, env: 
   }
 }
 
-/** The machine's pinned Guix key if it has one, else offload's Guix ACL; never nothing. */
-function guixTrustedKeys(machine: BuildMachine, acl: readonly GuixPublicKey[]): GuixPublicKey[] {
-  if (machine.signingKey) return [parseGuixPublicKey(machine.signingKey, `signingKey of ${machine.name}`)];
-  if (acl.length > 0) return [...acl];
-  throw new OffloadError(`no key is trusted to sign outputs from ${machine.name}: offload's Guix ACL is empty and machines.ts pins no signingKey`, {
-    code: "no-trusted-keys",
-    fix: `offload authorize --guix <${machine.name}'s /etc/guix/signing-key.pub>, or set signingKey for ${machine.name} to that file's text`,
-  });
-}
-
 interface GuixJob {
   link: GuixLink;
   drvPath: string;
@@ -307,7 +265,7 @@ async function buildOnGuixMachine(job: GuixJob): Promise<number> {
       trustedKeys: job.trustedKeys,
       pinnedBy: machine.signingKey ? machine.name : undefined,
       origin: `outputs of ${job.drvPath} from ${machine.name}`,
-      fixes: outputFixes(machine),
+      fixes: guixOutputFixes(machine),
       spoolDir: job.spoolDir,
     });
     const signers = [...new Set(landed.map((path) => path.signer))].join(", ");
@@ -339,18 +297,4 @@ async function sendInputs(job: GuixJob, local: GuixDaemon): Promise<void> {
       cause: error,
     });
   });
-}
-
-function outputFixes(machine: BuildMachine): GuixLandOptions["fixes"] {
-  const keyFix = machine.signingKey
-    ? `the outputs must be signed by the signingKey of ${machine.name}: compare it with ${machine.name}'s /etc/guix/signing-key.pub`
-    : `if ${machine.name}'s key is trustworthy: offload authorize --guix <its /etc/guix/signing-key.pub> (or set signingKey for ${machine.name} in machines.ts)`;
-  return {
-    unsigned: `${machine.name}'s guix-daemon did not sign its export: check /etc/guix/signing-key.sec there (guix archive --generate-key)`,
-    "corrupt-signature": `do not trust ${machine.name} until this is explained: its signature is damaged`,
-    "unauthorized-key": keyFix,
-    "hash-mismatch": `do not trust ${machine.name} until this is explained: the output does not match its signature (tampered or corrupted)`,
-    "invalid-signature": `do not trust ${machine.name} until this is explained: the output does not match its signature (tampered or corrupted)`,
-    "unexpected-path": `${machine.name} sent other paths than the build's outputs: do not trust it until this is explained`,
-  };
 }

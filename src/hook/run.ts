@@ -5,7 +5,7 @@ import { join } from "node:path";
 import type { BuildMachine } from "../../types/index.js";
 import { loadConfig, type LoadedConfig } from "../config/load.js";
 import { EXIT, OffloadError, asOffloadError, formatError } from "../errors.js";
-import { reasonLine, reasonsWithFixes } from "../select/failures.js";
+import { decisionText } from "../select/failures.js";
 import { hookSupport, type NixVersion } from "../nix/daemon-version.js";
 import { readSecretKeyFile } from "../nix/keys.js";
 import { derivationName, recordDuration } from "../select/durations.js";
@@ -149,9 +149,6 @@ async function declinePermanently(channel: HookChannel, why?: string): Promise<n
 
 /** Why a build stays local or waits: shown at a level that matches how surprising it is. */
 function explain(channel: HookChannel, decision: Decision, verdict: string, machines: readonly BuildMachine[], request: BuildRequest): void {
-  const reasons = reasonsWithFixes(decision.reasons, machines, request)
-    .map((r) => `  ${reasonLine(r)}`)
-    .join("\n");
   const surprising = verdict === "decline" && decision.local.startsWith("the local machine cannot");
-  channel.message(surprising ? Level.Warn : Level.Talkative, `offload: ${decision.summary}; ${decision.local}${reasons ? `\n${reasons}` : ""}`);
+  channel.message(surprising ? Level.Warn : Level.Talkative, decisionText(decision, machines, request));
 }

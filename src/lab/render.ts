@@ -37,24 +37,30 @@ export function builderNixConf(lab: Pick<Lab, "dir" | "signingKey">, builder: Om
   ];
 }
 
+/**
+ * One builder's ssh_config block: reached at `host`:`port` (its own address, or a relay in
+ * front of it), logging in with the lab's key, its host key looked up by its name.
+ */
+export function sshHostBlock(lab: Pick<Lab, "clientKey" | "knownHosts">, name: string, host: string, port: number): string {
+  return [
+    `Host ${name}`,
+    `  HostName ${host}`,
+    `  Port ${port}`,
+    "  User root",
+    `  IdentityFile ${lab.clientKey}`,
+    "  IdentitiesOnly yes",
+    // Host keys are looked up by alias: Nix's build-remote writes its own known_hosts line
+    // for the machines-file host name ("lab-b0"), which must match too.
+    `  HostKeyAlias ${name}`,
+    `  UserKnownHostsFile ${lab.knownHosts}`,
+    "  StrictHostKeyChecking yes",
+    "  BatchMode yes",
+    "",
+  ].join("\n");
+}
+
 export function clientSshConfig(lab: Lab): string {
-  const blocks = lab.builders.map((builder) =>
-    [
-      `Host ${builder.name}`,
-      `  HostName ${builder.address}`,
-      `  Port ${builder.port}`,
-      "  User root",
-      `  IdentityFile ${lab.clientKey}`,
-      "  IdentitiesOnly yes",
-      // Host keys are looked up by alias: Nix's build-remote writes its own known_hosts line
-      // for the machines-file host name ("lab-b0"), which must match too.
-      `  HostKeyAlias ${builder.name}`,
-      `  UserKnownHostsFile ${lab.knownHosts}`,
-      "  StrictHostKeyChecking yes",
-      "  BatchMode yes",
-      "",
-    ].join("\n"),
-  );
+  const blocks = lab.builders.map((builder) => sshHostBlock(lab, builder.name, builder.address, builder.port));
   return [`# Builders of the offload lab in ${lab.dir} (written by offload lab up)`, "", ...blocks].join("\n");
 }
 

@@ -4,7 +4,7 @@
 // check`, `offload explain` and the hook's log all word them the same way through here.
 import type { BuildMachine } from "../../types/index.js";
 import { OffloadError } from "../errors.js";
-import type { MachineReason, ReasonCode } from "./select.js";
+import type { Decision, MachineReason, ReasonCode } from "./select.js";
 
 /** Failures where the machine answered but the login was refused (either side): it is reachable, yet unusable. */
 export function isLoginRefusal(code: string | undefined): boolean {
@@ -127,6 +127,12 @@ export function reasonsWithFixes(
     const fix = machine && selectionFix(reason.code, machine, request);
     return fix ? { ...reason, fix } : { ...reason };
   });
+}
+
+/** A decision as the hooks log it: its summary and the local machine's part, then a line per machine with its fix. */
+export function decisionText(decision: Decision, machines: readonly BuildMachine[], request: { system: string }): string {
+  const reasons = reasonsWithFixes(decision.reasons, machines, request).map((reason) => `  ${reasonLine(reason)}`);
+  return [`offload: ${decision.summary}; ${decision.local}`, ...reasons].join("\n");
 }
 
 /** "name: detail — fix: …", the one line per machine of explain and the hook's log. */

@@ -65,7 +65,7 @@ export async function fetchGuixOutputs(remote: GuixDaemon, local: GuixDaemon, ou
 }
 
 /** The export stream of `paths`, each item signed by the remote daemon, framed as `guix archive --export` frames it. */
-async function* signedExport(remote: GuixDaemon, paths: readonly string[]): AsyncGenerator<Buffer> {
+export async function* signedExport(remote: GuixDaemon, paths: readonly string[]): AsyncGenerator<Buffer> {
   for (const path of paths) {
     yield new WireWriter().u64(1).toBuffer();
     yield* remote.exportPath(path, { sign: true });

@@ -3,7 +3,9 @@
 // same question and must give the same answer.
 import type { BuildMachine } from "../../types/index.js";
 import { OffloadError } from "../errors.js";
+import { parseGuixPublicKey, type GuixPublicKey } from "../guix/keys.js";
 import { parsePublicKey, type PublicKey } from "../nix/keys.js";
+import type { GuixLandOptions } from "./guix-land.js";
 import type { VerifiedImportOptions } from "./import-verified.js";
 
 /** Only the machine's pinned signing key if it has one, else every ACL key; never nothing. */
@@ -33,5 +35,30 @@ export function outputFixes(machine: BuildMachine): VerifiedImportOptions["fixes
     "duplicate-path": "this is a bug in the machine's reply; run the build again",
     "reference-order": "this is a bug in the machine's reply; run the build again",
     "missing-reference": `${machine.name}'s output refers to a path that is neither an input nor an output of the build; check the derivation`,
+  };
+}
+
+/** The same for a Guix machine: its pinned Guix key if it has one, else offload's Guix ACL; never nothing. */
+export function guixMachineTrustedKeys(machine: BuildMachine, acl: readonly GuixPublicKey[]): GuixPublicKey[] {
+  if (machine.signingKey) return [parseGuixPublicKey(machine.signingKey, `signingKey of ${machine.name}`)];
+  if (acl.length > 0) return [...acl];
+  throw new OffloadError(`no key is trusted to sign outputs from ${machine.name}: offload's Guix ACL is empty and machines.ts pins no signingKey`, {
+    code: "no-trusted-keys",
+    fix: `offload authorize --guix <${machine.name}'s /etc/guix/signing-key.pub>, or set signingKey for ${machine.name} to that file's text`,
+  });
+}
+
+/** The fix for each way a Guix machine's output (or check's round trip) can fail verification. */
+export function guixOutputFixes(machine: BuildMachine): GuixLandOptions["fixes"] {
+  const keyFix = machine.signingKey
+    ? `the outputs must be signed by the signingKey of ${machine.name}: compare it with ${machine.name}'s /etc/guix/signing-key.pub`
+    : `if ${machine.name}'s key is trustworthy: offload authorize --guix <its /etc/guix/signing-key.pub> (or set signingKey for ${machine.name} in machines.ts)`;
+  return {
+    unsigned: `${machine.name}'s guix-daemon did not sign its export: check /etc/guix/signing-key.sec there (guix archive --generate-key)`,
+    "corrupt-signature": `do not trust ${machine.name} until this is explained: its signature is damaged`,
+    "unauthorized-key": keyFix,
+    "hash-mismatch": `do not trust ${machine.name} until this is explained: the output does not match its signature (tampered or corrupted)`,
+    "invalid-signature": `do not trust ${machine.name} until this is explained: the output does not match its signature (tampered or corrupted)`,
+    "unexpected-path": `${machine.name} sent other paths than the build's outputs: do not trust it until this is explained`,
   };
 }
