@@ -4,7 +4,8 @@
 import type { BuildMachine } from "../../types/index.js";
 import { withDeadline } from "../deadline.js";
 import { OffloadError } from "../errors.js";
-import { DEFAULT_GUIX_SOCKET, GuixDaemon } from "../store/guix-daemon.js";
+import { GuixDaemon } from "../store/guix-daemon.js";
+import { DEFAULT_GUIX_SOCKET } from "../guix/paths.js";
 import { readHealth, type MachineHealth } from "../remote/probes.js";
 import type { ConnectOptions, SshConnection } from "../remote/ssh.js";
 

@@ -11,7 +11,8 @@ import { join } from "node:path";
 import type { BuildMachine } from "../../types/index.js";
 import { asOffloadError, OffloadError } from "../errors.js";
 import { guixPublicKeyPath, type GuixPublicKey, type GuixSecretKey } from "../guix/keys.js";
-import { GUIX_STORE_DIR, GuixDaemon } from "../store/guix-daemon.js";
+import { GuixDaemon } from "../store/guix-daemon.js";
+import { DEFAULT_GUIX_SOCKET, GUIX_STORE_DIR } from "../guix/paths.js";
 import { signedExport } from "../store/guix-land.js";
 import { checkGuixSignature, signHash } from "../guix/signature.js";
 import { readExportStream, writeExportStream, type ExportItem } from "../nix/export-stream.js";
@@ -59,7 +60,7 @@ export async function connectGuixDaemon(machine: BuildMachine, ssh: SshConnectio
 
 /** On a machine recorded as Nix without nix-store: whether it runs guix-daemon instead (the record then needs daemon: "guix"). */
 export async function runsGuixDaemon(ssh: SshConnection): Promise<boolean> {
-  const result = await runRemote(ssh, "test -S /var/guix/daemon-socket/socket", 10_000).catch(() => undefined);
+  const result = await runRemote(ssh, `test -S ${DEFAULT_GUIX_SOCKET}`, 10_000).catch(() => undefined);
   return result?.code === 0;
 }
 

@@ -1,6 +1,7 @@
 // `offload check` for one machine: the steps in order, each a small named function that
 // either passes with a detail line, warns, or fails with one OffloadError naming cause and
 // fix. A failure skips only the steps that need what failed; nothing is thrown out of here.
+import { GUIX_STORE_DIR } from "../guix/paths.js";
 import type { BuildMachine } from "../../types/index.js";
 import { asOffloadError, OffloadError, type FailureCode } from "../errors.js";
 import { clockSkew, diskLow, nixStoreMissing, notTrusted, overloaded } from "../select/failures.js";
@@ -193,7 +194,7 @@ async function guixSteps(
   }
 }
 
-const ABSENT_GUIX_PATH = `/gnu/store/${"0".repeat(32)}-offload-check-absent`;
+const ABSENT_GUIX_PATH = `${GUIX_STORE_DIR}/${"0".repeat(32)}-offload-check-absent`;
 
 function connected(connection: SshConnection): string {
   const { user, host, port } = connection.target;

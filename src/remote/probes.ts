@@ -1,5 +1,6 @@
 // Small facts read from a machine over an open connection, each by one short shell command:
 // what `offload check` verifies and `offload status` shows.
+import { GUIX_STORE_DIR } from "../guix/paths.js";
 import type { BuildMachine } from "../../types/index.js";
 import { runRemote, type RemoteResult } from "./remote-command.js";
 import { shellQuote } from "./shell-quote.js";
@@ -92,7 +93,7 @@ export function storeFilesDir(storeUri: string | undefined): string {
 
 /** Where a build machine keeps its store's files: /gnu/store for Guix, else its Nix store's. */
 export function machineStoreDir(machine: Pick<BuildMachine, "daemon" | "remoteStore">): string {
-  return machine.daemon === "guix" ? "/gnu/store" : storeFilesDir(machine.remoteStore);
+  return machine.daemon === "guix" ? GUIX_STORE_DIR : storeFilesDir(machine.remoteStore);
 }
 
 export type NixStoreVersion = { found: true; version: string } | { found: false; code: number | null; stderr: string };

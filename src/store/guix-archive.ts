@@ -20,7 +20,8 @@ import { readExportStream, writeExportStream, type ExportItem } from "../nix/exp
 import { WireWriter, type WireSource } from "../nix/wire.js";
 import { checkImportOrder, type OrderRefusal } from "./import-verified.js";
 import { guixAclHas, guixConfigDir } from "../guix/acl.js";
-import { GUIX_STORE_DIR, GuixDaemon, type GuixPathInfo } from "./guix-daemon.js";
+import { GuixDaemon, type GuixPathInfo } from "./guix-daemon.js";
+import { GUIX_STORE_DIR } from "../guix/paths.js";
 import { guixPublicKeyPath, type GuixPublicKey, type GuixSecretKey } from "../guix/keys.js";
 import { checkGuixSignature, signHash, type GuixRefusal } from "../guix/signature.js";
 

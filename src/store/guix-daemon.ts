@@ -6,13 +6,11 @@
 // operation works, the daemon sends "stderr" messages: log lines, requests for input
 // (ImportPaths reads its archive that way), output (ExportPath writes its archive that way),
 // then "last" or "error".
+import { DEFAULT_GUIX_SOCKET } from "../guix/paths.js";
 import { connect, type Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import { OffloadError } from "../errors.js";
 import { WireReader, WireWriter } from "../nix/wire.js";
-
-export const DEFAULT_GUIX_SOCKET = "/var/guix/daemon-socket/socket";
-export const GUIX_STORE_DIR = "/gnu/store";
 
 const WORKER_MAGIC_1 = 0x6e697863;
 const WORKER_MAGIC_2 = 0x6478696f;

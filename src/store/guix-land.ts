@@ -17,7 +17,8 @@ import { readExportStream, type ExportItem } from "../nix/export-stream.js";
 import { restoreNar } from "../nix/nar.js";
 import { WireWriter } from "../nix/wire.js";
 import { makeScratch, removeScratch } from "../files/scratch.js";
-import { GUIX_STORE_DIR, type GuixDaemon } from "./guix-daemon.js";
+import type { GuixDaemon } from "./guix-daemon.js";
+import { GUIX_STORE_DIR } from "../guix/paths.js";
 import type { GuixPublicKey } from "../guix/keys.js";
 import { checkGuixSignature, type GuixRefusal } from "../guix/signature.js";
 
