@@ -4,10 +4,10 @@
 // drop-in of its own (the unit stays as the package installed it), reloads systemd and
 // restarts the daemon, then checks that the new daemon has offload-guix. On Guix System the
 // daemon is Shepherd's (guix-configuration's `environment` field): offload says so.
+import { pollUntil } from "../deadline.js";
 import { mkdir, readFile, rm, rmdir } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
-import { checkGuixDaemon, OFFLOAD_GUIX } from "./local-guix-daemon.js";
+import { checkGuixDaemon, OFFLOAD_GUIX, type GuixDaemonReport } from "./local-guix-daemon.js";
 import { OffloadError } from "../errors.js";
 import { writeFileAtomic } from "../files/safety.js";
 import type { InstallEvent } from "./hook-install.js";
@@ -114,17 +114,15 @@ async function restart(systemd: NonNullable<Awaited<ReturnType<LocalSystem["syst
 }
 
 /** guix-daemon's state once the restart shows, or an error naming what it still is. */
-async function settled(options: GuixInstallOptions, hook: string, done: (report: ReturnType<typeof checkGuixDaemon>) => boolean) {
-  const deadline = Date.now() + (options.restartWaitMs ?? 10_000);
-  for (;;) {
-    const report = checkGuixDaemon(options.proc, hook);
-    if (done(report)) return report;
-    if (Date.now() >= deadline) {
-      throw new OffloadError(`after the restart: ${report.detail}`, {
+async function settled(options: GuixInstallOptions, hook: string, done: (report: GuixDaemonReport) => boolean): Promise<GuixDaemonReport> {
+  return pollUntil(
+    () => checkGuixDaemon(options.proc, hook),
+    done,
+    options.restartWaitMs ?? 10_000,
+    (report) =>
+      new OffloadError(`after the restart: ${report.detail}`, {
         code: report.code ?? "daemon-restart-failed",
         fix: `see systemctl status ${UNIT} and journalctl -u ${UNIT}`,
-      });
-    }
-    await sleep(200);
-  }
+      }),
+  );
 }

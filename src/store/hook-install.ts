@@ -12,9 +12,9 @@
 // The line also records the file and directories install created, for uninstall to remove.
 // Lines offload did not write are never changed or removed. Success means the daemon
 // (re)started runs offload's hook, checked after the restart.
+import { pollUntil } from "../deadline.js";
 import { chmod, lstat, mkdir, readFile, readdir, rmdir, unlink } from "node:fs/promises";
 import { join, posix } from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
 import { OffloadError } from "../errors.js";
 import { buildHookLocation, hookSupport } from "../nix/daemon-version.js";
 import { writeFileAtomic } from "../files/safety.js";
@@ -313,21 +313,17 @@ async function restartDaemon(nix: LocalNix, what: string, options: InstallOption
 
 /** This machine's Nix once a restarted daemon runs (another pid, or none for a daemonless machine). */
 async function settled(before: LocalNix, options: InstallOptions): Promise<LocalNix> {
-  const deadline = Date.now() + (options.restartWaitMs ?? 10_000);
-  for (;;) {
-    const now = await inspectLocalNix(options.system);
-    if (!before.daemon || (now.daemon && now.daemon.pid !== before.daemon.pid)) return now;
-    if (Date.now() >= deadline) {
-      throw new OffloadError(
-        `nix-daemon (pid ${before.daemon.pid}) still runs ${(options.restartWaitMs ?? 10_000) / 1000} s after the restart, or no new one started`,
-        {
-          code: "daemon-restart-failed",
-          fix: `see systemctl status ${before.unit ?? "nix-daemon.service"} and journalctl -u ${before.unit ?? "nix-daemon.service"}`,
-        },
-      );
-    }
-    await sleep(200);
-  }
+  const waitMs = options.restartWaitMs ?? 10_000;
+  return pollUntil(
+    () => inspectLocalNix(options.system),
+    (now) => !before.daemon || (now.daemon !== undefined && now.daemon.pid !== before.daemon.pid),
+    waitMs,
+    () =>
+      new OffloadError(`nix-daemon (pid ${before.daemon!.pid}) still runs ${waitMs / 1000} s after the restart, or no new one started`, {
+        code: "daemon-restart-failed",
+        fix: `see systemctl status ${before.unit ?? "nix-daemon.service"} and journalctl -u ${before.unit ?? "nix-daemon.service"}`,
+      }),
+  );
 }
 
 // ---------------------------------------------------------------------------------------
