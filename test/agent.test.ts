@@ -140,6 +140,8 @@ describe("with a lab", () => {
       expect(existsSync(stdout.trim())).toBe(true);
       expect(stderr).not.toContain("malformed frame");
       expect(AGENT_SOCKET).not.toBe("agent-0.0.1-p1.sock");
+      // The build started an agent of this version; it listens on its own socket once up.
+      await waitFor(() => agentLog(config).includes("listening on"));
       expect(statSync(join(config, "state", AGENT_SOCKET)).isSocket()).toBe(true);
     } finally {
       older.close();

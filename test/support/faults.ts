@@ -13,7 +13,8 @@
 //   fl.clientBuild({ salt });                // as the non-root client, through the daemon's hook
 //   const namespaces = await faultLabNamespaces(fl);
 //   await stopFaultLab(fl);  expect(await faultLabLeftovers(fl, namespaces)).toEqual([]);
-import { execFileSync, spawn } from "node:child_process";
+import { startTicks, ticksSinceBoot } from "./proc-ticks.js";
+import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -420,23 +421,6 @@ export async function faultLabNamespaces(fl: FaultLab): Promise<LabNamespaces> {
   const networks = fl.lab.builders.map((builder) => netNamespace(String(builder.host.anchorPid))).filter((ns) => ns !== own);
   const list = [...found, ...networks].filter((namespace): namespace is string => namespace !== undefined);
   return Object.assign(list, { takenAt: ticksSinceBoot() });
-}
-
-const CLOCK_TICKS = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }));
-
-function ticksSinceBoot(): number {
-  return Number(readFileSync("/proc/uptime", "utf8").split(" ")[0]) * CLOCK_TICKS;
-}
-
-/** When `pid` started, in clock ticks since boot; undefined when it is gone. */
-function startTicks(pid: number): number | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    // After "pid (comm) ": state is field 3, starttime field 22.
-    return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19]);
-  } catch {
-    return undefined;
-  }
 }
 
 function commandLine(pid: number): string {
