@@ -1,7 +1,7 @@
 // Bundles the CLI, the hook and the config runtime into dist/. Dependencies stay external
 // (loaded from node_modules) so typescript is only read when a command really needs it.
 import { build } from "esbuild";
-import { rmSync } from "node:fs";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
@@ -27,3 +27,10 @@ await build({
   chunkNames: "chunks/[name]-[hash]",
   logLevel: "warning",
 });
+
+// bin/offload-hook (sh) finds the agent of its own version by this name (src/agent/agent-frames.ts AGENT_NAME).
+const constant = (file, name) => new RegExp(`export const ${name} = "?([^";]+)"?;`).exec(readFileSync(new URL(`../${file}`, import.meta.url), "utf8"))[1];
+writeFileSync(
+  new URL("../dist/agent-name", import.meta.url),
+  `agent-${constant("src/version.ts", "VERSION")}-p${constant("src/agent/agent-frames.ts", "AGENT_PROTOCOL")}\n`,
+);

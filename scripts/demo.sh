@@ -31,7 +31,7 @@ offload check
 
 say "building the project with nix-build, offload-hook as the build hook, no local builds"
 result=$(nix-build scripts/demo/project.nix --argstr salt "$(date +%s%N)" \
-  --option build-hook "$root/bin/offload-hook.js" --max-jobs 0 --option substituters '' --no-out-link)
+  --option build-hook "$root/bin/offload-hook" --max-jobs 0 --option substituters '' --no-out-link)
 cat "$result"
 
 say "who built what (each output carries its builder's signature, verified before import)"

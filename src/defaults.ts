@@ -23,4 +23,11 @@ export const DEFAULTS = {
   maxClockSkewS: 30,
   /** Seconds a machine that could not be used is skipped, instead of retried for every derivation (unless its record changes or `check` passes). */
   failureBackoffS: 30,
+  /**
+   * Seconds a hook holds its answer when every slot is busy but one should free by then. A
+   * postponed build is asked about again only after the daemon's poll interval (5 s), even
+   * when a slot frees a moment later; the daemon waits for the answer meanwhile, as it waits
+   * for Nix's own build-remote to connect.
+   */
+  slotWaitS: 2,
 } as const;

@@ -67,6 +67,7 @@ export const FAILURE_CODES = [
   "guix-hook-arguments",
   "guix-key-not-authorized",
   "hash-mismatch",
+  "hook-stopped",
   "host-command-failed",
   "host-command-timeout",
   "host-daemon-failed",

@@ -1,7 +1,7 @@
 // offload agent: connections and warm serve sessions kept between builds. Builds must work
 // the same with or without it, and the daemon must never wait on it.
 import { execFile } from "node:child_process";
-import { readFileSync, existsSync, statSync, chmodSync, copyFileSync, mkdirSync, writeFileSync } from "node:fs";
+import { readFileSync, existsSync, statSync, mkdirSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -10,6 +10,7 @@ import { AGENT_SOCKET, Frame, FrameReader, frame } from "../src/agent/agent-fram
 import type { Lab } from "../src/lab/index.js";
 import { HOOK } from "./support/hook.js";
 import { LAB_UP_TIMEOUT_MS, startTestLab, stopTestLab } from "./support/lab.js";
+import { copyLabConfig } from "./support/lab-config.js";
 import { makeSafeDir, removeDir } from "./support/safe-dir.js";
 
 const run = promisify(execFile);
@@ -48,14 +49,7 @@ describe("with a lab", () => {
     if (dir) removeDir(dir);
   });
 
-  function configDir(name: string): string {
-    const config = join(dir, name);
-    mkdirSync(config, { mode: 0o755 });
-    for (const file of ["signing-key.sec", "acl"]) copyFileSync(join(lab.configDir, file), join(config, file));
-    chmodSync(join(config, "signing-key.sec"), 0o600);
-    writeFileSync(join(config, "machines.ts"), readFileSync(lab.machinesFile, "utf8"));
-    return config;
-  }
+  const configDir = (name: string) => copyLabConfig(lab, dir, name);
 
   async function build(config: string, salt: string, env: NodeJS.ProcessEnv = {}) {
     return run(

@@ -21,5 +21,5 @@ export function snapshotRoot(): string {
 
 /** offload-hook of the snapshot: what `--option build-hook` points at. */
 export function snapshotHook(): string {
-  return join(snapshotRoot(), "bin", "offload-hook.js");
+  return join(snapshotRoot(), "bin", "offload-hook");
 }

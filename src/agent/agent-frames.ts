@@ -12,7 +12,18 @@ export const AGENT_PROTOCOL = 2;
  * only ever meets an agent of its own making, and one left running from before an upgrade
  * (which would not know a newer record's fields) idles out on its own, unused.
  */
-export const AGENT_SOCKET = `agent-${VERSION}-p${AGENT_PROTOCOL}.sock`;
+export const AGENT_NAME = `agent-${VERSION}-p${AGENT_PROTOCOL}`;
+export const AGENT_SOCKET = `${AGENT_NAME}.sock`;
+
+/**
+ * Where bin/offload-hook (sh) hands the agent a hook to serve: a FIFO, one line per hook
+ * (see hook-door.ts); and the agent's pid, which the script checks first, so that a FIFO
+ * left by a dead agent is never written to. The script reads AGENT_NAME from dist/agent-name.
+ */
+export const HOOK_DOOR = `${AGENT_NAME}.hooks`;
+export const AGENT_PID = `${AGENT_NAME}.pid`;
+/** The status FIFOs of hooks being served, one per hook process, in the state dir. */
+export const HOOKS_DIR = "hooks";
 
 export interface AgentRequest {
   machine: BuildMachine;

@@ -21,6 +21,7 @@ import { externalLoad, OwnLoad } from "../select/own-load.js";
 import { acquireSlot } from "../select/slots.js";
 import { ServeClient } from "../store/serve.js";
 import { serveCommand } from "../store/serve-session.js";
+import { openHookDoor, type HookVisit } from "./hook-door.js";
 import { AGENT_SOCKET, Frame, FrameReader, frame, type AgentReady, type AgentRequest } from "./agent-frames.js";
 import type { MachineHealth } from "../remote/probes.js";
 import { HealthProbe, machineStoreDir } from "../remote/probes.js";
@@ -63,6 +64,8 @@ export interface AgentOptions {
   stateDir: string;
   /** Close a machine's connection after this long unused, and exit when nothing is open. */
   idleMs: number;
+  /** Serves a build hook handed over by bin/offload-hook (hook/served.ts); without it the agent opens no door. */
+  serveHook?: (visit: HookVisit, log: (line: string) => void) => Promise<void>;
 }
 
 export async function runAgent(options: AgentOptions): Promise<void> {
@@ -98,9 +101,25 @@ export async function runAgent(options: AgentOptions): Promise<void> {
   await new Promise<void>((resolve) => server.listen(socketPath, resolve));
   chmodSync(socketPath, 0o600);
   log(`listening on ${socketPath} (pid ${process.pid})`);
+  const serveHook = options.serveHook;
+  const door =
+    serveHook &&
+    openHookDoor(
+      options.stateDir,
+      (visit) => {
+        clients++;
+        lastActivity = Date.now();
+        void serveHook(visit, log).finally(() => {
+          clients--;
+          lastActivity = Date.now();
+        });
+      },
+      log,
+    );
 
   const shutdown = (why: string) => {
     clearInterval(sweep);
+    door?.close();
     for (const machine of machines.values()) machine.connection.close();
     machines.clear();
     server.close();

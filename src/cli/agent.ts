@@ -1,6 +1,7 @@
 // `offload agent`: the connection keeper the hook starts on demand (see src/remote/agent.ts).
 import type { Command } from "commander";
 import { runAgent } from "../agent/agent.js";
+import { serveHook } from "../hook/served.js";
 import { ensureStateDir, stateDir } from "../select/state-dir.js";
 
 export function registerAgent(program: Command): void {
@@ -11,6 +12,6 @@ export function registerAgent(program: Command): void {
     .action(async (options: { idle: string }) => {
       const dir = stateDir();
       ensureStateDir(dir);
-      await runAgent({ stateDir: dir, idleMs: Number(options.idle) * 1000 });
+      await runAgent({ stateDir: dir, idleMs: Number(options.idle) * 1000, serveHook });
     });
 }

@@ -40,6 +40,8 @@ export interface BuildJob {
   /** Progress and problems, one line each (shown by the daemon). */
   say: (line: string) => void;
   buildLog: (bytes: Buffer | string) => void;
+  /** Aborted when the daemon stopped the hook (served by the agent): the build ends, and nothing lands. */
+  stopped?: AbortSignal;
 }
 
 /** Builds, verifies and imports; returns the seconds the remote build itself took. */
@@ -60,6 +62,8 @@ export async function buildOnMachine(job: BuildJob): Promise<number> {
 
 async function buildWith(job: BuildJob, local: Promise<LocalStore>): Promise<number> {
   const name = job.link.machine.name;
+  // Ending the session stops whatever the machine is doing for this build.
+  job.stopped?.addEventListener("abort", () => job.link.close(), { once: true });
   const drv = parseDerivation(await readFile(job.drvPath, "utf8"), job.drvPath);
   const remote = job.link.session.client;
   await moving(uploadInputs(job, remote, local), job, `sending inputs to ${name}`);
@@ -234,6 +238,13 @@ async function fetchOutputs(job: BuildJob, drv: Derivation, remote: ServeClient,
       for (const info of dependenciesFirst(infos.values())) items.push(await spoolNar(remote, info, spool, name));
     };
     await moving(download(), job, `fetching the outputs of ${job.drvPath} from ${name}`);
+    if (job.stopped?.aborted) {
+      throw new OffloadError(`the daemon stopped the hook building ${job.drvPath}; nothing was imported`, {
+        code: "hook-stopped",
+        fix: "none needed: the daemon decides whether to build it again",
+        exitCode: EXIT.transient,
+      });
+    }
     const landed = await landVerified(items, local, {
       trustedKeys: job.trustedKeys,
       pinnedBy: pinnedBy(job.link.machine),

@@ -11,7 +11,7 @@ import type { MachineHealth } from "../remote/probes.js";
 import { machineStoreDir } from "../remote/probes.js";
 import { selectionInput } from "../select/current-state.js";
 import { recordFacts, recordHash } from "../select/machine-facts.js";
-import { selectMachine, type BuildRequest, type Decision } from "../select/select.js";
+import { selectMachine, type BuildRequest, type Decision, type SelectionInput } from "../select/select.js";
 import { acquireSlot, type Slot } from "../select/slots.js";
 import type { Reply } from "./protocol.js";
 import type { HookSettings } from "./settings.js";
@@ -45,7 +45,7 @@ const ROUNDS = 3;
 export async function claimMachine<L extends Linked>(request: BuildRequest, context: ClaimContext<L>): Promise<Claim<L>> {
   let decision: Decision | undefined;
   for (let round = 0; round < ROUNDS; round++) {
-    decision = selectMachine(await selectionInput(context.config, context.settings, request, context.stateDir));
+    decision = await decideSoon(request, context);
     if (decision.verdict !== "accept") return { verdict: decision.verdict, decision };
     for (const machine of decision.candidates) {
       const slot = await acquireSlot(context.stateDir, machine.name, machine.parallelBuilds, request.drvPath);
@@ -64,6 +64,31 @@ export async function claimMachine<L extends Linked>(request: BuildRequest, cont
       summary: `${tried} could not take the build after all (a slot taken meanwhile, or the connection failed: see above); asking again after the daemon's poll interval`,
     },
   };
+}
+
+/** How often a hook waiting for a slot decides again. */
+const SLOT_POLL_MS = 20;
+
+/** The selection's decision; a postpone only once no slot is expected to free within DEFAULTS.slotWaitS. */
+async function decideSoon<L extends Linked>(request: BuildRequest, context: ClaimContext<L>): Promise<Decision> {
+  const until = Date.now() + DEFAULTS.slotWaitS * 1000;
+  for (;;) {
+    const input = await selectionInput(context.config, context.settings, request, context.stateDir);
+    const decision = selectMachine(input);
+    if (decision.verdict !== "postpone" || !slotFreesBy(decision, input, until)) return decision;
+    await new Promise((resolve) => setTimeout(resolve, SLOT_POLL_MS));
+  }
+}
+
+/** Whether a machine that is busy only because its slots are full should have one free by `until` (unknown counts as soon). */
+function slotFreesBy(decision: Decision, input: SelectionInput, until: number): boolean {
+  const left = (until - Date.now()) / 1000;
+  if (left <= 0) return false;
+  return decision.reasons.some((reason) => {
+    if (reason.code !== "slots-full") return false;
+    const freeIn = input.states.get(reason.machine)?.freeIn;
+    return freeIn === undefined || freeIn <= left;
+  });
 }
 
 /** Connects; records what was learned either way. Overloaded, nearly full or unreachable machines yield undefined. */

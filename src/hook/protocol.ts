@@ -30,17 +30,15 @@ export interface HookIo {
   buildLog?: (bytes: Buffer | string) => void;
   /** The version of the Nix that started the hook, when it can be told (not for a hook run by hand or a test). */
   daemonVersion?: (stateDir: string) => Promise<NixVersion | undefined>;
+  /** Aborted when the daemon stopped the hook while it was served by the agent (a hook process just dies). */
+  stopped?: AbortSignal;
 }
 
 /** The real process: stdin, stderr, and fd 4 if the daemon opened it. */
-export function processIo(): HookIo {
-  let logFd: number | undefined;
-  try {
-    fstatSync(4);
-    logFd = 4;
-  } catch {
-    logFd = undefined; // run by hand, not by the daemon
-  }
+export function processIo(env: NodeJS.ProcessEnv = process.env): HookIo {
+  // bin/offload-hook says whether the daemon opened fd 4: by the time node runs its own code,
+  // node may have opened a descriptor 4 of its own. Started directly, the hook can only look.
+  const logFd = env.OFFLOAD_BUILD_LOG_FD === undefined ? (isOpen(4) ? 4 : undefined) : env.OFFLOAD_BUILD_LOG_FD === "4" ? 4 : undefined;
   return {
     input: process.stdin as Readable,
     // Synchronous writes: a reply must reach the daemon before anything that follows it.
@@ -48,6 +46,15 @@ export function processIo(): HookIo {
     buildLog: logFd === undefined ? undefined : (bytes) => writeAll(logFd!, typeof bytes === "string" ? Buffer.from(bytes) : bytes),
     daemonVersion: (stateDir) => parentNixVersion(stateDir),
   };
+}
+
+function isOpen(fd: number): boolean {
+  try {
+    fstatSync(fd);
+    return true;
+  } catch {
+    return false; // run by hand, not by the daemon
+  }
 }
 
 /** Writes all of `bytes` to `fd`, synchronously. */

@@ -15,7 +15,7 @@ import { ensureStateDir, stateDir } from "../select/state-dir.js";
 import { readAcl } from "../store/acl.js";
 import { finishLandings } from "../store/land.js";
 import { sweepScratch } from "../files/scratch.js";
-import { secretKeyPath } from "../files/config-dir.js";
+import { aclPath, configDir, secretKeyPath } from "../files/config-dir.js";
 import { checkPrivate } from "../files/safety.js";
 import { machineTrustedKeys } from "../store/machine-trust.js";
 import { linkMachine } from "../agent/machine-link.js";
@@ -43,11 +43,12 @@ export async function runHook(io: HookIo, env: NodeJS.ProcessEnv = process.env):
     if (!config) return declinePermanently(channel);
     checkRestrictionNames(settings.restriction, config.machines);
     if (config.machines.length === 0) return declinePermanently(channel);
+    const keyFile = secretKeyPath(configDir(env));
     const signingKey = await (async () => {
-      await checkPrivate(secretKeyPath(), "offload signing key");
-      return readSecretKeyFile(secretKeyPath());
+      await checkPrivate(keyFile, "offload signing key");
+      return readSecretKeyFile(keyFile);
     })();
-    const acl = await readAcl();
+    const acl = await readAcl(aclPath(configDir(env)));
     const say = (line: string) => channel.message(Level.Info, line);
     const warn = (line: string) => channel.message(Level.Error, line);
 
@@ -88,6 +89,7 @@ export async function runHook(io: HookIo, env: NodeJS.ProcessEnv = process.env):
             trustedKeys,
             say,
             buildLog: (b) => channel.buildLog(b),
+            stopped: io.stopped,
           });
           try {
             recordFacts(state, link.machine.name, { lastBuild: { drvPath: request.drvPath!, at: Date.now() } });

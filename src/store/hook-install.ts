@@ -45,7 +45,7 @@ export type InstallEvent =
 
 export interface InstallOptions {
   system: LocalSystem;
-  /** The hook to install (default: this package's bin/offload-hook.js). */
+  /** The hook to install (default: this package's bin/offload-hook). */
   hook?: string;
   dryRun?: boolean;
   say: (event: InstallEvent) => void;

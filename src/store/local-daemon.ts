@@ -17,7 +17,7 @@ const run = promisify(execFile);
 export type Env = Record<string, string | undefined>;
 
 /** The executable offload installs as the build hook. */
-export const OFFLOAD_HOOK = join(PACKAGE_ROOT, "bin", "offload-hook.js");
+export const OFFLOAD_HOOK = join(PACKAGE_ROOT, "bin", "offload-hook");
 
 export interface DaemonProcess {
   pid: number;
@@ -255,6 +255,15 @@ export function hookVerdict(nix: LocalNix, hook = OFFLOAD_HOOK): HookVerdict {
   const support = hookSupport(nix.version);
   if (!support.supported) return { ok: false, error: new OffloadError(`${who}: ${support.why}`, { code: "nix-version-unsupported", fix: support.fix }) };
   const { effective } = nix;
+  if (runsHook(effective.value, `${hook}.js`, nix.root)) {
+    return {
+      ok: false,
+      error: new OffloadError(`${who} runs ${describeHook(effective)}: offload's hook, but the entry that starts Node for every build`, {
+        code: "daemon-hook-not-offload",
+        fix: `offload install (it sets build-hook = ${hook}, which \`offload agent\` serves without a Node start per build)`,
+      }),
+    };
+  }
   if (!runsHook(effective.value, hook, nix.root)) {
     return {
       ok: false,

@@ -1,6 +1,6 @@
 // A config dir of its own for one test: the lab's offload signing key and ACL, and a
 // machines.ts of lab builders with whatever a test changes in their records.
-import { chmodSync, copyFileSync, mkdirSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Lab, LabBuilder } from "../../src/lab/index.js";
 
@@ -53,4 +53,14 @@ export function writeMachinesTs(configDir: string, records: Record<string, unkno
 /** Environment for `offload` using that config dir, its own state dir and a shared compile cache. */
 export function configEnv(base: string, configDir: string): Record<string, string> {
   return { OFFLOAD_CONFIG_DIR: configDir, OFFLOAD_STATE_DIR: join(configDir, "state"), OFFLOAD_CACHE_DIR: join(base, "cache") };
+}
+
+/** <base>/<name>: the lab's own machines.ts (a copy), key and ACL; state and cache dirs go in it too. */
+export function copyLabConfig(lab: Lab, base: string, name: string): string {
+  const config = join(base, name);
+  mkdirSync(config, { mode: 0o755 });
+  for (const file of ["signing-key.sec", "acl"]) copyFileSync(join(lab.configDir, file), join(config, file));
+  chmodSync(join(config, "signing-key.sec"), 0o600);
+  writeFileSync(join(config, "machines.ts"), readFileSync(lab.machinesFile, "utf8"));
+  return config;
 }
