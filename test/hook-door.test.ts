@@ -97,6 +97,17 @@ describe("with a lab", () => {
       .map(Number);
   }
 
+  /** Those of `pids` run with this config dir's state dir (other test files run hooks meanwhile). */
+  function ofState(pids: number[], config: string): number[] {
+    return pids.filter((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/environ`, "utf8").includes(`OFFLOAD_STATE_DIR=${join(config, "state")}\0`);
+      } catch {
+        return false;
+      }
+    });
+  }
+
   async function withAgent(name: string): Promise<string> {
     const config = configDir(name);
     const first = await build(config, `${name}-first-${Date.now()}`); // no agent yet: its own process, which starts one
@@ -111,7 +122,7 @@ describe("with a lab", () => {
     const child = nixBuild(config, salt, "echo log-line-$salt >&2; echo $salt > $out");
     // A Node hook process would show its entry point in a command line while the build runs.
     let nodeHooks = 0;
-    const watch = setInterval(() => (nodeHooks += processes(join(PACKAGE_ROOT, "dist", "hook.js")).length), 5);
+    const watch = setInterval(() => (nodeHooks += ofState(processes(join(PACKAGE_ROOT, "dist", "hook.js")), config).length), 5);
     const result = await finished(child);
     clearInterval(watch);
     expect(result.code).toBe(0);
@@ -202,7 +213,7 @@ describe("with a lab", () => {
       const building = clientBuild(`nix-234-sigterm-${Date.now()}`, "/bin/sleep 300");
       await waitFor("the remote build", () => processes(SLEEPING).length > 0, 20_000);
       // The script: the only process running bin/offload-hook with this state dir.
-      const [script] = processes(HOOK).filter((pid) => readFileSync(`/proc/${pid}/environ`, "utf8").includes(`OFFLOAD_STATE_DIR=${state}\0`));
+      const [script] = ofState(processes(HOOK), config);
       expect(script).toBeDefined();
       const sent = Date.now();
       process.kill(script!, "SIGTERM");

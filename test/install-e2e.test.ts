@@ -3,7 +3,7 @@
 // /nix and /etc/nix, and here root's home /root of its own; src/lab/host.ts), with offload run inside
 // that host as root would run it. Whether a daemon really runs offload's hook is shown by the
 // daemon itself: a build with --max-jobs 0 at debug level logs "starting build hook '…'" and
-// the hook's reply. The hook is the real bin/offload-hook.js, with a config dir without
+// the hook's reply. The hook is the real bin/offload-hook, with a config dir without
 // machines.ts (it replies decline-permanently, as Nix's own build-remote does without
 // machines: the build then fails for want of a machine either way), or for 2.26 after
 // install with a lab builder, which then really builds.

@@ -148,7 +148,7 @@ test("README, Install: every step runs in the order written, and the test build 
   // offload install: no systemd here, so it prints how to restart the daemon, and that is done.
   const [installLine, checkLine] = installBlock as [string, string];
   const installed = await asRoot(installLine);
-  expect(installed).toMatchObject({ code: 1, stdout: expect.stringContaining(`build-hook = ${clone}/bin/offload-hook.js`) });
+  expect(installed).toMatchObject({ code: 1, stdout: expect.stringContaining(`build-hook = ${clone}/bin/offload-hook `) });
   const fix = /fix: restart nix-daemon as it was started: (kill (\d+); nix-daemon &)/.exec(installed.stderr);
   expect(text).toContain("fix: restart\nnix-daemon as it was started: kill PID; nix-daemon &");
   expect(fix).not.toBeNull();

@@ -51,8 +51,8 @@ export async function serveHook(visit: HookVisit, log: (line: string) => void): 
     // Everything said must reach the daemon before the script exits (the daemon reads the
     // pipes until every writer is gone, then collects the script's status).
     await Promise.all([flushed(control), buildLog && flushed(buildLog)]);
-    visit.finish(String(status));
     log(gone.signal.aborted ? `hook ${pid}: stopped by the daemon` : `hook ${pid}: served, exit ${status}, ${Date.now() - since} ms`);
+    visit.finish(String(status));
   }
 }
 
