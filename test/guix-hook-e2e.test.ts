@@ -6,6 +6,7 @@ import { spawnSync } from "node:child_process";
 import { randomInt } from "node:crypto";
 import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import path from "node:path";
+import { AGENT_PID } from "../src/agent/agent-frames.js";
 import { GuixDaemon } from "../src/store/guix-daemon.js";
 import { authorizeInGuixHost, guixHostPaths, startGuixHost, type GuixHost } from "../src/lab/guix-host.js";
 import { runInHost, stopHost } from "../src/lab/host.js";
@@ -170,6 +171,14 @@ ${graph.map(({ name }) => `    (format #t "out ${name} ~a~%" (derivation->output
     expect(verify.code).toBe(0);
     // Nothing of the landing is left in the store directory.
     expect(leftInLanding()).toEqual([]);
+
+    // The first hook started an agent; from then on the agent serves the hooks (bin/offload-hook).
+    const state = path.join(dir, "state");
+    for (let i = 0; i < 100 && !existsSync(path.join(state, AGENT_PID)); i++) await new Promise((resolve) => setTimeout(resolve, 100));
+    const served = await build([{ name: "served", script: "echo served > $out" }]);
+    expect(served.code).toBe(0);
+    expect(readFileSync(inStore(master, served.outputs.get("served")!), "utf8")).toBe("served\n");
+    expect(readFileSync(path.join(state, "agent.log"), "utf8")).toMatch(/hook \d+: served, exit 0/);
   }, 240_000);
 
   /** The build failed with offload's reason for it, and none of its outputs is in the master's store, valid or not. */
@@ -315,6 +324,7 @@ ${graph.map(({ name }) => `    (format #t "out ${name} ~a~%" (derivation->output
   }, 180_000);
 
   test("a hook SIGKILLed while an output arrives leaves nothing at a store path; the next hook sweeps what it left", async () => {
+    // The hook is a process of its own, or served by this master's agent: either dies.
     writeMachines([record(b1, "")]);
     const spool = path.join(dir, "state", "spool");
     // This master's hooks only (their state dir is this test's): other labs may run hooks too.
@@ -326,10 +336,9 @@ ${graph.map(({ name }) => `    (format #t "out ${name} ~a~%" (derivation->output
         return ""; // ended meanwhile
       }
     };
+    const working = (cmdline: string) => cmdline.includes("dist/guix-hook.js") || /bin\/offload\.js\0agent\0/.test(cmdline);
     const hooks = () =>
-      readdirSync("/proc").filter(
-        (pid) => /^\d+$/.test(pid) && read(pid, "cmdline").includes("dist/guix-hook.js") && read(pid, "environ").split("\0").includes(ours),
-      );
+      readdirSync("/proc").filter((pid) => /^\d+$/.test(pid) && working(read(pid, "cmdline")) && read(pid, "environ").split("\0").includes(ours));
     const killer = (async () => {
       for (const deadline = Date.now() + 120_000; Date.now() < deadline; await new Promise((resolve) => setTimeout(resolve, 10))) {
         // An output on its way: a spooled file that is growing.

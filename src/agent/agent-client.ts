@@ -81,6 +81,16 @@ export async function borrowSession(machine: BuildMachine, stateDir: string): Pr
   return { process: { stdin, stdout, stderr, exit, close: () => socket.destroy() }, ready: answer.ready! };
 }
 
+/**
+ * Starts an agent for the builds to come unless one listens: what the Guix hook, which
+ * borrows no sessions, does so that the next hooks are served (bin/offload-hook).
+ */
+export async function ensureAgent(stateDir: string): Promise<void> {
+  const socket = await connectAgent(join(stateDir, AGENT_SOCKET));
+  if (socket) socket.destroy();
+  else startAgent();
+}
+
 /** A JSON frame from the agent; a malformed one (an agent of another version, a stray process) is an error, not a crash. */
 function parseFrame(payload: Buffer, machine: BuildMachine): unknown {
   try {

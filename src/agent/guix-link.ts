@@ -46,22 +46,50 @@ export async function greetGuixDaemon(machine: BuildMachine, connection: SshConn
   );
 }
 
+/**
+ * SSH connections kept between builds, one per machine record: in the agent, which serves
+ * one hook after another (a hook process ends after its build anyway). Each build opens its
+ * own channel to the machine's guix-daemon on it, so it skips only the SSH handshake.
+ */
+const kept = new Map<string, { connection: Promise<SshConnection>; idle?: NodeJS.Timeout }>();
+/** A kept connection unused this long is closed. */
+const KEPT_IDLE_MS = 60_000;
+
 export async function linkGuixMachine(machine: BuildMachine, options: ConnectOptions = {}): Promise<GuixLink> {
-  const { connectMachine } = await import("../remote/ssh.js");
-  const connection = await connectMachine(machine, options);
-  try {
-    const [daemon, health] = await Promise.all([greetGuixDaemon(machine, connection), readHealth(connection, machine)]);
-    return {
-      machine,
-      daemon,
-      health,
-      close: () => {
-        daemon.close();
-        connection.close();
-      },
+  const key = JSON.stringify(machine);
+  // A kept connection may have died meanwhile (the machine rebooted): then once more, afresh.
+  for (let attempt = 0; ; attempt++) {
+    const reused = kept.has(key);
+    const entry = kept.get(key) ?? { connection: connectFresh(machine, options) };
+    kept.set(key, entry);
+    clearTimeout(entry.idle);
+    const drop = () => {
+      if (kept.get(key) === entry) kept.delete(key);
+      void entry.connection.then((connection) => connection.close()).catch(() => undefined);
     };
-  } catch (error) {
-    connection.close();
-    throw error;
+    try {
+      const connection = await entry.connection;
+      const [daemon, health] = await Promise.all([greetGuixDaemon(machine, connection), readHealth(connection, machine)]);
+      return {
+        machine,
+        daemon,
+        health,
+        close: () => {
+          daemon.close();
+          if (kept.get(key) !== entry) return connection.close();
+          entry.idle = setTimeout(drop, KEPT_IDLE_MS);
+          entry.idle.unref();
+        },
+      };
+    } catch (error) {
+      drop();
+      if (!reused || attempt > 0) throw error;
+    }
   }
+}
+
+async function connectFresh(machine: BuildMachine, options: ConnectOptions): Promise<SshConnection> {
+  // ssh2 loads only here.
+  const { connectMachine } = await import("../remote/ssh.js");
+  return connectMachine(machine, options);
 }

@@ -4,8 +4,9 @@
 // The daemon waits for a hook's first answer before it asks about the next build, so a
 // batch of N builds pays N hook starts: that start is what the door takes away.
 //
-// A line is `PID STATUS-FIFO LOG`: the hook script's pid, the FIFO on which it waits for its
-// exit status (in <state>/hooks/), and "4" when the daemon gave it a build log on fd 4.
+// A line is `PID STATUS-FIFO LOG DIALECT ARGS…`: the hook script's pid, the FIFO on which it
+// waits for its exit status (in <state>/hooks/), "4" when the daemon gave it a build log on
+// fd 4, whose hook it is (nix, or guix with guix-daemon's arguments after `offload`).
 import { spawnSync } from "node:child_process";
 import { chmodSync, closeSync, constants, fstatSync, openSync, rmSync, writeFileSync, writeSync } from "node:fs";
 import { Socket } from "node:net";
@@ -20,6 +21,9 @@ export interface HookVisit {
   pid: number;
   /** Whether the daemon opened fd 4 (the build log) for the hook. */
   buildLog: boolean;
+  dialect: "nix" | "guix";
+  /** The hook's arguments (guix-daemon's; Nix's mean nothing to the hook). */
+  argv: string[];
   /** Tells the waiting script that the agent serves its hook; only then may the daemon's pipes be read. */
   taken(): void;
   /** Tells the waiting script its exit status, or "own" (before `taken` only): run the hook yourself. The last word. */
@@ -66,7 +70,7 @@ export function openHookDoor(stateDir: string, serve: (visit: HookVisit) => void
     };
     // Closing: a hook that came in at the last moment runs on its own.
     if (closing) return finish("own");
-    serve({ pid: visit.pid, buildLog: visit.buildLog, taken: () => say("taken"), finish });
+    serve({ ...visit, taken: () => say("taken"), finish });
   });
   const pidFile = join(stateDir, AGENT_PID);
   writeFileSync(pidFile, `${process.pid}\n`, { mode: 0o644 });
@@ -88,13 +92,13 @@ export function openHookDoor(stateDir: string, serve: (visit: HookVisit) => void
 /** How long a closing door still reads lines from scripts that found it open. */
 const LAST_LINES_MS = 200;
 
-function parseVisit(line: string, hooks: string): { pid: number; fifo: string; buildLog: boolean } | undefined {
-  const match = /^(\d+) (\S+) (4?)$/.exec(line);
+function parseVisit(line: string, hooks: string): (Omit<HookVisit, "taken" | "finish"> & { fifo: string }) | undefined {
+  const match = /^(\d+) (\S+) (4?) (nix|guix)((?: \S+)*)$/.exec(line);
   if (!match) return undefined;
   const fifo = match[2]!;
   // Only a FIFO of the hooks directory: the line must not make the agent open anything else.
   if (dirname(fifo) !== hooks || fifo.endsWith("/..")) return undefined;
-  return { pid: Number(match[1]), fifo, buildLog: match[3] === "4" };
+  return { pid: Number(match[1]), fifo, buildLog: match[3] === "4", dialect: match[4] as "nix" | "guix", argv: match[5]!.split(" ").filter(Boolean) };
 }
 
 /**

@@ -4,7 +4,7 @@
 // - a process told to stop (the daemon sends the hook SIGTERM from Nix 2.35 on, and SIGKILL
 //   500 ms later) removes its own at once, synchronously, from its signal handler;
 // - what a killed process left behind is swept by the next one (its pid is no longer alive).
-import { mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 
 const live = new Set<string>();
@@ -61,8 +61,14 @@ export function deadScratch(parent: string): string[] {
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (error) {
     return (error as NodeJS.ErrnoException).code === "EPERM"; // someone else's, but alive
+  }
+  // A killed process nobody has reaped yet (a detached agent's parent may never) is gone too.
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat[stat.lastIndexOf(")") + 2] !== "Z";
+  } catch {
+    return false;
   }
 }

@@ -4,6 +4,8 @@ import { guardHookProcess } from "./guard.js";
 import { EXIT } from "../errors.js";
 import { runGuixHook, type GuixHookIo } from "./guix.js";
 import { writeAll } from "./protocol.js";
+import { ensureAgent } from "../agent/agent-client.js";
+import { stateDir } from "../select/state-dir.js";
 
 function processIo(): GuixHookIo {
   // Told by bin/offload-guix, which saw whether the daemon opened it (node's own descriptors may be 4 otherwise).
@@ -19,5 +21,7 @@ function processIo(): GuixHookIo {
 // The daemon shows stderr lines to the person building.
 guardHookProcess((text) => process.stderr.write(`${text}\n`), EXIT.transient);
 
+// A hook process runs when no agent serves hooks: start one for the builds to come.
+if (process.env.OFFLOAD_AGENT !== "0") void ensureAgent(stateDir()).catch(() => undefined);
 const status = await runGuixHook(process.argv.slice(2), processIo());
 process.exit(status);

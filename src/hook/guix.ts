@@ -17,7 +17,8 @@ import { createInterface } from "node:readline";
 import type { Readable } from "node:stream";
 import { EXIT, OffloadError, asOffloadError, formatError } from "../errors.js";
 import { decisionText } from "../select/failures.js";
-import { readGuixAcl } from "../guix/acl.js";
+import { guixAclPath, readGuixAcl } from "../guix/acl.js";
+import { configDir } from "../files/config-dir.js";
 import { exportGuixArchive, guixPathsToExport } from "../store/guix-archive.js";
 import { GuixDaemon } from "../store/guix-daemon.js";
 import { GUIX_STORE_DIR } from "../guix/paths.js";
@@ -41,6 +42,8 @@ export interface GuixHookIo {
   control: (text: string) => void;
   /** fd 4, or undefined when the daemon opened none. */
   buildLog?: (bytes: Buffer | string) => void;
+  /** Aborted when the daemon stopped the hook while it was served by the agent (a hook process just dies). */
+  stopped?: AbortSignal;
 }
 
 /** The daemon's arguments after `offload`. */
@@ -139,8 +142,8 @@ export async function runGuixHook(argv: readonly string[], io: GuixHookIo, env: 
       return EXIT.success;
     }
     checkRestrictionNames(settings.restriction, config.machines);
-    const key = await readGuixSecretKeyFile(guixSecretKeyPath());
-    const acl = await readGuixAcl();
+    const key = await readGuixSecretKeyFile(guixSecretKeyPath(configDir(env)));
+    const acl = await readGuixAcl(guixAclPath(configDir(env)));
 
     for (;;) {
       const request = await nextRequest();
@@ -165,6 +168,8 @@ export async function runGuixHook(argv: readonly string[], io: GuixHookIo, env: 
         continue;
       }
       const { link, slot } = claim;
+      // Ending the connection stops whatever the machine does for this build; nothing lands after it.
+      io.stopped?.addEventListener("abort", () => link.close(), { once: true });
       try {
         const trustedKeys = guixMachineTrustedKeys(link.machine, acl);
         const { inputs, outputs } = await accept();

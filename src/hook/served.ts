@@ -1,5 +1,5 @@
 // A build hook served inside `offload agent` (its door: agent/hook-door.ts). It is the same
-// runHook as a hook process runs, on the same pipes: the daemon's, reopened through
+// runHook (or runGuixHook) as a hook process runs, on the same pipes: the daemon's, reopened through
 // /proc/PID/fd of the waiting hook script, with the script's environment. When it is done
 // its exit status goes back to the script, which exits with it.
 import { closeSync, constants, fstatSync, openSync, readFileSync } from "node:fs";
@@ -8,6 +8,7 @@ import type { HookVisit } from "../agent/hook-door.js";
 import { EXIT } from "../errors.js";
 import { parentNixVersion } from "./daemon.js";
 import type { HookIo } from "./protocol.js";
+import { runGuixHook } from "./guix.js";
 import { runHook } from "./run.js";
 
 /** How often a served hook checks that its script still runs: the daemon stops a hook by killing it. */
@@ -34,17 +35,19 @@ export async function serveHook(visit: HookVisit, log: (line: string) => void): 
       input.destroy();
     }
   }, ALIVE_CHECK_MS);
-  const io: HookIo = {
+  const io = {
     input,
-    control: (line) => void control.write(line),
-    buildLog: buildLog && ((bytes) => void buildLog.write(bytes)),
-    daemonVersion: (stateDir) => parentNixVersion(stateDir, parent),
+    control: (line: string) => void control.write(line),
+    buildLog: buildLog && ((bytes: Buffer | string) => void buildLog.write(bytes)),
     stopped: gone.signal,
   };
   let status: number = EXIT.transient;
   const since = Date.now();
   try {
-    status = await runHook(io, env);
+    status =
+      visit.dialect === "guix"
+        ? await runGuixHook(visit.argv, io, env)
+        : await runHook({ ...io, daemonVersion: (stateDir) => parentNixVersion(stateDir, parent) } satisfies HookIo, env);
   } finally {
     clearInterval(watch);
     input.destroy();
