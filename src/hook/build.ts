@@ -14,14 +14,13 @@ import type { MachineLink } from "../agent/machine-link.js";
 import { resolveSshTarget, type ResolvedSshTarget } from "../remote/ssh-config.js";
 import { tcpReachable } from "../remote/tcp.js";
 import { dependenciesFirst } from "../store/archive-export.js";
-import type { SpooledPath } from "../store/import-verified.js";
 import { landVerified } from "../store/land.js";
 import { openLocalStore, type LocalStore } from "../store/local-store.js";
 import { outputFixes, pinnedBy } from "../store/machine-trust.js";
 import { makeScratch, removeScratch } from "../files/scratch.js";
 import type { ServeClient } from "../store/serve.js";
 import type { BuildResult } from "../store/serve-build.js";
-import { queryWanted, spoolNar, uploadSigned } from "../store/transfer.js";
+import { fetchWanted, uploadSigned } from "../store/transfer.js";
 import type { HookSettings } from "./settings.js";
 
 export interface BuildJob {
@@ -77,7 +76,7 @@ async function buildWith(job: BuildJob, local: Promise<LocalStore>): Promise<num
   const result = await enforceTimeouts(build, job);
   if (!result.success) throw buildFailure(result, job.drvPath, name);
   const seconds = (Date.now() - started) / 1000;
-  await fetchOutputs(job, drv, remote, (await local).client);
+  await fetchOutputs(job, drv, remote, local);
   return seconds;
 }
 
@@ -217,7 +216,7 @@ async function uploadMissing(job: BuildJob, local: ServeClient, remote: ServeCli
 }
 
 /** Brings back the outputs the daemon still wants, verified before a single one enters the store. */
-async function fetchOutputs(job: BuildJob, drv: Derivation, remote: ServeClient, local: ServeClient): Promise<void> {
+async function fetchOutputs(job: BuildJob, drv: Derivation, remote: ServeClient, local: Promise<LocalStore>): Promise<void> {
   const name = job.link.machine.name;
   const wanted = job.wantedOutputs.map((output) => {
     const path = drv.outputs.get(output)?.path;
@@ -229,15 +228,13 @@ async function fetchOutputs(job: BuildJob, drv: Derivation, remote: ServeClient,
       });
     return path;
   });
-  const infos = await moving(queryWanted(remote, wanted, name, `an output of ${job.drvPath}`), job, `asking ${name} about the outputs`);
   const spool = makeScratch(job.spoolDir);
   try {
-    checkLocalSpace(job, [...infos.values()], spool);
-    const items: SpooledPath[] = [];
-    const download = async () => {
-      for (const info of dependenciesFirst(infos.values())) items.push(await spoolNar(remote, info, spool, name));
-    };
-    await moving(download(), job, `fetching the outputs of ${job.drvPath} from ${name}`);
+    const items = await moving(
+      fetchWanted(remote, wanted, spool, name, `an output of ${job.drvPath}`, (infos) => checkLocalSpace(job, infos, spool)),
+      job,
+      `fetching the outputs of ${job.drvPath} from ${name}`,
+    );
     if (job.stopped?.aborted) {
       throw new OffloadError(`the daemon stopped the hook building ${job.drvPath}; nothing was imported`, {
         code: "hook-stopped",
@@ -245,7 +242,7 @@ async function fetchOutputs(job: BuildJob, drv: Derivation, remote: ServeClient,
         exitCode: EXIT.transient,
       });
     }
-    const landed = await landVerified(items, local, {
+    const landed = await landVerified(items, (await local).client, {
       trustedKeys: job.trustedKeys,
       pinnedBy: pinnedBy(job.link.machine),
       origin: `outputs of ${job.drvPath} from ${name}`,
