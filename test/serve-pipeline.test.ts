@@ -152,14 +152,40 @@ describe("fetchWanted", () => {
     const server = await fakeServer();
     const outNar = narOf("out");
     const seen: string[] = [];
-    const fetched = fetchWanted(server.client, [OUT], dir, "builder", "an output", (infos) => {
-      seen.push(...infos.map((info) => info.path));
-      throw new OffloadError("no room", { code: "local-disk-full", fix: "free space" });
+    const fetched = fetchWanted(server.client, [OUT], dir, "builder", "an output", {
+      beforeWriting: (infos) => {
+        seen.push(...infos.map((info) => info.path));
+        throw new OffloadError("no room", { code: "local-disk-full", fix: "free space" });
+      },
     });
     server.reply(Buffer.concat([infoReply([infoOf(OUT, outNar)]), outNar]));
     await expect(fetched).rejects.toMatchObject({ code: "local-disk-full", message: "no room" });
     expect(seen).toEqual([OUT]);
     expect(readdirSync(dir)).toEqual([]);
+  });
+
+  test("sizesFirst: the NARs are asked for only once beforeWriting has accepted the infos; a refusal asks for none", async () => {
+    const server = await fakeServer();
+    const outNar = narOf("out");
+    const accepted = fetchWanted(server.client, [OUT], dir, "builder", "an output", { sizesFirst: true, beforeWriting: () => undefined });
+    await settle();
+    expect(await commands(server.sent())).toEqual([[2, OUT]]);
+    server.reply(infoReply([infoOf(OUT, outNar)]));
+    await settle();
+    expect((await commands(server.sent())).slice(1)).toEqual([[3, OUT]]);
+    server.reply(outNar);
+    expect((await accepted).map((item) => item.path)).toEqual([OUT]);
+
+    const refusing = await fakeServer();
+    const refused = fetchWanted(refusing.client, [OUT], dir, "builder", "an output", {
+      sizesFirst: true,
+      beforeWriting: () => {
+        throw new OffloadError("no room", { code: "local-disk-full", fix: "free space" });
+      },
+    });
+    refusing.reply(infoReply([infoOf(OUT, outNar)]));
+    await expect(refused).rejects.toMatchObject({ code: "local-disk-full" });
+    expect(await commands(refusing.sent())).toEqual([[2, OUT]]);
   });
 
   test("a NAR that differs from its description is refused", async () => {

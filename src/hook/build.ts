@@ -230,8 +230,12 @@ async function fetchOutputs(job: BuildJob, drv: Derivation, remote: ServeClient,
   });
   const spool = makeScratch(job.spoolDir);
   try {
+    const room = localRoom(spool);
     const items = await moving(
-      fetchWanted(remote, wanted, spool, name, `an output of ${job.drvPath}`, (infos) => checkLocalSpace(job, infos, spool)),
+      fetchWanted(remote, wanted, spool, name, `an output of ${job.drvPath}`, {
+        beforeWriting: (infos) => checkLocalSpace(job, infos, room),
+        sizesFirst: room.some((place) => place.free < AMPLE_FREE_BYTES),
+      }),
       job,
       `fetching the outputs of ${job.drvPath} from ${name}`,
     );
@@ -256,14 +260,35 @@ async function fetchOutputs(job: BuildJob, drv: Derivation, remote: ServeClient,
   }
 }
 
-/** Spool and store each need the outputs' size (twice on one file system): refuse before writing a byte, not half-way with ENOSPC. */
-function checkLocalSpace(job: BuildJob, infos: readonly PathInfo[], spool: string): void {
-  const size = infos.reduce((sum, info) => sum + info.narSize, 0);
+/** Where the outputs take room here, and how much is free there. */
+interface Room {
+  dir: string;
+  /** How many times the outputs' size it takes: spooled, then stored, on one file system takes twice. */
+  times: number;
+  free: number;
+}
+
+function localRoom(spool: string): Room[] {
   const sameDisk = statSync(spool).dev === statSync(DEFAULT_STORE_DIR).dev;
-  for (const dir of sameDisk ? [DEFAULT_STORE_DIR] : [spool, DEFAULT_STORE_DIR]) {
-    const needed = sameDisk ? 2 * size : size;
-    const { bavail, bsize } = statfsSync(dir);
-    const free = bavail * bsize;
+  const places = sameDisk ? [{ dir: DEFAULT_STORE_DIR, times: 2 }] : [spool, DEFAULT_STORE_DIR].map((dir) => ({ dir, times: 1 }));
+  return places.map((place) => {
+    const { bavail, bsize } = statfsSync(place.dir);
+    return { ...place, free: bavail * bsize };
+  });
+}
+
+/**
+ * With this much free here, the outputs' NARs are asked for along with their sizes: only
+ * outputs of half a GiB or more could then be refused for want of room, after up to an SSH
+ * window of their NAR has come for nothing. With less, their sizes are checked first.
+ */
+const AMPLE_FREE_BYTES = 1024 ** 3;
+
+/** Spool and store each need the outputs' size (twice on one file system): refuse before writing a byte, not half-way with ENOSPC. */
+function checkLocalSpace(job: BuildJob, infos: readonly PathInfo[], room: readonly Room[]): void {
+  const size = infos.reduce((sum, info) => sum + info.narSize, 0);
+  for (const { dir, times, free } of room) {
+    const needed = times * size;
     if (free < needed) {
       throw new OffloadError(
         `the outputs of ${job.drvPath} need ${mebibytes(needed)} in ${dir} (spooled, then stored), but it has only ${mebibytes(free)} free here; nothing fetched`,

@@ -22,12 +22,22 @@ export async function uploadSigned(remote: ServeClient, info: PathInfo, nar: Asy
   await remote.addToStoreNar({ ...info, signatures }, nar);
 }
 
+export interface FetchOptions {
+  /** Sees the path infos before a byte is written (e.g. to refuse a disk too small). */
+  beforeWriting?: (infos: readonly PathInfo[]) => void;
+  /**
+   * Ask for the NARs only once beforeWriting has accepted the infos: a round trip more, but a
+   * refusal then costs no NAR byte on the network (otherwise up to an SSH window, ~2 MiB).
+   */
+  sizesFirst?: boolean;
+}
+
 /**
  * Downloads exactly `wanted` from the machine into files in `dir`, dependencies first, each
  * NAR checked against what the machine describes. The path infos and every NAR are asked
- * for back to back: one round trip, not one per path. `beforeWriting` sees the infos before
- * a byte is written (to refuse a disk too small); a wanted path the machine lacks is refused
- * by then too (asking for its NAR ends the session, which then explains nothing more).
+ * for back to back (unless sizesFirst): one round trip, not one per path. A wanted path the
+ * machine lacks is refused once the infos are read (asking for its NAR ends the session,
+ * which then explains nothing more).
  */
 export async function fetchWanted(
   remote: ServeClient,
@@ -35,13 +45,14 @@ export async function fetchWanted(
   dir: string,
   machine: string,
   what: string,
-  beforeWriting: (infos: readonly PathInfo[]) => void = () => undefined,
+  options: FetchOptions = {},
 ): Promise<SpooledPath[]> {
   const described = queryWanted(remote, wanted, machine, what).then((infos) => {
-    beforeWriting([...infos.values()]);
+    options.beforeWriting?.([...infos.values()]);
     return infos;
   });
-  const spooled = wanted.map((path) => spoolNar(remote, path, described, dir, machine));
+  const asked = options.sizesFirst ? described : Promise.resolve();
+  const spooled = wanted.map((path) => asked.then(() => spoolNar(remote, path, described, dir, machine)));
   // Every request settles (a refusal above fails the NARs after it): the first failure is the cause.
   const [first, ...rest] = await Promise.allSettled([described, ...spooled]);
   const failed = [first!, ...rest].find((result) => result.status === "rejected");
