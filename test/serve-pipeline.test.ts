@@ -74,7 +74,19 @@ async function commands(bytes: Buffer): Promise<[number, string][]> {
       found.push([command, (await reader.strings()).join(" ")]);
     } else if (command === 2) found.push([command, (await reader.strings()).join(" ")]);
     else if (command === 3) found.push([command, await reader.string()]);
-    else throw new Error(`unexpected command ${command}`);
+    else if (command === 9) {
+      const path = await reader.string();
+      await reader.string(); // deriver
+      await reader.string(); // NAR hash
+      await reader.strings(); // references
+      await reader.num(); // registration time
+      const narSize = await reader.num();
+      await reader.bool(); // ultimate
+      await reader.strings(); // signatures
+      await reader.string(); // content address
+      await reader.bytes(narSize);
+      found.push([command, path]);
+    } else throw new Error(`unexpected command ${command}`);
   }
   return found;
 }
@@ -98,6 +110,26 @@ describe("pipelined commands", () => {
     server.reply(new WireWriter().strings([OUT]).strings([]).toBuffer());
     expect([...(await first)]).toEqual([OUT]);
     expect([...(await second)]).toEqual([]);
+  });
+
+  test("uploads issued back to back go out whole, one after the other, before any acknowledgement", async () => {
+    const server = await fakeServer();
+    const devNar = narOf("dev");
+    const outNar = narOf("out");
+    const chunks = (nar: Buffer) =>
+      (async function* () {
+        yield nar.subarray(0, 5);
+        yield nar.subarray(5);
+      })();
+    const dev = server.client.addToStoreNar(infoOf(DEV, devNar), chunks(devNar));
+    const out = server.client.addToStoreNar(infoOf(OUT, outNar, [DEV]), chunks(outNar));
+    await settle();
+    expect(await commands(server.sent())).toEqual([
+      [9, DEV],
+      [9, OUT],
+    ]);
+    server.reply(new WireWriter().u64(1).u64(1).toBuffer());
+    await expect(Promise.all([dev, out])).resolves.toEqual([undefined, undefined]);
   });
 
   test("a request whose body could not be written stops every later request from going out", async () => {

@@ -9,18 +9,16 @@ import { parseDerivation, type Derivation } from "../nix/drv.js";
 import type { PublicKey, SecretKey } from "../nix/keys.js";
 import type { PathInfo } from "../nix/path-info.js";
 import { DEFAULT_STORE_DIR } from "../nix/store-path.js";
-import { dumpPath } from "../nix/nar.js";
 import type { MachineLink } from "../agent/machine-link.js";
 import { resolveSshTarget, type ResolvedSshTarget } from "../remote/ssh-config.js";
 import { tcpReachable } from "../remote/tcp.js";
-import { dependenciesFirst } from "../store/archive-export.js";
 import { landVerified, startRegistration, type PendingNix } from "../store/land.js";
 import { openLocalStore, type LocalStore } from "../store/local-store.js";
 import { outputFixes, pinnedBy } from "../store/machine-trust.js";
 import { makeScratch, removeScratch } from "../files/scratch.js";
 import type { ServeClient } from "../store/serve.js";
 import type { BuildResult } from "../store/serve-build.js";
-import { fetchWanted, uploadSigned } from "../store/transfer.js";
+import { fetchWanted, uploadAllSigned } from "../store/transfer.js";
 import type { HookSettings } from "./settings.js";
 
 export interface BuildJob {
@@ -214,11 +212,8 @@ async function uploadMissing(job: BuildJob, local: ServeClient, remote: ServeCli
       exitCode: EXIT.transient,
     });
   }
-  let bytes = 0;
-  for (const info of dependenciesFirst(infos.values())) {
-    await uploadSigned(remote, info, dumpPath(info.path), job.signingKey);
-    bytes += info.narSize;
-  }
+  await uploadAllSigned(remote, infos.values(), job.signingKey);
+  const bytes = [...infos.values()].reduce((sum, info) => sum + info.narSize, 0);
   job.say(`offload: copied ${missing.length} input path(s) (${mebibytes(bytes)}) to ${job.link.machine.name}`);
 }
 

@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { finished } from "node:stream/promises";
 import { EXIT, OffloadError } from "../errors.js";
 import type { SecretKey } from "../nix/keys.js";
+import { dumpPath } from "../nix/nar.js";
 import { encodeNix32 } from "../nix/nix32.js";
 import type { PathInfo } from "../nix/path-info.js";
 import { signPath } from "../nix/signature.js";
@@ -53,11 +54,25 @@ export async function fetchWanted(
   });
   const asked = options.sizesFirst ? described : Promise.resolve();
   const spooled = wanted.map((path) => asked.then(() => spoolNar(remote, path, described, dir, machine)));
-  // Every request settles (a refusal above fails the NARs after it): the first failure is the cause.
-  const [first, ...rest] = await Promise.allSettled([described, ...spooled]);
-  const failed = [first!, ...rest].find((result) => result.status === "rejected");
+  const [, ...items] = await allInOrder<Map<string, PathInfo> | SpooledPath>([described, ...spooled]);
+  return dependenciesFirst(items as SpooledPath[]);
+}
+
+/**
+ * Adds `infos` to the remote store, dependencies first, each signed by us (uploadSigned). They
+ * are sent back to back, the server adding each after the ones before (its references), and
+ * the acknowledgements are read as they come: one round trip, not one per path.
+ */
+export async function uploadAllSigned(remote: ServeClient, infos: Iterable<PathInfo>, key: SecretKey): Promise<void> {
+  await allInOrder(dependenciesFirst(infos).map((info) => uploadSigned(remote, info, dumpPath(info.path), key)));
+}
+
+/** Waits for all of `requests`, issued in order on one session (so all settle): the first failure is the cause, later ones follow from it. */
+async function allInOrder<T>(requests: Promise<T>[]): Promise<T[]> {
+  const results = await Promise.allSettled(requests);
+  const failed = results.find((result) => result.status === "rejected");
   if (failed) throw failed.reason;
-  return dependenciesFirst(rest.map((result) => (result as PromiseFulfilledResult<SpooledPath>).value));
+  return results.map((result) => (result as PromiseFulfilledResult<T>).value);
 }
 
 /**
