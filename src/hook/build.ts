@@ -197,6 +197,7 @@ function buildInputs(drv: Derivation, inputs: string[]): string[] {
 
 /** Sends each input the machine lacks, dependencies first, signed by us so a remote Nix that checks signatures accepts it. */
 async function uploadInputs(job: BuildJob, remote: ServeClient, local: Promise<LocalStore>): Promise<void> {
+  if (job.inputs.length === 0) return; // nothing to ask about, lock or substitute: a round trip saved
   const present = await remote.queryValidPaths(job.inputs, { lock: true, substitute: job.link.machine.useSubstitutes || job.settings.buildersUseSubstitutes });
   const missing = job.inputs.filter((path) => !present.has(path));
   if (missing.length > 0) await uploadMissing(job, (await local).client, remote, missing);
