@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { generateKeyPair } from "../src/nix/keys.js";
 import { signPath } from "../src/nix/signature.js";
 import type { SpooledPath } from "../src/store/import-verified.js";
-import { landVerified, landingDir, narInfo, registration } from "../src/store/land.js";
+import { landVerified, landingDir, narInfo, registration, startRegistration } from "../src/store/land.js";
 import { openLocalStore } from "../src/store/local-store.js";
 import type { ServeClient } from "../src/store/serve.js";
 import { makeSafeDir, removeDir } from "./support/safe-dir.js";
@@ -104,6 +104,27 @@ test("outputs whose locks another process holds land at once, registered as an i
   const again = await withLocal((local) => landVerified(items, local, options()));
   expect(again.every((path) => !path.added)).toBe(true);
   deletePaths(items.map((item) => item.path).reverse());
+});
+
+test("a registration started ahead (as the hook starts it with the build) registers the outputs once they land, and nothing for a refused landing", async () => {
+  const items = spooledClosure("land-ahead");
+  const ahead = startRegistration();
+  await new Promise((resolve) => setTimeout(resolve, 300)); // started, and waiting for its input
+  const landed = await lockedWhile(
+    items.map((item) => item.path),
+    () => withLocal((local) => landVerified(items, local, { ...options(), registration: ahead })),
+  );
+  expect(landed.every((path) => path.added)).toBe(true);
+  for (const item of items) execFileSync("nix-store", ["--verify-path", item.path]);
+  deletePaths(items.map((item) => item.path).reverse());
+
+  const refused = spooledClosure("land-ahead-refused").map((item) => ({ ...item, signatures: [signPath(item, generateKeyPair("intruder-1"))] }));
+  const unused = startRegistration();
+  await expect(withLocal((local) => landVerified(refused, local, { ...options(), registration: unused }))).rejects.toMatchObject({ code: "unknown-key" });
+  for (const item of refused) {
+    expect(isValidPath(item.path)).toBe(false);
+    expect(existsSync(item.path)).toBe(false);
+  }
 });
 
 test("a refused signature writes nothing at all", async () => {

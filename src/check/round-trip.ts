@@ -19,7 +19,7 @@ import { verifyPathSignatures } from "../nix/signature.js";
 import { DEFAULT_STORE_DIR } from "../nix/store-path.js";
 import { outputFixes, pinnedBy } from "../store/machine-trust.js";
 import type { ServeClient } from "../store/serve.js";
-import { queryWanted, spoolNar, uploadSigned } from "../store/transfer.js";
+import { fetchWanted, uploadSigned } from "../store/transfer.js";
 
 const run = promisify(execFile);
 const BUILD_TIMEOUT_S = 120;
@@ -113,15 +113,14 @@ async function buildReading(trip: RoundTrip, input: string, nonce: string): Prom
 /** Downloads the output, checks it is what was built from our nonce, and verifies who signed it. */
 async function fetchVerified(trip: RoundTrip, output: string, nonce: string, work: string): Promise<string> {
   const name = trip.machine.name;
-  const info = (await queryWanted(trip.remote, [output], name, "the test build's output")).get(output)!;
-  const spooled = await spoolNar(trip.remote, info, work, name);
-  if (!(await readFile(spooled.narFile)).includes(`${nonce}\n`)) {
+  const [spooled] = await fetchWanted(trip.remote, [output], work, name, "the test build's output");
+  if (!(await readFile(spooled!.narFile)).includes(`${nonce}\n`)) {
     throw new OffloadError(`the test output from ${name} does not contain the nonce it was built from`, {
       code: "round-trip-mismatch",
       fix: `do not trust ${name} until this is explained: it returned a different output than it built`,
     });
   }
-  const verdict = verifyPathSignatures(info, trip.trustedKeys, pinnedBy(trip.machine));
+  const verdict = verifyPathSignatures(spooled!, trip.trustedKeys, pinnedBy(trip.machine));
   if (verdict.valid) return verdict.key.name;
   const cause = verdict.code === "unsigned" ? `${name} does not sign what it builds (no secret-key-files)` : `${name}'s test output is refused`;
   throw new OffloadError(`${cause}: ${verdict.reason}`, { code: verdict.code, fix: outputFixes(trip.machine)[verdict.code] });

@@ -9,19 +9,16 @@ import { parseDerivation, type Derivation } from "../nix/drv.js";
 import type { PublicKey, SecretKey } from "../nix/keys.js";
 import type { PathInfo } from "../nix/path-info.js";
 import { DEFAULT_STORE_DIR } from "../nix/store-path.js";
-import { dumpPath } from "../nix/nar.js";
 import type { MachineLink } from "../agent/machine-link.js";
 import { resolveSshTarget, type ResolvedSshTarget } from "../remote/ssh-config.js";
 import { tcpReachable } from "../remote/tcp.js";
-import { dependenciesFirst } from "../store/archive-export.js";
-import type { SpooledPath } from "../store/import-verified.js";
-import { landVerified } from "../store/land.js";
+import { landVerified, startRegistration, type PendingNix } from "../store/land.js";
 import { openLocalStore, type LocalStore } from "../store/local-store.js";
 import { outputFixes, pinnedBy } from "../store/machine-trust.js";
 import { makeScratch, removeScratch } from "../files/scratch.js";
 import type { ServeClient } from "../store/serve.js";
 import type { BuildResult } from "../store/serve-build.js";
-import { queryWanted, spoolNar, uploadSigned } from "../store/transfer.js";
+import { fetchWanted, uploadAllSigned } from "../store/transfer.js";
 import type { HookSettings } from "./settings.js";
 
 export interface BuildJob {
@@ -74,11 +71,18 @@ async function buildWith(job: BuildJob, local: Promise<LocalStore>): Promise<num
     buildTimeout: job.settings.buildTimeout,
     maxLogSize: job.settings.maxLogSize,
   });
-  const result = await enforceTimeouts(build, job);
-  if (!result.success) throw buildFailure(result, job.drvPath, name);
-  const seconds = (Date.now() - started) / 1000;
-  await fetchOutputs(job, drv, remote, (await local).client);
-  return seconds;
+  // The outputs' registration starts while the machine builds, so that its process start
+  // (tens of ms) is not added after the transfer; it registers nothing if no output lands.
+  const registration = startRegistration();
+  try {
+    const result = await enforceTimeouts(build, job);
+    if (!result.success) throw buildFailure(result, job.drvPath, name);
+    const seconds = (Date.now() - started) / 1000;
+    await fetchOutputs(job, drv, remote, local, registration);
+    return seconds;
+  } finally {
+    registration.cancel();
+  }
 }
 
 /**
@@ -193,6 +197,7 @@ function buildInputs(drv: Derivation, inputs: string[]): string[] {
 
 /** Sends each input the machine lacks, dependencies first, signed by us so a remote Nix that checks signatures accepts it. */
 async function uploadInputs(job: BuildJob, remote: ServeClient, local: Promise<LocalStore>): Promise<void> {
+  if (job.inputs.length === 0) return; // nothing to ask about, lock or substitute: a round trip saved
   const present = await remote.queryValidPaths(job.inputs, { lock: true, substitute: job.link.machine.useSubstitutes || job.settings.buildersUseSubstitutes });
   const missing = job.inputs.filter((path) => !present.has(path));
   if (missing.length > 0) await uploadMissing(job, (await local).client, remote, missing);
@@ -208,16 +213,13 @@ async function uploadMissing(job: BuildJob, local: ServeClient, remote: ServeCli
       exitCode: EXIT.transient,
     });
   }
-  let bytes = 0;
-  for (const info of dependenciesFirst(infos.values())) {
-    await uploadSigned(remote, info, dumpPath(info.path), job.signingKey);
-    bytes += info.narSize;
-  }
+  await uploadAllSigned(remote, infos.values(), job.signingKey);
+  const bytes = [...infos.values()].reduce((sum, info) => sum + info.narSize, 0);
   job.say(`offload: copied ${missing.length} input path(s) (${mebibytes(bytes)}) to ${job.link.machine.name}`);
 }
 
 /** Brings back the outputs the daemon still wants, verified before a single one enters the store. */
-async function fetchOutputs(job: BuildJob, drv: Derivation, remote: ServeClient, local: ServeClient): Promise<void> {
+async function fetchOutputs(job: BuildJob, drv: Derivation, remote: ServeClient, local: Promise<LocalStore>, registration: PendingNix): Promise<void> {
   const name = job.link.machine.name;
   const wanted = job.wantedOutputs.map((output) => {
     const path = drv.outputs.get(output)?.path;
@@ -229,15 +231,17 @@ async function fetchOutputs(job: BuildJob, drv: Derivation, remote: ServeClient,
       });
     return path;
   });
-  const infos = await moving(queryWanted(remote, wanted, name, `an output of ${job.drvPath}`), job, `asking ${name} about the outputs`);
   const spool = makeScratch(job.spoolDir);
   try {
-    checkLocalSpace(job, [...infos.values()], spool);
-    const items: SpooledPath[] = [];
-    const download = async () => {
-      for (const info of dependenciesFirst(infos.values())) items.push(await spoolNar(remote, info, spool, name));
-    };
-    await moving(download(), job, `fetching the outputs of ${job.drvPath} from ${name}`);
+    const room = localRoom(spool);
+    const items = await moving(
+      fetchWanted(remote, wanted, spool, name, `an output of ${job.drvPath}`, {
+        beforeWriting: (infos) => checkLocalSpace(job, infos, room),
+        sizesFirst: room.some((place) => place.free < AMPLE_FREE_BYTES),
+      }),
+      job,
+      `fetching the outputs of ${job.drvPath} from ${name}`,
+    );
     if (job.stopped?.aborted) {
       throw new OffloadError(`the daemon stopped the hook building ${job.drvPath}; nothing was imported`, {
         code: "hook-stopped",
@@ -245,12 +249,13 @@ async function fetchOutputs(job: BuildJob, drv: Derivation, remote: ServeClient,
         exitCode: EXIT.transient,
       });
     }
-    const landed = await landVerified(items, local, {
+    const landed = await landVerified(items, (await local).client, {
       trustedKeys: job.trustedKeys,
       pinnedBy: pinnedBy(job.link.machine),
       origin: `outputs of ${job.drvPath} from ${name}`,
       fixes: outputFixes(job.link.machine),
       warn: (line) => job.buildLog(`${line}\n`),
+      registration,
     });
     const signers = [...new Set(landed.map((path) => path.signer))].join(", ");
     job.say(`offload: ${landed.length} output(s) of ${job.drvPath} built on ${name}, signature by ${signers} verified`);
@@ -259,14 +264,35 @@ async function fetchOutputs(job: BuildJob, drv: Derivation, remote: ServeClient,
   }
 }
 
-/** Spool and store each need the outputs' size (twice on one file system): refuse before writing a byte, not half-way with ENOSPC. */
-function checkLocalSpace(job: BuildJob, infos: readonly PathInfo[], spool: string): void {
-  const size = infos.reduce((sum, info) => sum + info.narSize, 0);
+/** Where the outputs take room here, and how much is free there. */
+interface Room {
+  dir: string;
+  /** How many times the outputs' size it takes: spooled, then stored, on one file system takes twice. */
+  times: number;
+  free: number;
+}
+
+function localRoom(spool: string): Room[] {
   const sameDisk = statSync(spool).dev === statSync(DEFAULT_STORE_DIR).dev;
-  for (const dir of sameDisk ? [DEFAULT_STORE_DIR] : [spool, DEFAULT_STORE_DIR]) {
-    const needed = sameDisk ? 2 * size : size;
-    const { bavail, bsize } = statfsSync(dir);
-    const free = bavail * bsize;
+  const places = sameDisk ? [{ dir: DEFAULT_STORE_DIR, times: 2 }] : [spool, DEFAULT_STORE_DIR].map((dir) => ({ dir, times: 1 }));
+  return places.map((place) => {
+    const { bavail, bsize } = statfsSync(place.dir);
+    return { ...place, free: bavail * bsize };
+  });
+}
+
+/**
+ * With this much free here, the outputs' NARs are asked for along with their sizes: only
+ * outputs of half a GiB or more could then be refused for want of room, after up to an SSH
+ * window of their NAR has come for nothing. With less, their sizes are checked first.
+ */
+const AMPLE_FREE_BYTES = 1024 ** 3;
+
+/** Spool and store each need the outputs' size (twice on one file system): refuse before writing a byte, not half-way with ENOSPC. */
+function checkLocalSpace(job: BuildJob, infos: readonly PathInfo[], room: readonly Room[]): void {
+  const size = infos.reduce((sum, info) => sum + info.narSize, 0);
+  for (const { dir, times, free } of room) {
+    const needed = times * size;
     if (free < needed) {
       throw new OffloadError(
         `the outputs of ${job.drvPath} need ${mebibytes(needed)} in ${dir} (spooled, then stored), but it has only ${mebibytes(free)} free here; nothing fetched`,

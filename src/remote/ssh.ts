@@ -242,6 +242,10 @@ export async function connectMachine(spec: MachineTarget, options: ConnectOption
       fail(mapped);
     });
     client.connect(config);
+    // Nagle would hold a request back until the machine acknowledges the previous small
+    // packet, which a session that has not answered yet (one just starting) does only after
+    // its delayed-ACK timer: tens of ms on every other session of the connection.
+    client.setNoDelay(true);
   });
 
   return {

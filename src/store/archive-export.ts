@@ -13,16 +13,16 @@ import { DEFAULT_STORE_DIR, HASH_PART_LENGTH, isStorePath } from "../nix/store-p
 import type { ServeClient } from "./serve.js";
 
 /** Orders path infos so every path comes after the paths it refers to (ties by path, for stable output). */
-export function dependenciesFirst(infos: Iterable<PathInfo>): PathInfo[] {
-  const byPath = new Map<string, PathInfo>();
+export function dependenciesFirst<T extends PathInfo>(infos: Iterable<T>): T[] {
+  const byPath = new Map<string, T>();
   for (const info of infos) byPath.set(info.path, info);
-  const order: PathInfo[] = [];
+  const order: T[] = [];
   const state = new Map<string, "open" | "done">();
   const sorted = [...byPath.values()].sort((a, b) => byteOrder(a.path, b.path));
   // Iterative depth-first search: closures can be deep enough to exhaust the call stack.
   for (const root of sorted) {
     if (state.has(root.path)) continue;
-    const stack: Array<{ info: PathInfo; next: number }> = [{ info: root, next: 0 }];
+    const stack: Array<{ info: T; next: number }> = [{ info: root, next: 0 }];
     state.set(root.path, "open");
     while (stack.length > 0) {
       const frame = stack[stack.length - 1]!;

@@ -33,6 +33,18 @@ export interface LandOptions extends VerifyOptions {
   warn: (line: string) => void;
   /** Environment of the nix commands (default: this process's). */
   env?: NodeJS.ProcessEnv;
+  /** A registration started ahead (startRegistration), so that its process start overlaps the transfer; ended here whatever happens. */
+  registration?: PendingNix;
+}
+
+/**
+ * Starts `nix-store --register-validity --hash-given` now, for a landing to come: its start
+ * (tens of ms) then overlaps the build and transfer instead of following them. Until the
+ * landing writes to it, it only waits for its input; if the hook dies or lands nothing, its
+ * input ends empty and it exits having registered nothing.
+ */
+export function startRegistration(options: Pick<LandOptions, "env"> = {}): PendingNix {
+  return startNix(["nix-store", "--register-validity", "--hash-given"], options, "register-failed");
 }
 
 /**
@@ -42,6 +54,14 @@ export interface LandOptions extends VerifyOptions {
  * the new paths are registered.
  */
 export async function landVerified(items: readonly SpooledPath[], local: ServeClient, options: LandOptions): Promise<ImportedPath[]> {
+  try {
+    return await landChecked(items, local, options);
+  } finally {
+    options.registration?.cancel();
+  }
+}
+
+async function landChecked(items: readonly SpooledPath[], local: ServeClient, options: LandOptions): Promise<ImportedPath[]> {
   const storeDir = options.storeDir ?? DEFAULT_STORE_DIR;
   const signers = await verifySpooled(items, options, local);
   const present = await local.queryValidPaths(
@@ -79,7 +99,7 @@ async function land(items: readonly SpooledPath[], storeDir: string, options: La
     // Stopped from here on (SIGTERM), the paths may be registered: the signature record stays
     // for the next hook, as after a SIGKILL.
     keepScratch(staging);
-    await nix(["nix-store", "--register-validity", "--hash-given"], registration(items), options, "register-failed");
+    await (options.registration ?? startRegistration(options)).finish(registration(items));
   } catch (error) {
     for (const target of placed) rmSync(target, { recursive: true, force: true });
     removeScratch(staging);
@@ -184,40 +204,65 @@ async function validPaths(paths: readonly string[], options: Pick<LandOptions, "
 
 const NIX_COMMAND_TIMEOUT_MS = 60_000;
 
+/** A nix command started and waiting for its input. */
+export interface PendingNix {
+  /** Writes `input`, ends it, and waits for the command to finish: its stdout, or its stderr as the error. */
+  finish(input: string): Promise<string>;
+  /** Ends its input empty, unless finish did; it exits on its own. */
+  cancel(): void;
+}
+
 /** Runs a nix command to completion with `input` on stdin; its stderr is the error message. */
 function nix(argv: string[], input: string, options: Pick<LandOptions, "env">, code: FailureCode): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(argv[0]!, argv.slice(1), { env: options.env ?? process.env, stdio: ["pipe", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.setEncoding("utf8");
-    child.stdout.on("data", (chunk: string) => (stdout += chunk));
-    child.stderr.setEncoding("utf8");
-    child.stderr.on("data", (chunk: string) => (stderr = (stderr + chunk).slice(-4096)));
-    // Bounded: these take milliseconds; a minute means the store is stuck (e.g. its database locked).
-    const timer = setTimeout(() => child.kill("SIGKILL"), NIX_COMMAND_TIMEOUT_MS);
-    child.once(
-      "error",
-      (error) => (
-        clearTimeout(timer),
-        reject(
-          new OffloadError(`cannot run ${argv[0]}: ${error.message}`, {
-            code,
-            fix: `put Nix's ${argv[0]} on the PATH of the daemon that runs the hook`,
-            cause: error,
-          }),
-        )
-      ),
-    );
+  return startNix(argv, options, code).finish(input);
+}
+
+function startNix(argv: string[], options: Pick<LandOptions, "env">, code: FailureCode): PendingNix {
+  const child = spawn(argv[0]!, argv.slice(1), { env: options.env ?? process.env, stdio: ["pipe", "pipe", "pipe"] });
+  let stdout = "";
+  let stderr = "";
+  child.stdout.setEncoding("utf8");
+  child.stdout.on("data", (chunk: string) => (stdout += chunk));
+  child.stderr.setEncoding("utf8");
+  child.stderr.on("data", (chunk: string) => (stderr = (stderr + chunk).slice(-4096)));
+  let timer: NodeJS.Timeout | undefined;
+  let exited = false;
+  const result = new Promise<string>((resolve, reject) => {
+    child.once("error", (error) => {
+      exited = true;
+      clearTimeout(timer);
+      reject(
+        new OffloadError(`cannot run ${argv[0]}: ${error.message}`, {
+          code,
+          fix: `put Nix's ${argv[0]} on the PATH of the daemon that runs the hook`,
+          cause: error,
+        }),
+      );
+    });
     child.once("close", (status, signal) => {
+      exited = true;
       clearTimeout(timer);
       if (status === 0) return resolve(stdout);
       const why = lastLines(stderr) || (signal ? `killed by ${signal}` : `exit status ${status}`);
       reject(new OffloadError(`${argv.slice(0, 3).join(" ")} failed: ${why}`, { code, fix: "check the local store: nix-store --verify --check-contents" }));
     });
-    child.stdin.on("error", () => undefined); // an early exit is reported by "close"
-    child.stdin.end(input);
   });
+  result.catch(() => undefined); // a command that fails while waiting for its input is reported by finish, or was not needed
+  child.stdin.on("error", () => undefined); // an early exit is reported by "close"
+  let ended = false;
+  return {
+    finish(input) {
+      ended = true;
+      // Bounded from here: these take milliseconds; a minute means the store is stuck (e.g. its database locked).
+      if (!exited) timer = setTimeout(() => child.kill("SIGKILL"), NIX_COMMAND_TIMEOUT_MS);
+      child.stdin.end(input);
+      return result;
+    },
+    cancel() {
+      if (!ended) child.stdin.end();
+      ended = true;
+    },
+  };
 }
 
 function lastLines(text: string): string {

@@ -73,9 +73,14 @@ export class ServeClient {
   private readonly reader: WireReader;
   private readonly label: string;
   private readonly storeDir: string;
-  private queue: Promise<unknown> = Promise.resolve();
+  /** Requests go out in call order, each once the one before is written. */
+  private sending: Promise<unknown> = Promise.resolve();
+  /** Replies are read in the same order, each once the one before is read. */
+  private reading: Promise<unknown> = Promise.resolve();
   /** Set once a command failed mid-exchange: the byte stream is out of step, nothing more can be read. */
   private broken: OffloadError | undefined;
+  /** Set once a request could not be written whole: nothing more may be sent after it. */
+  private unsent: unknown;
   private writeError: Error | undefined;
   /** Sends waiting for "drain", woken when the server exits (a dead ssh peer may never drain). */
   private readonly exitWaiters = new Set<() => void>();
@@ -156,47 +161,52 @@ export class ServeClient {
   /** Which of `paths` are valid. `lock` adds temporary GC roots on the server; `substitute` lets it fetch missing ones. */
   async queryValidPaths(paths: Iterable<string>, options: { lock?: boolean; substitute?: boolean } = {}): Promise<Set<string>> {
     const set = this.pathSet(paths);
-    return this.exchange("QueryValidPaths", async () => {
-      await this.send(
-        new WireWriter()
-          .u64(Command.QueryValidPaths)
-          .bool(options.lock ?? false)
-          .bool(options.substitute ?? false)
-          .strings(set)
-          .toBuffer(),
-      );
-      return new Set(await this.reader.strings(undefined, undefined, "the valid path set"));
-    });
+    return this.exchange(
+      "QueryValidPaths",
+      () =>
+        this.send(
+          new WireWriter()
+            .u64(Command.QueryValidPaths)
+            .bool(options.lock ?? false)
+            .bool(options.substitute ?? false)
+            .strings(set)
+            .toBuffer(),
+        ),
+      async () => new Set(await this.reader.strings(undefined, undefined, "the valid path set")),
+    );
   }
 
   /** Path infos of the valid ones among `paths` (invalid paths are silently absent, as Nix does). */
   async queryPathInfos(paths: Iterable<string>): Promise<Map<string, PathInfo>> {
     const set = this.pathSet(paths);
-    return this.exchange("QueryPathInfos", async () => {
-      await this.send(new WireWriter().u64(Command.QueryPathInfos).strings(set).toBuffer());
-      const infos = new Map<string, PathInfo>();
-      for (;;) {
-        const path = await this.reader.string(undefined, "a path info's store path (or the terminating empty string)");
-        if (path === "") return infos;
-        const deriver = await this.reader.string(undefined, "the deriver");
-        const references = await this.reader.strings(undefined, undefined, "the references");
-        await this.reader.u64("the download size"); // always equal to narSize in Nix 2.8
-        const narSize = await this.reader.num(Number.MAX_SAFE_INTEGER, "the NAR size");
-        // Order per opServe: narHash, content address, then signatures (not sigs-then-ca).
-        const narHash = parseNarHash(await this.reader.string(undefined, "the NAR hash"));
-        const contentAddress = await this.reader.string(undefined, "the content address");
-        const signatures = await this.reader.strings(undefined, undefined, "the signatures");
-        infos.set(path, {
-          path,
-          ...(deriver === "" ? {} : { deriver }),
-          references: references.sort(byteOrder),
-          narHash,
-          narSize,
-          signatures,
-          ...(contentAddress === "" ? {} : { contentAddress }),
-        });
-      }
-    });
+    return this.exchange(
+      "QueryPathInfos",
+      () => this.send(new WireWriter().u64(Command.QueryPathInfos).strings(set).toBuffer()),
+      async () => {
+        const infos = new Map<string, PathInfo>();
+        for (;;) {
+          const path = await this.reader.string(undefined, "a path info's store path (or the terminating empty string)");
+          if (path === "") return infos;
+          const deriver = await this.reader.string(undefined, "the deriver");
+          const references = await this.reader.strings(undefined, undefined, "the references");
+          await this.reader.u64("the download size"); // always equal to narSize in Nix 2.8
+          const narSize = await this.reader.num(Number.MAX_SAFE_INTEGER, "the NAR size");
+          // Order per opServe: narHash, content address, then signatures (not sigs-then-ca).
+          const narHash = parseNarHash(await this.reader.string(undefined, "the NAR hash"));
+          const contentAddress = await this.reader.string(undefined, "the content address");
+          const signatures = await this.reader.strings(undefined, undefined, "the signatures");
+          infos.set(path, {
+            path,
+            ...(deriver === "" ? {} : { deriver }),
+            references: references.sort(byteOrder),
+            narHash,
+            narSize,
+            signatures,
+            ...(contentAddress === "" ? {} : { contentAddress }),
+          });
+        }
+      },
+    );
   }
 
   /**
@@ -205,28 +215,33 @@ export class ServeClient {
    */
   async dumpStorePath(path: string, onBytes: (bytes: Buffer) => void | Promise<void>): Promise<NarDigest> {
     const [checked] = this.pathSet([path]);
-    return this.exchange("DumpStorePath", async () => {
-      await this.send(new WireWriter().u64(Command.DumpStorePath).string(checked!).toBuffer());
+    return this.exchange(
+      "DumpStorePath",
+      () => this.send(new WireWriter().u64(Command.DumpStorePath).string(checked!).toBuffer()),
       // A failing sink (disk full) is ours, not the server's: keep it apart from stream errors.
-      return copyNar(this.reader, async (bytes) => {
-        try {
-          await onBytes(bytes);
-        } catch (error) {
-          if (error instanceof OffloadError) throw error; // the sink's own verdict, e.g. more bytes than declared
-          const text = error instanceof Error ? error.message : String(error);
-          throw new OffloadError(`storing the NAR of ${path} failed: ${text}`, { code: "download-sink", cause: error });
-        }
-      });
-    });
+      () =>
+        copyNar(this.reader, async (bytes) => {
+          try {
+            await onBytes(bytes);
+          } catch (error) {
+            if (error instanceof OffloadError) throw error; // the sink's own verdict, e.g. more bytes than declared
+            const text = error instanceof Error ? error.message : String(error);
+            throw new OffloadError(`storing the NAR of ${path} failed: ${text}`, { code: "download-sink", cause: error });
+          }
+        }),
+    );
   }
 
   /** Sends an export stream (`nix-store --export` format); the server imports without checking signatures. */
   async importPaths(exportStream: AsyncIterable<Buffer>): Promise<void> {
-    return this.exchange("ImportPaths", async () => {
-      await this.send(new WireWriter().u64(Command.ImportPaths).toBuffer());
-      for await (const chunk of fromSource(exportStream, "the export stream")) await this.send(chunk);
-      await this.expectOne("ImportPaths");
-    });
+    return this.exchange(
+      "ImportPaths",
+      async () => {
+        await this.send(new WireWriter().u64(Command.ImportPaths).toBuffer());
+        for await (const chunk of fromSource(exportStream, "the export stream")) await this.send(chunk);
+      },
+      () => this.expectOne("ImportPaths"),
+    );
   }
 
   /** Adds one path from its NAR, keeping info's signatures, deriver and content address. */
@@ -234,43 +249,47 @@ export class ServeClient {
     const [path] = this.pathSet([info.path]);
     const references = this.pathSet(info.references);
     if (info.narSize <= 0) throw new OffloadError(`addToStoreNar ${info.path}: narSize must be positive`, { code: "upload-source" });
-    return this.exchange("AddToStoreNar", async () => {
-      const header = new WireWriter()
-        .u64(Command.AddToStoreNar)
-        .string(path!)
-        .string(info.deriver ?? "")
-        // Nix's own client sends base16 without "sha256:"; the server's Hash::parseAny takes either.
-        .string(info.narHash.toString("hex"))
-        .strings(references)
-        .u64(0) // registrationTime: 0 lets the server use its current time
-        .u64(info.narSize)
-        .bool(false) // ultimate: the path was not built by that store
-        .strings([...info.signatures].sort(byteOrder))
-        .string(info.contentAddress ?? "");
-      await this.send(header.toBuffer());
-      let sent = 0;
-      for await (const chunk of fromSource(nar, `the NAR of ${info.path}`)) {
-        sent += chunk.length;
-        if (sent > info.narSize) break;
-        await this.send(chunk);
-      }
-      // The server reads exactly narSize bytes; any other amount desynchronises the stream.
-      if (sent !== info.narSize) {
-        throw new OffloadError(`addToStoreNar ${info.path}: the NAR has ${sent > info.narSize ? "more" : "fewer"} bytes than narSize ${info.narSize}`, {
-          code: "upload-source",
-        });
-      }
-      await this.expectOne("AddToStoreNar");
-    });
+    return this.exchange(
+      "AddToStoreNar",
+      async () => {
+        const header = new WireWriter()
+          .u64(Command.AddToStoreNar)
+          .string(path!)
+          .string(info.deriver ?? "")
+          // Nix's own client sends base16 without "sha256:"; the server's Hash::parseAny takes either.
+          .string(info.narHash.toString("hex"))
+          .strings(references)
+          .u64(0) // registrationTime: 0 lets the server use its current time
+          .u64(info.narSize)
+          .bool(false) // ultimate: the path was not built by that store
+          .strings([...info.signatures].sort(byteOrder))
+          .string(info.contentAddress ?? "");
+        await this.send(header.toBuffer());
+        let sent = 0;
+        for await (const chunk of fromSource(nar, `the NAR of ${info.path}`)) {
+          sent += chunk.length;
+          if (sent > info.narSize) break;
+          await this.send(chunk);
+        }
+        // The server reads exactly narSize bytes; any other amount desynchronises the stream.
+        if (sent !== info.narSize) {
+          throw new OffloadError(`addToStoreNar ${info.path}: the NAR has ${sent > info.narSize ? "more" : "fewer"} bytes than narSize ${info.narSize}`, {
+            code: "upload-source",
+          });
+        }
+      },
+      () => this.expectOne("AddToStoreNar"),
+    );
   }
 
   /** The closure of `paths` on the server; `includeOutputs` adds the valid outputs of derivations in it. */
   async queryClosure(paths: Iterable<string>, includeOutputs: boolean): Promise<Set<string>> {
     const set = this.pathSet(paths);
-    return this.exchange("QueryClosure", async () => {
-      await this.send(new WireWriter().u64(Command.QueryClosure).bool(includeOutputs).strings(set).toBuffer());
-      return new Set(await this.reader.strings(undefined, undefined, "the closure"));
-    });
+    return this.exchange(
+      "QueryClosure",
+      () => this.send(new WireWriter().u64(Command.QueryClosure).bool(includeOutputs).strings(set).toBuffer()),
+      async () => new Set(await this.reader.strings(undefined, undefined, "the closure")),
+    );
   }
 
   /**
@@ -281,13 +300,14 @@ export class ServeClient {
   async buildDerivation(drvPath: string, drv: BasicDerivation, inputSrcs: Iterable<string>, options: BuildOptions): Promise<BuildResult> {
     const [path] = this.pathSet([drvPath]);
     const inputs = this.pathSet(inputSrcs);
-    return this.exchange("BuildDerivation", async () => {
-      const out = new WireWriter().u64(Command.BuildDerivation).string(path!);
-      writeBasicDerivation(out, drv, inputs);
-      writeBuildOptions(out, options, this.minor);
-      await this.send(out.toBuffer());
-      return readBuildResult(this.reader, this.minor, this.storeDir);
-    });
+    const out = new WireWriter().u64(Command.BuildDerivation).string(path!);
+    writeBasicDerivation(out, drv, inputs);
+    writeBuildOptions(out, options, this.minor);
+    return this.exchange(
+      "BuildDerivation",
+      () => this.send(out.toBuffer()),
+      () => readBuildResult(this.reader, this.minor, this.storeDir),
+    );
   }
 
   /** Ends the session: the server sees end of input and exits. */
@@ -309,19 +329,37 @@ export class ServeClient {
     if (reply !== 1) throw new OffloadError(`${this.label}: ${command} answered ${reply}, expected 1`, { code: "protocol" });
   }
 
-  /** Runs one command at a time: the protocol has no request ids, replies come in order. */
-  private exchange<T>(command: string, body: () => Promise<T>): Promise<T> {
+  /**
+   * One command: its request is written as soon as the requests before it are, its reply
+   * read once theirs are. The protocol has no request ids and the server answers in order,
+   * so commands issued back to back share one round trip. The server ends the session on a
+   * command it cannot carry out (a path it lacks): a later command then fails, with that
+   * explanation, after the earlier replies have been read.
+   */
+  private exchange<T>(command: string, send: () => Promise<void>, read: () => Promise<T>): Promise<T> {
+    const sent = this.sending.then(async () => {
+      // After a half-written request the server reads our next one as part of it: send nothing more.
+      if (this.broken ?? this.unsent) throw this.broken ?? this.unsent;
+      try {
+        await send();
+      } catch (error) {
+        this.unsent = error;
+        throw error;
+      }
+    });
+    this.sending = sent.catch(() => undefined);
     const run = async (): Promise<T> => {
       if (this.broken) throw this.broken;
       try {
-        return await body();
+        await sent;
+        return await read();
       } catch (error) {
         this.broken = await explainFailure(error, this.io, this.label, `the reply to ${command}`);
         throw this.broken;
       }
     };
-    const result = this.queue.then(run, run);
-    this.queue = result.catch(() => undefined);
+    const result = this.reading.then(run, run);
+    this.reading = result.catch(() => undefined);
     return result;
   }
 

@@ -1,14 +1,16 @@
 // Moving single store paths between the local machine and a build machine's serve session:
 // signed uploads and checked downloads. The hook's build and `offload check`'s round trip
 // both go through here.
-import { createWriteStream } from "node:fs";
+import { createWriteStream, type WriteStream } from "node:fs";
 import { join } from "node:path";
 import { finished } from "node:stream/promises";
 import { EXIT, OffloadError } from "../errors.js";
 import type { SecretKey } from "../nix/keys.js";
+import { dumpPath } from "../nix/nar.js";
 import { encodeNix32 } from "../nix/nix32.js";
 import type { PathInfo } from "../nix/path-info.js";
 import { signPath } from "../nix/signature.js";
+import { dependenciesFirst } from "./archive-export.js";
 import type { SpooledPath } from "./import-verified.js";
 import type { ServeClient } from "./serve.js";
 
@@ -21,12 +23,64 @@ export async function uploadSigned(remote: ServeClient, info: PathInfo, nar: Asy
   await remote.addToStoreNar({ ...info, signatures }, nar);
 }
 
+export interface FetchOptions {
+  /** Sees the path infos before a byte is written (e.g. to refuse a disk too small). */
+  beforeWriting?: (infos: readonly PathInfo[]) => void;
+  /**
+   * Ask for the NARs only once beforeWriting has accepted the infos: a round trip more, but a
+   * refusal then costs no NAR byte on the network (otherwise up to an SSH window, ~2 MiB).
+   */
+  sizesFirst?: boolean;
+}
+
+/**
+ * Downloads exactly `wanted` from the machine into files in `dir`, dependencies first, each
+ * NAR checked against what the machine describes. The path infos and every NAR are asked
+ * for back to back (unless sizesFirst): one round trip, not one per path. A wanted path the
+ * machine lacks is refused once the infos are read (asking for its NAR ends the session,
+ * which then explains nothing more).
+ */
+export async function fetchWanted(
+  remote: ServeClient,
+  wanted: readonly string[],
+  dir: string,
+  machine: string,
+  what: string,
+  options: FetchOptions = {},
+): Promise<SpooledPath[]> {
+  const described = queryWanted(remote, wanted, machine, what).then((infos) => {
+    options.beforeWriting?.([...infos.values()]);
+    return infos;
+  });
+  const asked = options.sizesFirst ? described : Promise.resolve();
+  const spooled = wanted.map((path) => asked.then(() => spoolNar(remote, path, described, dir, machine)));
+  const [, ...items] = await allInOrder<Map<string, PathInfo> | SpooledPath>([described, ...spooled]);
+  return dependenciesFirst(items as SpooledPath[]);
+}
+
+/**
+ * Adds `infos` to the remote store, dependencies first, each signed by us (uploadSigned). They
+ * are sent back to back, the server adding each after the ones before (its references), and
+ * the acknowledgements are read as they come: one round trip, not one per path.
+ */
+export async function uploadAllSigned(remote: ServeClient, infos: Iterable<PathInfo>, key: SecretKey): Promise<void> {
+  await allInOrder(dependenciesFirst(infos).map((info) => uploadSigned(remote, info, dumpPath(info.path), key)));
+}
+
+/** Waits for all of `requests`, issued in order on one session (so all settle): the first failure is the cause, later ones follow from it. */
+async function allInOrder<T>(requests: Promise<T>[]): Promise<T[]> {
+  const results = await Promise.allSettled(requests);
+  const failed = results.find((result) => result.status === "rejected");
+  if (failed) throw failed.reason;
+  return results.map((result) => (result as PromiseFulfilledResult<T>).value);
+}
+
 /**
  * The path infos of exactly `wanted` on the machine. A machine listing any other path is
  * refused (one trusted to build must not be able to add paths nobody asked for), and so is
  * one that lacks a wanted path.
  */
-export async function queryWanted(remote: ServeClient, wanted: readonly string[], machine: string, what: string): Promise<Map<string, PathInfo>> {
+async function queryWanted(remote: ServeClient, wanted: readonly string[], machine: string, what: string): Promise<Map<string, PathInfo>> {
   const infos = await remote.queryPathInfos(wanted);
   const offered = [...infos.keys()].find((path) => !wanted.includes(path));
   if (offered !== undefined) {
@@ -47,30 +101,36 @@ export async function queryWanted(remote: ServeClient, wanted: readonly string[]
   return infos;
 }
 
-/** Streams one NAR from the machine into a file in `dir`, checking it is exactly what the machine described. */
-export async function spoolNar(remote: ServeClient, info: PathInfo, dir: string, machine: string): Promise<SpooledPath> {
-  const narFile = join(dir, `${info.path.slice(info.path.lastIndexOf("/") + 1)}.nar`);
-  const file = createWriteStream(narFile, { mode: 0o600 });
+/** Streams the NAR of `path` from the machine into a file in `dir`, checking it is exactly what `described` says of it. */
+async function spoolNar(remote: ServeClient, path: string, described: Promise<Map<string, PathInfo>>, dir: string, machine: string): Promise<SpooledPath> {
+  const narFile = join(dir, `${path.slice(path.lastIndexOf("/") + 1)}.nar`);
+  let info: PathInfo | undefined;
+  let file: WriteStream | undefined;
   let received = 0;
   try {
-    const digest = await remote.dumpStorePath(info.path, (bytes) => {
+    const digest = await remote.dumpStorePath(path, async (bytes) => {
+      // The first bytes come after the infos are read (replies arrive in order): only then is a file opened.
+      info ??= (await described).get(path)!;
+      file ??= createWriteStream(narFile, { mode: 0o600 });
       received += bytes.length;
       // A machine must not fill this disk by sending more than it declared.
       if (received > info.narSize) {
-        throw new OffloadError(`${machine} sent more than the ${info.narSize} bytes it declared for ${info.path}; nothing imported`, {
+        throw new OffloadError(`${machine} sent more than the ${info.narSize} bytes it declared for ${path}; nothing imported`, {
           code: "output-size-lie",
           fix: `${machine}'s nix-store is not the real one or its store is corrupt: check it (nix-store --verify --check-contents there)`,
           exitCode: EXIT.transient,
         });
       }
-      return file.write(bytes) ? undefined : new Promise<void>((resolve) => file.once("drain", resolve));
+      if (!file.write(bytes)) await new Promise<void>((resolve) => file!.once("drain", resolve));
     });
-    checkDigest(digest, info, machine);
+    checkDigest(digest, info!, machine);
+    return { ...info!, narFile };
   } finally {
-    file.end();
-    await finished(file);
+    if (file) {
+      file.end();
+      await finished(file);
+    }
   }
-  return { ...info, narFile };
 }
 
 function checkDigest(digest: { narSize: number; narHash: Buffer }, info: PathInfo, machine: string): void {
