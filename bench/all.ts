@@ -6,7 +6,7 @@ import { measureBatch } from "./lib/batch.js";
 import { measureConditions } from "./lib/conditions.js";
 import { hasFlag, progress } from "./lib/cli.js";
 import { measureDecisionLatency } from "./lib/decision-latency.js";
-import { measureGuix } from "./lib/guix.js";
+import { measureGuix, type GuixMedians } from "./lib/guix.js";
 import { measureOverhead } from "./lib/overhead.js";
 import { machineLine, printRows, type Row } from "./lib/report.js";
 import { checkNixPolicy } from "./lib/nix-policy-check.js";
@@ -19,12 +19,15 @@ const quick = hasFlag("--quick");
 const onlyAt = process.argv.indexOf("--only");
 const only = onlyAt === -1 ? undefined : new Set(process.argv[onlyAt + 1]?.toUpperCase().split(","));
 
+/** GUIX's medians, for P7's chart (GUIX runs first). */
+let guix: GuixMedians | undefined;
+
 const benchmarks: [string, () => Promise<Row[]>][] = [
   ["P1", () => measureOverhead({ repetitions: quick ? 5 : 10, log: progress })],
   ["P2", () => measureBatch({ repetitions: quick ? 1 : 3, log: progress })],
   ["P3", () => measureTransfer({ bigMiB: quick ? 64 : 256, smallFiles: 5000, repetitions: quick ? 1 : 3, log: progress })],
   ["P4", () => measureDecisionLatency({ tries: quick ? 100 : 500, starts: quick ? 10 : 30, accepts: quick ? 3 : 10, log: progress })],
-  ["GUIX", () => measureGuix({ repetitions: quick ? 1 : 3, log: progress })],
+  ["GUIX", () => measureGuix({ repetitions: quick ? 1 : 3, log: progress, medians: (medians) => (guix = medians) })],
   ["P6", async () => [...runScheduling({ seed: 1, graphs: 8, chart: join(PACKAGE_ROOT, "docs", "p6-makespans.svg") }).rows, ...(await checkNixPolicy())]],
   [
     "P7",
@@ -34,6 +37,7 @@ const benchmarks: [string, () => Promise<Row[]>][] = [
           trivialRepetitions: quick ? 3 : 5,
           batchRepetitions: quick ? 1 : 3,
           chart: join(PACKAGE_ROOT, "docs", "p7-conditions.svg"),
+          guix,
           log: progress,
         })
       ).rows,

@@ -128,6 +128,8 @@ const REASONS: [string, RegExp][] = [
   ["transfer stalled", /stalled: no byte moved/],
   ["connection ended", /connection ended/],
   ["build silent (link cut or frozen mid-build)", /seconds of silence/],
+  // A cut link mid-build: silence past max-silent-time, and the machine's port does not answer.
+  ["link lost mid-build", /lost the connection to \S+: nothing came for the build/],
   ["machine unreachable", /unreachable|SSH handshake|refused|closed the connection/],
   ["hook killed", /signal 9|Killed|killed/],
   // What Nix says when its hook dies before replying to a "try".

@@ -21,6 +21,7 @@ import { freshSalt, writeExpressions } from "./derivations.js";
 import { withLab, type BenchLab } from "./lab.js";
 import { timedNixBuild } from "./nix-build.js";
 import { conditionsChart } from "./conditions-chart.js";
+import type { GuixMedians } from "./guix.js";
 import { ms, seconds, type Row } from "./report.js";
 import { portableSsh } from "./sid-ssh.js";
 import { median } from "./stats.js";
@@ -32,6 +33,8 @@ export interface ConditionsOptions {
   only?: ReadonlySet<string>;
   /** Writes the per-build overhead chart here (SVG). */
   chart?: string;
+  /** guix-daemon's figures for the chart (the GUIX benchmark's, fast lab only). */
+  guix?: GuixMedians;
   log: (line: string) => void;
 }
 
@@ -159,7 +162,7 @@ export async function measureConditions(options: ConditionsOptions): Promise<{ r
           `P7 ${condition.title}: trivial ${TOOLS.map((tool) => `${tool} ${ms(result.trivial[tool])}`).join(", ")}; batch ${TOOLS.map((tool) => `${tool} ${seconds(result.batch[tool])}`).join(", ")}`,
         );
       }
-      if (options.chart) writeFileSync(options.chart, conditionsChart(results));
+      if (options.chart) writeFileSync(options.chart, conditionsChart(results, options.guix));
       return { rows: results.flatMap(rowsOf), results };
     } finally {
       if (master) await stopHost(master);

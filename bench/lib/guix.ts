@@ -128,7 +128,13 @@ function markedAt(timed: TimedGuixBuild, mark: RegExp): number {
   return timed.lines.find((line) => mark.test(line.text))?.at ?? NaN;
 }
 
-export async function measureGuix(options: GuixBenchOptions): Promise<Row[]> {
+/** Medians in ms for P7's chart: a trivial build, and a 10-leaf batch per leaf. */
+export interface GuixMedians {
+  trivial: { offload: number; guix: number };
+  perLeaf: { offload: number; guix: number };
+}
+
+export async function measureGuix(options: GuixBenchOptions & { medians?: (medians: GuixMedians) => void }): Promise<Row[]> {
   const work = makeSafeDir("guix", "offload-bench");
   const hosts: GuixHost[] = [];
   const stopAll = () => Promise.all(hosts.map((host) => stopHost(host.host)));
@@ -226,6 +232,11 @@ export async function measureGuix(options: GuixBenchOptions): Promise<Row[]> {
         target: "≤ 1.0×",
         met: offload <= guix,
       };
+    });
+    const [trivial, leaves] = [0, 1].map((w) => times[w]!.map(median) as [number, number]);
+    options.medians?.({
+      trivial: { offload: trivial![0], guix: trivial![1] },
+      perLeaf: { offload: leaves![0] / 10, guix: leaves![1] / 10 },
     });
     const phaseText = (m: number) => [0, 1, 2].map((i) => seconds(median(phases[m]!.map((p) => p[i]!)))).join(" / ");
     rows.push({
