@@ -7,6 +7,8 @@ import { join } from "node:path";
 import ssh2 from "ssh2";
 import { generateKeyPair } from "../src/nix/keys.js";
 import { acquireSlot, type Slot } from "../src/select/slots.js";
+import { DEFAULTS } from "../src/defaults.js";
+import { derivationName, recordDuration } from "../src/select/durations.js";
 import { BASE_SETTINGS, runHookInProcess, type Try } from "./support/hook.js";
 import { makeSafeDir, removeDir } from "./support/safe-dir.js";
 
@@ -69,6 +71,22 @@ test("no machine for the system or features: decline, explaining each machine", 
   expect(text).toContain("127.0.0.3: only takes derivations that require benchmark (mandatory)");
 });
 
+test("every slot busy with builds known to take an hour: postpone at once (no slot frees within the wait)", async () => {
+  const env = setup("busy-long", machine("127.0.0.5"));
+  const running = "/nix/store/00000000000000000000000000000000-hour-long.drv";
+  mkdirSync(env.OFFLOAD_STATE_DIR!, { mode: 0o755 });
+  recordDuration(env.OFFLOAD_STATE_DIR!, derivationName(running), 3600);
+  const slot = (await acquireSlot(env.OFFLOAD_STATE_DIR!, "127.0.0.5", 1, running))!;
+  try {
+    const started = Date.now();
+    const run = await runHookInProcess(env, [x86(false)]);
+    expect(run.replies).toEqual(["postpone"]);
+    expect(Date.now() - started).toBeLessThan(1000);
+  } finally {
+    await slot.release();
+  }
+});
+
 describe("with every slot of the machine taken", () => {
   let slots: Slot[] = [];
   let env: NodeJS.ProcessEnv;
@@ -89,6 +107,23 @@ describe("with every slot of the machine taken", () => {
     // max-jobs = 0: the daemon never builds locally, so even a willing daemon must wait.
     const remoteOnly = await runHookInProcess(env, [x86(true)], { ...BASE_SETTINGS, "max-jobs": "0" });
     expect(remoteOnly.replies).toEqual(["postpone"]);
+  });
+
+  test("every slot busy with builds of unknown length: the hook holds its answer up to slotWaitS for one to free, then postpones", async () => {
+    const started = Date.now();
+    const run = await runHookInProcess(env, [x86(false)]);
+    expect(run.replies).toEqual(["postpone"]);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(DEFAULTS.slotWaitS * 1000);
+  });
+
+  test("a slot that frees while the hook waits is taken: no postpone and its poll interval", async () => {
+    const started = Date.now();
+    setTimeout(() => void slots.pop()!.release(), 300);
+    const run = await runHookInProcess(env, [x86(false)]);
+    // It went for the freed slot (nothing listens there, so the connection is refused).
+    expect(run.messages.join("\n")).toContain("cannot build on 127.0.0.4");
+    expect(Date.now() - started).toBeLessThan(DEFAULTS.slotWaitS * 1000);
+    slots.push((await acquireSlot(env.OFFLOAD_STATE_DIR!, "127.0.0.4", 2))!);
   });
 
   test("a slot freed by a holder that dies is free again at once", async () => {

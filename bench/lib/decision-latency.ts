@@ -12,6 +12,7 @@ import { offloadEnv, withLab } from "./lab.js";
 import { ms, type Row } from "./report.js";
 import { median, percentile } from "./stats.js";
 import { snapshotHook } from "./snapshot.js";
+import { derivationName, recordDuration } from "../../src/select/durations.js";
 import { makeSafeDir, removeDir } from "../../test/support/safe-dir.js";
 
 /** The daemon's side, against the snapshot's hook. */
@@ -76,9 +77,13 @@ export async function measureDecisionLatency(options: DecisionOptions): Promise<
     }
     options.log(`P4: decline p50 ${ms(percentile(steadyLatencies(decline), 50))}, start → first reply median ${ms(median(starts))}`);
 
-    // Every slot of every x86 machine held, as running builds would hold them.
+    // Every slot of every x86 machine held, as running builds would hold them: builds known to
+    // take an hour, so no slot frees soon and the hook answers at once (with builds of unknown
+    // length it holds its answer up to DEFAULTS.slotWaitS for a slot, by design).
+    const running = "/nix/store/00000000000000000000000000000000-p4-hour-long-build.drv";
+    recordDuration(env.OFFLOAD_STATE_DIR, derivationName(running), 3600);
     for (const machine of x86)
-      for (let i = 0; i < machine.parallelBuilds; i++) held.push((await acquireSlot(env.OFFLOAD_STATE_DIR, machine.name, machine.parallelBuilds))!);
+      for (let i = 0; i < machine.parallelBuilds; i++) held.push((await acquireSlot(env.OFFLOAD_STATE_DIR, machine.name, machine.parallelBuilds, running))!);
     const postpone = await runHookTries(env, tries(options.tries, false));
     expectReplies(postpone, "postpone", "all slots held");
     options.log(`P4: postpone p50 ${ms(percentile(steadyLatencies(postpone), 50))}`);

@@ -9,9 +9,9 @@ import type { LoadedConfig } from "../config/load.js";
 import { clockSkew, diskLow, overloaded } from "../select/failures.js";
 import type { MachineHealth } from "../remote/probes.js";
 import { machineStoreDir } from "../remote/probes.js";
-import { selectionInput } from "../select/current-state.js";
+import { selectionInput, slotFreesWithin } from "../select/current-state.js";
 import { recordFacts, recordHash } from "../select/machine-facts.js";
-import { selectMachine, type BuildRequest, type Decision, type SelectionInput } from "../select/select.js";
+import { selectMachine, type BuildRequest, type Decision } from "../select/select.js";
 import { acquireSlot, type Slot } from "../select/slots.js";
 import type { Reply } from "./protocol.js";
 import type { HookSettings } from "./settings.js";
@@ -73,22 +73,14 @@ const SLOT_POLL_MS = 20;
 async function decideSoon<L extends Linked>(request: BuildRequest, context: ClaimContext<L>): Promise<Decision> {
   const until = Date.now() + DEFAULTS.slotWaitS * 1000;
   for (;;) {
-    const input = await selectionInput(context.config, context.settings, request, context.stateDir);
-    const decision = selectMachine(input);
-    if (decision.verdict !== "postpone" || !slotFreesBy(decision, input, until)) return decision;
+    const decision = selectMachine(await selectionInput(context.config, context.settings, request, context.stateDir));
+    const left = (until - Date.now()) / 1000;
+    if (decision.verdict !== "postpone" || left <= 0) return decision;
+    const full = new Set(decision.reasons.filter((reason) => reason.code === "slots-full").map((reason) => reason.machine));
+    const machines = context.config.machines.filter((machine) => full.has(machine.name));
+    if (!(await slotFreesWithin(context.stateDir, machines, left))) return decision;
     await new Promise((resolve) => setTimeout(resolve, SLOT_POLL_MS));
   }
-}
-
-/** Whether a machine that is busy only because its slots are full should have one free by `until` (unknown counts as soon). */
-function slotFreesBy(decision: Decision, input: SelectionInput, until: number): boolean {
-  const left = (until - Date.now()) / 1000;
-  if (left <= 0) return false;
-  return decision.reasons.some((reason) => {
-    if (reason.code !== "slots-full") return false;
-    const freeIn = input.states.get(reason.machine)?.freeIn;
-    return freeIn === undefined || freeIn <= left;
-  });
 }
 
 /** Connects; records what was learned either way. Overloaded, nearly full or unreachable machines yield undefined. */

@@ -49,6 +49,16 @@ export async function currentStates(
   return new Map(entries);
 }
 
+/**
+ * Whether one of these full machines should have a slot free within `seconds`: one of its
+ * builds is of unknown length (it may end any moment), or is expected to end by then.
+ */
+export async function slotFreesWithin(stateDir: string, full: readonly BuildMachine[], seconds: number, now = Date.now()): Promise<boolean> {
+  const durations = readDurations(stateDir);
+  const remaining = await Promise.all(full.map((machine) => freeIn(stateDir, machine, durations, now)));
+  return remaining.some((left) => left === undefined || left <= seconds);
+}
+
 /** Seconds until the first of a full machine's builds should end, from what those builds took before. */
 async function freeIn(stateDir: string, machine: BuildMachine, durations: Durations, now: number): Promise<number | undefined> {
   const holders = await slotHolders(stateDir, machine.name, machine.parallelBuilds);

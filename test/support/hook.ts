@@ -104,7 +104,9 @@ function conversation(tries: Try[], settings: Record<string, string>, send: (byt
 /** Sends the tries one at a time, each after the previous reply, as the daemon does; then closes stdin. */
 export function runHookTries(env: NodeJS.ProcessEnv, tries: Try[], settings: Record<string, string> = BASE_SETTINGS, hook = HOOK): Promise<HookRun> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [hook, "0"], { env: { ...process.env, ...env }, stdio: ["pipe", "pipe", "pipe"] });
+    // As the daemon runs it, with its verbosity as the argument: bin/offload-hook (sh) itself, a .js entry through this node.
+    const [file, args] = hook.endsWith(".js") ? [process.execPath, [hook, "0"]] : [hook, ["0"]];
+    const child = spawn(file, args, { env: { ...process.env, ...env }, stdio: ["pipe", "pipe", "pipe"] });
     const session = conversation(
       tries,
       settings,
