@@ -102,20 +102,29 @@ export async function runAgent(options: AgentOptions): Promise<void> {
   chmodSync(socketPath, 0o600);
   log(`listening on ${socketPath} (pid ${process.pid})`);
   const serveHook = options.serveHook;
-  const door =
-    serveHook &&
-    openHookDoor(
-      options.stateDir,
-      (visit) => {
-        clients++;
-        lastActivity = Date.now();
-        void serveHook(visit, log).finally(() => {
-          clients--;
+  const openDoor = (serve: NonNullable<typeof serveHook>) => {
+    try {
+      return openHookDoor(
+        options.stateDir,
+        (visit) => {
+          clients++;
           lastActivity = Date.now();
-        });
-      },
-      log,
-    );
+          void serve(visit, log)
+            .catch((error: unknown) => log(`hook ${visit.pid}: ${asOffloadError(error).message}`))
+            .finally(() => {
+              clients--;
+              lastActivity = Date.now();
+            });
+        },
+        log,
+      );
+    } catch (error) {
+      // Hook scripts then find no door and run their hooks in processes of their own.
+      log(`no door for hook scripts: ${asOffloadError(error).message}`);
+      return undefined;
+    }
+  };
+  const door = serveHook && openDoor(serveHook);
 
   const shutdown = (why: string) => {
     clearInterval(sweep);
