@@ -88,6 +88,21 @@ test.each([
   expect(loaded.machines[0]?.user).toBe("nix");
 });
 
+test("a config sees the environment it is loaded for (a served hook's, not the agent's) and cannot end the process loading it", async () => {
+  const config = join(dir, "env-and-exit.ts");
+  writeFileSync(
+    config,
+    // A node: import brings in the full @types/node, where process.exit exists (the light globals have none).
+    `import { buildMachine } from "offload";\nimport { hostname } from "node:os";\nif (process.env.SITE === "exit" && hostname()) process.exit(3);\nexport default [buildMachine({ name: process.env.SITE ?? "none", systems: ["x86_64-linux"] })];\n`,
+  );
+  const loaded = await loadConfig({ config, cacheDir: false, env: { ...process.env, SITE: "lab" } });
+  expect(loaded.machines.map((m) => m.name)).toEqual(["lab"]);
+  await expect(loadConfig({ config, cacheDir: false, env: { ...process.env, SITE: "exit" } })).rejects.toMatchObject({
+    code: "config-threw",
+    message: expect.stringContaining("process.exit() in a config"),
+  });
+});
+
 test("an async default export is awaited", async () => {
   const config = join(dir, "async.ts");
   writeFileSync(

@@ -25,7 +25,13 @@ export function bundleFileName(configPath: string): string {
   return join(dirname(configPath), BUNDLE_NAME);
 }
 
-export async function evaluateConfig(configPath: string, code: string, sourceMap: string, timeoutMs = DEFAULT_EVAL_TIMEOUT_MS): Promise<Evaluated> {
+export async function evaluateConfig(
+  configPath: string,
+  code: string,
+  sourceMap: string,
+  timeoutMs = DEFAULT_EVAL_TIMEOUT_MS,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<Evaluated> {
   const bundleFile = bundleFileName(configPath);
   const map = new SourceMap(JSON.parse(sourceMap));
   const locate = (line: number, column: number): SourceLocation | undefined => {
@@ -37,8 +43,7 @@ export async function evaluateConfig(configPath: string, code: string, sourceMap
   const module = { exports: {} as Record<string, unknown> };
   // The global of the context the script runs in (not necessarily this module's, e.g. under jest).
   const globals = vm.runInThisContext("globalThis") as Record<string, unknown>;
-  globals[SLOT] = { module, require: createRequire(configPath), filename: configPath, dirname: dirname(configPath), process };
-  // The config sees the loader's `process` (the same object, except in test sandboxes).
+  globals[SLOT] = { module, require: createRequire(configPath), filename: configPath, dirname: dirname(configPath), process: configProcess(env) };
   // The wrapper line is compensated by lineOffset so stack positions match the source map.
   const script = new vm.Script(
     `(function (exports, require, module, __filename, __dirname, process) {\n${code}\n}).call(undefined, ${SLOT}.module.exports, ${SLOT}.require, ${SLOT}.module, ${SLOT}.filename, ${SLOT}.dirname, ${SLOT}.process)`,
@@ -67,6 +72,26 @@ export async function evaluateConfig(configPath: string, code: string, sourceMap
     });
   }
   return { value, locate };
+}
+
+/**
+ * The loader's `process` (the same object, except in test sandboxes) as the config sees it: its
+ * `env` is the environment it is loaded for — a hook's, also when the agent serves that hook —
+ * and it cannot end the process that loads it (the agent serves other hooks meanwhile).
+ */
+function configProcess(env: NodeJS.ProcessEnv): NodeJS.Process {
+  return new Proxy(process, {
+    get(target, key) {
+      if (key === "env") return env;
+      if (key === "exit" || key === "abort" || key === "reallyExit") {
+        return () => {
+          throw new Error(`process.${String(key)}() in a config: it would end the hook (or the agent serving hooks) that loads it`);
+        };
+      }
+      const value: unknown = Reflect.get(target, key, target);
+      return typeof value === "function" ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+    },
+  });
 }
 
 function isThenable(value: unknown): value is PromiseLike<unknown> {

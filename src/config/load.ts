@@ -38,7 +38,7 @@ export async function loadConfig(options: LoadOptions = {}): Promise<LoadedConfi
     if (cacheDir !== false) writeCompiledConfig(cacheDir, path, compiled);
   }
   const timeoutMs = options.evalTimeoutMs ?? (Number(env.OFFLOAD_EVAL_TIMEOUT) * 1000 || DEFAULT_EVAL_TIMEOUT_MS);
-  const { value, locate } = await evaluateConfig(path, compiled.code, compiled.sourceMap, timeoutMs);
+  const { value, locate } = await evaluateConfig(path, compiled.code, compiled.sourceMap, timeoutMs, env);
   return { path, fromCache, ...validateMachines(path, value, locate, compiled.locations) };
 }
 
