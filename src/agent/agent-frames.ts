@@ -22,8 +22,8 @@ export const AGENT_SOCKET = `${AGENT_NAME}.sock`;
  */
 export const HOOK_DOOR = `${AGENT_NAME}.hooks`;
 export const AGENT_PID = `${AGENT_NAME}.pid`;
-/** The status FIFOs of hooks being served, one per hook process, in the state dir. */
-export const HOOKS_DIR = "hooks";
+/** The status FIFOs of hooks being served, one per hook script, in the state dir (per agent version: each wipes its own at start). */
+export const HOOKS_DIR = `${AGENT_NAME}.hooks.d`;
 
 export interface AgentRequest {
   machine: BuildMachine;

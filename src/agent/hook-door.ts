@@ -5,7 +5,7 @@
 // batch of N builds pays N hook starts: that start is what the door takes away.
 //
 // A line is `PID STATUS-FIFO LOG DIALECT ARGS…`: the hook script's pid, the FIFO on which it
-// waits for its exit status (in <state>/hooks/), "4" when the daemon gave it a build log on
+// waits for its exit status (in the state dir's HOOKS_DIR), "4" when the daemon gave it a build log on
 // fd 4, whose hook it is (nix, or guix with guix-daemon's arguments after `offload`).
 import { spawnSync } from "node:child_process";
 import { chmodSync, closeSync, constants, fstatSync, openSync, rmSync, writeFileSync, writeSync } from "node:fs";
@@ -35,8 +35,8 @@ export interface HookDoor {
 }
 
 /**
- * Opens the door: the FIFO and the pid file the script checks. `serve` gets each hook; it
- * owns `visit.status` and must write the exit status there (or just close it).
+ * Opens the door: the FIFO and the pid file the script checks. `serve` gets each hook and
+ * must end it with `visit.finish` (after `visit.taken`, unless it answers "own").
  */
 export function openHookDoor(stateDir: string, serve: (visit: HookVisit) => void, log: (line: string) => void): HookDoor {
   const door = join(stateDir, HOOK_DOOR);
