@@ -33,18 +33,39 @@ test("slots are taken in order, counted, and described by their holders", async 
   removeDir(elsewhere);
 });
 
-test("a holder killed with SIGKILL frees its slot at once", async () => {
+/** A separate process that takes `machine`'s one slot and says so. */
+async function holderProcess(machine: string) {
   const module = fileURLToPath(new URL("../src/select/slots.ts", import.meta.url));
-  // A separate process takes the slot, reports, and is then killed without any cleanup.
   writeFileSync(
-    join(dir, "holder.ts"),
-    `import { acquireSlot } from ${JSON.stringify(module)};\nconst slot = await acquireSlot(${JSON.stringify(dir)}, "victim", 1);\nconsole.log(slot ? "held" : "busy");\nsetInterval(() => {}, 1000);\n`,
+    join(dir, `holder-${machine}.ts`),
+    `import { acquireSlot } from ${JSON.stringify(module)};\nconst slot = await acquireSlot(${JSON.stringify(dir)}, ${JSON.stringify(machine)}, 1, "/nix/store/aaaa-held.drv");\nconsole.log(slot ? "held" : "busy");\nsetInterval(() => {}, 1000);\n`,
   );
-  const child = spawn(process.execPath, [fileURLToPath(new URL("../scripts/run-ts.mjs", import.meta.url)), join(dir, "holder.ts")], {
+  const child = spawn(process.execPath, [fileURLToPath(new URL("../scripts/run-ts.mjs", import.meta.url)), join(dir, `holder-${machine}.ts`)], {
     stdio: ["ignore", "pipe", "inherit"],
   });
   const said = await new Promise<string>((resolve) => child.stdout!.once("data", (chunk: Buffer) => resolve(chunk.toString().trim())));
   expect(said).toBe("held");
+  return child;
+}
+
+test("a holder that is stopped (SIGSTOP) still counts as holding, and asking what it builds does not hang", async () => {
+  const child = await holderProcess("stopped");
+  try {
+    expect((await slotHolders(dir, "stopped", 1))[0]).toMatchObject({ drvPath: "/nix/store/aaaa-held.drv" });
+    child.kill("SIGSTOP");
+    const asked = Date.now();
+    const [holder] = await slotHolders(dir, "stopped", 1);
+    expect(Date.now() - asked).toBeLessThan(1000);
+    expect(holder).toBeDefined(); // held, by someone who did not say what
+    expect(await heldSlots(dir, "stopped", 1)).toBe(1);
+  } finally {
+    child.kill("SIGKILL");
+  }
+});
+
+test("a holder killed with SIGKILL frees its slot at once", async () => {
+  // A separate process takes the slot, reports, and is then killed without any cleanup.
+  const child = await holderProcess("victim");
   expect(await acquireSlot(dir, "victim", 1)).toBeUndefined();
   child.kill("SIGKILL");
   await new Promise((resolve) => child.once("exit", resolve));

@@ -89,17 +89,29 @@ export function slotHolder(stateDir: string, machine: string, index: number): Pr
   return new Promise((resolve) => {
     const socket = createConnection({ path: slotAddress(stateDir, machine, index) });
     let text = "";
+    // The kernel accepts for a holder that is stopped (SIGSTOP) or busy: it is held, say no more.
+    const silent = setTimeout(() => {
+      socket.destroy();
+      resolve({ pid: 0, since: 0 });
+    }, HOLDER_ANSWER_MS);
     socket.on("data", (chunk: Buffer) => (text += chunk.toString()));
     socket.on("end", () => {
+      clearTimeout(silent);
       try {
         resolve(JSON.parse(text) as SlotHolder);
       } catch {
         resolve({ pid: 0, since: 0 }); // held by someone who did not say what: still held
       }
     });
-    socket.on("error", () => resolve(undefined)); // ECONNREFUSED: nobody holds it
+    socket.on("error", () => {
+      clearTimeout(silent);
+      resolve(undefined); // ECONNREFUSED: nobody holds it
+    });
   });
 }
+
+/** How long a slot's holder may take to say what it builds (it answers from its event loop). */
+const HOLDER_ANSWER_MS = 250;
 
 /** How many of the `count` slots of `machine` are held: a connection that is accepted is enough (the hook decides on this). */
 export async function heldSlots(stateDir: string, machine: string, count: number): Promise<number> {
