@@ -5,7 +5,8 @@ import { afterEach, beforeEach, describe, expect, test } from "@jest/globals";
 import { chownSync, mkdirSync, symlinkSync, utimesSync } from "node:fs";
 import { checkDaemon, daemonLine } from "../src/check/daemon.js";
 import { effectiveBuildHook, parseNixVersion, type HookAssignment } from "../src/nix/daemon-version.js";
-import { hookVerdict, inspectLocalNix, isDaemonCommand, parseProcStat, personalConfFile, userConfFiles } from "../src/store/local-daemon.js";
+import { parseProcStat } from "../src/files/proc-stat.js";
+import { hookVerdict, inspectLocalNix, isDaemonCommand, personalConfFile, userConfFiles } from "../src/store/local-daemon.js";
 import { parseNixConf } from "../src/store/nix-conf.js";
 import { fakeNix, writeTree } from "./support/fake-nix.js";
 import { makeSafeDir, removeDir } from "./support/safe-dir.js";
@@ -83,7 +84,7 @@ test("/proc details: the daemon's command line, stat with a command name of spac
   expect(isDaemonCommand(["nix", "build"])).toBe(false);
   expect(isDaemonCommand(["/usr/bin/nix", "__build-remote", "3"])).toBe(false);
   const fields = Array.from({ length: 50 }, (_, i) => String(i + 3)).join(" "); // fields 3… after the name
-  expect(parseProcStat(`42 (a (b) c) ${fields}`)).toEqual({ ppid: 4, startTicks: 22 });
+  expect(parseProcStat(`42 (a (b) c) ${fields}`)).toEqual({ state: "3", ppid: 4, startTicks: 22 });
   expect(personalConfFile({}, v("2.26.3"), "/root")).toBe("/root/.config/nix/nix.conf");
   expect(personalConfFile({ NIX_CONFIG_HOME: "/c", XDG_CONFIG_HOME: "/x" }, v("2.26.3"), "/root")).toBe("/c/nix.conf");
   expect(personalConfFile({ NIX_CONFIG_HOME: "/c", XDG_CONFIG_HOME: "/x" }, v("2.8.0"), "/root")).toBe("/x/nix/nix.conf"); // no NIX_CONFIG_HOME before 2.25

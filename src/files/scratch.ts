@@ -4,7 +4,8 @@
 // - a process told to stop (the daemon sends the hook SIGTERM from Nix 2.35 on, and SIGKILL
 //   500 ms later) removes its own at once, synchronously, from its signal handler;
 // - what a killed process left behind is swept by the next one (its pid is no longer alive).
-import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { readProcStat } from "./proc-stat.js";
 import { join } from "node:path";
 
 const live = new Set<string>();
@@ -65,10 +66,6 @@ function alive(pid: number): boolean {
     return (error as NodeJS.ErrnoException).code === "EPERM"; // someone else's, but alive
   }
   // A killed process nobody has reaped yet (a detached agent's parent may never) is gone too.
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    return stat[stat.lastIndexOf(")") + 2] !== "Z";
-  } catch {
-    return false;
-  }
+  const stat = readProcStat(pid);
+  return stat !== undefined && stat.state !== "Z";
 }

@@ -6,6 +6,7 @@ import { closeSync, constants, fstatSync, openSync, readFileSync } from "node:fs
 import { Socket } from "node:net";
 import type { HookVisit } from "../agent/hook-door.js";
 import { EXIT } from "../errors.js";
+import { readProcStat } from "../files/proc-stat.js";
 import { parentNixVersion } from "./daemon.js";
 import type { HookIo } from "./protocol.js";
 import { runGuixHook } from "./guix.js";
@@ -66,16 +67,16 @@ interface Opened {
   env: NodeJS.ProcessEnv;
   /** The daemon (the script's parent). */
   parent: number;
-  started: string;
+  started: number;
 }
 
 /** The script keeps the daemon's pipes on fds 7 (to the hook) and 6 (from it; fds 0 and 2 move while it waits), the build log on 4. */
 function openHook(visit: HookVisit): Opened {
   const { pid } = visit;
-  const started = startTime(pid);
-  if (started === undefined) throw new Error("it is gone");
+  const stat = readProcStat(pid);
+  if (stat === undefined) throw new Error("it is gone");
+  const { ppid: parent, startTicks: started } = stat;
   const env = parseEnviron(readFileSync(`/proc/${pid}/environ`));
-  const parent = Number(statFields(pid)![1]);
   const fds: number[] = [];
   const pipe = (fd: number, flags: number): Socket => {
     const opened = openSync(`/proc/${pid}/fd/${fd}`, flags | constants.O_NONBLOCK);
@@ -106,28 +107,14 @@ function flushed(socket: Socket): Promise<void> {
   });
 }
 
-/** /proc/PID/stat after the command name: state, ppid, …; field 22 of stat (index 19 here) is the start time. */
-function statFields(pid: number): string[] | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    return stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  } catch {
-    return undefined;
-  }
-}
-
-function startTime(pid: number): string | undefined {
-  return statFields(pid)?.[19];
-}
-
 /**
  * Whether the script still runs: the same process (pid and start time) and not a zombie. A
  * killed script stays a zombie until the daemon reaps it, which it does only once every copy
  * of the hook's pipes is closed — the agent's included.
  */
-function running(pid: number, started: string): boolean {
-  const fields = statFields(pid);
-  return fields !== undefined && fields[19] === started && fields[0] !== "Z";
+function running(pid: number, started: number): boolean {
+  const stat = readProcStat(pid);
+  return stat !== undefined && stat.startTicks === started && stat.state !== "Z";
 }
 
 function parseEnviron(bytes: Buffer): NodeJS.ProcessEnv {

@@ -3,6 +3,7 @@
 // namespaces. Linux only, like the lab.
 import { readFile, readdir, readlink } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
+import { parseProcStat } from "../files/proc-stat.js";
 
 export interface ProcessEntry {
   pid: number;
@@ -13,11 +14,9 @@ export interface ProcessEntry {
 
 async function readEntry(pid: number): Promise<ProcessEntry | undefined> {
   try {
-    const stat = await readFile(`/proc/${pid}/stat`, "utf8");
-    // "pid (comm) state ppid …": comm may contain spaces and parentheses, so cut at the last ")".
-    const [state, ppid] = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    const { state, ppid } = parseProcStat(await readFile(`/proc/${pid}/stat`, "utf8"));
     const cmdline = (await readFile(`/proc/${pid}/cmdline`, "utf8")).replaceAll("\0", " ").trim();
-    return { pid, ppid: Number(ppid), state: state ?? "", cmdline };
+    return { pid, ppid, state, cmdline };
   } catch {
     return undefined; // exited meanwhile
   }

@@ -8,6 +8,7 @@ import { existsSync, readFileSync, readdirSync, readlinkSync, realpathSync, stat
 import { basename, join } from "node:path";
 import { promisify } from "node:util";
 import { OffloadError } from "../errors.js";
+import { parseProcStat } from "../files/proc-stat.js";
 import { atLeast, effectiveBuildHook, hookSupport, parseNixVersion, type EffectiveHook, type HookAssignment, type NixVersion } from "../nix/daemon-version.js";
 import { PACKAGE_ROOT } from "../package-root.js";
 import { readNixConf, type ConfSetting, type ReadConf } from "./nix-conf.js";
@@ -429,18 +430,11 @@ function daemonCandidate(pid: number): Candidate | undefined {
       .split("\0")
       .filter((word, i, all) => word !== "" || i < all.length - 1);
     if (!isDaemonCommand(argv)) return undefined;
-    const stat = parseProcStat(readFileSync(`/proc/${pid}/stat`, "utf8"));
-    return { pid, argv, ...stat };
+    const { ppid, startTicks } = parseProcStat(readFileSync(`/proc/${pid}/stat`, "utf8"));
+    return { pid, argv, ppid, startTicks };
   } catch {
     return undefined; // it exited meanwhile
   }
-}
-
-/** ppid and start time (clock ticks after boot) from /proc/PID/stat; the command name may hold spaces and parentheses. */
-export function parseProcStat(text: string): { ppid: number; startTicks: number } {
-  const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
-  // fields[0] is stat's 3rd field (state): ppid is the 4th, starttime the 22nd.
-  return { ppid: Number(fields[1]), startTicks: Number(fields[19]) };
 }
 
 // USER_HZ: the unit of /proc's clock ticks, 100 on every Linux architecture Nix runs on.
