@@ -69,16 +69,23 @@ export async function claimMachine<L extends Linked>(request: BuildRequest, cont
 /** How often a hook waiting for a slot decides again. */
 const SLOT_POLL_MS = 20;
 
-/** The selection's decision; a postpone only once no slot is expected to free within DEFAULTS.slotWaitS. */
+/**
+ * The selection's decision; a postpone only once no slot is expected to free within
+ * DEFAULTS.slotWaitS. Whether one is expected is asked of the full machines' slot holders
+ * once, at the first postpone; then the decision is polled until it changes or time is up.
+ */
 async function decideSoon<L extends Linked>(request: BuildRequest, context: ClaimContext<L>): Promise<Decision> {
   const until = Date.now() + DEFAULTS.slotWaitS * 1000;
+  let worthWaiting: boolean | undefined;
   for (;;) {
     const decision = selectMachine(await selectionInput(context.config, context.settings, request, context.stateDir));
-    const left = (until - Date.now()) / 1000;
-    if (decision.verdict !== "postpone" || left <= 0) return decision;
-    const full = new Set(decision.reasons.filter((reason) => reason.code === "slots-full").map((reason) => reason.machine));
-    const machines = context.config.machines.filter((machine) => full.has(machine.name));
-    if (!(await slotFreesWithin(context.stateDir, machines, left))) return decision;
+    if (decision.verdict !== "postpone" || Date.now() >= until) return decision;
+    if (worthWaiting === undefined) {
+      const full = new Set(decision.reasons.filter((reason) => reason.code === "slots-full").map((reason) => reason.machine));
+      const machines = context.config.machines.filter((machine) => full.has(machine.name));
+      worthWaiting = await slotFreesWithin(context.stateDir, machines, (until - Date.now()) / 1000);
+    }
+    if (!worthWaiting) return decision;
     await new Promise((resolve) => setTimeout(resolve, SLOT_POLL_MS));
   }
 }
