@@ -142,8 +142,9 @@ export async function runGuixHook(argv: readonly string[], io: GuixHookIo, env: 
       return EXIT.success;
     }
     checkRestrictionNames(settings.restriction, config.machines);
-    const key = await readGuixSecretKeyFile(guixSecretKeyPath(configDir(env)));
-    const acl = await readGuixAcl(guixAclPath(configDir(env)));
+    const trust = configDir(env);
+    const key = await readGuixSecretKeyFile(guixSecretKeyPath(trust));
+    const acl = await readGuixAcl(guixAclPath(trust));
 
     for (;;) {
       const request = await nextRequest();

@@ -43,12 +43,13 @@ export async function runHook(io: HookIo, env: NodeJS.ProcessEnv = process.env):
     if (!config) return declinePermanently(channel);
     checkRestrictionNames(settings.restriction, config.machines);
     if (config.machines.length === 0) return declinePermanently(channel);
-    const keyFile = secretKeyPath(configDir(env));
+    const trust = configDir(env);
+    const keyFile = secretKeyPath(trust);
     const signingKey = await (async () => {
       await checkPrivate(keyFile, "offload signing key");
       return readSecretKeyFile(keyFile);
     })();
-    const acl = await readAcl(aclPath(configDir(env)));
+    const acl = await readAcl(aclPath(trust));
     const say = (line: string) => channel.message(Level.Info, line);
     const warn = (line: string) => channel.message(Level.Error, line);
 
