@@ -34,6 +34,12 @@ function trivialDerivation(extra = ""): { expression: string; salt: string } {
   return { expression, salt };
 }
 
+/** nix-build of `expression` by Nix's own build-remote only, with the machines file `nixMachines`; its output path. */
+async function buildRemotely(expression: string, nixMachines: string): Promise<string> {
+  const options = ["--no-out-link", "--max-jobs", "0", "--option", "substituters", "", "--option", "builders", `@${nixMachines}`];
+  return (await exec("nix-build", ["-E", expression, ...options])).stdout.trim();
+}
+
 async function ssh(lab: Lab, builder: LabBuilder, command: string): Promise<string> {
   return (await exec("ssh", sshArgs(lab, builder, command))).stdout;
 }
@@ -127,20 +133,7 @@ describe("offload lab", () => {
   test("Nix's own build-remote offloads through nix-machines, routed by features", async () => {
     const build = async (extra: string) => {
       const { expression, salt } = trivialDerivation(extra);
-      const { stdout } = await exec("nix-build", [
-        "-E",
-        expression,
-        "--no-out-link",
-        "--max-jobs",
-        "0",
-        "--option",
-        "substituters",
-        "",
-        "--option",
-        "builders",
-        `@${lab.nixMachines}`,
-      ]);
-      const out = stdout.trim();
+      const out = await buildRemotely(expression, lab.nixMachines);
       expect(await readFile(out, "utf8")).toBe(`${salt}\n`); // imported into the local store
       return lab.builders.filter((builder) => existsSync(onMachine(builder.host, out))).map((builder) => builder.name);
     };
@@ -205,20 +198,7 @@ describe("offload lab", () => {
       expect(config).toContain(`Include ${other.sshConfig}\n`);
       // Nix's build-remote finds the second lab's alias through root's config as well.
       const { expression } = trivialDerivation();
-      const { stdout } = await exec("nix-build", [
-        "-E",
-        expression,
-        "--no-out-link",
-        "--max-jobs",
-        "0",
-        "--option",
-        "substituters",
-        "",
-        "--option",
-        "builders",
-        `@${other.nixMachines}`,
-      ]);
-      expect(existsSync(onMachine(other.builders[0]!.host, stdout.trim()))).toBe(true);
+      expect(existsSync(onMachine(other.builders[0]!.host, await buildRemotely(expression, other.nixMachines)))).toBe(true);
     } finally {
       await stopTestLab(other);
     }
