@@ -401,22 +401,21 @@ describe("landing", () => {
   });
 
   test("a hook SIGKILLed after registering its outputs but before recording their signatures: the next hook records them", async () => {
-    // A `nix` that stalls `store copy-sigs` widens the moment between landing's two steps
-    // (register-validity, then copy-sigs: src/store/land.ts) to seconds.
-    const bin = join(lab().dir, "slow-copy-sigs");
+    // A `nix-daemon` that never answers widens the moment between landing's two steps
+    // (register-validity, then the signatures through `nix-daemon --stdio`: src/store/land.ts)
+    // to as long as the test wants.
+    const bin = join(lab().dir, "silent-nix-daemon");
     mkdirSync(bin, { mode: 0o755 });
-    const realNix = (await exec("sh", ["-c", "command -v nix"])).stdout.trim();
-    writeFileSync(join(bin, "nix"), `#!/bin/sh\ncase " $* " in *" copy-sigs "*) touch ${bin}/copying; exec sleep 20;; esac\nexec ${realNix} "$@"\n`, {
-      mode: 0o755,
-    });
+    writeFileSync(join(bin, "nix-daemon"), `#!/bin/sh\ntouch ${bin}/started\nexec sleep 20\n`, { mode: 0o755 });
     const configDir = lab().config("kill-before-sigs", [a]);
     const build = { salt: salt("kill-before-sigs") };
+    const path = await outputPath(lab(), build);
     const building = lab().nixBuild(configDir, build, { env: { PATH: `${bin}:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin` } });
     try {
-      await waitFor("copy-sigs", () => existsSync(join(bin, "copying")));
+      await waitFor("the signing step", () => existsSync(join(bin, "started")));
+      await waitFor("the registration", () => isValidIn(lab().master, path));
       signal((await spoolingHook(configDir))!, "SIGKILL");
       expect((await building.done).code).not.toBe(0);
-      const path = await outputPath(lab(), build);
       // Registered (verified) before the kill, its signatures written down in the landing area:
       // the next hook, whatever it builds, records them before anything else.
       expect(await isValidIn(lab().master, path)).toBe(true);

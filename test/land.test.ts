@@ -5,12 +5,11 @@ import { afterAll, beforeAll, expect, test } from "@jest/globals";
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { chmodSync, existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { OffloadError } from "../src/errors.js";
 import { generateKeyPair } from "../src/nix/keys.js";
 import { signPath } from "../src/nix/signature.js";
 import type { SpooledPath } from "../src/store/import-verified.js";
-import { landVerified, landingDir, narInfo, registration, startRegistration } from "../src/store/land.js";
-import { openLocalStore } from "../src/store/local-store.js";
-import type { ServeClient } from "../src/store/serve.js";
+import { landVerified, landingDir, narInfo, registration, startLanding } from "../src/store/land.js";
 import { makeSafeDir, removeDir } from "./support/safe-dir.js";
 import { buildTestClosure, deletePaths, isValidPath, nixPathInfo } from "./support/nix.js";
 
@@ -62,16 +61,6 @@ async function lockedWhile<T>(paths: string[], body: () => Promise<T>): Promise<
 /** This process's staging directories still in the store's landing area. */
 const leftovers = () => (existsSync(landingDir()) ? readdirSync(landingDir()).filter((name) => name.startsWith(`${process.pid}-`)) : []);
 
-/** A local store session for the landing's queries, closed afterwards. */
-async function withLocal<T>(body: (local: ServeClient) => Promise<T>): Promise<T> {
-  const local = await openLocalStore();
-  try {
-    return await body(local.client);
-  } finally {
-    await local.close();
-  }
-}
-
 const options = (warnings: string[] = []) => ({
   trustedKeys: [key.publicKey],
   origin: "test outputs",
@@ -85,7 +74,7 @@ test("outputs whose locks another process holds land at once, registered as an i
   const started = Date.now();
   const landed = await lockedWhile(
     items.map((item) => item.path),
-    () => withLocal((local) => landVerified(items, local, options(warnings))),
+    () => landVerified(items, options(warnings)),
   );
   expect(Date.now() - started).toBeLessThan(10_000);
   expect(warnings).toEqual([]);
@@ -101,26 +90,29 @@ test("outputs whose locks another process holds land at once, registered as an i
   expect(execFileSync("stat", ["-c", "%a %Y", join(lib, "data")], { encoding: "utf8" }).trim()).toBe("444 1");
   expect(leftovers()).toEqual([]);
   // A second landing of valid paths adds nothing.
-  const again = await withLocal((local) => landVerified(items, local, options()));
+  const again = await landVerified(items, options());
   expect(again.every((path) => !path.added)).toBe(true);
   deletePaths(items.map((item) => item.path).reverse());
 });
 
-test("a registration started ahead (as the hook starts it with the build) registers the outputs once they land, and nothing for a refused landing", async () => {
+test("a landing started ahead (as the hook starts it with the build) registers and signs the outputs once they land, and nothing for a refused landing", async () => {
   const items = spooledClosure("land-ahead");
-  const ahead = startRegistration();
+  const ahead = startLanding();
   await new Promise((resolve) => setTimeout(resolve, 300)); // started, and waiting for its input
   const landed = await lockedWhile(
     items.map((item) => item.path),
-    () => withLocal((local) => landVerified(items, local, { ...options(), registration: ahead })),
+    () => landVerified(items, { ...options(), ahead }),
   );
   expect(landed.every((path) => path.added)).toBe(true);
-  for (const item of items) execFileSync("nix-store", ["--verify-path", item.path]);
+  for (const item of items) {
+    execFileSync("nix-store", ["--verify-path", item.path]);
+    expect(nixPathInfo(item.path).signatures).toEqual(item.signatures);
+  }
   deletePaths(items.map((item) => item.path).reverse());
 
   const refused = spooledClosure("land-ahead-refused").map((item) => ({ ...item, signatures: [signPath(item, generateKeyPair("intruder-1"))] }));
-  const unused = startRegistration();
-  await expect(withLocal((local) => landVerified(refused, local, { ...options(), registration: unused }))).rejects.toMatchObject({ code: "unknown-key" });
+  const unused = startLanding();
+  await expect(landVerified(refused, { ...options(), ahead: unused })).rejects.toMatchObject({ code: "unknown-key" });
   for (const item of refused) {
     expect(isValidPath(item.path)).toBe(false);
     expect(existsSync(item.path)).toBe(false);
@@ -130,7 +122,7 @@ test("a registration started ahead (as the hook starts it with the build) regist
 test("a refused signature writes nothing at all", async () => {
   const items = spooledClosure("land-refused");
   const forged = items.map((item, index) => (index === 1 ? { ...item, signatures: [signPath(item, generateKeyPair("intruder-1"))] } : item));
-  await expect(withLocal((local) => landVerified(forged, local, options()))).rejects.toMatchObject({ code: "unknown-key" });
+  await expect(landVerified(forged, options())).rejects.toMatchObject({ code: "unknown-key" });
   for (const item of items) {
     expect(isValidPath(item.path)).toBe(false);
     expect(existsSync(item.path)).toBe(false);
@@ -149,7 +141,7 @@ test("when registration fails, the written files are removed again", async () =>
   );
   chmodSync(join(bin, "nix-store"), 0o755);
   const env = { ...process.env, PATH: `${bin}:${process.env.PATH}` };
-  await expect(withLocal((local) => landVerified(items, local, { ...options(), env }))).rejects.toMatchObject({
+  await expect(landVerified(items, { ...options(), env })).rejects.toMatchObject({
     code: "register-failed",
     message: expect.stringContaining("database is full"),
   });
@@ -176,4 +168,43 @@ test("registration and .narinfo texts carry hash, size, deriver, references and 
   }).trim();
   expect(registration([item])).toBe(`${item.path}\nsha256:${hash}\n1234\n${item.deriver}\n1\n${item.references[0]}\n`);
   expect(narInfo(item)).toContain("References: 2yijwpcbg6iz4n7sncnl2p0alxq1zk1x-lib\nDeriver: 0mr2aglxbsn39qz9qd3lr6n7pz3zps1a-app.drv\nSig: b-1:c2ln\n");
+});
+
+test("a local nix-daemon that cannot serve fails the landing before anything is written", async () => {
+  const items = spooledClosure("land-no-worker");
+  // A nix-daemon that dies at once, as one with a locked database would.
+  const bin = join(dir, "failing-daemon-bin");
+  mkdirSync(bin, { recursive: true });
+  writeFileSync(join(bin, "nix-daemon"), `#!/bin/sh\necho "error: database is locked" >&2\nexit 1\n`);
+  chmodSync(join(bin, "nix-daemon"), 0o755);
+  const env = { ...process.env, PATH: `${bin}:${process.env.PATH}` };
+  await expect(landVerified(items, { ...options(), env })).rejects.toMatchObject({
+    code: "nix-daemon-failed",
+    message: expect.stringMatching(/^nix-daemon --stdio could not query valid paths: error: database is locked$/),
+  });
+  for (const item of items) {
+    expect(isValidPath(item.path)).toBe(false);
+    expect(existsSync(item.path)).toBe(false);
+  }
+  expect(leftovers()).toEqual([]);
+});
+
+test("signatures that cannot be recorded leave the outputs valid, and the build log says so", async () => {
+  const items = spooledClosure("land-unsigned");
+  const started = startLanding();
+  // The worker failing at the last step only, as one killed after the registration would.
+  const refusing = new OffloadError("nix-daemon --stdio could not add signatures: it was killed", { code: "nix-daemon-failed", fix: "-" });
+  const ahead = { ...started, worker: { ...started.worker, addSignatures: () => Promise.reject(refusing) } };
+  const warnings: string[] = [];
+  const landed = await landVerified(items, { ...options(warnings), ahead });
+  expect(landed.every((path) => path.added)).toBe(true);
+  expect(warnings).toEqual([
+    "offload: warning: 2 output(s) are valid but their signatures were not recorded: nix-daemon --stdio could not add signatures: it was killed",
+  ]);
+  for (const item of items) {
+    expect(isValidPath(item.path)).toBe(true);
+    expect(nixPathInfo(item.path).signatures).toEqual([]);
+  }
+  expect(leftovers()).toEqual([]);
+  deletePaths(items.map((item) => item.path).reverse());
 });

@@ -12,8 +12,8 @@ import { DEFAULT_STORE_DIR } from "../nix/store-path.js";
 import type { MachineLink } from "../agent/machine-link.js";
 import { resolveSshTarget, type ResolvedSshTarget } from "../remote/ssh-config.js";
 import { tcpReachable } from "../remote/tcp.js";
-import { landVerified, startRegistration, type PendingNix } from "../store/land.js";
-import { openLocalStore, type LocalStore } from "../store/local-store.js";
+import { endLanding, landVerified, startLanding, type LandingProcesses } from "../store/land.js";
+import type { NixWorker } from "../store/nix-worker.js";
 import { outputFixes, pinnedBy } from "../store/machine-trust.js";
 import { makeScratch, removeScratch } from "../files/scratch.js";
 import type { ServeClient } from "../store/serve.js";
@@ -43,46 +43,38 @@ export interface BuildJob {
 
 /** Builds, verifies and imports; returns the seconds the remote build itself took. */
 export async function buildOnMachine(job: BuildJob): Promise<number> {
-  // The local store answers the upload's and the landing's queries. Started now, its process
-  // start (tens of ms) overlaps the remote's work instead of adding to every build.
-  const opening = openLocalStore();
-  opening.catch(() => undefined); // surfaces where awaited
+  // The local store's processes (its queries and signatures, the outputs' registration),
+  // started now: their start (tens of ms) overlaps the remote's work instead of adding to
+  // every build. They register nothing if no output lands.
+  const local = startLanding();
   try {
-    return await buildWith(job, opening);
+    return await buildWith(job, local);
   } finally {
-    await opening.then(
-      (local) => local.close(),
-      () => undefined,
-    );
+    endLanding(local);
   }
 }
 
-async function buildWith(job: BuildJob, local: Promise<LocalStore>): Promise<number> {
+async function buildWith(job: BuildJob, local: LandingProcesses): Promise<number> {
   const name = job.link.machine.name;
   // Ending the session stops whatever the machine is doing for this build.
   job.stopped?.addEventListener("abort", () => job.link.close(), { once: true });
   const drv = parseDerivation(await readFile(job.drvPath, "utf8"), job.drvPath);
   const remote = job.link.session.client;
-  await moving(uploadInputs(job, remote, local), job, `sending inputs to ${name}`);
+  await moving(uploadInputs(job, remote, local.worker), job, `sending inputs to ${name}`);
   job.link.session.onStderr((chunk) => job.buildLog(chunk));
   const started = Date.now();
-  const build = remote.buildDerivation(job.drvPath, drv, buildInputs(drv, job.inputs), {
-    maxSilentTime: job.settings.maxSilentTime,
-    buildTimeout: job.settings.buildTimeout,
-    maxLogSize: job.settings.maxLogSize,
-  });
-  // The outputs' registration starts while the machine builds, so that its process start
-  // (tens of ms) is not added after the transfer; it registers nothing if no output lands.
-  const registration = startRegistration();
-  try {
-    const result = await enforceTimeouts(build, job);
-    if (!result.success) throw buildFailure(result, job.drvPath, name);
-    const seconds = (Date.now() - started) / 1000;
-    await fetchOutputs(job, drv, remote, local, registration);
-    return seconds;
-  } finally {
-    registration.cancel();
-  }
+  const result = await enforceTimeouts(
+    remote.buildDerivation(job.drvPath, drv, buildInputs(drv, job.inputs), {
+      maxSilentTime: job.settings.maxSilentTime,
+      buildTimeout: job.settings.buildTimeout,
+      maxLogSize: job.settings.maxLogSize,
+    }),
+    job,
+  );
+  if (!result.success) throw buildFailure(result, job.drvPath, name);
+  const seconds = (Date.now() - started) / 1000;
+  await fetchOutputs(job, drv, remote, local);
+  return seconds;
 }
 
 /**
@@ -196,14 +188,14 @@ function buildInputs(drv: Derivation, inputs: string[]): string[] {
 }
 
 /** Sends each input the machine lacks, dependencies first, signed by us so a remote Nix that checks signatures accepts it. */
-async function uploadInputs(job: BuildJob, remote: ServeClient, local: Promise<LocalStore>): Promise<void> {
+async function uploadInputs(job: BuildJob, remote: ServeClient, local: NixWorker): Promise<void> {
   if (job.inputs.length === 0) return; // nothing to ask about, lock or substitute: a round trip saved
   const present = await remote.queryValidPaths(job.inputs, { lock: true, substitute: job.link.machine.useSubstitutes || job.settings.buildersUseSubstitutes });
   const missing = job.inputs.filter((path) => !present.has(path));
-  if (missing.length > 0) await uploadMissing(job, (await local).client, remote, missing);
+  if (missing.length > 0) await uploadMissing(job, local, remote, missing);
 }
 
-async function uploadMissing(job: BuildJob, local: ServeClient, remote: ServeClient, missing: string[]): Promise<void> {
+async function uploadMissing(job: BuildJob, local: NixWorker, remote: ServeClient, missing: string[]): Promise<void> {
   const infos = await local.queryPathInfos(missing);
   const absent = missing.filter((path) => !infos.has(path));
   if (absent.length > 0) {
@@ -219,7 +211,7 @@ async function uploadMissing(job: BuildJob, local: ServeClient, remote: ServeCli
 }
 
 /** Brings back the outputs the daemon still wants, verified before a single one enters the store. */
-async function fetchOutputs(job: BuildJob, drv: Derivation, remote: ServeClient, local: Promise<LocalStore>, registration: PendingNix): Promise<void> {
+async function fetchOutputs(job: BuildJob, drv: Derivation, remote: ServeClient, local: LandingProcesses): Promise<void> {
   const name = job.link.machine.name;
   const wanted = job.wantedOutputs.map((output) => {
     const path = drv.outputs.get(output)?.path;
@@ -249,13 +241,13 @@ async function fetchOutputs(job: BuildJob, drv: Derivation, remote: ServeClient,
         exitCode: EXIT.transient,
       });
     }
-    const landed = await landVerified(items, (await local).client, {
+    const landed = await landVerified(items, {
       trustedKeys: job.trustedKeys,
       pinnedBy: pinnedBy(job.link.machine),
       origin: `outputs of ${job.drvPath} from ${name}`,
       fixes: outputFixes(job.link.machine),
       warn: (line) => job.buildLog(`${line}\n`),
-      registration,
+      ahead: local,
     });
     const signers = [...new Set(landed.map((path) => path.signer))].join(", ");
     job.say(`offload: ${landed.length} output(s) of ${job.drvPath} built on ${name}, signature by ${signers} verified`);

@@ -2,20 +2,23 @@
 // nix/libstore/worker-protocol.hh in Guix's tree: Nix 1.x's protocol, version 0x164 in Guix
 // 1.5) over its Unix socket, or a build machine's socket forwarded over SSH as `guix offload`
 // reaches it: the few operations offload needs to read, write and build in a Guix store
-// through the daemon that owns it. Numbers and strings are Nix's wire encoding. While an
-// operation works, the daemon sends "stderr" messages: log lines, requests for input
-// (ImportPaths reads its archive that way), output (ExportPath writes its archive that way),
-// then "last" or "error".
+// through the daemon that owns it. The greeting and the daemon's messages while an operation
+// works (log lines, requests for input — ImportPaths reads its archive that way —, output —
+// ExportPath writes its archive that way —, then "last" or "error") are worker-connection.ts.
 import { DEFAULT_GUIX_SOCKET } from "../guix/paths.js";
 import { connect, type Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import { OffloadError } from "../errors.js";
-import { WireReader, WireWriter } from "../nix/wire.js";
+import { WireWriter, type WireReader } from "../nix/wire.js";
+import { WorkerConnection, type WorkerDialect } from "./worker-connection.js";
 
-const WORKER_MAGIC_1 = 0x6e697863;
-const WORKER_MAGIC_2 = 0x6478696f;
 /** Guix 1.5 speaks 0x164; the daemon shapes its replies by the client's minor version, 0x63 needs nothing newer. */
-const CLIENT_VERSION = 0x163;
+const GUIX: WorkerDialect = {
+  daemon: "guix-daemon",
+  clientVersion: 0x163,
+  brokenError: (message, cause) => new OffloadError(`guix-daemon: ${message}`, { code: "guix-daemon-protocol", cause }),
+  daemonError: (message, exitCode) => new OffloadError(`guix-daemon: ${message}`, { code: "guix-daemon-error", exitCode }),
+};
 
 const enum Op {
   AddTextToStore = 8,
@@ -27,14 +30,6 @@ const enum Op {
   ExportPath = 16,
   ImportPaths = 27,
   CollectGarbage = 20,
-}
-
-const enum Stderr {
-  Next = 0x6f6c6d67,
-  Read = 0x64617461,
-  Write = 0x64617416,
-  Last = 0x616c7473,
-  Error = 0x63787470,
 }
 
 /** gcDeleteSpecific: delete the given paths if nothing refers to them. */
@@ -68,45 +63,12 @@ export interface GuixBuildOptions {
   offload: boolean;
 }
 
-function protocolError(message: string, cause?: unknown): OffloadError {
-  return new OffloadError(`guix-daemon: ${message}`, { code: "guix-daemon-protocol", cause });
-}
-
-/** Hands out a byte stream in pieces of at most the size the daemon asks for. */
-class ChunkSource {
-  private readonly iterator: AsyncIterator<Buffer>;
-  private rest: Buffer = Buffer.alloc(0);
-
-  constructor(source: AsyncIterable<Buffer>) {
-    this.iterator = source[Symbol.asyncIterator]();
-  }
-
-  async take(max: number): Promise<Buffer> {
-    while (this.rest.length === 0) {
-      const next = await this.iterator.next();
-      if (next.done) return this.rest;
-      this.rest = next.value;
-    }
-    const piece = this.rest.subarray(0, max);
-    this.rest = this.rest.subarray(piece.length);
-    return piece;
-  }
-}
-
 export class GuixDaemon {
-  private readonly reader: WireReader;
-  /** Where the daemon's log lines go (settable: a build's output goes to the build log). */
-  log: (line: string) => void;
-
   private constructor(
-    private readonly socket: Duplex,
+    private readonly connection: WorkerConnection,
     /** Where the daemon is: its socket's path (and machine). */
     readonly path: string,
-    options: GuixDaemonOptions,
-  ) {
-    this.reader = new WireReader(socket);
-    this.log = options.log ?? (() => undefined);
-  }
+  ) {}
 
   /** Connects to a local daemon's socket and exchanges the greeting; the connection acts as the calling user. */
   static async connect(options: GuixDaemonOptions = {}): Promise<GuixDaemon> {
@@ -123,7 +85,9 @@ export class GuixDaemon {
         cause: error,
       });
     });
-    socket.setTimeout(IDLE_TIMEOUT_MS, () => socket.destroy(protocolError(`no answer within ${IDLE_TIMEOUT_MS / 1000} s`)));
+    socket.setTimeout(IDLE_TIMEOUT_MS, () =>
+      socket.destroy(new OffloadError(`guix-daemon: no answer within ${IDLE_TIMEOUT_MS / 1000} s`, { code: "guix-daemon-protocol" })),
+    );
     return GuixDaemon.over(socket, path, options);
   }
 
@@ -133,67 +97,41 @@ export class GuixDaemon {
    * long as its max-silent-time allows, and that daemon enforces it.
    */
   static async over(stream: Duplex, where: string, options: GuixDaemonOptions = {}): Promise<GuixDaemon> {
-    const daemon = new GuixDaemon(stream, where, options);
-    try {
-      await daemon.send(new WireWriter().u64(WORKER_MAGIC_1));
-      if ((await daemon.reader.u64("the daemon's greeting")) !== BigInt(WORKER_MAGIC_2)) throw protocolError(`${where} does not speak guix-daemon's protocol`);
-      const version = await daemon.reader.num(0xffff, "the daemon's protocol version");
-      if (version >> 8 !== 1) throw protocolError(`unsupported protocol version 0x${version.toString(16)}`);
-      daemon.version = version;
-      // No CPU affinity (minor ≥ 14), no reserved space (minor ≥ 11).
-      await daemon.send(new WireWriter().u64(CLIENT_VERSION).u64(0).u64(0));
-      await daemon.drain(daemon.work());
-    } catch (error) {
-      daemon.close();
-      throw error;
-    }
-    return daemon;
+    return new GuixDaemon(await WorkerConnection.open(stream, where, GUIX, options.log), where);
   }
 
   /** The daemon's protocol version (0x164 for Guix 1.5). */
-  version = 0;
+  get version(): number {
+    return this.connection.version;
+  }
+
+  /** Where the daemon's log lines go (settable: a build's output goes to the build log). */
+  get log(): (line: string) => void {
+    return this.connection.log;
+  }
+
+  set log(log: (line: string) => void) {
+    this.connection.log = log;
+  }
 
   close(): void {
-    this.socket.destroy();
+    this.connection.close();
   }
 
-  private async send(message: WireWriter | Buffer): Promise<void> {
-    const bytes = Buffer.isBuffer(message) ? message : message.toBuffer();
-    await new Promise<void>((resolve, reject) =>
-      this.socket.write(bytes, (error) => (error ? reject(protocolError(`writing failed: ${error.message}`, error)) : resolve())),
-    );
+  private get reader(): WireReader {
+    return this.connection.reader;
   }
 
-  /**
-   * The daemon's messages while it works: yields what it writes, answers its reads from
-   * `input`, passes log lines on; ends at "last", throws its error.
-   */
-  private async *work(input?: ChunkSource): AsyncGenerator<Buffer> {
-    for (;;) {
-      const code = Number(await this.reader.u64("a daemon message"));
-      if (code === Stderr.Last) return;
-      if (code === Stderr.Next) {
-        this.log((await this.reader.string(1 << 20, "a log line")).replace(/\n$/, ""));
-      } else if (code === Stderr.Write) {
-        yield await this.reader.stringBytes(1 << 26, "output data");
-      } else if (code === Stderr.Read) {
-        const max = await this.reader.num(1 << 26, "the size of a read");
-        if (input === undefined) throw protocolError("the daemon asked for input where none belongs");
-        await this.send(new WireWriter().string(await input.take(max)));
-      } else if (code === Stderr.Error) {
-        const message = (await this.reader.string(1 << 20, "an error message")).trim();
-        // Worker::exitStatus: 101 timed out, 100 (or more) a permanent failure, else transient.
-        const status = Number(await this.reader.u64("the error status"));
-        const exitCode = status === 101 ? 101 : status >= 100 ? 100 : 1;
-        throw new OffloadError(`guix-daemon: ${message}`, { code: "guix-daemon-error", exitCode });
-      } else {
-        throw protocolError(`unknown message 0x${code.toString(16)}`);
-      }
-    }
+  private send(message: WireWriter): Promise<void> {
+    return this.connection.send(message);
   }
 
-  private async drain(messages: AsyncGenerator<Buffer>): Promise<void> {
-    for await (const _ of messages) throw protocolError("unexpected output from the daemon");
+  private work(input?: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
+    return this.connection.work(input);
+  }
+
+  private drain(messages: AsyncGenerator<Buffer>): Promise<void> {
+    return this.connection.drain(messages);
   }
 
   async queryValidPaths(paths: Iterable<string>): Promise<Set<string>> {
@@ -211,7 +149,7 @@ export class GuixDaemon {
     const references = await this.reader.strings(1 << 20, 4096, "references");
     await this.reader.u64("registration time");
     const narSize = Number(await this.reader.u64("NAR size"));
-    if (!/^[0-9a-f]{64}$/.test(hash)) throw protocolError(`NAR hash of ${path} is not base16 SHA-256: ${JSON.stringify(hash)}`);
+    if (!/^[0-9a-f]{64}$/.test(hash)) throw this.connection.protocolError(`NAR hash of ${path} is not base16 SHA-256: ${JSON.stringify(hash)}`);
     return { path, deriver: deriver || undefined, narHash: Buffer.from(hash, "hex"), narSize, references: references.sort() };
   }
 
@@ -238,7 +176,7 @@ export class GuixDaemon {
    */
   async importPaths(stream: AsyncIterable<Buffer>): Promise<string[]> {
     await this.send(new WireWriter().u64(Op.ImportPaths));
-    await this.drain(this.work(new ChunkSource(stream)));
+    await this.drain(this.work(stream));
     return this.reader.strings(1 << 20, 4096, "imported paths");
   }
 

@@ -11,7 +11,6 @@ import type { PublicKey } from "../nix/keys.js";
 import type { PathInfo } from "../nix/path-info.js";
 import { verifyPathSignatures, type SignatureVerdict } from "../nix/signature.js";
 import { openLocalStore } from "./local-store.js";
-import type { ServeClient } from "./serve.js";
 
 /** A path whose NAR sits in `narFile`; narHash and narSize were computed from that file's bytes. */
 export interface SpooledPath extends PathInfo {
@@ -79,12 +78,17 @@ export async function importVerified(items: readonly SpooledPath[], options: Ver
   }
 }
 
+/** A store asked which paths are valid; `lock` keeps them from the garbage collector while the session lasts. */
+export interface ValidityQueries {
+  queryValidPaths(paths: Iterable<string>, options: { lock?: boolean }): Promise<Set<string>>;
+}
+
 /**
  * Checks `items` (in dependency order) before any of them may enter a store: every path is
  * listed once and signed by a trusted key, and every reference is earlier in the set or
  * valid in `store`. Returns each path's signer; throws a refusal naming the first problem.
  */
-export async function verifySpooled(items: readonly SpooledPath[], options: VerifyOptions, store: ServeClient): Promise<Map<string, string>> {
+export async function verifySpooled(items: readonly SpooledPath[], options: VerifyOptions, store: ValidityQueries): Promise<Map<string, string>> {
   const refuse = (message: string, code: Refusal) =>
     new OffloadError(`${options.origin} refused, nothing imported: ${message}`, { code, fix: options.fixes[code] });
   const signers = new Map<string, string>();

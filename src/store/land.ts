@@ -7,9 +7,10 @@
 // as Guix's offload does: it writes each output's files itself, then registers them with
 // `nix-store --register-validity --hash-given` (which takes no path lock; it canonicalises
 // ownership, modes and times as a local build's outputs get) and adds the builder's
-// signatures with `nix store copy-sigs` from a one-off binary cache holding just their
-// .narinfo files (addSignatures takes no path lock either). The result is what
-// build-remote registers: references, deriver, NAR hash and size, signatures.
+// signatures through `nix-daemon --stdio` (AddSignatures takes no path lock either). The
+// result is what build-remote registers: references, deriver, NAR hash and size, signatures.
+// Both processes are started while the machine builds (startLanding), so that their start
+// is not added after the transfer.
 //
 // Nothing is written before every path is verified. Files are restored into a scratch
 // directory inside the store directory (same filesystem) and renamed into place, so no
@@ -22,9 +23,9 @@ import { OffloadError, type FailureCode } from "../errors.js";
 import { restoreNar } from "../nix/nar.js";
 import { encodeNix32 } from "../nix/nix32.js";
 import { DEFAULT_STORE_DIR, hashPart } from "../nix/store-path.js";
+import { startNixWorker, type NixWorker } from "./nix-worker.js";
 import { verifySpooled, type ImportedPath, type SpooledPath, type VerifyOptions } from "./import-verified.js";
 import { deadScratch, keepScratch, makeScratch, removeScratch } from "../files/scratch.js";
-import type { ServeClient } from "./serve.js";
 
 export interface LandOptions extends VerifyOptions {
   /** Where the files go; the store's real directory. Default /nix/store. */
@@ -33,44 +34,55 @@ export interface LandOptions extends VerifyOptions {
   warn: (line: string) => void;
   /** Environment of the nix commands (default: this process's). */
   env?: NodeJS.ProcessEnv;
-  /** A registration started ahead (startRegistration), so that its process start overlaps the transfer; ended here whatever happens. */
-  registration?: PendingNix;
+  /** The landing's processes, started ahead (startLanding); ended here whatever happens. */
+  ahead?: LandingProcesses;
+}
+
+/** The two processes a landing uses: the registration, and a worker that answers its queries and adds the signatures. */
+export interface LandingProcesses {
+  registration: PendingNix;
+  worker: NixWorker;
 }
 
 /**
- * Starts `nix-store --register-validity --hash-given` now, for a landing to come: its start
- * (tens of ms) then overlaps the build and transfer instead of following them. Until the
- * landing writes to it, it only waits for its input; if the hook dies or lands nothing, its
+ * Starts the landing's processes now, for a landing to come: their start (tens of ms each)
+ * then overlaps the build and transfer instead of following them. Until the landing writes
+ * to it, the registration only waits for its input; if the hook dies or lands nothing, its
  * input ends empty and it exits having registered nothing.
  */
-export function startRegistration(options: Pick<LandOptions, "env"> = {}): PendingNix {
-  return startNix(["nix-store", "--register-validity", "--hash-given"], options, "register-failed");
+export function startLanding(options: Pick<LandOptions, "env"> = {}): LandingProcesses {
+  return {
+    registration: startNix(["nix-store", "--register-validity", "--hash-given"], options, "register-failed"),
+    worker: startNixWorker(options),
+  };
+}
+
+/** Ends the landing's processes (again, harmlessly): whatever they were not given, they do not do. */
+export function endLanding(processes: LandingProcesses): void {
+  processes.registration.cancel();
+  processes.worker.close();
 }
 
 /**
  * Verifies `items` (dependencies first), then puts the ones not yet valid into the store;
- * all or nothing. `local` is a session of the local store used for queries only (it never
- * writes, so it takes no path lock); its temporary GC roots keep the references alive until
- * the new paths are registered.
+ * all or nothing. The worker's queries never write, so they take no path lock; their
+ * temporary GC roots keep the references alive until the new paths are registered.
  */
-export async function landVerified(items: readonly SpooledPath[], local: ServeClient, options: LandOptions): Promise<ImportedPath[]> {
+export async function landVerified(items: readonly SpooledPath[], options: LandOptions): Promise<ImportedPath[]> {
+  const processes = options.ahead ?? startLanding(options);
   try {
-    return await landChecked(items, local, options);
+    const storeDir = options.storeDir ?? DEFAULT_STORE_DIR;
+    const signers = await verifySpooled(items, options, processes.worker);
+    const present = await processes.worker.queryValidPaths(
+      items.map((item) => item.path),
+      { lock: true },
+    );
+    const fresh = items.filter((item) => !present.has(item.path));
+    if (fresh.length > 0) await land(fresh, storeDir, processes, options);
+    return items.map((item) => ({ path: item.path, signer: signers.get(item.path)!, added: !present.has(item.path) }));
   } finally {
-    options.registration?.cancel();
+    endLanding(processes);
   }
-}
-
-async function landChecked(items: readonly SpooledPath[], local: ServeClient, options: LandOptions): Promise<ImportedPath[]> {
-  const storeDir = options.storeDir ?? DEFAULT_STORE_DIR;
-  const signers = await verifySpooled(items, options, local);
-  const present = await local.queryValidPaths(
-    items.map((item) => item.path),
-    { lock: true },
-  );
-  const fresh = items.filter((item) => !present.has(item.path));
-  if (fresh.length > 0) await land(fresh, storeDir, options);
-  return items.map((item) => ({ path: item.path, signer: signers.get(item.path)!, added: !present.has(item.path) }));
 }
 
 /** A landing's record of the signatures still to add, inside its staging directory. */
@@ -82,11 +94,11 @@ const SIGNATURES = "signatures";
  * registration and the recording leaves them there, and the next hook records them
  * (finishLandings) — the paths are verified and valid meanwhile, only not yet signed.
  */
-async function land(items: readonly SpooledPath[], storeDir: string, options: LandOptions): Promise<void> {
+async function land(items: readonly SpooledPath[], storeDir: string, processes: LandingProcesses, options: LandOptions): Promise<void> {
   const staging = makeScratch(landingDir(storeDir));
   const placed: string[] = [];
   try {
-    writeSignatureCache(items, join(staging, SIGNATURES), storeDir);
+    writeSignatureRecord(items, join(staging, SIGNATURES));
     for (const item of items) await restoreNar(createReadStream(item.narFile), join(staging, baseName(item.path)));
     for (const item of items) {
       const target = join(storeDir, baseName(item.path));
@@ -99,18 +111,14 @@ async function land(items: readonly SpooledPath[], storeDir: string, options: La
     // Stopped from here on (SIGTERM), the paths may be registered: the signature record stays
     // for the next hook, as after a SIGKILL.
     keepScratch(staging);
-    await (options.registration ?? startRegistration(options)).finish(registration(items));
+    await processes.registration.finish(registration(items));
   } catch (error) {
     for (const target of placed) rmSync(target, { recursive: true, force: true });
     removeScratch(staging);
     throw error;
   }
   try {
-    await copySignatures(
-      join(staging, SIGNATURES),
-      items.filter((item) => item.signatures.length > 0).map((item) => item.path),
-      options,
-    );
+    for (const item of items) if (item.signatures.length > 0) await processes.worker.addSignatures(item.path, item.signatures);
   } catch (error) {
     // The outputs are verified and valid; only the record of who signed them is missing.
     options.warn(`offload: warning: ${items.length} output(s) are valid but their signatures were not recorded: ${(error as Error).message}`);
@@ -134,7 +142,7 @@ export function registration(items: readonly SpooledPath[]): string {
     .join("");
 }
 
-/** The .narinfo through which `nix store copy-sigs` learns a path's signatures (URL is required but never fetched). */
+/** A path's .narinfo: the record of its signatures, in Nix's own format (`nix store copy-sigs` could read a directory of them). */
 export function narInfo(item: SpooledPath): string {
   return [
     `StorePath: ${item.path}`,
@@ -149,22 +157,20 @@ export function narInfo(item: SpooledPath): string {
   ].join("\n");
 }
 
-/** A one-off binary cache holding just the .narinfo files of `items` (their signatures). */
-function writeSignatureCache(items: readonly SpooledPath[], dir: string, storeDir: string): void {
+/** Writes the .narinfo of each signed item into `dir`. */
+function writeSignatureRecord(items: readonly SpooledPath[], dir: string): void {
   mkdirSync(dir);
-  writeFileSync(join(dir, "nix-cache-info"), `StoreDir: ${storeDir}\n`);
   for (const item of items) if (item.signatures.length > 0) writeFileSync(join(dir, `${hashPart(item.path)}.narinfo`), narInfo(item));
 }
 
-/** Adds the signatures the cache in `dir` holds for `paths` to the local store. */
-async function copySignatures(dir: string, paths: readonly string[], options: Pick<LandOptions, "env">): Promise<void> {
-  if (paths.length === 0) return;
-  await nix(
-    ["nix", "--extra-experimental-features", "nix-command", "store", "copy-sigs", "--substituter", `file://${dir}`, ...paths],
-    "",
-    options,
-    "signatures-not-recorded",
-  );
+/** The paths and signatures a landing's record holds. */
+function readSignatureRecord(dir: string): Array<{ path: string; signatures: string[] }> {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir)
+    .filter((name) => name.endsWith(".narinfo"))
+    .map((name) => readFileSync(join(dir, name), "utf8"))
+    .map((text) => ({ path: /^StorePath: (.*)$/m.exec(text)?.[1] ?? "", signatures: [...text.matchAll(/^Sig: (.*)$/gm)].map((match) => match[1]!) }))
+    .filter((record) => record.path !== "" && record.signatures.length > 0);
 }
 
 /**
@@ -175,31 +181,28 @@ async function copySignatures(dir: string, paths: readonly string[], options: Pi
 export async function finishLandings(options: { storeDir?: string; env?: NodeJS.ProcessEnv; warn: (line: string) => void }): Promise<number> {
   const area = landingDir(options.storeDir);
   let signed = 0;
-  for (const dir of deadScratch(area)) {
-    const cache = join(dir, SIGNATURES);
-    const listed = existsSync(join(cache, "nix-cache-info"))
-      ? readdirSync(cache)
-          .filter((name) => name.endsWith(".narinfo"))
-          .map((name) => /^StorePath: (.*)$/m.exec(readFileSync(join(cache, name), "utf8"))?.[1])
-          .filter((path): path is string => path !== undefined)
-      : [];
-    try {
-      const valid = await validPaths(listed, options);
-      await copySignatures(cache, valid, options);
-      signed += valid.length;
-    } catch (error) {
-      options.warn(`offload: warning: could not record the signatures an interrupted landing left: ${(error as Error).message}`);
+  let worker: NixWorker | undefined;
+  try {
+    for (const dir of deadScratch(area)) {
+      const records = readSignatureRecord(join(dir, SIGNATURES));
+      try {
+        if (records.length > 0) {
+          worker ??= startNixWorker(options);
+          const valid = await worker.queryValidPaths(records.map((record) => record.path));
+          for (const record of records.filter((record) => valid.has(record.path))) {
+            await worker.addSignatures(record.path, record.signatures);
+            signed++;
+          }
+        }
+      } catch (error) {
+        options.warn(`offload: warning: could not record the signatures an interrupted landing left: ${(error as Error).message}`);
+      }
+      rmSync(dir, { recursive: true, force: true });
     }
-    rmSync(dir, { recursive: true, force: true });
+  } finally {
+    worker?.close();
   }
   return signed;
-}
-
-/** Which of `paths` are valid in the local store (`nix-store --check-validity --print-invalid`). */
-async function validPaths(paths: readonly string[], options: Pick<LandOptions, "env">): Promise<string[]> {
-  if (paths.length === 0) return [];
-  const invalid = new Set((await nix(["nix-store", "--check-validity", "--print-invalid", ...paths], "", options, "store-query-failed")).split("\n"));
-  return paths.filter((path) => !invalid.has(path));
 }
 
 const NIX_COMMAND_TIMEOUT_MS = 60_000;
@@ -210,11 +213,6 @@ export interface PendingNix {
   finish(input: string): Promise<string>;
   /** Ends its input empty, unless finish did; it exits on its own. */
   cancel(): void;
-}
-
-/** Runs a nix command to completion with `input` on stdin; its stderr is the error message. */
-function nix(argv: string[], input: string, options: Pick<LandOptions, "env">, code: FailureCode): Promise<string> {
-  return startNix(argv, options, code).finish(input);
 }
 
 function startNix(argv: string[], options: Pick<LandOptions, "env">, code: FailureCode): PendingNix {
