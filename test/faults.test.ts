@@ -35,7 +35,7 @@ import {
   faultLabNamespaces,
   freezeBuilder,
   hookPids,
-  spoolingHook,
+  landingHook,
   isValidIn,
   killRemoteNixStore,
   killSshd,
@@ -44,7 +44,7 @@ import {
   restartSshd,
   restartWithStore,
   scratchLeft,
-  spooledBytes,
+  receivedBytes,
   startFaultLab,
   stopFaultLab,
   verifyStore,
@@ -202,7 +202,7 @@ async function struck(
     const under: Record<Phase, () => Promise<boolean> | boolean> = {
       upload: async () => (await linkCounters(a.host)).toHost - sent > 4 * MiB,
       build: () => building.log().includes("building fault: 2 s"),
-      download: () => spooledBytes(configDir) > 2 * MiB,
+      download: () => receivedBytes(lab()) > 2 * MiB,
     };
     await waitFor(`the ${phase}`, under[phase]);
     await strike(configDir);
@@ -342,10 +342,10 @@ describe("stores and hooks", () => {
     }
   });
 
-  test("a hook SIGKILLed mid-download leaves its spool; the next hook sweeps it and the store verifies", async () => {
-    const { configDir, build, result } = await struck("kill-hook", "download", async (dir) => signal((await spoolingHook(dir))!, "SIGKILL"));
+  test("a hook SIGKILLed mid-download leaves its half-received outputs in the landing area; the next hook sweeps them and the store verifies", async () => {
+    const { configDir, build, result } = await struck("kill-hook", "download", async (dir) => signal((await landingHook(lab(), dir))!, "SIGKILL"));
     expect(result.code).not.toBe(0);
-    expect(scratchLeft(lab(), configDir).spool).toHaveLength(1); // what a killed hook cannot clean up
+    expect(scratchLeft(lab(), configDir).landing).toHaveLength(1); // what a killed hook cannot clean up
     await expectBuiltBy(await lab().nixBuild(configDir, { salt: salt("sweeper") }).done, a);
     await expectNothingLeft(configDir, build);
     expect(await verifyStore(lab().master)).toEqual({ code: 0, complaints: [] });
@@ -388,10 +388,7 @@ describe("landing", () => {
       const configDir = lab().config("small-master", [a]);
       const before = (await linkCounters(a.host)).fromHost;
       const result = await lab().nixBuild(configDir, { salt: salt("small-master"), mib: 100 }, { on: small }).done;
-      expectOneLineFailure(
-        result,
-        /the outputs of \S+ need 100\.0 MiB in \/nix\/store \(spooled, then stored\), but it has only [0-9.]+ MiB free here; nothing fetched/,
-      );
+      expectOneLineFailure(result, /the outputs of \S+ need 100\.0 MiB in \/nix\/store, but it has only [0-9.]+ MiB free here; nothing fetched/);
       expect(result.stderr).toMatch(/ {2}fix: free space on this machine: nix-collect-garbage -d/);
       // The build's own traffic, not 100 MiB of NAR.
       expect((await linkCounters(a.host)).fromHost - before).toBeLessThan(MiB);
@@ -401,20 +398,24 @@ describe("landing", () => {
   });
 
   test("a hook SIGKILLed after registering its outputs but before recording their signatures: the next hook records them", async () => {
-    // A `nix-daemon` that never answers widens the moment between landing's two steps
-    // (register-validity, then the signatures through `nix-daemon --stdio`: src/store/land.ts)
-    // to as long as the test wants.
-    const bin = join(lab().dir, "silent-nix-daemon");
+    // A `nix-store` whose registration, once done, does not exit widens the moment between
+    // landing's two steps (register-validity, then the signatures: src/store/land.ts) to as
+    // long as the test wants.
+    const bin = join(lab().dir, "lingering-registration");
     mkdirSync(bin, { mode: 0o755 });
-    writeFileSync(join(bin, "nix-daemon"), `#!/bin/sh\ntouch ${bin}/started\nexec sleep 20\n`, { mode: 0o755 });
+    const realNixStore = (await exec("sh", ["-c", "command -v nix-store"])).stdout.trim();
+    writeFileSync(
+      join(bin, "nix-store"),
+      `#!/bin/sh\ncase " $* " in *" --register-validity "*) ${realNixStore} "$@" || exit; touch ${bin}/registered; exec sleep 20;; esac\nexec ${realNixStore} "$@"\n`,
+      { mode: 0o755 },
+    );
     const configDir = lab().config("kill-before-sigs", [a]);
     const build = { salt: salt("kill-before-sigs") };
     const path = await outputPath(lab(), build);
     const building = lab().nixBuild(configDir, build, { env: { PATH: `${bin}:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin` } });
     try {
-      await waitFor("the signing step", () => existsSync(join(bin, "started")));
-      await waitFor("the registration", () => isValidIn(lab().master, path));
-      signal((await spoolingHook(configDir))!, "SIGKILL");
+      await waitFor("the registration", () => existsSync(join(bin, "registered")));
+      signal((await landingHook(lab(), configDir))!, "SIGKILL");
       expect((await building.done).code).not.toBe(0);
       // Registered (verified) before the kill, its signatures written down in the landing area:
       // the next hook, whatever it builds, records them before anything else.

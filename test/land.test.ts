@@ -3,12 +3,12 @@
 // same registration as an ordinary import, and nothing left behind when it fails.
 import { afterAll, beforeAll, expect, test } from "@jest/globals";
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { OffloadError } from "../src/errors.js";
 import { generateKeyPair } from "../src/nix/keys.js";
 import { signPath } from "../src/nix/signature.js";
-import type { SpooledPath } from "../src/store/import-verified.js";
+import type { RestoredPath } from "../src/store/import-verified.js";
 import { landVerified, landingDir, narInfo, registration, startLanding } from "../src/store/land.js";
 import { makeSafeDir, removeDir } from "./support/safe-dir.js";
 import { buildTestClosure, deletePaths, isValidPath, nixPathInfo } from "./support/nix.js";
@@ -23,20 +23,27 @@ const FIXES = {
   "missing-reference": "m",
 };
 let dir: string;
+/** Where the tests' outputs arrive: in the landing area (on the store's file system, as the hook receives them), not named as a process's scratch. */
+let arrivals: string;
 
 beforeAll(() => {
   dir = makeSafeDir("land");
+  mkdirSync(landingDir(), { recursive: true, mode: 0o700 });
+  arrivals = mkdtempSync(join(landingDir(), "land-test-"));
 });
-afterAll(() => removeDir(dir));
+afterAll(() => {
+  removeDir(dir);
+  rmSync(arrivals, { recursive: true, force: true });
+});
 
-/** A fresh closure lib ← app, taken out of the store again: its NARs spooled and signed as a builder would. */
-function spooledClosure(label: string): SpooledPath[] {
+/** A fresh closure lib ← app, taken out of the store again: restored and signed as outputs arrive from a builder. */
+function spooledClosure(label: string): RestoredPath[] {
   const { lib, app } = buildTestClosure(label);
-  const items = [lib, app].map((path): SpooledPath => {
+  const items = [lib, app].map((path): RestoredPath => {
     const info = nixPathInfo(path);
-    const narFile = join(dir, `${path.slice(11)}.nar`);
-    writeFileSync(narFile, execFileSync("nix-store", ["--dump", path], { maxBuffer: 1 << 26 }));
-    return { ...info, signatures: [signPath(info, key)], narFile };
+    const tree = join(arrivals, path.slice(11));
+    execFileSync("sh", ["-c", 'nix-store --dump "$1" | nix-store --restore "$2"', "sh", path, tree]);
+    return { ...info, signatures: [signPath(info, key)], tree };
   });
   deletePaths([app, lib]);
   return items;
@@ -81,7 +88,7 @@ test("outputs whose locks another process holds land at once, registered as an i
   expect(landed.map((path) => [path.path, path.signer, path.added])).toEqual(items.map((item) => [item.path, "land-test-1", true]));
   for (const item of items) {
     const info = nixPathInfo(item.path);
-    const { narFile: _, ...expected } = item;
+    const { tree: _, ...expected } = item;
     expect(info).toEqual({ ...expected, contentAddress: undefined });
     execFileSync("nix-store", ["--verify-path", item.path]);
   }
@@ -153,14 +160,14 @@ test("when registration fails, the written files are removed again", async () =>
 });
 
 test("registration and .narinfo texts carry hash, size, deriver, references and signatures", () => {
-  const item: SpooledPath = {
+  const item: RestoredPath = {
     path: "/nix/store/7y5cqn2v7pvvsg1szfdjmnlmll6bn6fr-app",
     deriver: "/nix/store/0mr2aglxbsn39qz9qd3lr6n7pz3zps1a-app.drv",
     references: ["/nix/store/2yijwpcbg6iz4n7sncnl2p0alxq1zk1x-lib"],
     narHash: Buffer.alloc(32, 1),
     narSize: 1234,
     signatures: ["b-1:c2ln"],
-    narFile: "/dev/null",
+    tree: "/dev/null",
   };
   // nix32 of the hash as Nix itself prints it.
   const hash = execFileSync("nix", ["--extra-experimental-features", "nix-command", "hash", "to-base32", "--type", "sha256", item.narHash.toString("hex")], {

@@ -150,7 +150,7 @@ describe("pipelined commands", () => {
 });
 
 describe("fetchWanted", () => {
-  test("asks for the infos and every NAR in one go, then spools each NAR, dependencies first", async () => {
+  test("asks for the infos and every NAR in one go, then restores each NAR as it arrives, dependencies first", async () => {
     const server = await fakeServer();
     const outNar = narOf("out");
     const devNar = narOf("dev");
@@ -165,8 +165,9 @@ describe("fetchWanted", () => {
     server.reply(Buffer.concat([infoReply(infos), outNar, devNar]));
     const items = await fetched;
     expect(items.map((item) => item.path)).toEqual([DEV, OUT]);
-    expect(readFileSync(items[1]!.narFile).equals(outNar)).toBe(true);
-    expect(readFileSync(items[0]!.narFile).equals(devNar)).toBe(true);
+    expect(items.map((item) => item.tree)).toEqual([join(dir, DEV.slice(DEV.lastIndexOf("/") + 1)), join(dir, OUT.slice(OUT.lastIndexOf("/") + 1))]);
+    expect(readFileSync(items[1]!.tree, "utf8")).toBe("out");
+    expect(readFileSync(items[0]!.tree, "utf8")).toBe("dev");
   });
 
   test("a wanted path the machine lacks is named, although the session ended on its NAR; nothing is written", async () => {

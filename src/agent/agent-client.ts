@@ -16,6 +16,16 @@ export interface BorrowedSession {
   ready: AgentReady;
 }
 
+/**
+ * The agent's sessions for a hook it serves in its own process: the same warm sessions as
+ * through the socket, handed over without the socket's framing and copying in between.
+ */
+export interface SessionLender {
+  /** The state dir whose machines' facts and slots the sessions account for. */
+  stateDir: string;
+  borrow(machine: BuildMachine): Promise<BorrowedSession>;
+}
+
 /** A session from the agent; undefined when no agent runs (one is then started in the background). */
 export async function borrowSession(machine: BuildMachine, stateDir: string): Promise<BorrowedSession | undefined> {
   const socket = await connectAgent(join(stateDir, AGENT_SOCKET));

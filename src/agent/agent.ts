@@ -21,6 +21,7 @@ import { externalLoad, OwnLoad } from "../select/own-load.js";
 import { acquireSlot } from "../select/slots.js";
 import { ServeClient } from "../store/serve.js";
 import { serveCommand } from "../store/serve-session.js";
+import type { BorrowedSession, SessionLender } from "./agent-client.js";
 import { openHookDoor, type HookVisit } from "./hook-door.js";
 import { AGENT_SOCKET, Frame, FrameReader, frame, type AgentReady, type AgentRequest } from "./agent-frames.js";
 import type { MachineHealth } from "../remote/probes.js";
@@ -64,8 +65,8 @@ export interface AgentOptions {
   stateDir: string;
   /** Close a machine's connection after this long unused, and exit when nothing is open. */
   idleMs: number;
-  /** Serves a build hook handed over by bin/offload-hook (hook/served.ts); without it the agent opens no door. */
-  serveHook?: (visit: HookVisit, log: (line: string) => void) => Promise<void>;
+  /** Serves a build hook handed over by bin/offload-hook (hook/served.ts), lending it sessions in this process; without it the agent opens no door. */
+  serveHook?: (visit: HookVisit, log: (line: string) => void, lender: SessionLender) => Promise<void>;
 }
 
 export async function runAgent(options: AgentOptions): Promise<void> {
@@ -109,7 +110,7 @@ export async function runAgent(options: AgentOptions): Promise<void> {
         (visit) => {
           clients++;
           lastActivity = Date.now();
-          void serve(visit, log)
+          void serve(visit, log, { stateDir: options.stateDir, borrow: lendHere })
             .catch((error: unknown) => log(`hook ${visit.pid}: ${asOffloadError(error).message}`))
             .finally(() => {
               clients--;
@@ -174,29 +175,58 @@ export async function runAgent(options: AgentOptions): Promise<void> {
       };
       socket.once("close", () => reject(new Error("the client left before asking")));
     });
-    const record = request.machine;
-    const key = JSON.stringify(record);
-    let session: WarmSession;
-    let machine: Machine;
+    let lent: Lent;
     try {
-      ({ machine, session } = await borrow(key, record));
+      lent = await lend(request.machine);
     } catch (error) {
       const failure = asOffloadError(error);
       socket.end(frame(Frame.Error, JSON.stringify({ message: failure.message, code: failure.code, fix: failure.fix })));
       return;
     }
+    socket.write(frame(Frame.Ready, JSON.stringify(lent.ready)));
+    onFrame = relay(socket, lent.session, lent.done);
+    for (const [type, payload] of early.splice(0)) onFrame(type, payload);
+  }
+
+  /** A warm session on `record`'s machine, counted as one of our builds there until `done`. */
+  async function lend(record: BuildMachine): Promise<Lent> {
+    const { machine, session } = await borrow(JSON.stringify(record), record);
     machine.active++;
     machine.own.set(machine.active);
     // Stale health would let a full or overloaded machine through: measure again first.
     if (!machine.health || Date.now() - machine.health.at >= HEALTH_FRESH_MS) await refreshHealth(machine, record);
-    const ready: AgentReady = { remoteVersion: session.remoteVersion, health: machine.health!.value };
-    socket.write(frame(Frame.Ready, JSON.stringify(ready)));
-    onFrame = relay(socket, session, () => {
+    let finished = false;
+    const done = () => {
+      if (finished) return;
+      finished = true;
       machine.active--;
       machine.own.set(machine.active);
       machine.lastUsed = Date.now();
-    });
-    for (const [type, payload] of early.splice(0)) onFrame(type, payload);
+    };
+    return { session, ready: { remoteVersion: session.remoteVersion, health: machine.health!.value }, done };
+  }
+
+  /** A session for a hook served in this process: the remote process itself, its warm-up stderr first. */
+  async function lendHere(record: BuildMachine): Promise<BorrowedSession> {
+    const { session, ready, done } = await lend(record);
+    const { process } = session;
+    const stderr = new PassThrough();
+    for (const chunk of session.stderr) stderr.write(chunk);
+    process.stderr.pipe(stderr);
+    void process.exit.then(done);
+    return {
+      process: {
+        stdin: process.stdin,
+        stdout: process.stdout,
+        stderr,
+        exit: process.exit,
+        close: () => {
+          process.close(); // ends the remote command (and any build it runs)
+          done();
+        },
+      },
+      ready,
+    };
   }
 
   /** Connections being made, so that hooks asking for the same machine at once share one. */
@@ -307,6 +337,13 @@ async function warmUp(connection: SshConnection, record: BuildMachine): Promise<
   }
 }
 
+/** A session lent to a hook, with what the hook is told of the machine; `done` when the hook is (idempotent). */
+interface Lent {
+  session: WarmSession;
+  ready: AgentReady;
+  done: () => void;
+}
+
 /** Pipes the session to the hook's socket and back until either side ends; returns the handler of the hook's frames. */
 function relay(socket: Socket, session: WarmSession, done: () => void): (type: Frame, payload: Buffer) => void {
   const { process } = session;
@@ -327,19 +364,13 @@ function relay(socket: Socket, session: WarmSession, done: () => void): (type: F
   process.stderr.on("data", forward(Frame.Stderr));
   process.stdout.resume();
   process.stderr.resume();
-  let finished = false;
-  const finish = () => {
-    if (finished) return;
-    finished = true;
-    done();
-  };
   void process.exit.then((status) => {
     socket.end(frame(Frame.Exit, JSON.stringify(status)));
-    finish();
+    done();
   });
   socket.once("close", () => {
     process.close(); // the hook went away: end the remote command (and any build it runs)
-    finish();
+    done();
   });
   return (type, payload) => {
     if (type === Frame.Stdin && !process.stdin.write(payload)) {

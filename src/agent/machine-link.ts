@@ -6,7 +6,7 @@ import { withDeadline } from "../deadline.js";
 import { OffloadError } from "../errors.js";
 import { ServeClient } from "../store/serve.js";
 import { openServeSession, readStderr, type ServeSession } from "../store/serve-session.js";
-import { borrowSession } from "./agent-client.js";
+import { borrowSession, type SessionLender } from "./agent-client.js";
 import { readHealth, type MachineHealth } from "../remote/probes.js";
 import type { ConnectOptions } from "../remote/ssh.js";
 
@@ -21,6 +21,8 @@ export interface MachineLink {
 export interface LinkOptions extends ConnectOptions {
   /** Borrow a warm session from the `offload agent` of this state dir (started on first use). */
   agentStateDir?: string;
+  /** The agent's sessions in this process, for a hook the agent serves (instead of its socket). */
+  lender?: SessionLender;
 }
 
 /**
@@ -32,7 +34,7 @@ const WARM_SESSION_PROBE_MS = 3000;
 
 export async function linkMachine(machine: BuildMachine, options: LinkOptions = {}, note: (line: string) => void = () => undefined): Promise<MachineLink> {
   if (options.agentStateDir) {
-    const borrowed = await borrowSession(machine, options.agentStateDir).catch((error: unknown) => {
+    const borrowed = await (options.lender ? options.lender.borrow(machine) : borrowSession(machine, options.agentStateDir)).catch((error: unknown) => {
       // An agent that speaks another protocol is no reason to fail the build: connect directly.
       if (!(error instanceof OffloadError && error.code === "agent-protocol")) throw error;
       note(`offload: ${error.message}; connecting directly`);

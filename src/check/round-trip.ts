@@ -113,14 +113,16 @@ async function buildReading(trip: RoundTrip, input: string, nonce: string): Prom
 /** Downloads the output, checks it is what was built from our nonce, and verifies who signed it. */
 async function fetchVerified(trip: RoundTrip, output: string, nonce: string, work: string): Promise<string> {
   const name = trip.machine.name;
-  const [spooled] = await fetchWanted(trip.remote, [output], work, name, "the test build's output");
-  if (!(await readFile(spooled!.narFile)).includes(`${nonce}\n`)) {
+  const [received] = await fetchWanted(trip.remote, [output], work, name, "the test build's output");
+  // A file, as built; anything else (a directory) is not what was built either.
+  const content = await readFile(received!.tree).catch(() => undefined);
+  if (!content?.includes(`${nonce}\n`)) {
     throw new OffloadError(`the test output from ${name} does not contain the nonce it was built from`, {
       code: "round-trip-mismatch",
       fix: `do not trust ${name} until this is explained: it returned a different output than it built`,
     });
   }
-  const verdict = verifyPathSignatures(spooled!, trip.trustedKeys, pinnedBy(trip.machine));
+  const verdict = verifyPathSignatures(received!, trip.trustedKeys, pinnedBy(trip.machine));
   if (verdict.valid) return verdict.key.name;
   const cause = verdict.code === "unsigned" ? `${name} does not sign what it builds (no secret-key-files)` : `${name}'s test output is refused`;
   throw new OffloadError(`${cause}: ${verdict.reason}`, { code: verdict.code, fix: outputFixes(trip.machine)[verdict.code] });

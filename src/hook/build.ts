@@ -1,7 +1,7 @@
 // After "# accept": send the inputs the machine lacks, build there, bring the outputs back
 // and import them only once every one is verified. One linear flow, like Nix's
 // build-remote, over the shared store primitives.
-import { statSync, statfsSync } from "node:fs";
+import { statfsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import type { BuildMachine } from "../../types/index.js";
 import { EXIT, OffloadError } from "../errors.js";
@@ -12,7 +12,7 @@ import { DEFAULT_STORE_DIR } from "../nix/store-path.js";
 import type { MachineLink } from "../agent/machine-link.js";
 import { resolveSshTarget, type ResolvedSshTarget } from "../remote/ssh-config.js";
 import { tcpReachable } from "../remote/tcp.js";
-import { endLanding, landVerified, startLanding, type LandingProcesses } from "../store/land.js";
+import { endLanding, landingDir, landVerified, startLanding, type LandingProcesses } from "../store/land.js";
 import type { NixWorker } from "../store/nix-worker.js";
 import { outputFixes, pinnedBy } from "../store/machine-trust.js";
 import { makeScratch, removeScratch } from "../files/scratch.js";
@@ -30,8 +30,6 @@ export interface BuildJob {
   wantedOutputs: string[];
   settings: HookSettings;
   signingKey: SecretKey;
-  /** Where outputs are spooled (one scratch directory per build in it). */
-  spoolDir: string;
   /** Keys whose signature on an output is accepted: the machine's pinned key, else the ACL. */
   trustedKeys: readonly PublicKey[];
   /** Progress and problems, one line each (shown by the daemon). */
@@ -223,13 +221,14 @@ async function fetchOutputs(job: BuildJob, drv: Derivation, remote: ServeClient,
       });
     return path;
   });
-  const spool = makeScratch(job.spoolDir);
+  // Restored as they arrive, in the store's landing area: written once, and at no store path until verified.
+  const receiving = makeScratch(landingDir());
   try {
-    const room = localRoom(spool);
+    const free = freeBytes(DEFAULT_STORE_DIR);
     const items = await moving(
-      fetchWanted(remote, wanted, spool, name, `an output of ${job.drvPath}`, {
-        beforeWriting: (infos) => checkLocalSpace(job, infos, room),
-        sizesFirst: room.some((place) => place.free < AMPLE_FREE_BYTES),
+      fetchWanted(remote, wanted, receiving, name, `an output of ${job.drvPath}`, {
+        beforeWriting: (infos) => checkLocalSpace(job, infos, free),
+        sizesFirst: free < AMPLE_FREE_BYTES,
       }),
       job,
       `fetching the outputs of ${job.drvPath} from ${name}`,
@@ -252,25 +251,13 @@ async function fetchOutputs(job: BuildJob, drv: Derivation, remote: ServeClient,
     const signers = [...new Set(landed.map((path) => path.signer))].join(", ");
     job.say(`offload: ${landed.length} output(s) of ${job.drvPath} built on ${name}, signature by ${signers} verified`);
   } finally {
-    removeScratch(spool);
+    removeScratch(receiving);
   }
 }
 
-/** Where the outputs take room here, and how much is free there. */
-interface Room {
-  dir: string;
-  /** How many times the outputs' size it takes: spooled, then stored, on one file system takes twice. */
-  times: number;
-  free: number;
-}
-
-function localRoom(spool: string): Room[] {
-  const sameDisk = statSync(spool).dev === statSync(DEFAULT_STORE_DIR).dev;
-  const places = sameDisk ? [{ dir: DEFAULT_STORE_DIR, times: 2 }] : [spool, DEFAULT_STORE_DIR].map((dir) => ({ dir, times: 1 }));
-  return places.map((place) => {
-    const { bavail, bsize } = statfsSync(place.dir);
-    return { ...place, free: bavail * bsize };
-  });
+function freeBytes(dir: string): number {
+  const { bavail, bsize } = statfsSync(dir);
+  return bavail * bsize;
 }
 
 /**
@@ -280,21 +267,18 @@ function localRoom(spool: string): Room[] {
  */
 const AMPLE_FREE_BYTES = 1024 ** 3;
 
-/** Spool and store each need the outputs' size (twice on one file system): refuse before writing a byte, not half-way with ENOSPC. */
-function checkLocalSpace(job: BuildJob, infos: readonly PathInfo[], room: readonly Room[]): void {
-  const size = infos.reduce((sum, info) => sum + info.narSize, 0);
-  for (const { dir, times, free } of room) {
-    const needed = times * size;
-    if (free < needed) {
-      throw new OffloadError(
-        `the outputs of ${job.drvPath} need ${mebibytes(needed)} in ${dir} (spooled, then stored), but it has only ${mebibytes(free)} free here; nothing fetched`,
-        {
-          code: "local-disk-full",
-          fix: `free space on this machine: nix-collect-garbage -d${dir === DEFAULT_STORE_DIR ? "" : `, or give the nix daemon a TMPDIR with more room than ${dir}`}`,
-          exitCode: EXIT.transient,
-        },
-      );
-    }
+/** The store needs the outputs' size: refuse before writing a byte, not half-way with ENOSPC. */
+function checkLocalSpace(job: BuildJob, infos: readonly PathInfo[], free: number): void {
+  const needed = infos.reduce((sum, info) => sum + info.narSize, 0);
+  if (free < needed) {
+    throw new OffloadError(
+      `the outputs of ${job.drvPath} need ${mebibytes(needed)} in ${DEFAULT_STORE_DIR}, but it has only ${mebibytes(free)} free here; nothing fetched`,
+      {
+        code: "local-disk-full",
+        fix: "free space on this machine: nix-collect-garbage -d",
+        exitCode: EXIT.transient,
+      },
+    );
   }
 }
 

@@ -2,6 +2,7 @@
 // derivation-goal.cc `tryBuildHook`, unchanged from 2.8 to 2.35): settings and
 // "try" requests arrive on stdin in the wire encoding; replies and log messages go back
 // on stderr; the build log goes to fd 4.
+import type { SessionLender } from "../agent/agent-client.js";
 import { fstatSync, writeSync } from "node:fs";
 import type { Readable } from "node:stream";
 import type { NixVersion } from "../nix/daemon-version.js";
@@ -32,6 +33,8 @@ export interface HookIo {
   daemonVersion?: (stateDir: string) => Promise<NixVersion | undefined>;
   /** Aborted when the daemon stopped the hook while it was served by the agent (a hook process just dies). */
   stopped?: AbortSignal;
+  /** The serving agent's sessions, when the agent serves the hook. */
+  lender?: SessionLender;
 }
 
 /** The real process: stdin, stderr, and fd 4 if the daemon opened it. */

@@ -1,7 +1,6 @@
 // The build hook, start to end: settings → machines.ts → for each "try": decide and reply;
 // after an accept: build on the machine, verify, import, exit with Nix's status codes.
 import { DEFAULTS } from "../defaults.js";
-import { join } from "node:path";
 import type { BuildMachine } from "../../types/index.js";
 import { loadConfig, type LoadedConfig } from "../config/load.js";
 import { EXIT, OffloadError, asOffloadError, formatError } from "../errors.js";
@@ -14,7 +13,6 @@ import type { BuildRequest, Decision } from "../select/select.js";
 import { ensureStateDir, stateDir } from "../select/state-dir.js";
 import { readAcl } from "../store/acl.js";
 import { finishLandings } from "../store/land.js";
-import { sweepScratch } from "../files/scratch.js";
 import { aclPath, configDir, secretKeyPath } from "../files/config-dir.js";
 import { checkPrivate } from "../files/safety.js";
 import { machineTrustedKeys } from "../store/machine-trust.js";
@@ -32,9 +30,7 @@ export async function runHook(io: HookIo, env: NodeJS.ProcessEnv = process.env):
     // Before reading anything: a daemon of another protocol (Lix's Cap'n Proto) would not send these bytes.
     const daemon = await io.daemonVersion?.(state);
     if (daemon) assertSupported(daemon);
-    // What hooks killed mid-transfer left: spools, and outputs that never reached their place.
-    const spoolDir = join(state, "spool");
-    sweepScratch(spoolDir);
+    // What hooks killed mid-transfer left: outputs on their way, signatures not yet recorded.
     await finishLandings({ warn: (line) => channel.message(Level.Warn, line) });
     const settings = interpretSettings(await channel.readSettings(), env);
     // Before machines.ts: a build that asked for no remote builds must not fail on it.
@@ -63,7 +59,12 @@ export async function runHook(io: HookIo, env: NodeJS.ProcessEnv = process.env):
         say,
         warn,
         // Warm sessions from `offload agent` unless OFFLOAD_AGENT=0.
-        connect: (machine) => linkMachine(machine, { agentStateDir: env.OFFLOAD_AGENT === "0" ? undefined : state }, say),
+        connect: (machine) =>
+          linkMachine(
+            machine,
+            { agentStateDir: env.OFFLOAD_AGENT === "0" ? undefined : state, lender: io.lender?.stateDir === state ? io.lender : undefined },
+            say,
+          ),
         minFreeBytes: (Number(env.OFFLOAD_MIN_FREE_MIB) || DEFAULTS.minFreeMiB) * 1024 * 1024,
       });
       if (claim.verdict !== "accept") {
@@ -86,7 +87,6 @@ export async function runHook(io: HookIo, env: NodeJS.ProcessEnv = process.env):
             wantedOutputs,
             settings,
             signingKey,
-            spoolDir,
             trustedKeys,
             say,
             buildLog: (b) => channel.buildLog(b),

@@ -4,6 +4,7 @@
 // its exit status goes back to the script, which exits with it.
 import { closeSync, constants, fstatSync, openSync, readFileSync } from "node:fs";
 import { Socket } from "node:net";
+import type { SessionLender } from "../agent/agent-client.js";
 import type { HookVisit } from "../agent/hook-door.js";
 import { EXIT } from "../errors.js";
 import { readProcStat } from "../files/proc-stat.js";
@@ -16,7 +17,7 @@ import { runHook } from "./run.js";
 const ALIVE_CHECK_MS = 250;
 
 /** Serves one hook; never throws (a hook it cannot serve is told to run on its own). */
-export async function serveHook(visit: HookVisit, log: (line: string) => void): Promise<void> {
+export async function serveHook(visit: HookVisit, log: (line: string) => void, lender: SessionLender): Promise<void> {
   const { pid } = visit;
   let opened: Opened;
   try {
@@ -41,6 +42,7 @@ export async function serveHook(visit: HookVisit, log: (line: string) => void): 
     control: (line: string) => void control.write(line),
     buildLog: buildLog && ((bytes: Buffer | string) => void buildLog.write(bytes)),
     stopped: gone.signal,
+    lender,
   };
   let status: number = EXIT.transient;
   const since = Date.now();

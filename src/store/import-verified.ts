@@ -17,6 +17,14 @@ export interface SpooledPath extends PathInfo {
   narFile: string;
 }
 
+/**
+ * A path whose NAR was restored as it arrived, into `tree`: a directory of the store's landing
+ * area (its file system, no store path). narHash and narSize were computed from the bytes restored.
+ */
+export interface RestoredPath extends PathInfo {
+  tree: string;
+}
+
 type Refusal = Extract<SignatureVerdict, { valid: false }>["code"] | "duplicate-path" | "reference-order" | "missing-reference";
 
 export type { Refusal };
@@ -88,7 +96,7 @@ export interface ValidityQueries {
  * listed once and signed by a trusted key, and every reference is earlier in the set or
  * valid in `store`. Returns each path's signer; throws a refusal naming the first problem.
  */
-export async function verifySpooled(items: readonly SpooledPath[], options: VerifyOptions, store: ValidityQueries): Promise<Map<string, string>> {
+export async function verifySpooled(items: readonly PathInfo[], options: VerifyOptions, store: ValidityQueries): Promise<Map<string, string>> {
   const refuse = (message: string, code: Refusal) =>
     new OffloadError(`${options.origin} refused, nothing imported: ${message}`, { code, fix: options.fixes[code] });
   const signers = new Map<string, string>();

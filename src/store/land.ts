@@ -12,19 +12,20 @@
 // Both processes are started while the machine builds (startLanding), so that their start
 // is not added after the transfer.
 //
-// Nothing is written before every path is verified. Files are restored into a scratch
-// directory inside the store directory (same filesystem) and renamed into place, so no
-// half-written tree ever sits at a store path; if registration fails they are removed
+// Outputs arrive already restored, as they were received, into a scratch directory of the
+// store's landing area (same file system, no store path: transfer.ts fetchWanted). Nothing
+// is at a store path before every one is verified; then they are renamed into place, so no
+// half-written tree ever sits at a store path, and if registration fails they are removed
 // again, leaving the store as it was.
 import { spawn } from "node:child_process";
-import { createReadStream, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { OffloadError, type FailureCode } from "../errors.js";
-import { restoreNar } from "../nix/nar.js";
 import { encodeNix32 } from "../nix/nix32.js";
+import type { PathInfo } from "../nix/path-info.js";
 import { DEFAULT_STORE_DIR, hashPart } from "../nix/store-path.js";
 import { startNixWorker, type NixWorker } from "./nix-worker.js";
-import { verifySpooled, type ImportedPath, type SpooledPath, type VerifyOptions } from "./import-verified.js";
+import { verifySpooled, type ImportedPath, type RestoredPath, type VerifyOptions } from "./import-verified.js";
 import { deadScratch, keepScratch, makeScratch, removeScratch } from "../files/scratch.js";
 
 export interface LandOptions extends VerifyOptions {
@@ -68,7 +69,7 @@ export function endLanding(processes: LandingProcesses): void {
  * all or nothing. The worker's queries never write, so they take no path lock; their
  * temporary GC roots keep the references alive until the new paths are registered.
  */
-export async function landVerified(items: readonly SpooledPath[], options: LandOptions): Promise<ImportedPath[]> {
+export async function landVerified(items: readonly RestoredPath[], options: LandOptions): Promise<ImportedPath[]> {
   const processes = options.ahead ?? startLanding(options);
   try {
     const storeDir = options.storeDir ?? DEFAULT_STORE_DIR;
@@ -94,18 +95,17 @@ const SIGNATURES = "signatures";
  * registration and the recording leaves them there, and the next hook records them
  * (finishLandings) — the paths are verified and valid meanwhile, only not yet signed.
  */
-async function land(items: readonly SpooledPath[], storeDir: string, processes: LandingProcesses, options: LandOptions): Promise<void> {
+async function land(items: readonly RestoredPath[], storeDir: string, processes: LandingProcesses, options: LandOptions): Promise<void> {
   const staging = makeScratch(landingDir(storeDir));
   const placed: string[] = [];
   try {
     writeSignatureRecord(items, join(staging, SIGNATURES));
-    for (const item of items) await restoreNar(createReadStream(item.narFile), join(staging, baseName(item.path)));
     for (const item of items) {
       const target = join(storeDir, baseName(item.path));
       // Not valid (checked above) and locked by the daemon we act for: whatever is there is
       // the leftover of an interrupted build, which Nix itself would delete before writing.
       rmSync(target, { recursive: true, force: true });
-      renameSync(join(staging, baseName(item.path)), target);
+      renameSync(item.tree, target);
       placed.push(target);
     }
     // Stopped from here on (SIGTERM), the paths may be registered: the signature record stays
@@ -133,7 +133,7 @@ export function landingDir(storeDir: string = DEFAULT_STORE_DIR): string {
 }
 
 /** `nix-store --register-validity --hash-given` input: path, hash, size, deriver, reference count, references. */
-export function registration(items: readonly SpooledPath[]): string {
+export function registration(items: readonly PathInfo[]): string {
   return items
     .map(
       (item) =>
@@ -143,7 +143,7 @@ export function registration(items: readonly SpooledPath[]): string {
 }
 
 /** A path's .narinfo: the record of its signatures, in Nix's own format (`nix store copy-sigs` could read a directory of them). */
-export function narInfo(item: SpooledPath): string {
+export function narInfo(item: PathInfo): string {
   return [
     `StorePath: ${item.path}`,
     `URL: nar/${hashPart(item.path)}.nar`,
@@ -158,7 +158,7 @@ export function narInfo(item: SpooledPath): string {
 }
 
 /** Writes the .narinfo of each signed item into `dir`. */
-function writeSignatureRecord(items: readonly SpooledPath[], dir: string): void {
+function writeSignatureRecord(items: readonly PathInfo[], dir: string): void {
   mkdirSync(dir);
   for (const item of items) if (item.signatures.length > 0) writeFileSync(join(dir, `${hashPart(item.path)}.narinfo`), narInfo(item));
 }

@@ -1,17 +1,17 @@
 // Moving single store paths between the local machine and a build machine's serve session:
 // signed uploads and checked downloads. The hook's build and `offload check`'s round trip
 // both go through here.
-import { createWriteStream, type WriteStream } from "node:fs";
+import { once } from "node:events";
 import { join } from "node:path";
-import { finished } from "node:stream/promises";
+import { PassThrough } from "node:stream";
 import { EXIT, OffloadError } from "../errors.js";
 import type { SecretKey } from "../nix/keys.js";
-import { dumpPath } from "../nix/nar.js";
+import { dumpPath, restoreNar } from "../nix/nar.js";
 import { encodeNix32 } from "../nix/nix32.js";
 import type { PathInfo } from "../nix/path-info.js";
 import { signPath } from "../nix/signature.js";
 import { dependenciesFirst } from "./archive-export.js";
-import type { SpooledPath } from "./import-verified.js";
+import type { RestoredPath } from "./import-verified.js";
 import type { ServeClient } from "./serve.js";
 
 /** Transient failure, in the daemon's exit codes: the same build may succeed when retried. */
@@ -34,11 +34,14 @@ export interface FetchOptions {
 }
 
 /**
- * Downloads exactly `wanted` from the machine into files in `dir`, dependencies first, each
- * NAR checked against what the machine describes. The path infos and every NAR are asked
- * for back to back (unless sizesFirst): one round trip, not one per path. A wanted path the
- * machine lacks is refused once the infos are read (asking for its NAR ends the session,
- * which then explains nothing more).
+ * Downloads exactly `wanted` from the machine, dependencies first, each NAR restored as it
+ * arrives into `<dir>/<name>` (for outputs on their way into the store, a directory of its
+ * landing area: the restore overlaps the transfer, the bytes are written once, and nothing is
+ * at a store path until the landing has verified them) and checked against what the machine
+ * describes. The path infos and every NAR are asked for back to back (unless sizesFirst):
+ * one round trip, not one per path. A wanted path the machine lacks is refused once the
+ * infos are read (asking for its NAR ends the session, which then explains nothing more).
+ * Whatever was written for a refused path is the caller's to remove, with `dir`.
  */
 export async function fetchWanted(
   remote: ServeClient,
@@ -47,15 +50,15 @@ export async function fetchWanted(
   machine: string,
   what: string,
   options: FetchOptions = {},
-): Promise<SpooledPath[]> {
+): Promise<RestoredPath[]> {
   const described = queryWanted(remote, wanted, machine, what).then((infos) => {
     options.beforeWriting?.([...infos.values()]);
     return infos;
   });
   const asked = options.sizesFirst ? described : Promise.resolve();
-  const spooled = wanted.map((path) => asked.then(() => spoolNar(remote, path, described, dir, machine)));
-  const [, ...items] = await allInOrder<Map<string, PathInfo> | SpooledPath>([described, ...spooled]);
-  return dependenciesFirst(items as SpooledPath[]);
+  const received = wanted.map((path) => asked.then(() => receiveNar(remote, path, described, dir, machine)));
+  const [, ...items] = await allInOrder<Map<string, PathInfo> | RestoredPath>([described, ...received]);
+  return dependenciesFirst(items as RestoredPath[]);
 }
 
 /**
@@ -101,17 +104,22 @@ async function queryWanted(remote: ServeClient, wanted: readonly string[], machi
   return infos;
 }
 
-/** Streams the NAR of `path` from the machine into a file in `dir`, checking it is exactly what `described` says of it. */
-async function spoolNar(remote: ServeClient, path: string, described: Promise<Map<string, PathInfo>>, dir: string, machine: string): Promise<SpooledPath> {
-  const narFile = join(dir, `${path.slice(path.lastIndexOf("/") + 1)}.nar`);
+/** Streams the NAR of `path` from the machine, restoring it as `<dir>/<name>`; it must be exactly what `described` says of it. */
+async function receiveNar(remote: ServeClient, path: string, described: Promise<Map<string, PathInfo>>, dir: string, machine: string): Promise<RestoredPath> {
+  const tree = join(dir, path.slice(path.lastIndexOf("/") + 1));
   let info: PathInfo | undefined;
-  let file: WriteStream | undefined;
+  let nar: PassThrough | undefined;
+  let restored: Promise<void> | undefined;
   let received = 0;
   try {
     const digest = await remote.dumpStorePath(path, async (bytes) => {
-      // The first bytes come after the infos are read (replies arrive in order): only then is a file opened.
+      // The first bytes come after the infos are read (replies arrive in order): only then is anything written.
       info ??= (await described).get(path)!;
-      file ??= createWriteStream(narFile, { mode: 0o600 });
+      if (!nar) {
+        nar = new PassThrough();
+        restored = restoreNar(nar, tree); // removes its partial tree if it fails
+        restored.catch(() => undefined); // surfaces where awaited
+      }
       received += bytes.length;
       // A machine must not fill this disk by sending more than it declared.
       if (received > info.narSize) {
@@ -121,15 +129,17 @@ async function spoolNar(remote: ServeClient, path: string, described: Promise<Ma
           exitCode: EXIT.transient,
         });
       }
-      if (!file.write(bytes)) await new Promise<void>((resolve) => file!.once("drain", resolve));
+      // A restore that failed reads no more: its failure, not a wait for a drain that never comes.
+      if (!nar.write(bytes)) await Promise.race([once(nar, "drain"), restored]);
     });
+    nar?.end();
+    await restored;
     checkDigest(digest, info!, machine);
-    return { ...info!, narFile };
-  } finally {
-    if (file) {
-      file.end();
-      await finished(file);
-    }
+    return { ...info!, tree };
+  } catch (error) {
+    nar?.destroy();
+    await restored?.catch(() => undefined);
+    throw error;
   }
 }
 

@@ -7,7 +7,7 @@
 //   const fl = await startFaultLab("faults", { builders: 2, daemonConfig: "all" });
 //   const configDir = fl.config("cut", [fl.lab.builders[0]!]);
 //   const building = fl.nixBuild(configDir, { salt, mib: 20 }, { options: ["--option", "max-silent-time", "10"] });
-//   await waitFor("the download", () => spooledBytes(configDir) > 2 << 20);
+//   await waitFor("the download", () => receivedBytes(fl) > 2 << 20);
 //   await cutLink(fl.lab.builders[0]!.host);
 //   const result = await building.done;      // { code, stdout, stderr, seconds }
 //   fl.clientBuild({ salt });                // as the non-root client, through the daemon's hook
@@ -245,20 +245,24 @@ export async function waitFor<T>(what: string, probe: () => Promise<T | undefine
 
 /** Scratch entries of hooks in a state dir's spool and in the master's landing dir. */
 export function scratchLeft(fl: FaultLab, configDir: string): { spool: string[]; landing: string[] } {
-  return { spool: scratchNames(join(configDir, "state", "spool")), landing: scratchNames(join(fl.master.dir, "nix", "store", ".offload-landing")) };
+  return { spool: scratchNames(join(configDir, "state", "spool")), landing: scratchNames(landingArea(fl)) };
+}
+
+function landingArea(fl: FaultLab): string {
+  return join(fl.master.dir, "nix", "store", ".offload-landing");
 }
 
 function scratchNames(dir: string): string[] {
   return existsSync(dir) ? readdirSync(dir) : [];
 }
 
-/** Bytes in the spool's NAR files of a state dir (a download under way), or 0. */
-export function spooledBytes(configDir: string): number {
-  const spool = join(configDir, "state", "spool");
+/** Bytes of the files in the master's landing area (outputs restored as they arrive: a download under way), or 0. */
+export function receivedBytes(fl: FaultLab): number {
+  const landing = landingArea(fl);
   let bytes = 0;
-  for (const scratch of scratchNames(spool)) {
-    for (const file of readdirSync(join(spool, scratch)).filter((name) => name.endsWith(".nar"))) {
-      bytes += statSync(join(spool, scratch, file), { throwIfNoEntry: false })?.size ?? 0;
+  for (const scratch of scratchNames(landing)) {
+    for (const entry of readdirSync(join(landing, scratch), { recursive: true, withFileTypes: true })) {
+      if (entry.isFile()) bytes += statSync(join(entry.parentPath, entry.name), { throwIfNoEntry: false })?.size ?? 0;
     }
   }
   return bytes;
@@ -290,9 +294,9 @@ export function hookPids(configDir: string): number[] {
   return pids;
 }
 
-/** The hook whose scratch is in the state dir's spool (named by its pid in the master's namespace), as this machine sees it. */
-export async function spoolingHook(configDir: string): Promise<number | undefined> {
-  const owners = new Set(scratchNames(join(configDir, "state", "spool")).map((name) => Number(name.split("-")[0])));
+/** The hook (of this config dir) whose scratch is in the master's landing area (named by its pid in the master's namespace), as this machine sees it. */
+export async function landingHook(fl: FaultLab, configDir: string): Promise<number | undefined> {
+  const owners = new Set(scratchNames(landingArea(fl)).map((name) => Number(name.split("-")[0])));
   for (const pid of hookPids(configDir)) if (owners.has((await pidInOwnNamespace(pid)) ?? 0)) return pid;
   return undefined;
 }
