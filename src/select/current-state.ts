@@ -6,7 +6,7 @@ import type { BuildMachine, LocalMachine } from "../../types/index.js";
 import { derivationName, readDurations, type Durations } from "./durations.js";
 import { machineState, readFacts, recordHash } from "./machine-facts.js";
 import type { BuildRequest, MachineState, SelectionInput } from "./select.js";
-import { heldSlots, slotHolders } from "./slots.js";
+import { heldSlots, listeningSockets, slotHolders, type SlotHolder } from "./slots.js";
 
 export async function selectionInput(
   config: { machines: readonly BuildMachine[]; local?: LocalMachine },
@@ -38,9 +38,10 @@ export async function currentStates(
   durations?: Durations,
 ): Promise<Map<string, MachineState>> {
   const relevant = machines.filter((m) => m.enabled && (request.system === "builtin" || m.systems.includes(request.system as never)));
+  const listening = listeningSockets();
   const entries = await Promise.all(
     relevant.map(async (machine) => {
-      const inUse = await heldSlots(stateDir, machine.name, machine.parallelBuilds);
+      const inUse = heldSlots(stateDir, machine.name, machine.parallelBuilds, listening);
       const state = machineState(readFacts(stateDir, machine.name), inUse, now, recordHash(machine));
       if (durations && inUse >= machine.parallelBuilds) state.freeIn = await freeIn(stateDir, machine, durations, now);
       return [machine.name, state] as const;
@@ -59,9 +60,27 @@ export async function slotFreesWithin(stateDir: string, full: readonly BuildMach
   return remaining.some((left) => left === undefined || left <= seconds);
 }
 
+/**
+ * Slot holders asked this recently are not asked again. The daemon asks about its waiting
+ * builds one after another, and each would otherwise ask every holder of every full machine
+ * what it builds (a round trip through each holder's event loop); a holding changes at most
+ * once per build, and a stale answer costs one postpone or one wait of at most slotWaitS.
+ */
+const HOLDERS_FRESH_MS = 1000;
+const askedHolders = new Map<string, { at: number; holders: Promise<(SlotHolder | undefined)[]> }>();
+
+function recentHolders(stateDir: string, machine: BuildMachine): Promise<(SlotHolder | undefined)[]> {
+  const key = JSON.stringify([stateDir, machine.name, machine.parallelBuilds]);
+  const asked = askedHolders.get(key);
+  if (asked && Date.now() - asked.at < HOLDERS_FRESH_MS) return asked.holders;
+  const holders = slotHolders(stateDir, machine.name, machine.parallelBuilds);
+  askedHolders.set(key, { at: Date.now(), holders });
+  return holders;
+}
+
 /** Seconds until the first of a full machine's builds should end, from what those builds took before. */
 async function freeIn(stateDir: string, machine: BuildMachine, durations: Durations, now: number): Promise<number | undefined> {
-  const holders = await slotHolders(stateDir, machine.name, machine.parallelBuilds);
+  const holders = await recentHolders(stateDir, machine);
   let soonest: number | undefined;
   for (const holder of holders) {
     const recorded = holder?.drvPath === undefined ? undefined : durations.get(derivationName(holder.drvPath));

@@ -1,8 +1,9 @@
 // Build slots as kernel locks that die with their holder. Node has no flock(), so a slot is
 // a Unix socket in Linux's abstract namespace: binding it is atomic, a second bind fails
 // with EADDRINUSE, and the kernel frees the name the moment the holding process exits,
-// however it exits. Nothing on disk can go stale. Connecting to a held slot asks its holder
-// what it is building, which `offload status` shows.
+// however it exits. Nothing on disk can go stale. The kernel lists the held ones in
+// /proc/net/unix; connecting to a held slot asks its holder what it is building, which
+// `offload status` shows.
 // Abstract names carry no permissions, so any local user could bind them and stall every
 // build: the names derive from a secret only root (the state dir's owner) can read.
 import { createHmac, randomBytes } from "node:crypto";
@@ -113,23 +114,27 @@ export function slotHolder(stateDir: string, machine: string, index: number): Pr
 /** How long a slot's holder may take to say what it builds (it answers from its event loop). */
 const HOLDER_ANSWER_MS = 250;
 
-/** How many of the `count` slots of `machine` are held: a connection that is accepted is enough (the hook decides on this). */
-export async function heldSlots(stateDir: string, machine: string, count: number): Promise<number> {
-  const held = await Promise.all(
-    Array.from(
-      { length: count },
-      (_, index) =>
-        new Promise<boolean>((resolve) => {
-          const socket = createConnection({ path: slotAddress(stateDir, machine, index) });
-          socket.once("connect", () => {
-            socket.destroy();
-            resolve(true);
-          });
-          socket.once("error", () => resolve(false)); // ECONNREFUSED: nobody holds it
-        }),
-    ),
-  );
-  return held.filter(Boolean).length;
+/**
+ * The abstract Unix socket names listening in this network namespace (where the slots live),
+ * as the kernel lists them: every slot's state in one read of /proc/net/unix, where
+ * connecting to each slot took ~70 µs a slot (26 ms for a 100-machine config).
+ */
+export function listeningSockets(): Set<string> {
+  const names = new Set<string>();
+  for (const line of readFileSync("/proc/net/unix", "utf8").split("\n")) {
+    // Num RefCount Protocol Flags Type St Inode Path: a listening socket has __SO_ACCEPTCON (0x10000) in Flags.
+    const fields = line.trim().split(/\s+/);
+    const path = fields[7];
+    if (path?.startsWith("@") && (parseInt(fields[3]!, 16) & 0x10000) !== 0) names.add(`\0${path.slice(1).replace(/@+$/, "")}`); // NUL padding shows as @
+  }
+  return names;
+}
+
+/** How many of the `count` slots of `machine` are held (the hook decides on this); `listening` read once for many machines. */
+export function heldSlots(stateDir: string, machine: string, count: number, listening: Set<string> = listeningSockets()): number {
+  let held = 0;
+  for (let index = 0; index < count; index++) if (listening.has(slotAddress(stateDir, machine, index))) held++;
+  return held;
 }
 
 /** Holders of all `count` slots of `machine` (undefined entries are free slots). */
