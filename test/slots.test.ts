@@ -4,6 +4,9 @@ import { spawn } from "node:child_process";
 import { readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { buildMachine } from "../src/config/records.js";
+import { slotFreesWithin } from "../src/select/current-state.js";
+import { derivationName, recordDuration } from "../src/select/durations.js";
 import { acquireSlot, heldSlots, slotHolders } from "../src/select/slots.js";
 import { makeSafeDir, removeDir } from "./support/safe-dir.js";
 
@@ -76,4 +79,19 @@ test("slot names derive from a secret only the state dir's owner can read", () =
   const secret = join(dir, "slot-secret");
   expect(statSync(secret).mode & 0o777).toBe(0o600);
   expect(readFileSync(secret)).toHaveLength(32);
+});
+
+test("the slot wait asks a full machine's holders at most once a second", async () => {
+  const machine = buildMachine({ name: "asked", systems: ["x86_64-linux"], parallelBuilds: 1 });
+  recordDuration(dir, derivationName("/nix/store/aaaa-long.drv"), 3600);
+  const long = (await acquireSlot(dir, "asked", 1, "/nix/store/aaaa-long.drv"))!;
+  expect(await slotFreesWithin(dir, [machine], 2)).toBe(false); // an hour to go
+  await long.release();
+  const unknown = (await acquireSlot(dir, "asked", 1, "/nix/store/bbbb-new.drv"))!;
+  // A build of unknown length may end any moment, but the answer of a moment ago stands…
+  expect(await slotFreesWithin(dir, [machine], 2)).toBe(false);
+  // …for at most a second.
+  await new Promise((resolve) => setTimeout(resolve, 1100));
+  expect(await slotFreesWithin(dir, [machine], 2)).toBe(true);
+  await unknown.release();
 });
