@@ -25,7 +25,7 @@ let guix: GuixMedians | undefined;
 const benchmarks: [string, () => Promise<Row[]>][] = [
   ["P1", () => measureOverhead({ repetitions: quick ? 5 : 10, log: progress })],
   ["P2", () => measureBatch({ repetitions: quick ? 1 : 3, log: progress })],
-  ["P3", () => measureTransfer({ bigMiB: quick ? 64 : 256, smallFiles: 5000, repetitions: quick ? 1 : 3, log: progress })],
+  ["P3", () => measureTransfer({ bigMiB: quick ? 64 : 256, smallFiles: 5000, repetitions: quick ? 1 : 4, log: progress })],
   ["P4", () => measureDecisionLatency({ tries: quick ? 100 : 500, starts: quick ? 10 : 30, accepts: quick ? 3 : 10, log: progress })],
   ["GUIX", () => measureGuix({ repetitions: quick ? 1 : 3, log: progress, medians: (medians) => (guix = medians) })],
   ["P6", async () => [...runScheduling({ seed: 1, graphs: 8, chart: join(PACKAGE_ROOT, "docs", "p6-makespans.svg") }).rows, ...(await checkNixPolicy())]],
