@@ -170,6 +170,19 @@ describe("fetchWanted", () => {
     expect(readFileSync(items[0]!.tree, "utf8")).toBe("dev");
   });
 
+  test("an output this machine cannot write is named with the reason and a fix, and nothing waits on it", async () => {
+    const server = await fakeServer();
+    const outNar = narOf("x".repeat(1 << 20)); // more than the restore's buffer: the transfer must not wait for it to drain
+    // A parent that does not exist stands for a full or read-only file system: the restore cannot create the tree.
+    const fetched = fetchWanted(server.client, [OUT], join(dir, "missing", "landing"), "builder", "an output");
+    server.reply(Buffer.concat([infoReply([infoOf(OUT, outNar)]), outNar]));
+    await expect(fetched).rejects.toMatchObject({
+      code: "output-unwritable",
+      message: expect.stringMatching(new RegExp(`^${OUT} from builder could not be written here: NAR restore: .*ENOENT.*; nothing imported$`)),
+      fix: expect.stringContaining("free space (df)"),
+    });
+  });
+
   test("a wanted path the machine lacks is named, although the session ended on its NAR; nothing is written", async () => {
     const server = await fakeServer();
     const outNar = narOf("out");

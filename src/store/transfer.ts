@@ -139,7 +139,14 @@ async function receiveNar(remote: ServeClient, path: string, described: Promise<
   } catch (error) {
     nar?.destroy();
     await restored?.catch(() => undefined);
-    throw error;
+    if (!(error instanceof OffloadError && error.code === "nar-restore")) throw error;
+    // The bytes were fine so far; this machine could not write them (full, read-only, …).
+    throw new OffloadError(`${path} from ${machine} could not be written here: ${error.message}; nothing imported`, {
+      code: "output-unwritable",
+      fix: `check the file system of ${dir}: free space (df), nix-collect-garbage -d, or its mount`,
+      exitCode: EXIT.transient,
+      cause: error,
+    });
   }
 }
 
