@@ -1,7 +1,8 @@
-// Soak: many builds of mixed sizes and graphs through offload-hook on 3 networked builders,
-// two nix-builds at a time (root on the master, and its non-root client through the master's
-// nix-daemon), while a fault injector cuts links, kills and restarts sshd, freezes builders,
-// kills remote nix-stores and SIGKILLs hooks at random moments. Afterwards every build has
+// Soak: many builds of mixed sizes and graphs through bin/offload-hook (the hook `offload
+// install` sets: the agent serves it) on 3 networked builders, two nix-builds at a time (root
+// on the master, and its non-root client through the master's nix-daemon), while a fault
+// injector cuts links, kills and restarts sshd, freezes builders, kills remote nix-stores and
+// SIGKILLs hooks (the scripts the agent serves) at random moments. Afterwards every build has
 // either succeeded with outputs signed by a builder, or failed with a one-line reason and a
 // nonzero status; every valid soak path is signed and the store verifies with its contents;
 // no slot is held, no scratch is left, the agent's memory stayed bounded; and the lab leaves
@@ -30,6 +31,7 @@ import {
   peakRssKiB,
   restartSshd,
   scratchLeft,
+  servedHooks,
   startFaultLab,
   stopFaultLab,
   verifyStore,
@@ -38,6 +40,7 @@ import {
   type FaultLab,
   type RunningBuild,
 } from "./support/faults.js";
+import { SERVED_HOOK } from "./support/hook.js";
 
 const BUILDS = Number(process.env.OFFLOAD_SOAK_BUILDS ?? 40);
 const SECONDS = Number(process.env.OFFLOAD_SOAK_SECONDS ?? (BUILDS > 40 ? 1800 : 150));
@@ -79,6 +82,7 @@ beforeAll(async () => {
     ],
     daemonConfig: "soak",
     masterNixConf: [`max-silent-time = ${SILENCE}`],
+    hook: SERVED_HOOK,
   });
   blobs = [await addBlob(fl, 1), await addBlob(fl, 1), await addBlob(fl, 20)];
 }, LAB_UP_TIMEOUT_MS);
@@ -279,6 +283,7 @@ test(
       recoverySeconds,
       validSoakPaths: soakPaths.length,
       agentPeakMiB: agentPeakKiB === undefined ? null : Math.round(agentPeakKiB / 1024),
+      servedHooks: servedHooks(configDir),
       signaturesVerified: signed.code === 0,
       // What `nix store verify` named: valid soak paths without a builder's signature.
       unsigned: signed.stderr.split("\n").filter((line) => line.includes("/nix/store/") && !line.startsWith("checking ")),
@@ -292,6 +297,8 @@ test(
     if (process.env.OFFLOAD_SOAK_REPORT) writeFileSync(process.env.OFFLOAD_SOAK_REPORT, `${JSON.stringify(report, null, 2)}\n`);
 
     expect(sweeper.code).toBe(0);
+    // The agent served the hooks (the first starts it, in a process of its own).
+    expect(report.servedHooks).toBeGreaterThan(records.length / 2);
     // Builds start until OFFLOAD_SOAK_SECONDS; far fewer than asked means builds hang.
     expect(records.length).toBeGreaterThanOrEqual(Math.min(BUILDS, 10));
     for (const record of succeeded) expect(record.outcome.stdout).toMatch(/^\/nix\/store\/\S+-soak-/);

@@ -101,13 +101,14 @@ export interface FaultLabOptions extends LabOptions {
   masterNixConf?: string[];
   /** The master's nix-daemon runs offload-hook with a config dir of this name holding every builder. Default: no hook. */
   daemonConfig?: string;
+  /** The build hook the master's builds run. Default HOOK (its own process each time); SERVED_HOOK hands it to the agent. */
+  hook?: string;
 }
-
-const HOOK_OPTIONS = ["--option", "build-hook", HOOK, "--max-jobs", "0"];
 
 /** A networked test lab and a master host of Nix 2.8 (with a nix-daemon and a non-root client) sharing its directories. */
 export async function startFaultLab(name: string, options: FaultLabOptions = {}): Promise<FaultLab> {
-  const { masterNixConf = [], daemonConfig, ...labOptions } = options;
+  const { masterNixConf = [], daemonConfig, hook = HOOK, ...labOptions } = options;
+  const hookOptions = ["--option", "build-hook", hook, "--max-jobs", "0"];
   const lab = await startTestLab({ network: true, ...labOptions });
   const dir = makeSafeDir(name);
   const nixFile = join(lab.dir, "fault.nix");
@@ -124,7 +125,7 @@ export async function startFaultLab(name: string, options: FaultLabOptions = {})
     dir: join(lab.dir, "master"),
     nix: "2.8", // reads build-hook from nix.conf (2.25 to 2.33 would need NIX_CONFIG)
     shared: [lab.dir, dir],
-    nixConf: [...(daemonConfigDir ? [`build-hook = ${HOOK}`, "max-jobs = 0"] : []), ...masterNixConf],
+    nixConf: [...(daemonConfigDir ? [`build-hook = ${hook}`, "max-jobs = 0"] : []), ...masterNixConf],
     daemonEnv: daemonConfigDir ? hookEnv(dir, daemonConfigDir) : undefined,
   });
   return {
@@ -135,7 +136,7 @@ export async function startFaultLab(name: string, options: FaultLabOptions = {})
     daemonConfigDir,
     config,
     nixBuild: (configDir, build, { options = [], env = {}, on = master } = {}) =>
-      startNixBuild(on, { ...hookEnv(dir, configDir), ...env }, [...buildArgs(nixFile, build), ...HOOK_OPTIONS, "--no-out-link", ...options]),
+      startNixBuild(on, { ...hookEnv(dir, configDir), ...env }, [...buildArgs(nixFile, build), ...hookOptions, "--no-out-link", ...options]),
     clientBuild: (build) => startNixBuild(master, {}, [...buildArgs(nixFile, build), "--no-out-link"], CLIENT_USER),
   };
 }
@@ -278,15 +279,19 @@ export async function allSlotsFree(configDir: string, builders: readonly LabBuil
   return slots.every((slot) => slot !== undefined);
 }
 
-/** Processes of the hook (node bin/offload-hook.js) run with this config dir, as this machine sees them. */
+/**
+ * Processes of the hook run with this config dir, as this machine sees them: node
+ * bin/offload-hook.js, or the script bin/offload-hook (whose hook the agent serves, or which
+ * became node dist/hook.js when no agent ran).
+ */
 export function hookPids(configDir: string): number[] {
   const pids: number[] = [];
   for (const name of readdirSync("/proc").filter((entry) => /^\d+$/.test(entry))) {
     try {
       // The hook's own argv, not a nix-build whose --option build-hook names it.
       const script = readFileSync(`/proc/${name}/cmdline`, "utf8").split("\0")[1] ?? "";
-      if (script.endsWith("/offload-hook.js") && readFileSync(`/proc/${name}/environ`, "utf8").includes(`OFFLOAD_CONFIG_DIR=${configDir}\0`))
-        pids.push(Number(name));
+      const hook = ["/bin/offload-hook.js", "/bin/offload-hook", "/dist/hook.js"].some((end) => script.endsWith(end));
+      if (hook && readFileSync(`/proc/${name}/environ`, "utf8").includes(`OFFLOAD_CONFIG_DIR=${configDir}\0`)) pids.push(Number(name));
     } catch {
       // gone meanwhile
     }
@@ -365,6 +370,12 @@ export function agentPid(configDir: string): number | undefined {
   if (!existsSync(log)) return undefined;
   const pids = [...readFileSync(log, "utf8").matchAll(/\(pid (\d+)\)/g)].map((match) => Number(match[1]));
   return pids.at(-1);
+}
+
+/** How many hooks the agent of this config dir served (its log says each). */
+export function servedHooks(configDir: string): number {
+  const log = join(configDir, "state", "agent.log");
+  return existsSync(log) ? [...readFileSync(log, "utf8").matchAll(/ hook \d+: (served|stopped by the daemon)/g)].length : 0;
 }
 
 /** Peak resident memory (VmHWM) of a process of the host, in KiB; undefined when it has gone. */

@@ -9,6 +9,8 @@ import { PACKAGE_ROOT } from "../../src/package-root.js";
 
 // From the package root, not this file: benchmarks run this module bundled elsewhere.
 export const HOOK = join(PACKAGE_ROOT, "bin", "offload-hook.js");
+/** The hook `offload install` sets: a script that hands the hook to the agent when one runs. */
+export const SERVED_HOOK = join(PACKAGE_ROOT, "bin", "offload-hook");
 
 export interface Try {
   amWilling: boolean;
