@@ -23,7 +23,22 @@ test("adds signatures to a valid path and tells valid paths from others", async 
       message: expect.stringMatching(/^nix-daemon --stdio could not add signatures to \S+-missing: (it was killed by SIGSEGV|.*is not valid)/),
     });
   } finally {
-    worker.close();
+    await worker.close(); // its temporary roots go with it
+    deletePaths([app, lib]);
+  }
+});
+
+test("path infos as the store has them; operations issued together are answered each in turn", async () => {
+  const { lib, app } = buildTestClosure("nix-worker-infos");
+  const worker = startNixWorker();
+  try {
+    const missing = `${lib.slice(0, 11)}${"1".repeat(32)}-missing`;
+    const [valid, infos] = await Promise.all([worker.queryValidPaths([app, missing], { lock: true }), worker.queryPathInfos([lib, app, missing])]);
+    expect(valid).toEqual(new Set([app]));
+    expect([...infos.keys()]).toEqual([lib, app]);
+    expect(infos.get(app)).toEqual({ ...nixPathInfo(app), contentAddress: undefined });
+  } finally {
+    await worker.close(); // its temporary roots go with it
     deletePaths([app, lib]);
   }
 });
@@ -34,5 +49,5 @@ test("without nix-daemon on PATH, the failure names it and the fix", async () =>
     code: "nix-daemon-not-found",
     fix: "put Nix's nix-daemon on the PATH of the daemon that runs the hook",
   });
-  worker.close();
+  await worker.close();
 });

@@ -61,7 +61,7 @@ export function startLanding(options: Pick<LandOptions, "env"> = {}): LandingPro
 /** Ends the landing's processes (again, harmlessly): whatever they were not given, they do not do. */
 export function endLanding(processes: LandingProcesses): void {
   processes.registration.cancel();
-  processes.worker.close();
+  void processes.worker.close();
 }
 
 /**
@@ -200,7 +200,7 @@ export async function finishLandings(options: { storeDir?: string; env?: NodeJS.
       rmSync(dir, { recursive: true, force: true });
     }
   } finally {
-    worker?.close();
+    void worker?.close();
   }
   return signed;
 }

@@ -44,8 +44,8 @@ export interface NixWorker {
   queryValidPaths(paths: Iterable<string>, options?: { lock?: boolean }): Promise<Set<string>>;
   /** Path infos of the valid ones among `paths` (invalid paths are absent). */
   queryPathInfos(paths: Iterable<string>): Promise<Map<string, PathInfo>>;
-  /** Ends the connection; `nix-daemon --stdio` exits at the end of its input. */
-  close(): void;
+  /** Ends the connection; `nix-daemon --stdio` exits at the end of its input (and its temporary roots go with it): settles then. */
+  close(): Promise<void>;
 }
 
 /** Starts `nix-daemon --stdio` and greets it; the operations wait for the greeting. */
@@ -70,20 +70,30 @@ export function startNixWorker(options: { env?: NodeJS.ProcessEnv } = {}): NixWo
   const opening = WorkerConnection.open(stream, "nix-daemon --stdio", NIX);
   opening.catch(() => undefined); // reported by the first operation
 
+  // One operation at a time: the replies on the connection come in the order of the requests.
+  let queue: Promise<unknown> = Promise.resolve();
+  function answer<T>(what: string, operation: (connection: WorkerConnection) => Promise<T>): Promise<T> {
+    const turn = queue.then(() => answerNow(what, operation));
+    queue = turn.catch(() => undefined);
+    return turn;
+  }
+
   /** Runs `operation` once greeted, within ANSWER_TIMEOUT_MS; a failure says what nix-daemon said. */
-  async function answer<T>(what: string, operation: (connection: WorkerConnection) => Promise<T>): Promise<T> {
+  async function answerNow<T>(what: string, operation: (connection: WorkerConnection) => Promise<T>): Promise<T> {
     let timer: NodeJS.Timeout | undefined;
+    let timedOut: string | undefined;
     const late = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
+        timedOut = `no answer within ${ANSWER_TIMEOUT_MS / 1000} s`;
         child.kill("SIGKILL");
-        reject(new Error(`no answer within ${ANSWER_TIMEOUT_MS / 1000} s`));
+        reject(new Error(timedOut));
       }, ANSWER_TIMEOUT_MS);
     });
     try {
       return await Promise.race([opening.then(operation), late]);
     } catch (error) {
       // The daemon's own error when it sent one; else why the connection broke, as it said on stderr.
-      const said = error instanceof OffloadError && error.code === "nix-daemon-error" ? error.message.replace(/^nix-daemon: /, "") : undefined;
+      const said = error instanceof OffloadError && error.code === "nix-daemon-error" ? error.message.replace(/^nix-daemon: /, "") : timedOut;
       // A broken connection is a process that exited or is exiting: what it said last is why.
       if (said === undefined && spawnError === undefined) await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, EXIT_WAIT_MS))]);
       const why = said ?? spawnError?.message ?? (stderr.trim().split("\n").slice(-3).join("; ") || ended || (error as Error).message);
@@ -139,6 +149,7 @@ export function startNixWorker(options: { env?: NodeJS.ProcessEnv } = {}): NixWo
         (connection) => connection.close(),
         () => undefined,
       );
+      return exited;
     },
   };
 }
