@@ -323,6 +323,9 @@ export async function ensureHost(spec: HostSpec): Promise<Host> {
   return running;
 }
 
+/** How long the processes of a stopped host may take to end after SIGKILL. */
+const HOST_STOP_MS = 15_000;
+
 /**
  * Ends every process of the host, then its anchor; its mounts go with them. No-op when it does
  * not run. Found by directory, so a stale `anchorPid` does no harm.
@@ -340,8 +343,10 @@ export async function stopHost(host: Pick<Host, "name" | "dir">): Promise<void> 
     // An init gets no SIGTERM from outside its namespace unless it handles it: SIGKILL at once.
     signal(anchor.anchorPid, "SIGKILL");
     // Outside the PID namespace but in the mount namespace, `unshare` and nsenter wait for
-    // their children there: they end with them.
-    const left = await waitGone(await processesInNamespaces([pids, mounts]), 5000);
+    // their children there: they end with them. A process killed in the middle of a disk
+    // write ends only once the write does, seconds later on a busy disk (a CI run's parallel
+    // suites): a SIGKILLed process still there after HOST_STOP_MS is stuck.
+    const left = await waitGone(await processesInNamespaces([pids, mounts]), HOST_STOP_MS);
     if (left.length > 0) {
       throw hostError(host, `processes ${left.join(", ")} of it did not end`, "host-stop-failed", `kill -KILL ${left.join(" ")}, then stop it again`);
     }
