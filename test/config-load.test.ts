@@ -101,6 +101,18 @@ test("a config sees the environment it is loaded for (a served hook's, not the a
     code: "config-threw",
     message: expect.stringContaining("process.exit() in a config"),
   });
+  // Nor through an import of node:process.
+  const imported = join(dir, "import-process.ts");
+  writeFileSync(
+    imported,
+    `import { buildMachine } from "offload";\nimport proc from "node:process";\nimport { exit } from "process";\nif (proc.env.SITE === "exit") proc.exit(3);\nif (proc.env.SITE === "bare") exit(4);\nexport default [buildMachine({ name: proc.env.SITE ?? "none", systems: ["x86_64-linux"] })];\n`,
+  );
+  expect((await loadConfig({ config: imported, cacheDir: false, env: { ...process.env, SITE: "lab" } })).machines.map((m) => m.name)).toEqual(["lab"]);
+  for (const site of ["exit", "bare"])
+    await expect(loadConfig({ config: imported, cacheDir: false, env: { ...process.env, SITE: site } })).rejects.toMatchObject({
+      code: "config-threw",
+      message: expect.stringContaining("process.exit() in a config"),
+    });
 });
 
 test("an async default export is awaited", async () => {

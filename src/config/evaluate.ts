@@ -43,7 +43,11 @@ export async function evaluateConfig(
   const module = { exports: {} as Record<string, unknown> };
   // The global of the context the script runs in (not necessarily this module's, e.g. under jest).
   const globals = vm.runInThisContext("globalThis") as Record<string, unknown>;
-  globals[SLOT] = { module, require: createRequire(configPath), filename: configPath, dirname: dirname(configPath), process: configProcess(env) };
+  const guarded = configProcess(env);
+  const realRequire = createRequire(configPath);
+  // `import process from "node:process"` is the same guarded process as the global one.
+  const require = Object.assign((id: string): unknown => (id === "process" || id === "node:process" ? guarded : realRequire(id)), realRequire);
+  globals[SLOT] = { module, require, filename: configPath, dirname: dirname(configPath), process: guarded };
   // The wrapper line is compensated by lineOffset so stack positions match the source map.
   const script = new vm.Script(
     `(function (exports, require, module, __filename, __dirname, process) {\n${code}\n}).call(undefined, ${SLOT}.module.exports, ${SLOT}.require, ${SLOT}.module, ${SLOT}.filename, ${SLOT}.dirname, ${SLOT}.process)`,
