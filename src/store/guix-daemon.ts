@@ -126,24 +126,16 @@ export class GuixDaemon {
     return this.connection.send(message);
   }
 
-  private work(input?: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
-    return this.connection.work(input);
-  }
-
-  private drain(messages: AsyncGenerator<Buffer>): Promise<void> {
-    return this.connection.drain(messages);
-  }
-
   async queryValidPaths(paths: Iterable<string>): Promise<Set<string>> {
     await this.send(new WireWriter().u64(Op.QueryValidPaths).strings(paths));
-    await this.drain(this.work());
+    await this.connection.worked();
     return new Set(await this.reader.strings(1 << 20, 4096, "valid paths"));
   }
 
   /** What the store registered for a valid `path`. */
   async queryPathInfo(path: string): Promise<GuixPathInfo> {
     await this.send(new WireWriter().u64(Op.QueryPathInfo).string(path));
-    await this.drain(this.work());
+    await this.connection.worked();
     const deriver = await this.reader.string(4096, "deriver");
     const hash = await this.reader.string(128, "NAR hash");
     const references = await this.reader.strings(1 << 20, 4096, "references");
@@ -165,7 +157,7 @@ export class GuixDaemon {
         .string(path)
         .u64(options.sign ? 1 : 0),
     );
-    yield* this.work();
+    yield* this.connection.work();
     await this.reader.u64("the end of the export");
   }
 
@@ -176,7 +168,7 @@ export class GuixDaemon {
    */
   async importPaths(stream: AsyncIterable<Buffer>): Promise<string[]> {
     await this.send(new WireWriter().u64(Op.ImportPaths));
-    await this.drain(this.work(stream));
+    await this.connection.worked(stream);
     return this.reader.strings(1 << 20, 4096, "imported paths");
   }
 
@@ -184,7 +176,7 @@ export class GuixDaemon {
   async deletePaths(paths: Iterable<string>): Promise<string[]> {
     // action, paths, ignoreLiveness, maxFreed, an obsolete field, two removed options (minor ≥ 5).
     await this.send(new WireWriter().u64(Op.CollectGarbage).u64(GC_DELETE_SPECIFIC).strings(paths).u64(0).u64(0).u64(0).u64(0).u64(0));
-    await this.drain(this.work());
+    await this.connection.worked();
     const deleted = await this.reader.strings(1 << 20, 4096, "deleted paths");
     await this.reader.u64("bytes freed");
     await this.reader.u64("an obsolete field");
@@ -213,27 +205,27 @@ export class GuixDaemon {
       .u64(pairs.length);
     for (const [name, value] of pairs) message.string(name).string(value);
     await this.send(message);
-    await this.drain(this.work());
+    await this.connection.worked();
   }
 
   /** Builds `paths` (derivations), passing their output to the log as it comes; throws the daemon's error when one fails. */
   async buildPaths(paths: readonly string[]): Promise<void> {
     await this.send(new WireWriter().u64(Op.BuildPaths).strings(paths).u64(0));
-    await this.drain(this.work());
+    await this.connection.worked();
     await this.reader.u64("the build's result");
   }
 
   /** Keeps `path` from the garbage collector while this connection lasts. */
   async addTempRoot(path: string): Promise<void> {
     await this.send(new WireWriter().u64(Op.AddTempRoot).string(path));
-    await this.drain(this.work());
+    await this.connection.worked();
     await this.reader.u64("the result");
   }
 
   /** Adds a text file to the store (as `add-text-to-store`); returns its store path. */
   async addTextToStore(name: string, text: string | Buffer, references: readonly string[] = []): Promise<string> {
     await this.send(new WireWriter().u64(Op.AddTextToStore).string(name).string(text).strings(references));
-    await this.drain(this.work());
+    await this.connection.worked();
     return this.reader.string(4096, "the new path");
   }
 }

@@ -20,10 +20,11 @@
 import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { OffloadError, type FailureCode } from "../errors.js";
+import { OffloadError } from "../errors.js";
 import { encodeNix32 } from "../nix/nix32.js";
 import type { PathInfo } from "../nix/path-info.js";
 import { DEFAULT_STORE_DIR, hashPart } from "../nix/store-path.js";
+import { lastLines } from "./nix-stderr.js";
 import { startNixWorker, type NixWorker } from "./nix-worker.js";
 import { verifySpooled, type ImportedPath, type RestoredPath, type VerifyOptions } from "./import-verified.js";
 import { deadScratch, keepScratch, makeScratch, removeScratch } from "../files/scratch.js";
@@ -53,7 +54,7 @@ export interface LandingProcesses {
  */
 export function startLanding(options: Pick<LandOptions, "env"> = {}): LandingProcesses {
   return {
-    registration: startNix(["nix-store", "--register-validity", "--hash-given"], options, "register-failed"),
+    registration: startRegistration(options),
     worker: startNixWorker(options),
   };
 }
@@ -207,7 +208,7 @@ export async function finishLandings(options: { storeDir?: string; env?: NodeJS.
 
 const NIX_COMMAND_TIMEOUT_MS = 60_000;
 
-/** A nix command started and waiting for its input. */
+/** The registration, started and waiting for its input. */
 export interface PendingNix {
   /** Writes `input`, ends it, and waits for the command to finish: its stdout, or its stderr as the error. */
   finish(input: string): Promise<string>;
@@ -215,7 +216,9 @@ export interface PendingNix {
   cancel(): void;
 }
 
-function startNix(argv: string[], options: Pick<LandOptions, "env">, code: FailureCode): PendingNix {
+/** `nix-store --register-validity --hash-given`, started and waiting for the registration to write. */
+function startRegistration(options: Pick<LandOptions, "env">): PendingNix {
+  const argv = ["nix-store", "--register-validity", "--hash-given"];
   const child = spawn(argv[0]!, argv.slice(1), { env: options.env ?? process.env, stdio: ["pipe", "pipe", "pipe"] });
   let stdout = "";
   let stderr = "";
@@ -231,7 +234,7 @@ function startNix(argv: string[], options: Pick<LandOptions, "env">, code: Failu
       clearTimeout(timer);
       reject(
         new OffloadError(`cannot run ${argv[0]}: ${error.message}`, {
-          code,
+          code: "register-failed",
           fix: `put Nix's ${argv[0]} on the PATH of the daemon that runs the hook`,
           cause: error,
         }),
@@ -242,7 +245,9 @@ function startNix(argv: string[], options: Pick<LandOptions, "env">, code: Failu
       clearTimeout(timer);
       if (status === 0) return resolve(stdout);
       const why = lastLines(stderr) || (signal ? `killed by ${signal}` : `exit status ${status}`);
-      reject(new OffloadError(`${argv.slice(0, 3).join(" ")} failed: ${why}`, { code, fix: "check the local store: nix-store --verify --check-contents" }));
+      reject(
+        new OffloadError(`${argv.join(" ")} failed: ${why}`, { code: "register-failed", fix: "check the local store: nix-store --verify --check-contents" }),
+      );
     });
   });
   result.catch(() => undefined); // a command that fails while waiting for its input is reported by finish, or was not needed
@@ -251,7 +256,7 @@ function startNix(argv: string[], options: Pick<LandOptions, "env">, code: Failu
   return {
     finish(input) {
       ended = true;
-      // Bounded from here: these take milliseconds; a minute means the store is stuck (e.g. its database locked).
+      // Bounded from here: it takes milliseconds; a minute means the store is stuck (e.g. its database locked).
       if (!exited) timer = setTimeout(() => child.kill("SIGKILL"), NIX_COMMAND_TIMEOUT_MS);
       child.stdin.end(input);
       return result;
@@ -261,14 +266,6 @@ function startNix(argv: string[], options: Pick<LandOptions, "env">, code: Failu
       ended = true;
     },
   };
-}
-
-function lastLines(text: string): string {
-  return text
-    .split("\n")
-    .filter((line) => line.trim() && !line.startsWith("warning:"))
-    .slice(-3)
-    .join("; ");
 }
 
 function baseName(path: string): string {

@@ -11,6 +11,7 @@ import { Duplex } from "node:stream";
 import { OffloadError } from "../errors.js";
 import type { PathInfo } from "../nix/path-info.js";
 import { byteOrder, WireWriter } from "../nix/wire.js";
+import { lastLines } from "./nix-stderr.js";
 import { WorkerConnection, type WorkerDialect } from "./worker-connection.js";
 
 /**
@@ -96,7 +97,7 @@ export function startNixWorker(options: { env?: NodeJS.ProcessEnv } = {}): NixWo
       const said = error instanceof OffloadError && error.code === "nix-daemon-error" ? error.message.replace(/^nix-daemon: /, "") : timedOut;
       // A broken connection is a process that exited or is exiting: what it said last is why.
       if (said === undefined && spawnError === undefined) await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, EXIT_WAIT_MS))]);
-      const why = said ?? spawnError?.message ?? (stderr.trim().split("\n").slice(-3).join("; ") || ended || (error as Error).message);
+      const why = said ?? spawnError?.message ?? (lastLines(stderr) || ended || (error as Error).message);
       throw new OffloadError(`nix-daemon --stdio could not ${what}: ${why}`, {
         code: spawnError ? "nix-daemon-not-found" : "nix-daemon-failed",
         fix: spawnError ? "put Nix's nix-daemon on the PATH of the daemon that runs the hook" : "check the local store: nix-store --verify --check-contents",
@@ -111,7 +112,7 @@ export function startNixWorker(options: { env?: NodeJS.ProcessEnv } = {}): NixWo
     addSignatures: (path, signatures) =>
       answer(`add signatures to ${path}`, async (connection) => {
         await connection.send(new WireWriter().u64(Op.AddSignatures).string(path).strings(signatures));
-        await connection.drain(connection.work());
+        await connection.worked();
         await connection.reader.u64("the result");
       }),
     queryValidPaths: (paths, { lock = false } = {}) =>
@@ -123,10 +124,10 @@ export function startNixWorker(options: { env?: NodeJS.ProcessEnv } = {}): NixWo
         await connection.send(requests.u64(Op.QueryValidPaths).strings(list));
         if (lock)
           for (const _ of list) {
-            await connection.drain(connection.work());
+            await connection.worked();
             await connection.reader.u64("the result");
           }
-        await connection.drain(connection.work());
+        await connection.worked();
         return new Set(await connection.reader.strings(1 << 20, 4096, "valid paths"));
       }),
     queryPathInfos: (paths) =>
@@ -137,7 +138,7 @@ export function startNixWorker(options: { env?: NodeJS.ProcessEnv } = {}): NixWo
         await connection.send(requests);
         const infos = new Map<string, PathInfo>();
         for (const path of list) {
-          await connection.drain(connection.work());
+          await connection.worked();
           const info = await readPathInfo(connection, path);
           if (info) infos.set(path, info);
         }

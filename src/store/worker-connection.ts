@@ -78,7 +78,7 @@ export class WorkerConnection {
       connection.version = version;
       // No CPU affinity (minor ≥ 14), no reserved space (minor ≥ 11).
       await connection.send(new WireWriter().u64(dialect.clientVersion).u64(0).u64(0));
-      await connection.drain(connection.work());
+      await connection.worked();
     } catch (error) {
       connection.close();
       throw error;
@@ -138,8 +138,8 @@ export class WorkerConnection {
     }
   }
 
-  /** Runs an operation that writes nothing back before its result. */
-  async drain(messages: AsyncGenerator<Buffer>): Promise<void> {
-    for await (const _ of messages) throw this.protocolError("unexpected output from the daemon");
+  /** The daemon's messages of an operation that writes nothing back before its result, `input` answering its reads. */
+  async worked(input?: AsyncIterable<Buffer>): Promise<void> {
+    for await (const _ of this.work(input)) throw this.protocolError("unexpected output from the daemon");
   }
 }
